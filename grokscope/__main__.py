@@ -1,0 +1,3 @@
+from grokscope.cli import entry
+
+entry()

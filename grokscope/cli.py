@@ -1,0 +1,235 @@
+"""The command line: ``grokscope <command> ...``. It only parses, selects presets, applies overrides and calls.
+
+Errors the user can cause end in one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from grokscope.config import ConfigError, ExperimentConfig, apply_overrides, parse_override
+from grokscope.presets import describe_presets, get_preset
+from grokscope.store.run import Run, RunError
+from grokscope.tasks.formula import FormulaError
+
+EXIT_USAGE = 2
+
+# Subcommands that live with their feature: module path -> each exposes register(subparsers).
+PLUGIN_COMMANDS = ("grokscope.analysis.cli", "grokscope.bench")
+
+
+class UserError(Exception):
+    """A one-line error the user can fix."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse's default prints the usage too)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def add_config_args(p: argparse.ArgumentParser, *, preset_default: str | None) -> None:
+    p.add_argument("--preset", default=preset_default, help="preset name (see 'grokscope presets')" + (f"; default {preset_default}" if preset_default else ""))
+    p.add_argument("--config", type=Path, help="a config.json to start from instead of a preset")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config field, e.g. --set optim.weight_decay=0.3 (repeatable; values are JSON)",
+    )
+    p.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    if args.config is not None:
+        try:
+            cfg = ExperimentConfig.from_json(Path(args.config).read_text())
+        except OSError as e:
+            raise UserError(f"--config {args.config}: cannot read ({e.strerror})") from None
+    elif args.preset:
+        cfg = get_preset(args.preset)
+    else:
+        raise UserError("give --preset NAME or --config FILE (see 'grokscope presets')")
+    overrides = dict(parse_override(s) for s in args.overrides)
+    if args.epochs is not None:
+        overrides["train.epochs"] = args.epochs
+    return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+def summarize(run: Run) -> str:
+    """A few lines on a run: where it is, how far it got, whether and when it grokked."""
+    meta = run.meta
+    m = run.metrics
+    lines = [f"run:        {run.dir}", f"status:     {meta.get('status', 'new')}" + (f" ({meta['message']})" if meta.get("message") else "")]
+    if len(m):
+        last = m.iloc[-1]
+        lines.append(f"epochs:     {int(m.index[-1])} of {run.config.train.epochs}")
+        for split in ("train", "test"):
+            if f"{split}_acc" in m:
+                lines.append(f"{split + ':':11} acc {last[f'{split}_acc']:.4f}  loss {last[f'{split}_loss']:.3e}")
+        for split in ("train", "test"):
+            col = f"{split}_acc"
+            if col in m:
+                hit = m.index[m[col] >= 0.99]
+                lines.append(f"{split} acc >= 99% first at epoch {int(hit[0]) if len(hit) else 'never'}")
+    if meta.get("train_seconds"):
+        lines.append(f"time:       {float(meta['train_seconds']):.1f} s training ({meta.get('forward', '?')} forward)")
+    lines.append(f"checkpoints: {len(run.checkpoints)}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from grokscope.train import resume, train
+
+    if args.resume is not None:
+        if args.preset or args.config or args.overrides or args.epochs is not None or args.out:
+            raise UserError("--resume continues a run with its own config; drop --preset/--config/--set/--epochs/--out")
+        run = resume(args.resume, progress=not args.quiet and None)
+    else:
+        cfg = config_from_args(args)
+        run = train(cfg, args.out, progress=not args.quiet and None)
+    print(summarize(run))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The main job: the nanda-mainline preset to grokking and clean-up, then its summary."""
+    from grokscope.train import train
+
+    cfg = config_from_args(args)
+    if args.epochs is None and not any(o.startswith("train.stop_after_grok") for o in args.overrides):
+        cfg = apply_overrides(cfg, {"train.stop_after_grok": 1.5})
+    print(f"training {cfg.name}: {cfg.task.formula} mod {cfg.task.p}, up to {cfg.train.epochs} epochs"
+          + (f", stopping at {cfg.train.stop_after_grok} x the grok epoch" if cfg.train.stop_after_grok else ""), flush=True)
+    run = train(cfg, args.out, progress=not args.quiet and None)
+    print(summarize(run))
+    _maybe_analysis_summary(run)
+    return 0
+
+
+def _maybe_analysis_summary(run: Run) -> None:
+    try:
+        mod = importlib.import_module("grokscope.analysis.cli")
+    except ImportError:
+        return
+    hook: Callable[[Run], None] | None = getattr(mod, "print_run_summary", None)
+    if hook is not None:
+        hook(run)
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    if args.name:
+        print(get_preset(args.name).to_json())
+        return 0
+    rows = describe_presets()
+    width = max(len(n) for n, _ in rows)
+    for name, doc in rows:
+        print(f"{name:<{width}}  {doc}")
+    print("\nshow one as JSON: grokscope presets NAME; train one: grokscope train --preset NAME")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    run = Run(args.run)
+    if args.json:
+        print(json.dumps({"config": run.config.to_dict(), "meta": run.meta, "checkpoints": run.checkpoints}, indent=2))
+        return 0
+    print(run.config.to_json())
+    print(summarize(run))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="grokscope",
+        description="Train small networks on algorithmic tasks, watch them grok, and reverse-engineer what they learned.",
+        epilog="Start with 'grokscope run' (the Nanda et al. mainline) or 'grokscope train --preset quick'.",
+    )
+    parser.add_argument("--version", action="version", version=f"grokscope {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a preset or config into a run directory", description="Train a preset (or a config.json) into a new run directory, or resume one.")
+    add_config_args(p, preset_default=None)
+    p.add_argument("--out", type=Path, help="run directory to create (default runs/<name>-<time>)")
+    p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run exactly where it stopped")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "run",
+        help="the main job: reproduce the Nanda et al. grokking run and summarise it",
+        description="Train the nanda-mainline preset until it has grokked and cleaned up (train.stop_after_grok=1.5: "
+        "stop at 1.5x the first epoch with test accuracy >= 99%%), then print the summary. --epochs N trains exactly N epochs.",
+    )
+    add_config_args(p, preset_default="nanda-mainline")
+    p.add_argument("--out", type=Path, help="run directory to create (default runs/<name>-<time>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("presets", help="list presets, or print one as JSON", description="List the presets, or print one preset's config as JSON.")
+    p.add_argument("name", nargs="?", help="a preset to print")
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("show", help="a run's config and a summary of its metrics", description="Print a run's config and a summary of its metrics.")
+    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_show)
+
+    for module in PLUGIN_COMMANDS:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        mod.register(sub)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("grokscope")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    from grokscope.train.loop import TrainingDiverged
+
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, RunError, FormulaError, UserError) as e:
+        print(f"grokscope {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingDiverged as e:
+        print(f"grokscope {args.command}: training diverged: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ngrokscope {args.command}: interrupted; continue with 'grokscope train --resume RUN'", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

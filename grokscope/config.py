@@ -1,0 +1,318 @@
+"""Frozen, keyword-only configuration dataclasses, one per concern.
+
+Every config validates itself in ``__post_init__`` and raises :class:`ConfigError`
+with a message that names the field (``optim.lr: must be > 0, got -1``). Configs
+round-trip through JSON (:meth:`ExperimentConfig.to_json` / :meth:`ExperimentConfig.from_json`)
+and are changed only by building new ones (:func:`apply_overrides`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration error; the message names the field and the fix."""
+
+
+def _fail(path: str, msg: str) -> typing.NoReturn:
+    raise ConfigError(f"{path}: {msg}")
+
+
+# --------------------------------------------------------------------------- components
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskConfig:
+    """An algorithmic task. ``kind="modular"``: c = formula(a, b) mod p over all pairs (a, b)."""
+
+    kind: str = "modular"
+    formula: str = "a+b"
+    p: int = 113
+    train_fraction: float = 0.3
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind != "modular":
+            _fail("task.kind", f"unknown task kind {self.kind!r}; known: 'modular'")
+        if not (3 <= self.p <= 2000):
+            _fail("task.p", f"must be an integer in 3..2000, got {self.p}")
+        if not (0.0 < self.train_fraction <= 1.0):
+            _fail("task.train_fraction", f"must be in (0, 1], got {self.train_fraction}")
+        if self.split_seed < 0:
+            _fail("task.split_seed", f"must be >= 0, got {self.split_seed}")
+        # Parsing validates the formula (and prime p for division) with a clear message.
+        from grokscope.tasks.formula import FormulaError, parse_formula
+
+        try:
+            expr = parse_formula(self.formula)
+        except FormulaError as e:
+            _fail("task.formula", str(e))
+        if expr.uses_division and not _is_prime(self.p):
+            _fail("task.p", f"the formula {self.formula!r} divides, which needs a prime p; {self.p} is not prime")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Network shape. ``arch="transformer"``: TransformerLens layout, no LayerNorm, only the MLP has biases.
+    ``arch="mlp"``: embeddings of a and b summed into one hidden layer, then an unembedding (PAIR style)."""
+
+    arch: str = "transformer"
+    n_layers: int = 1
+    d_model: int = 128
+    n_heads: int = 4
+    d_head: int = 32
+    d_mlp: int = 512
+    act_fn: str = "relu"
+    tie_unembed: bool = False
+    init_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("transformer", "mlp"):
+            _fail("model.arch", f"unknown architecture {self.arch!r}; known: 'transformer', 'mlp'")
+        for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp"):
+            value = getattr(self, name)
+            if not (1 <= value <= 65536):
+                _fail(f"model.{name}", f"must be an integer in 1..65536, got {value}")
+        if self.n_layers > 64:
+            _fail("model.n_layers", f"must be <= 64, got {self.n_layers}")
+        if self.act_fn not in ACT_FNS:
+            _fail("model.act_fn", f"unknown activation {self.act_fn!r}; known: {', '.join(ACT_FNS)}")
+        if self.tie_unembed and self.arch != "mlp":
+            _fail("model.tie_unembed", "tied embeddings are only offered for arch='mlp'")
+        if self.init_seed < 0:
+            _fail("model.init_seed", f"must be >= 0, got {self.init_seed}")
+
+
+ACT_FNS = ("relu", "gelu", "quadratic")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig:
+    """AdamW with decoupled weight decay and a linear warm-up: lr_t = lr * min(t / warmup_steps, 1),
+    t counting updates from 0 (so with warm-up the first update has learning rate 0, as in the paper's code)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    warmup_steps: int = 10
+
+    def __post_init__(self) -> None:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            _fail("optim.lr", f"must be a finite number > 0, got {self.lr}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            _fail("optim.weight_decay", f"must be a finite number >= 0, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            _fail("optim.betas", f"must be two numbers in [0, 1), got {list(self.betas)}")
+        if not (self.eps > 0):
+            _fail("optim.eps", f"must be > 0, got {self.eps}")
+        if self.warmup_steps < 0:
+            _fail("optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """The training loop. One epoch is one pass over the training set (one step when full-batch).
+
+    ``stop_after_grok``: when set to a factor f, training stops at the first logged epoch e with
+    e >= f * grok_epoch, where grok_epoch is the first logged epoch with test accuracy >= 99%
+    (the clean-up phase of the mainline ends at about 1.5x its grok epoch). ``None`` trains all epochs.
+    """
+
+    epochs: int = 40000
+    batch_size: int | None = None
+    loss_dtype: str = "float64"
+    log_every: int = 10
+    measure_every: int = 100
+    checkpoint_every: int = 100
+    checkpoint_early: bool = True
+    stop_after_grok: float | None = None
+    data_seed: int = 0
+    fast_path: bool = True
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.epochs <= 10_000_000):
+            _fail("train.epochs", f"must be an integer in 1..10000000, got {self.epochs}")
+        if self.batch_size is not None and self.batch_size < 1:
+            _fail("train.batch_size", f"must be >= 1 or null (full batch), got {self.batch_size}")
+        if self.loss_dtype not in ("float32", "float64"):
+            _fail("train.loss_dtype", f"must be 'float32' or 'float64', got {self.loss_dtype!r}")
+        for name in ("log_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                _fail(f"train.{name}", f"must be >= 1, got {getattr(self, name)}")
+        if self.measure_every < 0:
+            _fail("train.measure_every", f"must be >= 0 (0 turns progress measures off), got {self.measure_every}")
+        if self.stop_after_grok is not None and not (self.stop_after_grok >= 1.0):
+            _fail("train.stop_after_grok", f"must be a factor >= 1 or null, got {self.stop_after_grok}")
+        if self.data_seed < 0:
+            _fail("train.data_seed", f"must be >= 0, got {self.data_seed}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    """Everything that defines a run: same config, same run (bit for bit on the same machine)."""
+
+    name: str = "experiment"
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if not self.name or len(self.name) > 200 or any(c in self.name for c in "/\\\0\n"):
+            _fail("name", f"must be 1..200 characters without '/', '\\\\', NUL or newline, got {self.name!r}")
+
+    # -- JSON round trip ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _to_jsonable(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ExperimentConfig":
+        return _build(cls, data, "")
+
+    @classmethod
+    def from_json(cls, text: str) -> "ExperimentConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config: not valid JSON ({e.msg} at line {e.lineno})") from None
+        return cls.from_dict(data)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _is_prime(n: int) -> bool:
+    if n < 2:
+        return False
+    return all(n % d for d in range(2, math.isqrt(n) + 1))
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [_to_jsonable(v) for v in obj]
+    return obj
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    """Check ``value`` (parsed JSON) against the annotation ``tp``; return it in the field's type."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        _fail(path, f"expected {_type_name(tp)}, got {value!r}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            _fail(path, f"expected a list of {len(args)} numbers, got {value!r}")
+        return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            _fail(path, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            _fail(path, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(path, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            _fail(path, f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r} at {path}")  # a bug, not a user error
+
+
+def _type_name(tp: Any) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    names = [getattr(a, "__name__", str(a)) for a in args]
+    return " or ".join(names) + " or null"
+
+
+def _build(cls: Any, data: Any, prefix: str) -> Any:
+    where = prefix or "config"
+    if not isinstance(data, dict):
+        _fail(where, f"expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            _fail(f"{prefix}.{key}" if prefix else key, f"unknown field; known: {', '.join(sorted(known))}")
+    kwargs = {k: _coerce(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def field_paths(config: ExperimentConfig) -> dict[str, Any]:
+    """All settable dotted paths of a config and their current values."""
+    out: dict[str, Any] = {}
+
+    def walk(obj: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            path = f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(value):
+                walk(value, path + ".")
+            else:
+                out[path] = value
+
+    walk(config, "")
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``key=value``; the value is read as JSON when it parses, else as a plain string."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value, for example optim.weight_decay=0.3")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    if raw.strip().lower() in ("none", "null"):
+        value = None
+    return key, value
+
+
+def apply_overrides(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
+    """A new config with dotted-path overrides applied and every value validated."""
+    data = config.to_dict()
+    paths = field_paths(config)
+    for key, value in overrides.items():
+        if key not in paths:
+            close = [p for p in paths if p.endswith("." + key.split(".")[-1])]
+            hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(paths)}"
+            raise ConfigError(f"--set {key}: unknown key{hint}")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node[part]
+        node[parts[-1]] = value
+    return ExperimentConfig.from_dict(data)

@@ -1,0 +1,216 @@
+"""The transformer of Nanda et al. (2023) with TransformerLens names, shapes and state-dict keys.
+
+No LayerNorm; learned positional embeddings; untied embed/unembed; only the MLP has trainable biases.
+The attention and unembedding biases (``b_Q, b_K, b_V, b_O, b_U``) exist as zero buffers so that a
+state dict has exactly the keys of a ``HookedTransformer`` (``normalization_type=None``) and loads into
+one by name. Shapes (TransformerLens layout)::
+
+    embed.W_E             [d_vocab, d_model]       pos_embed.W_pos        [n_ctx, d_model]
+    blocks.L.attn.W_Q/K/V [n_heads, d_model, d_head] blocks.L.attn.W_O    [n_heads, d_head, d_model]
+    blocks.L.mlp.W_in     [d_model, d_mlp]         blocks.L.mlp.b_in      [d_mlp]
+    blocks.L.mlp.W_out    [d_mlp, d_model]         blocks.L.mlp.b_out     [d_model]
+    unembed.W_U           [d_model, d_vocab_out]
+
+Hook names follow TransformerLens (``hook_embed``, ``blocks.0.attn.hook_pattern``, ``blocks.0.mlp.hook_post``, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from grokscope.config import ModelConfig
+
+HookFn = Callable[[Tensor, str], Tensor | None]
+
+
+def activation(name: str, x: Tensor) -> Tensor:
+    if name == "relu":
+        return F.relu(x)
+    if name == "gelu":
+        return F.gelu(x)
+    if name == "quadratic":
+        return x * x
+    raise ValueError(f"model.act_fn: unknown activation {name!r}")
+
+
+class _Hooked(nn.Module):
+    """Shared hook plumbing: ``self.hook(name, x)`` caches and/or replaces an activation when asked to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: dict[str, Tensor] | None = None
+        self._hooks: dict[str, list[HookFn]] = {}
+
+    def hook(self, name: str, x: Tensor) -> Tensor:
+        for fn in self._hooks.get(name, ()):
+            out = fn(x, name)
+            if out is not None:
+                x = out
+        if self._cache is not None:
+            self._cache[name] = x
+        return x
+
+    def run_with_cache(self, tokens: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Logits at the last position [batch, d_vocab_out] and every hooked activation (full sequence)."""
+        self._cache = {}
+        try:
+            logits = self.forward_all(tokens)[:, -1]
+            return logits, self._cache
+        finally:
+            self._cache = None
+
+    def run_with_hooks(self, tokens: Tensor, fwd_hooks: list[tuple[str, HookFn]]) -> Tensor:
+        """Logits at the last position with hook functions applied; a hook returning a tensor replaces the activation."""
+        self._hooks = {}
+        for name, fn in fwd_hooks:
+            self._hooks.setdefault(name, []).append(fn)
+        try:
+            return self.forward_all(tokens)[:, -1]
+        finally:
+            self._hooks = {}
+
+    def forward_all(self, tokens: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Embed(nn.Module):
+    def __init__(self, d_vocab: int, d_model: int):
+        super().__init__()
+        self.W_E = nn.Parameter(torch.empty(d_vocab, d_model))
+
+
+class PosEmbed(nn.Module):
+    def __init__(self, n_ctx: int, d_model: int):
+        super().__init__()
+        self.W_pos = nn.Parameter(torch.empty(n_ctx, d_model))
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, n_ctx: int):
+        super().__init__()
+        h, d, dh = cfg.n_heads, cfg.d_model, cfg.d_head
+        self.W_Q = nn.Parameter(torch.empty(h, d, dh))
+        self.W_K = nn.Parameter(torch.empty(h, d, dh))
+        self.W_V = nn.Parameter(torch.empty(h, d, dh))
+        self.W_O = nn.Parameter(torch.empty(h, dh, d))
+        for name in ("b_Q", "b_K", "b_V"):
+            self.register_buffer(name, torch.zeros(h, dh))
+        self.register_buffer("b_O", torch.zeros(d))
+        self.register_buffer("mask", torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.bool)), persistent=False)
+        self.scale = 1.0 / math.sqrt(dh)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp))
+        self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp))
+        self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
+        self.b_out = nn.Parameter(torch.zeros(cfg.d_model))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, n_ctx: int):
+        super().__init__()
+        self.attn = Attention(cfg, n_ctx)
+        self.mlp = MLP(cfg)
+
+
+class Unembed(nn.Module):
+    def __init__(self, d_model: int, d_vocab_out: int):
+        super().__init__()
+        self.W_U = nn.Parameter(torch.empty(d_model, d_vocab_out))
+        self.register_buffer("b_U", torch.zeros(d_vocab_out))
+
+
+class Transformer(_Hooked):
+    """A HookedTransformer-compatible attention+MLP transformer without LayerNorm.
+
+    ``forward(tokens)`` returns the logits at the last position only: [batch, d_vocab_out].
+    ``forward_all(tokens)`` is the plain full-sequence computation: [batch, n_ctx, d_vocab_out].
+    """
+
+    def __init__(self, cfg: ModelConfig, *, d_vocab: int, d_vocab_out: int, n_ctx: int):
+        super().__init__()
+        self.cfg = cfg
+        self.d_vocab, self.d_vocab_out, self.n_ctx = d_vocab, d_vocab_out, n_ctx
+        self.embed = Embed(d_vocab, cfg.d_model)
+        self.pos_embed = PosEmbed(n_ctx, cfg.d_model)
+        self.blocks = nn.ModuleList([Block(cfg, n_ctx) for _ in range(cfg.n_layers)])
+        self.unembed = Unembed(cfg.d_model, d_vocab_out)
+        init_weights(self, cfg.init_seed)
+
+    # -- the plain computation, position by position (as TransformerLens computes it) ------------
+    def forward_all(self, tokens: Tensor) -> Tensor:
+        """tokens [batch, pos] -> logits [batch, pos, d_vocab_out]."""
+        resid = self._embed(tokens)  # [batch, pos, d_model]
+        for i, block in enumerate(self.blocks):
+            resid = self._block(i, block, resid, last_only=False)
+        return self.hook("hook_logits", resid @ self.unembed.W_U + self.unembed.b_U)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """tokens [batch, pos] -> logits at the last position [batch, d_vocab_out].
+
+        The last block computes only the last position's query, attention and MLP: the same numbers
+        as ``forward_all(tokens)[:, -1]`` for a fraction of the work.
+        """
+        resid = self._embed(tokens)
+        n = len(self.blocks)
+        for i, block in enumerate(self.blocks):
+            resid = self._block(i, block, resid, last_only=(i == n - 1))
+        return resid[:, -1] @ self.unembed.W_U + self.unembed.b_U
+
+    def _embed(self, tokens: Tensor) -> Tensor:
+        embed = self.hook("hook_embed", self.embed.W_E[tokens])  # [batch, pos, d_model]
+        pos = self.hook("hook_pos_embed", self.pos_embed.W_pos[: tokens.shape[1]])  # [pos, d_model]
+        return embed + pos
+
+    def _block(self, i: int, block: Block, resid: Tensor, *, last_only: bool) -> Tensor:
+        attn, mlp, name = block.attn, block.mlp, f"blocks.{i}"
+        resid = self.hook(f"{name}.hook_resid_pre", resid)  # [batch, pos, d_model]
+        x_q = resid[:, -1:] if last_only else resid
+        q = self.hook(f"{name}.attn.hook_q", torch.einsum("bpd,hde->bphe", x_q, attn.W_Q) + attn.b_Q)
+        k = self.hook(f"{name}.attn.hook_k", torch.einsum("bpd,hde->bphe", resid, attn.W_K) + attn.b_K)
+        v = self.hook(f"{name}.attn.hook_v", torch.einsum("bpd,hde->bphe", resid, attn.W_V) + attn.b_V)
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * attn.scale  # [batch, head, q, k]
+        n_k = resid.shape[1]
+        mask = attn.mask[n_k - q.shape[1] : n_k, :n_k]
+        scores = self.hook(f"{name}.attn.hook_attn_scores", scores.masked_fill(~mask, float("-inf")))
+        pattern = self.hook(f"{name}.attn.hook_pattern", scores.softmax(dim=-1))
+        z = self.hook(f"{name}.attn.hook_z", torch.einsum("bhqk,bkhe->bqhe", pattern, v))  # [batch, q, head, d_head]
+        attn_out = self.hook(f"{name}.hook_attn_out", torch.einsum("bqhe,hed->bqd", z, attn.W_O) + attn.b_O)
+        resid_mid = self.hook(f"{name}.hook_resid_mid", resid[:, -q.shape[1] :] + attn_out)
+        pre = self.hook(f"{name}.mlp.hook_pre", resid_mid @ mlp.W_in + mlp.b_in)  # [batch, q, d_mlp]
+        post = self.hook(f"{name}.mlp.hook_post", activation(self.cfg.act_fn, pre))
+        mlp_out = self.hook(f"{name}.hook_mlp_out", post @ mlp.W_out + mlp.b_out)
+        return self.hook(f"{name}.hook_resid_post", resid_mid + mlp_out)
+
+    # -- TransformerLens-style shortcuts -----------------------------------------------------------
+    @property
+    def W_E(self) -> Tensor:
+        return self.embed.W_E
+
+    @property
+    def W_U(self) -> Tensor:
+        return self.unembed.W_U
+
+
+def init_weights(model: nn.Module, seed: int) -> None:
+    """As in the paper's code: every matrix ~ N(0, 1/d_model) except W_U ~ N(0, 1/d_vocab); biases 0.
+
+    Parameters are drawn in state-dict order from one generator seeded with ``seed``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    d_model = model.cfg.d_model
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.split(".")[-1].startswith("b_"):
+                param.zero_()
+                continue
+            std = 1.0 / math.sqrt(model.d_vocab) if name.endswith("W_U") else 1.0 / math.sqrt(d_model)
+            param.copy_(torch.randn(param.shape, generator=gen) * std)

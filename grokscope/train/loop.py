@@ -1,0 +1,296 @@
+"""The training loop: a pure-ish step inside a loop that reads top to bottom.
+
+One epoch is one pass over the training set; with full batches (the default) it is one AdamW update.
+Metrics at epoch e describe the weights after e epochs; epoch 0 is the initialisation.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from grokscope.config import ExperimentConfig, OptimConfig, TrainConfig
+from grokscope.models import build_model
+from grokscope.store.files import atomic_write_bytes, load_tensors, save_tensors
+from grokscope.store.metrics import MetricsDB
+from grokscope.store.run import CONFIG, METRICS, STATE, Run, RunError, is_run_dir, save_checkpoint
+from grokscope.tasks import make_task
+
+GROK_THRESHOLD = 0.99
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run keeps its last good checkpoint."""
+
+
+# --------------------------------------------------------------------------- pure pieces
+
+
+def lr_at(update: int, optim: OptimConfig) -> float:
+    """Learning rate of update number ``update`` (0-based): lr * min(update / warmup_steps, 1)."""
+    if optim.warmup_steps == 0:
+        return optim.lr
+    return optim.lr * min(update / optim.warmup_steps, 1.0)
+
+
+def checkpoint_epochs(train: TrainConfig) -> set[int]:
+    """0, every ``checkpoint_every`` epochs, and (``checkpoint_early``) powers of two below the first of those.
+    The final epoch is always checkpointed as well."""
+    epochs = set(range(0, train.epochs + 1, train.checkpoint_every)) | {train.epochs}
+    if train.checkpoint_early:
+        epochs |= {2**i for i in range(32) if 2**i < min(train.checkpoint_every, train.epochs)}
+    return epochs
+
+
+def loss_and_accuracy(logits: Tensor, labels: Tensor, dtype: torch.dtype = torch.float64) -> tuple[float, float]:
+    """Mean cross-entropy (computed in ``dtype``) and accuracy. logits [N, C], labels [N]."""
+    loss = F.cross_entropy(logits.to(dtype), labels)
+    acc = (logits.argmax(dim=-1) == labels).to(torch.float64).mean()
+    return loss.item(), acc.item()
+
+
+def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        model.parameters(), lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay
+    )
+
+
+def train_step(
+    forward: Callable[[Tensor], Tensor],
+    opt: torch.optim.Optimizer,
+    tokens: Tensor,
+    labels: Tensor,
+    lr: float,
+    loss_dtype: torch.dtype,
+) -> Tensor:
+    """One AdamW update on one batch; returns the (detached) training loss before the update."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    logits = forward(tokens)  # [batch, d_vocab_out]
+    loss = F.cross_entropy(logits.to(loss_dtype), labels)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+def select_forward(model: nn.Module, task, train: TrainConfig) -> tuple[Callable[[Tensor], Tensor], str]:
+    """The fastest forward that computes the same function as ``model(tokens)`` for this model and task."""
+    if train.fast_path:
+        try:
+            from grokscope.models.fast import fast_forward
+        except ImportError:
+            fast_forward = None
+        if fast_forward is not None:
+            fn = fast_forward(model, task)
+            if fn is not None:
+                return fn, "fast"
+    return model, "general"
+
+
+# --------------------------------------------------------------------------- run lifecycle
+
+
+def new_run_dir(out: Path | str | None, config: ExperimentConfig) -> Path:
+    """Create a fresh run directory (never reuses or touches an existing run)."""
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{config.name}-{stamp}"
+        i = 2
+        while Path(out).exists():
+            out = Path("runs") / f"{config.name}-{stamp}-{i}"
+            i += 1
+    out = Path(out)
+    if out.exists():
+        if is_run_dir(out):
+            raise RunError(f"{out}: already holds a run; continue it with 'grokscope train --resume {out}' or choose another --out")
+        if not out.is_dir() or any(out.iterdir()):
+            raise RunError(f"{out}: exists and is not an empty directory; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / CONFIG, (config.to_json() + "\n").encode())
+    return out
+
+
+def train(config: ExperimentConfig, out: Path | str | None = None, *, progress: bool | None = None) -> Run:
+    """Train ``config`` into a new run directory (default ``runs/<name>-<time>``) and return the run."""
+    run_dir = new_run_dir(out, config)
+    return _fit(run_dir, config, progress=progress)
+
+
+def resume(path: Path | str, *, progress: bool | None = None) -> Run:
+    """Continue an interrupted run from its last saved state; the result equals an uninterrupted run."""
+    run = Run(path)
+    return _fit(run.dir, run.config, progress=progress)
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    update: int = 0
+    grok_epoch: int | None = None
+
+
+def _save_state(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, st: _State) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in opt.param_groups:
+        for param in group["params"]:
+            for key, value in opt.state.get(param, {}).items():
+                tensors[f"optim.{names[id(param)]}.{key}"] = torch.as_tensor(value)
+    meta = {"epoch": str(st.epoch), "update": str(st.update), "grok_epoch": str(st.grok_epoch)}
+    save_tensors(run_dir / STATE, tensors, metadata=meta)
+
+
+def _load_state(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer) -> _State:
+    path = run_dir / STATE
+    if not path.exists():
+        return _State()
+    try:
+        tensors, meta = load_tensors(path)
+    except ValueError as e:
+        raise RunError(f"{e}; the run cannot resume from it (retrain into a new directory)") from None
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    params = dict(model.named_parameters())
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            pname, _, field = key[6:].rpartition(".")
+            opt.state[params[pname]][field] = value.clone()
+    grok = meta.get("grok_epoch", "None")
+    return _State(epoch=int(meta["epoch"]), update=int(meta["update"]), grok_epoch=None if grok == "None" else int(grok))
+
+
+def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None) -> Run:
+    tc = cfg.train
+    loss_dtype = getattr(torch, tc.loss_dtype)
+    task = make_task(cfg.task)
+    model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
+    opt = make_optimizer(model, cfg.optim)
+    st = _load_state(run_dir, model, opt)
+    forward, path_name = select_forward(model, task, tc)
+    measure = _measure_fn(cfg) if tc.measure_every else None
+    ckpt_epochs = checkpoint_epochs(tc)
+
+    db = MetricsDB(run_dir / METRICS)
+    meta = db.meta()
+    if meta.get("status") in ("completed", "failed") and st.epoch > 0 and meta.get("final_epoch") == str(st.epoch):
+        db.close()
+        return Run(run_dir)  # nothing left to do
+    db.truncate_after(st.epoch if (run_dir / STATE).exists() else -1)
+    db.set_meta({"status": "running", "forward": path_name, "message": ""})
+
+    train_x, train_y = task.train_tokens, task.train_labels  # [N_train, 3], [N_train]
+    n_train = train_x.shape[0]
+    batch = tc.batch_size or n_train
+
+    def evaluate(epoch: int) -> dict[str, float]:
+        """Train/test loss and accuracy (and progress measures when due) of the current weights."""
+        model.eval()
+        with torch.no_grad():
+            logits = forward(task.tokens)  # [N, d_vocab_out], all pairs in task order
+            out = {}
+            out["train_loss"], out["train_acc"] = loss_and_accuracy(logits[task.train_idx], train_y, loss_dtype)
+            if task.test_idx.numel():
+                out["test_loss"], out["test_acc"] = loss_and_accuracy(logits[task.test_idx], task.test_labels, loss_dtype)
+            if measure is not None and epoch % tc.measure_every == 0:
+                out.update(measure(model, task, logits))
+        model.train()
+        return out
+
+    def save(epoch: int) -> None:
+        save_checkpoint(run_dir, epoch, model.state_dict())
+
+    if st.epoch == 0:
+        db.log(0, evaluate(0))
+        save(0)
+        _save_state(run_dir, model, opt, st)
+
+    bar = _progress_bar(tc.epochs, st.epoch, progress, cfg.name)
+    t0 = time.perf_counter()
+    final_epoch, message = tc.epochs, ""
+    try:
+        model.train()
+        for epoch in range(st.epoch + 1, tc.epochs + 1):
+            # ---- one epoch of updates
+            order = _batch_order(n_train, batch, tc.data_seed, epoch)
+            for idx in order:
+                loss = train_step(forward, opt, train_x[idx], train_y[idx], lr_at(st.update, cfg.optim), loss_dtype)
+                st.update += 1
+            st.epoch = epoch
+            if not math.isfinite(loss.item()):
+                last = max(e for e in ckpt_epochs if e < epoch) if epoch > 0 else 0
+                message = f"non-finite training loss at epoch {epoch}; the last good checkpoint is step {last}"
+                db.set_meta({"status": "failed", "message": message, "final_epoch": str(epoch)})
+                raise TrainingDiverged(message)
+
+            # ---- log, checkpoint, maybe stop
+            stop = False
+            if epoch % tc.log_every == 0 or epoch == tc.epochs:
+                values = evaluate(epoch)
+                db.log(epoch, values)
+                if st.grok_epoch is None and values.get("test_acc", 0.0) >= GROK_THRESHOLD:
+                    st.grok_epoch = epoch
+                stop = tc.stop_after_grok is not None and st.grok_epoch is not None and epoch >= tc.stop_after_grok * st.grok_epoch
+                bar.set_postfix(train_acc=f"{values['train_acc']:.3f}", test_acc=f"{values.get('test_acc', float('nan')):.3f}", refresh=False)
+            if epoch in ckpt_epochs or stop:
+                save(epoch)
+                _save_state(run_dir, model, opt, st)
+            bar.update(1)
+            if stop:
+                final_epoch = epoch
+                message = f"stopped at epoch {epoch} = {tc.stop_after_grok} x grok epoch {st.grok_epoch} (train.stop_after_grok)"
+                break
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    db.set_meta(
+        {
+            "status": "completed",
+            "message": message,
+            "final_epoch": str(final_epoch),
+            "grok_epoch": "" if st.grok_epoch is None else str(st.grok_epoch),
+            "train_seconds": f"{elapsed:.2f}",
+        }
+    )
+    db.close()
+    return Run(run_dir)
+
+
+def _batch_order(n: int, batch: int, seed: int, epoch: int) -> list[Tensor | slice]:
+    """Index batches for one epoch: the whole set when full-batch, else a permutation seeded by (seed, epoch)."""
+    if batch >= n:
+        return [slice(None)]
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=gen)
+    return list(perm.split(batch))
+
+
+def _measure_fn(cfg: ExperimentConfig):
+    """The progress-measure function for this run, or None when measures do not apply or are unavailable."""
+    try:
+        from grokscope.measures.progress import progress_measures
+    except ImportError:
+        return None
+
+    def measure(model, task, logits):
+        try:
+            return progress_measures(model, task, logits=logits)
+        except ValueError:
+            return {}
+
+    return measure
+
+
+def _progress_bar(total: int, initial: int, enabled: bool | None, name: str):
+    from tqdm.auto import tqdm
+
+    disable = (not sys.stderr.isatty()) if enabled is None else (not enabled)
+    return tqdm(total=total, initial=initial, desc=name, unit="epoch", disable=disable, dynamic_ncols=True, mininterval=0.5)
