@@ -41,12 +41,12 @@ def pair_mlp() -> ExperimentConfig:
 
 
 def tiny() -> ExperimentConfig:
-    """Seconds, for tests and smoke checks: a+b mod 13 with a small transformer (does not necessarily grok)."""
+    """Seconds, for tests and smoke checks: a+b mod 13 with a small transformer that memorises (it does not grok)."""
     return ExperimentConfig(
         name="tiny",
         task=TaskConfig(formula="a+b", p=13, train_fraction=0.5, split_seed=0),
         model=ModelConfig(arch="transformer", d_model=32, n_heads=2, d_head=16, d_mlp=64, init_seed=0),
-        optim=OptimConfig(lr=3e-3, weight_decay=1.0, warmup_steps=10),
+        optim=OptimConfig(lr=1e-2, weight_decay=1.0, warmup_steps=10),
         train=TrainConfig(epochs=50, log_every=5, measure_every=25, checkpoint_every=25),
     )
 

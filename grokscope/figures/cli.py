@@ -1,0 +1,44 @@
+"""``grokscope report RUN [--out FILE] [--png DIR]``: write a run's self-contained HTML report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write a run's self-contained HTML report (every figure, offline)",
+        description="Build every figure of a run (curves, progress measures, Fourier spectra, heatmaps, clusters, "
+        "ablations, star plots, ...) into one self-contained HTML file with Plotly embedded; prints its path.",
+    )
+    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument("--out", type=Path, help="output file (default RUN/report.html)")
+    p.add_argument("--png", type=Path, metavar="DIR", help="also export each figure as an image into DIR (needs kaleido and Chromium; skipped otherwise)")
+    p.add_argument("--format", default="png", choices=("png", "svg", "pdf"), help="image format for --png (default png)")
+    p.add_argument("--verbose", "-v", action="store_true", help="print each figure's build time or why it was skipped")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from grokscope.cli import UserError
+    from grokscope.store.run import Run
+
+    run = Run(args.run)  # RunError -> one line, exit 2 (handled by the CLI)
+    try:
+        from grokscope.figures.report import write_report
+    except ImportError as e:
+        raise UserError(f"the report needs Plotly: pip install 'grokscope[plot]' ({e})") from None
+
+    def log(line: str) -> None:
+        if args.verbose or line.startswith("image export"):
+            print(line, file=sys.stderr)
+
+    try:
+        path = write_report(run, args.out, png_dir=args.png, image_format=args.format, log=log)
+    except OSError as e:
+        raise UserError(f"cannot write the report: {e.strerror or e}") from None
+    print(path)
+    return 0

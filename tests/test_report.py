@@ -1,0 +1,123 @@
+"""``grokscope report``: one self-contained HTML file, no network references, every built figure in it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+pytest.importorskip("plotly")
+
+from figure_runs import copy_run, runs_root  # noqa: E402
+
+from grokscope.cli import main  # noqa: E402
+from grokscope.figures import build_all, write_report  # noqa: E402
+from grokscope.figures.report import build_report, header_data  # noqa: E402
+
+EXTERNAL = re.compile(r"""<(script|link|img|iframe)\b[^>]*\b(src|href)\s*=\s*["']?\s*(https?:)?//""", re.I)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """(run, path, html) of the tiny transformer run's report, written into a copy of the run."""
+    run = copy_run("tiny", tmp_path_factory.mktemp("rep") / "tiny")
+    path = write_report(run)
+    return run, path, path.read_text(encoding="utf-8")
+
+
+def test_report_is_one_self_contained_file(report):
+    run, path, html = report
+    assert path == run.dir / "report.html"
+    assert html.startswith("<!DOCTYPE html>")
+    assert not EXTERNAL.search(html), EXTERNAL.search(html).group(0)
+    assert "<script src" not in html and "<link " not in html
+    assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js embedded
+    assert path.stat().st_mode & 0o044  # readable by others (atomic writes start at 0600)
+
+
+def test_report_holds_every_built_figure(report):
+    run, _, html = report
+    results = build_all(run)
+    built = [r.key for r in results if r.figure is not None]
+    shown = re.findall(r'class="figure-data" data-target="plot-([\w-]+)"', html)
+    assert shown == built and len(built) >= 8
+    for r in results:
+        if r.figure is None and r.applicable:
+            assert f'id="fig-{r.key}"' in html  # a note says why it is missing
+
+
+def test_report_header_states_config_grok_phases_table5(report):
+    run, _, html = report
+    h = header_data(run)
+    assert h["config"]["task"]["p"] == 13 and h["epoch"] == 30
+    assert "Table 5 row" in html and "Phases" in html and "grok epoch" in html.lower()
+    assert "task.formula" in html and "optim.weight_decay" in html
+    assert "gini_W_E" in html
+
+
+def test_html_looking_run_name_is_escaped(tmp_path):
+    from grokscope import apply_overrides, get_preset, train
+
+    cfg = apply_overrides(get_preset("tiny"), {"name": "<img src=x onerror=alert(1)>", "train.epochs": 4, "train.checkpoint_every": 2})
+    run = train(cfg, tmp_path / "x", progress=False)
+    html = build_report(run, plotly_src="/static/plotly.min.js")
+    assert "<img src=x" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_cli_report_prints_path_and_honours_out(tmp_path, capsys):
+    run = copy_run("mlp", tmp_path / "m")
+    out = tmp_path / "elsewhere" / "r.html"
+    assert main(["report", str(run.dir), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    html = out.read_text(encoding="utf-8")
+    assert 'data-target="plot-stars"' in html  # star plots for the MLP run
+    assert not (run.dir / "report.html").exists()
+
+
+def test_cli_report_missing_run_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "no such run directory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_image_export_is_skipped_cleanly_without_kaleido(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_kaleido(name, *args, **kwargs):
+        if name == "kaleido":
+            raise ImportError("no kaleido")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_kaleido)
+    run = copy_run("tiny", tmp_path / "t")
+    assert main(["report", str(run.dir), "--png", str(tmp_path / "png")]) == 0
+    captured = capsys.readouterr()
+    assert "image export skipped" in captured.err
+    assert (run.dir / "report.html").exists()
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium on this machine (apt-get install chromium) - browser check skipped")
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    """Every figure becomes a Plotly plot in a real browser, with no script errors."""
+    run, path, _ = report
+    n_built = sum(r.figure is not None for r in build_all(run))
+    proc = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-extensions",
+         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000",
+         "--dump-dom", path.as_uri()],
+        capture_output=True, text=True, timeout=180,
+    )
+    dom = proc.stdout
+    assert dom.count('data-ready="1"') == n_built, proc.stderr[-2000:]
+    assert dom.count("main-svg") >= n_built
+    errors = [line for line in proc.stderr.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
+    assert not errors, errors
