@@ -21,7 +21,7 @@ from grokscope.tasks.formula import FormulaError
 EXIT_USAGE = 2
 
 # Subcommands that live with their feature: module path -> each exposes register(subparsers).
-PLUGIN_COMMANDS = ("grokscope.analysis.cli", "grokscope.bench", "grokscope.figures.cli", "grokscope.serve.cli")
+PLUGIN_COMMANDS = ("grokscope.analysis.cli", "grokscope.bench", "grokscope.figures.cli", "grokscope.serve.cli", "grokscope.sweep.cli")
 
 
 class UserError(Exception):
@@ -117,6 +117,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = train(cfg, args.out, progress=not args.quiet and None)
     print(summarize(run))
     _maybe_analysis_summary(run)
+    try:
+        from grokscope.figures.report import write_report
+    except ImportError:
+        print("report:     skipped (install the plot extra: pip install -e '.[plot]')")
+    else:
+        print(f"report:     {write_report(run)}")
     return 0
 
 
