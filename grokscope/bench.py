@@ -1,0 +1,472 @@
+"""``grokscope bench``: time the mainline training step every way we know, side by side in one process.
+
+Rows: (a) the straightforward reference (:mod:`grokscope.train.reference`: full sequence through every
+layer, plain AdamW step); (b) grokscope's default path (the loop's ``select_forward`` + ``train_step``);
+(c) an ensemble of K seeds trained as one batched computation (aggregate epochs/s); (d) TransformerLens
+``HookedTransformer`` training, when ``transformer_lens`` is importable (``pip install grokscope[bench]``).
+Each is timed without evaluation and with a test evaluation every epoch (as the TransformerLens grokking
+demo does), in interleaved rounds; the medians are reported. Also: a whole run as users make it
+(``grokscope train`` at the default cadence), the agreement of (a) and (b) after N steps from the same
+initialisation, the FLOPs of the step and their rate against a measured matrix-multiply rate, and the
+cost as p grows. Timings on a shared machine are noisy: read the ratios, which are measured side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from grokscope.config import ExperimentConfig, apply_overrides
+from grokscope.models import build_model
+from grokscope.presets import nanda_mainline
+from grokscope.tasks import make_task
+from grokscope.train.loop import loss_and_accuracy, lr_at, make_optimizer, select_forward, train_step
+from grokscope.train.reference import reference_eval, reference_forward, reference_step
+
+__all__ = ["BenchOptions", "register", "run_bench", "fast_step_flops", "reference_step_flops"]
+
+
+@dataclass
+class BenchOptions:
+    p: int = 113
+    epochs: int = 10  # epochs per timed block
+    repeats: int = 5  # interleaved rounds; medians reported
+    k: int = 8  # ensemble size
+    scaling: tuple[int, ...] = (53, 113, 211)
+    agree_steps: int = 200
+    agree_p: int | None = None  # default: p
+    run_epochs: int = 300  # whole-run timing (grokscope train at the default cadence)
+    threads: int | None = None
+    tl: bool = True
+    quick: bool = False
+    config: ExperimentConfig = field(default_factory=nanda_mainline)
+
+    @classmethod
+    def quick_options(cls, **kw: Any) -> "BenchOptions":
+        base = dict(p=23, epochs=3, repeats=3, k=4, scaling=(11, 17, 23), agree_steps=30, run_epochs=30, threads=1, quick=True)
+        base.update({k: v for k, v in kw.items() if v is not None})
+        return cls(**base)
+
+
+# --------------------------------------------------------------------------- FLOP counts (multiply-adds x 2)
+
+
+def fast_step_flops(cfg: ExperimentConfig, n_train: int) -> dict[str, float]:
+    """FLOPs of one full-batch fast-path step (forward + backward; AdamW and elementwise work not counted)."""
+    m = cfg.model
+    p = cfg.task.p
+    V, C, H, dh, d, dm = p + 1, p, m.n_heads, m.d_head, m.d_model, m.d_mlp
+    D, rows = dm + C, 2 * H + 1
+    per_example_fwd = rows * D + dm * C  # gather-sum, hidden -> logits
+    per_example_bwd = 2 * rows * D + 2 * dm * C  # table and weight grads of the gather-sum; d post, d W_L
+    tables_fwd = H * d * dh * 2 + 2 * V * d * H + H * dh * d * D + 2 * V * d * H * dh + H * 2 * V * dh * D + H * dh * D + d * D + dm * d * C
+    macs = {
+        "per-example": n_train * (per_example_fwd + per_example_bwd),
+        "tables": 3 * tables_fwd,
+    }
+    return {k: 2.0 * v for k, v in macs.items()} | {"total": 2.0 * sum(macs.values())}
+
+
+def reference_step_flops(cfg: ExperimentConfig, n_train: int, n_ctx: int = 3) -> float:
+    """FLOPs of one full-sequence reference step (forward, and backward at twice the forward)."""
+    m = cfg.model
+    C, H, dh, d, dm = cfg.task.p, m.n_heads, m.d_head, m.d_model, m.d_mlp
+    per_pos = 3 * d * H * dh + 2 * n_ctx * H * dh + H * dh * d + 2 * d * dm + d * C
+    return 2.0 * 3 * n_train * n_ctx * per_pos
+
+
+# --------------------------------------------------------------------------- the contenders
+
+
+def _config(opts: BenchOptions, p: int) -> ExperimentConfig:
+    return apply_overrides(opts.config, {"task.p": p, "train.fast_path": True})
+
+
+class _Reference:
+    name = "(a) reference (full sequence)"
+
+    def __init__(self, cfg: ExperimentConfig, task, model):
+        self.cfg, self.task, self.model = cfg, task, model
+        self.opt = make_optimizer(model, cfg.optim)
+        self.update = 0
+        self.x, self.y = task.train_tokens, task.train_labels
+
+    def epoch(self) -> float:
+        loss = reference_step(self.model, self.opt, self.x, self.y, lr_at(self.update, self.cfg.optim))
+        self.update += 1
+        return loss
+
+    def evaluate(self) -> None:
+        reference_eval(self.model, self.task.test_tokens, self.task.test_labels)
+
+
+class _Default:
+    name = "(b) grokscope default path"
+
+    def __init__(self, cfg: ExperimentConfig, task, model):
+        self.cfg, self.task, self.model = cfg, task, model
+        self.opt = make_optimizer(model, cfg.optim)
+        self.forward, self.path = select_forward(model, task, cfg.train)
+        self.name = f"(b) grokscope default ({self.path})"
+        self.update = 0
+        self.loss_dtype = getattr(torch, cfg.train.loss_dtype)
+        self.x, self.y = task.train_tokens, task.train_labels
+
+    def epoch(self) -> float:
+        loss = train_step(self.forward, self.opt, self.x, self.y, lr_at(self.update, self.cfg.optim), self.loss_dtype)
+        self.update += 1
+        return loss.item()
+
+    def evaluate(self) -> None:
+        """What the loop does at a log epoch: logits over every pair, train and test loss and accuracy."""
+        t = self.task
+        with torch.no_grad():
+            logits = self.forward(t.tokens)
+            loss_and_accuracy(logits[t.train_idx], t.train_labels, self.loss_dtype)
+            loss_and_accuracy(logits[t.test_idx], t.test_labels, self.loss_dtype)
+
+
+class _Ens:
+    def __init__(self, cfg: ExperimentConfig, k: int):
+        from grokscope.train.ensemble import Ensemble
+
+        self.k = k
+        self.name = f"(c) ensemble K={k} (aggregate)"
+        self.ens = Ensemble([apply_overrides(cfg, {"model.init_seed": cfg.model.init_seed + i}) for i in range(k)])
+
+    def epoch(self) -> float:
+        return float(self.ens.step()[0])
+
+    def evaluate(self) -> None:
+        logits = self.ens.all_logits()
+        for k, t in enumerate(self.ens.tasks):
+            loss_and_accuracy(logits[k][t.train_idx], t.train_labels, self.ens.loss_dtype)
+            loss_and_accuracy(logits[k][t.test_idx], t.test_labels, self.ens.loss_dtype)
+
+
+def transformer_lens_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        import transformer_lens  # noqa: F401
+    except Exception:
+        return None
+    try:
+        return version("transformer-lens")
+    except Exception:
+        return "?"
+
+
+class _TL:
+    """TransformerLens HookedTransformer with the same weights; attention/unembed biases frozen at 0 as in grokscope."""
+
+    def __init__(self, cfg: ExperimentConfig, task, model):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+            m = cfg.model
+            tl_cfg = HookedTransformerConfig(
+                n_layers=m.n_layers, d_model=m.d_model, d_head=m.d_head, n_heads=m.n_heads, d_mlp=m.d_mlp,
+                d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx, act_fn="relu",
+                normalization_type=None, device="cpu", seed=0,
+            )
+            self.model = HookedTransformer(tl_cfg)
+        missing, unexpected = self.model.load_state_dict(model.state_dict(), strict=False)
+        if unexpected or any(not k.endswith(("IGNORE", "mask")) for k in missing):
+            raise RuntimeError(f"checkpoint keys do not match TransformerLens (missing {missing}, unexpected {unexpected})")
+        for name, param in self.model.named_parameters():
+            if name.split(".")[-1] in ("b_Q", "b_K", "b_V", "b_O", "b_U"):
+                param.requires_grad_(False)
+        self.cfg, self.task = cfg, task
+        self.opt = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad], lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
+        )
+        self.update = 0
+        self.x, self.y = task.train_tokens, task.train_labels
+        self.name = f"(d) TransformerLens {transformer_lens_version()}"
+
+    def epoch(self) -> float:
+        for g in self.opt.param_groups:
+            g["lr"] = lr_at(self.update, self.cfg.optim)
+        logits = self.model(self.x)[:, -1]
+        loss = F.cross_entropy(logits.to(torch.float64), self.y)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad()
+        self.update += 1
+        return loss.item()
+
+    def evaluate(self) -> None:
+        with torch.inference_mode():
+            logits = self.model(self.task.test_tokens)[:, -1]
+            F.cross_entropy(logits.to(torch.float64), self.task.test_labels).item()
+
+
+# --------------------------------------------------------------------------- timing helpers
+
+
+def _median_time(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_rates(n_train: int, d_mlp: int, n_out: int, repeats: int = 7) -> dict[str, float]:
+    """GFLOP/s of a 1024^3 matmul and of the step's main product shape [n_train, d_mlp] @ [d_mlp, n_out]."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    x, w = torch.randn(n_train, d_mlp), torch.randn(d_mlp, n_out)
+    a @ b, x @ w
+    square = 2 * 1024**3 / _median_time(lambda: a @ b, repeats) / 1e9
+    shaped = 2 * n_train * d_mlp * n_out / _median_time(lambda: x @ w, repeats * 3) / 1e9
+    return {"square_1024": square, "step_shape": shaped}
+
+
+def agreement(cfg: ExperimentConfig, steps: int, dtype: torch.dtype = torch.float64) -> dict[str, float]:
+    """Train (a) and (b) from the same initialisation for ``steps`` steps; the losses and their relative difference."""
+    task = make_task(cfg.task)
+    base = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx).to(dtype)
+    ref, dflt = _Reference(cfg, task, copy.deepcopy(base)), _Default(cfg, task, copy.deepcopy(base))
+    for _ in range(steps):
+        ref.epoch()
+        dflt.epoch()
+    # the loss after `steps` updates: evaluate both on the training set
+    with torch.no_grad():
+        la = F.cross_entropy(reference_forward(ref.model, task.train_tokens).to(torch.float64), task.train_labels).item()
+        lb = F.cross_entropy(dflt.forward(task.train_tokens).to(torch.float64), task.train_labels).item()
+    return {"steps": steps, "loss_reference": la, "loss_default": lb, "rel_diff": abs(la - lb) / abs(la), "path": dflt.path}
+
+
+def _per_epoch_times(runners: list, epochs: int, repeats: int, log: Callable[[str], None]) -> dict[str, dict[str, float]]:
+    """Median seconds per epoch, without and with a test evaluation every epoch, in interleaved rounds."""
+    samples: dict[str, dict[str, list[float]]] = {r.name: {"train": [], "eval": []} for r in runners}
+    for r in runners:  # warm-up (plans, allocator, lazy imports)
+        r.epoch()
+        r.evaluate()
+    for rnd in range(repeats):
+        for r in runners:
+            for mode in ("train", "eval"):
+                t0 = time.perf_counter()
+                for _ in range(epochs):
+                    r.epoch()
+                    if mode == "eval":
+                        r.evaluate()
+                samples[r.name][mode].append((time.perf_counter() - t0) / epochs)
+        log(f"  round {rnd + 1}/{repeats} done")
+    return {name: {mode: statistics.median(v) for mode, v in s.items()} for name, s in samples.items()}
+
+
+def whole_run(cfg: ExperimentConfig, epochs: int) -> dict[str, float]:
+    """``grokscope train`` at the config's cadence for ``epochs`` epochs into a temporary directory: seconds per epoch."""
+    from grokscope.train.loop import train
+
+    cfg = apply_overrides(cfg, {"train.epochs": epochs, "train.stop_after_grok": None})
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        train(cfg, Path(tmp) / "run", progress=False)
+        total = time.perf_counter() - t0
+    return {"epochs": epochs, "seconds": total, "per_epoch": total / epochs}
+
+
+def measure_cost(cfg: ExperimentConfig, repeats: int = 3) -> float | None:
+    """Seconds of one call of the progress measures (None when the measures module is not there)."""
+    try:
+        from grokscope.measures.progress import progress_measures
+    except ImportError:
+        return None
+    task = make_task(cfg.task)
+    model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx).eval()
+    fwd, _ = select_forward(model, task, cfg.train)
+    with torch.no_grad():
+        logits = fwd(task.tokens)
+        try:
+            progress_measures(model, task, logits=logits)
+            return _median_time(lambda: progress_measures(model, task, logits=logits), repeats)
+        except Exception:
+            return None
+
+
+def scaling(opts: BenchOptions, log: Callable[[str], None]) -> list[dict[str, float]]:
+    rows = []
+    for p in opts.scaling:
+        cfg = _config(opts, p)
+        task = make_task(cfg.task)
+        model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
+        ref, dflt = _Reference(cfg, task, copy.deepcopy(model)), _Default(cfg, task, copy.deepcopy(model))
+        ref.epoch(), dflt.epoch(), dflt.evaluate()
+        reps = max(3, opts.repeats // 2)
+        t_ref, t_fast, t_eval = [], [], []
+        for _ in range(reps):  # interleaved
+            t_ref.append(_median_time(ref.epoch, 1))
+            t_fast.append(_median_time(dflt.epoch, 3))
+            t_eval.append(_median_time(dflt.evaluate, 1))
+        row = {
+            "p": p,
+            "n_train": task.train_idx.numel(),
+            "reference_ms": 1e3 * statistics.median(t_ref),
+            "default_ms": 1e3 * statistics.median(t_fast),
+            "eval_all_ms": 1e3 * statistics.median(t_eval),
+            "fast_gflop": fast_step_flops(cfg, task.train_idx.numel())["total"] / 1e9,
+        }
+        row["ratio"] = row["reference_ms"] / row["default_ms"]
+        rows.append(row)
+        log(f"  p={p} done")
+    return rows
+
+
+# --------------------------------------------------------------------------- the whole benchmark
+
+
+def run_bench(opts: BenchOptions, out: Callable[[str], None] = print, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every measurement, print the tables through ``out``, and return the numbers."""
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    cfg = _config(opts, opts.p)
+    task = make_task(cfg.task)
+    n_train, n_test = task.train_idx.numel(), task.test_idx.numel()
+    model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
+    res: dict[str, Any] = {"p": opts.p, "n_train": n_train, "n_test": n_test, "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+    log("matrix-multiply rate ...")
+    res["matmul_gflops"] = matmul_rates(n_train, cfg.model.d_mlp, task.d_vocab_out)
+
+    runners: list = [_Reference(cfg, task, copy.deepcopy(model)), _Default(cfg, task, copy.deepcopy(model)), _Ens(cfg, opts.k)]
+    tl_version = transformer_lens_version() if opts.tl else None
+    res["transformer_lens"] = tl_version or ("not installed" if opts.tl else "skipped (--no-tl)")
+    if tl_version and cfg.model.act_fn == "relu":
+        try:
+            runners.append(_TL(cfg, task, copy.deepcopy(model)))
+        except Exception as e:  # an incompatible TransformerLens: say so and go on
+            res["transformer_lens"] = f"{tl_version}: failed ({type(e).__name__}: {e})"
+    log(f"timing {len(runners)} contenders: {opts.repeats} rounds of {opts.epochs} epochs ...")
+    times = _per_epoch_times(runners, opts.epochs, opts.repeats, log)
+    rows = []
+    for r in runners:
+        scale = r.k if isinstance(r, _Ens) else 1
+        t = times[r.name]
+        rows.append({"name": r.name, "train_eps": scale / t["train"], "eval_eps": scale / t["eval"], "members": scale})
+    res["rows"] = rows
+    ref, dflt = rows[0], rows[1]
+    tl = rows[3] if len(rows) > 3 else None
+
+    log(f"whole run: grokscope train, {opts.run_epochs} epochs at the default cadence ...")
+    res["whole_run"] = whole_run(cfg, opts.run_epochs)
+    mcost = measure_cost(cfg)
+    res["measure_seconds"] = mcost
+
+    flops = fast_step_flops(cfg, n_train)
+    res["flops"] = {"fast_step": flops, "reference_step": reference_step_flops(cfg, n_train)}
+    step_s = 1.0 / dflt["train_eps"]
+    res["achieved_gflops"] = flops["total"] / step_s / 1e9
+
+    agree_p = opts.agree_p or opts.p
+    log(f"agreement: {opts.agree_steps} steps of (a) and (b) from the same initialisation (float64, p={agree_p}) ...")
+    res["agreement"] = agreement(_config(opts, agree_p), opts.agree_steps)
+    log("scaling with p ...")
+    res["scaling"] = scaling(opts, log)
+
+    # ---------------------------------------------------------------- print
+    mm = res["matmul_gflops"]
+    out(f"grokscope bench: {cfg.task.formula} mod {opts.p}, {n_train} train / {n_test} test pairs, d_model {cfg.model.d_model}, "
+        f"d_mlp {cfg.model.d_mlp}, {cfg.model.n_heads} heads; torch {torch.__version__}, {res['threads']} threads")
+    out(f"matrix-multiply rate: {mm['square_1024']:.1f} GFLOP/s (1024^3), {mm['step_shape']:.1f} GFLOP/s ([{n_train}x{cfg.model.d_mlp}]@[{cfg.model.d_mlp}x{task.d_vocab_out}])")
+    out(f"TransformerLens: {res['transformer_lens']}")
+    out("")
+    head = f"{'':34} {'train ep/s':>11} {'+test/epoch':>12} {'x ref':>7} {'x ref+ev':>9}" + (f" {'x TL':>7} {'x TL+ev':>8}" if tl else "")
+    out(head)
+    for r in rows:
+        line = f"{r['name']:34} {r['train_eps']:11.2f} {r['eval_eps']:12.2f} {r['train_eps'] / ref['train_eps']:7.2f} {r['eval_eps'] / ref['eval_eps']:9.2f}"
+        if tl:
+            line += f" {r['train_eps'] / tl['train_eps']:7.2f} {r['eval_eps'] / tl['eval_eps']:8.2f}"
+        out(line)
+    ens = rows[2]
+    out(f"ensemble K={opts.k}: aggregate {ens['train_eps']:.2f} ep/s = {ens['train_eps'] / dflt['train_eps']:.2f}x {opts.k} sequential default runs "
+        f"({ens['eval_eps'] / dflt['eval_eps']:.2f}x with a test evaluation every epoch)")
+    wr = res["whole_run"]
+    line = (f"whole run (grokscope train, log every {cfg.train.log_every}, measures every {cfg.train.measure_every}, checkpoints every "
+            f"{cfg.train.checkpoint_every}): {1 / wr['per_epoch']:.2f} ep/s = {ref['eval_eps'] and (1 / wr['per_epoch']) / ref['eval_eps']:.1f}x the reference loop with test loss every epoch")
+    if tl:
+        line += f", {(1 / wr['per_epoch']) / tl['eval_eps']:.1f}x the TransformerLens loop"
+    out(line)
+    if mcost is not None:
+        out(f"progress measures: {mcost * 1e3:.1f} ms per call = {100 * mcost / (cfg.train.measure_every * step_s):.1f}% of {cfg.train.measure_every} default-path epochs")
+    else:
+        out("progress measures: not available (grokscope.measures.progress missing or failed)")
+    f = res["flops"]
+    out(f"FLOPs per epoch: default step {f['fast_step']['total'] / 1e9:.3f} GFLOP (per-example {f['fast_step']['per-example'] / 1e9:.3f}, tables "
+        f"{f['fast_step']['tables'] / 1e9:.3f}); reference step {f['reference_step'] / 1e9:.2f} GFLOP")
+    out(f"achieved: {res['achieved_gflops']:.1f} GFLOP/s = {100 * res['achieved_gflops'] / mm['square_1024']:.0f}% of the 1024^3 matmul rate, "
+        f"{100 * res['achieved_gflops'] / mm['step_shape']:.0f}% of the step-shape rate")
+    ag = res["agreement"]
+    verdict = "OK" if ag["rel_diff"] <= 1e-6 else "MISMATCH"
+    out(f"agreement (a) vs (b), float64, p={agree_p}, {ag['steps']} steps from the same init: loss {ag['loss_reference']:.12g} vs "
+        f"{ag['loss_default']:.12g}, relative difference {ag['rel_diff']:.2e} ({verdict}, limit 1e-6)")
+    out("")
+    out(f"{'p':>5} {'train':>7} {'reference ms':>13} {'default ms':>11} {'ratio':>6} {'eval p^2 ms':>12} {'GFLOP/step':>11}")
+    for s in res["scaling"]:
+        out(f"{s['p']:5d} {s['n_train']:7d} {s['reference_ms']:13.1f} {s['default_ms']:11.2f} {s['ratio']:6.1f} {s['eval_all_ms']:12.2f} {s['fast_gflop']:11.3f}")
+    return res
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="time the training step: reference vs default vs ensemble vs TransformerLens",
+        description="Time (a) the full-sequence reference step, (b) grokscope's default path, (c) an ensemble of K seeds and "
+        "(d) TransformerLens when installed, with and without a test evaluation every epoch, side by side in one process; "
+        "print the ratios, the (a)/(b) agreement, FLOP rates and the scaling with p.",
+    )
+    p.add_argument("--quick", action="store_true", help="tiny sizes (p=23, a few epochs): a smoke run in seconds")
+    p.add_argument("--p", type=int, help="modulus of the timed task (default 113; quick 23)")
+    p.add_argument("--epochs", type=int, help="epochs per timed block (default 10; quick 3)")
+    p.add_argument("--repeats", type=int, help="interleaved timing rounds, medians reported (default 5; quick 3)")
+    p.add_argument("--k", type=int, help="ensemble size (default 8; quick 4)")
+    p.add_argument("--scaling", type=int, nargs="+", metavar="P", help="moduli for the scaling table (default 53 113 211)")
+    p.add_argument("--agree-steps", type=int, help="steps of the (a)/(b) agreement check (default 200)")
+    p.add_argument("--agree-p", type=int, help="modulus of the agreement check (default: --p)")
+    p.add_argument("--run-epochs", type=int, help="epochs of the whole-run timing (default 300)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice; quick 1)")
+    p.add_argument("--no-tl", action="store_true", help="skip TransformerLens even when it is installed")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write every number as JSON")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from grokscope.cli import UserError
+
+    kw = dict(
+        p=args.p, epochs=args.epochs, repeats=args.repeats, k=args.k, agree_steps=args.agree_steps, agree_p=args.agree_p,
+        run_epochs=args.run_epochs, threads=args.threads,
+    )
+    if args.scaling:
+        kw["scaling"] = tuple(args.scaling)
+    for name in ("p", "epochs", "repeats", "k", "agree_steps", "run_epochs", "threads", "agree_p"):
+        if kw.get(name) is not None and kw[name] < 1:
+            raise UserError(f"--{name.replace('_', '-')}: must be >= 1, got {kw[name]}")
+    opts = BenchOptions.quick_options(**kw) if args.quick else BenchOptions(**{k: v for k, v in kw.items() if v is not None})
+    opts.tl = not args.no_tl
+    res = run_bench(opts)
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
+    return 0

@@ -1,0 +1,263 @@
+"""A fast forward for the one-layer transformer on ``[a, b, =]`` inputs: the same function, far less work.
+
+Only the logits at the last position are read and the last token is always ``=``, so for a one-layer model
+(no LayerNorm) everything that depends on a single token is a table over the vocabulary, built once per
+call from the current weights, and the per-example work is small. With ``x_i(t) = W_E[t] + W_pos[i]``,
+``x2 = W_E[=] + W_pos[2]`` and per head ``h``:
+
+* query (constant): ``q_h = x2 W_Q[h] + b_Q[h]``; scores ``s_i(t)_h = (x_i(t) W_K[h] + b_K[h]) . q_h / sqrt(d_head)``:
+  tables ``[d_vocab, n_heads]`` for positions 0 and 1, a constant for position 2.
+* attention ``A = softmax(s_0(a), s_1(b), s_2)`` per head (3 scores).
+* values through the OV circuit and on into both readers of the residual stream, ``R = [W_in | W_U]``
+  (``[d_model, d_mlp + d_vocab_out]``): ``T_i(t)_h = (x_i(t) W_V[h] + b_V[h]) W_O[h] R``.
+  Because the attention weights sum to one, ``sum_i A_i T_i = T_2 + A_0 (T_0 - T_2) + A_1 (T_1 - T_2)``:
+  a weighted sum of ``2 n_heads`` gathered table rows per example (:class:`GatherSum`).
+* ``[pre | direct] = c + sum_h T_2(h) + sum_h A_0h D_0(a)_h + A_1h D_1(b)_h`` with ``D_i = T_i - T_2`` and
+  ``c = [(x2 + b_O) W_in + b_in | (x2 + b_O + b_out) W_U + b_U]``.
+* ``logits = direct + act(pre) W_L`` with the folded neuron-logit map ``W_L = W_out W_U``.
+
+Per example that is a softmax over 3 scores per head, one gather-sum of ``2 n_heads`` rows of
+``d_mlp + d_vocab_out`` numbers, the hidden activation and one ``[d_mlp, d_vocab_out]`` matrix product;
+TransformerLens computes three positions through every matrix. Gradients flow through the tables to the
+parameters by autograd; the gather-sum has its own backward (sparse matrix products with a plan that is
+built once per distinct token batch and cached).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from grokscope.models.transformer import Transformer, activation
+
+__all__ = ["FastPlan", "GatherPlan", "PlanCache", "fast_forward", "fast_logits", "fast_tables", "gather_sum", "is_fast_eligible", "model_tensors"]
+
+
+def is_fast_eligible(model, task) -> bool:
+    """True when :func:`fast_forward` covers this model and task."""
+    if not isinstance(model, Transformer) or model.cfg.n_layers != 1 or model.n_ctx != 3:
+        return False
+    tokens = getattr(task, "tokens", None)
+    if tokens is None or tokens.ndim != 2 or tokens.shape[1] != 3 or tokens.shape[0] == 0:
+        return False
+    eq = getattr(task, "p", None)
+    if eq is None or getattr(task, "d_vocab", None) != model.d_vocab or getattr(task, "d_vocab_out", None) != model.d_vocab_out:
+        return False
+    return bool((tokens[:, 2] == eq).all()) and int(tokens[:, :2].max()) < model.d_vocab and int(tokens.min()) >= 0
+
+
+# --------------------------------------------------------------------------- gather-sum with its own backward
+
+
+class GatherPlan:
+    """Index structures for one batch of bags: ``idx`` [N, k] rows of a table with ``n_rows`` rows.
+
+    ``idx`` must be ascending within each row (then the CSR order of the [N, n_rows] selection matrix
+    is row-major ``(n, j)`` order). Also holds the transposed pattern for the table gradient.
+    """
+
+    def __init__(self, idx: Tensor, n_rows: int):
+        n, k = idx.shape
+        self.idx, self.n_rows, self.shape = idx.contiguous(), n_rows, (n, k)
+        flat = self.idx.reshape(-1)
+        self.crow = torch.arange(0, n * k + 1, k, dtype=torch.int64)  # S: [N, R], k entries per row
+        self.col = flat
+        # S^T: [R, N]; entries sorted by (row, n); `perm` maps S^T's value order to the (n, j) order.
+        example = torch.arange(n, dtype=torch.int64).repeat_interleave(k)
+        key = flat * n + example
+        self.perm = torch.argsort(key, stable=True)
+        counts = torch.bincount(flat, minlength=n_rows)
+        self.crow_t = torch.zeros(n_rows + 1, dtype=torch.int64)
+        self.crow_t[1:] = counts.cumsum(0)
+        self.col_t = example[self.perm]
+
+    def s_matrix(self, values: Tensor) -> Tensor:
+        return torch.sparse_csr_tensor(self.crow, self.col, values.reshape(-1), (self.shape[0], self.n_rows), check_invariants=False)
+
+    def st_matrix(self, values: Tensor) -> Tensor:
+        return torch.sparse_csr_tensor(
+            self.crow_t, self.col_t, values.reshape(-1)[self.perm], (self.n_rows, self.shape[0]), check_invariants=False
+        )
+
+
+class GatherSum(torch.autograd.Function):
+    """``out[n] = sum_j weights[n, j] * table[idx[n, j]]`` (an embedding bag) with a sparse-matmul backward."""
+
+    @staticmethod
+    def forward(ctx, table: Tensor, weights: Tensor, plan: GatherPlan) -> Tensor:
+        ctx.plan = plan
+        ctx.save_for_backward(table, weights)
+        return F.embedding_bag(plan.idx, table, per_sample_weights=weights, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        table, weights = ctx.saved_tensors
+        plan: GatherPlan = ctx.plan
+        grad_out = grad_out.contiguous()
+        d_table = d_weights = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            if ctx.needs_input_grad[0]:
+                d_table = plan.st_matrix(weights.detach()) @ grad_out  # [R, D]
+            if ctx.needs_input_grad[1]:
+                pattern = plan.s_matrix(torch.ones(plan.idx.numel(), dtype=grad_out.dtype))
+                sampled = torch.sparse.sampled_addmm(pattern, grad_out, table.detach().t(), beta=0.0, alpha=1.0)
+                d_weights = sampled.values().reshape(plan.shape)
+        return d_table, d_weights, None
+
+
+def gather_sum(table: Tensor, weights: Tensor, plan: GatherPlan) -> Tensor:
+    """Weighted sum of ``plan.idx`` rows of ``table`` per example; differentiable in table and weights."""
+    if torch.is_grad_enabled() and (table.requires_grad or weights.requires_grad):
+        return GatherSum.apply(table, weights, plan)
+    return F.embedding_bag(plan.idx, table, per_sample_weights=weights, mode="sum")
+
+
+# --------------------------------------------------------------------------- the tables
+
+PARAM_NAMES = (
+    "embed.W_E",
+    "pos_embed.W_pos",
+    "blocks.0.attn.W_Q",
+    "blocks.0.attn.W_K",
+    "blocks.0.attn.W_V",
+    "blocks.0.attn.W_O",
+    "blocks.0.attn.b_Q",
+    "blocks.0.attn.b_K",
+    "blocks.0.attn.b_V",
+    "blocks.0.attn.b_O",
+    "blocks.0.mlp.W_in",
+    "blocks.0.mlp.b_in",
+    "blocks.0.mlp.W_out",
+    "blocks.0.mlp.b_out",
+    "unembed.W_U",
+    "unembed.b_U",
+)
+
+
+def model_tensors(model: Transformer) -> dict[str, Tensor]:
+    """The tensors the fast path reads (parameters and the zero bias buffers), by state-dict name, with a leading K=1 axis."""
+    named = dict(model.named_parameters()) | dict(model.named_buffers())
+    return {name: named[name].unsqueeze(0) for name in PARAM_NAMES}
+
+
+def fast_tables(w: dict[str, Tensor], eq_token: int) -> dict[str, Tensor]:
+    """The per-token tables of the fast path for K stacked models, built from the current weights (differentiable).
+
+    ``w`` maps the names of :data:`PARAM_NAMES` to tensors with a leading K axis. Returns ``scores``
+    [K, 2 * d_vocab, n_heads] (rows: position 0 tokens, then position 1 tokens), ``score_eq`` [K, n_heads],
+    ``table`` [K * (2 * d_vocab * n_heads + 1), d_mlp + d_vocab_out] (per model: rows ``(position, token, head)``
+    holding ``T_i - T_2``, then the constant row) and ``W_L`` [K, d_mlp, d_vocab_out].
+    """
+    W_E, W_pos, W_U = w["embed.W_E"], w["pos_embed.W_pos"], w["unembed.W_U"]
+    W_Q, W_K, W_V, W_O = (w[f"blocks.0.attn.W_{c}"] for c in "QKVO")
+    b_Q, b_K, b_V, b_O = (w[f"blocks.0.attn.b_{c}"] for c in "QKVO")
+    W_in, b_in, W_out, b_out = (w[f"blocks.0.mlp.{n}"] for n in ("W_in", "b_in", "W_out", "b_out"))
+    K, V = W_E.shape[0], W_E.shape[1]
+    H, d_head = W_Q.shape[1], W_Q.shape[3]
+    scale = d_head**-0.5
+    x2 = W_E[:, eq_token] + W_pos[:, 2]  # [K, d_model]
+    q = torch.einsum("kd,khde->khe", x2, W_Q) + b_Q  # [K, H, dh]
+    kq = torch.einsum("khde,khe->khd", W_K, q) * scale  # [K, H, d_model]
+    kb = (b_K * q).sum(-1) * scale  # [K, H]
+    x01 = (W_E.unsqueeze(1) + W_pos[:, :2].unsqueeze(2)).reshape(K, 2 * V, -1)  # [K, 2V, d_model]
+    scores = torch.bmm(x01, kq.transpose(1, 2)) + kb.unsqueeze(1)  # [K, 2V, H]
+    score_eq = torch.einsum("kd,khd->kh", x2, kq) + kb  # [K, H]
+
+    readers = torch.cat([W_in, W_U], dim=2)  # [K, d_model, D]
+    ov_r = torch.einsum("khed,kdc->khec", W_O, readers)  # [K, H, dh, D]
+    v01 = torch.einsum("kvd,khde->khve", x01, W_V) + b_V.unsqueeze(2)  # [K, H, 2V, dh]
+    v2 = torch.einsum("kd,khde->khe", x2, W_V) + b_V  # [K, H, dh]
+    t01 = torch.matmul(v01, ov_r)  # [K, H, 2V, D]
+    t2 = torch.einsum("khe,khec->khc", v2, ov_r)  # [K, H, D]
+    delta = (t01 - t2.unsqueeze(2)).transpose(1, 2)  # [K, 2V, H, D]
+
+    base = x2 + b_O  # [K, d_model]
+    const = torch.cat(
+        [torch.einsum("kd,kdm->km", base, W_in) + b_in, torch.einsum("kd,kdc->kc", base + b_out, W_U) + w["unembed.b_U"]], dim=1
+    ) + t2.sum(1)  # [K, D]
+    table = torch.cat([delta.reshape(K, 2 * V * H, -1), const.unsqueeze(1)], dim=1).reshape(K * (2 * V * H + 1), -1)
+    return {"scores": scores, "score_eq": score_eq, "table": table, "W_L": torch.bmm(W_out, W_U)}
+
+
+class FastPlan:
+    """Everything about one batch of tokens [K, N, 3] that does not depend on the weights."""
+
+    def __init__(self, tokens: Tensor, V: int, H: int):
+        K, N, _ = tokens.shape
+        member = torch.arange(K, dtype=torch.int64).view(K, 1)
+        a, b = tokens[..., 0], tokens[..., 1]  # [K, N]
+        self.shape = (K, N)
+        self.score_a = (member * 2 * V + a).reshape(-1)  # rows of scores.reshape(K * 2V, H)
+        self.score_b = (member * 2 * V + V + b).reshape(-1)
+        rows = 2 * V * H + 1
+        heads = torch.arange(H, dtype=torch.int64)
+        base = (member * rows).unsqueeze(-1)  # [K, 1, 1]
+        idx = torch.cat(
+            [base + a.unsqueeze(-1) * H + heads, base + (V + b.unsqueeze(-1)) * H + heads, base + torch.full_like(a, rows - 1).unsqueeze(-1)],
+            dim=-1,
+        )  # [K, N, 2H + 1], ascending in the last axis
+        self.gather = GatherPlan(idx.reshape(K * N, 2 * H + 1), K * rows)
+
+
+def fast_logits(tables: dict[str, Tensor], plan: FastPlan, act_fn: str) -> Tensor:
+    """Last-position logits [K, N, d_vocab_out] from the tables (see the module docstring)."""
+    K, N = plan.shape
+    scores = tables["scores"]
+    flat = scores.reshape(-1, scores.shape[-1])
+    s0, s1 = flat[plan.score_a], flat[plan.score_b]  # [K*N, H]
+    s2 = tables["score_eq"].repeat_interleave(N, dim=0) if K > 1 else tables["score_eq"].expand_as(s0)
+    pattern = torch.stack([s0, s1, s2], dim=-1).softmax(dim=-1)  # [K*N, H, 3]
+    ones = torch.ones_like(s0[:, :1])
+    weights = torch.cat([pattern[..., 0], pattern[..., 1], ones], dim=1)  # [K*N, 2H + 1], the order of plan idx
+    z = gather_sum(tables["table"], weights, plan.gather)  # [K*N, d_mlp + d_vocab_out]
+    W_L = tables["W_L"]  # [K, d_mlp, d_vocab_out]
+    pre, direct = z.split([W_L.shape[1], W_L.shape[2]], dim=1)
+    post = activation(act_fn, pre)
+    if K == 1:
+        return torch.addmm(direct, post, W_L[0]).unsqueeze(0)
+    return torch.baddbmm(direct.reshape(K, N, -1), post.reshape(K, N, -1), W_L)
+
+
+class PlanCache:
+    """Plans for the last few distinct token batches (matched by content, not identity)."""
+
+    def __init__(self, V: int, H: int, size: int = 4):
+        self.V, self.H, self.size, self.items = V, H, size, []  # [(tokens clone, plan)]
+
+    def get(self, tokens: Tensor) -> FastPlan:
+        for i, (key, plan) in enumerate(self.items):
+            if key.shape == tokens.shape and torch.equal(key, tokens):
+                if i:
+                    self.items.insert(0, self.items.pop(i))
+                return plan
+        plan = FastPlan(tokens, self.V, self.H)
+        self.items.insert(0, (tokens.clone(), plan))
+        del self.items[self.size :]
+        return plan
+
+
+def fast_forward(model, task) -> Callable[[Tensor], Tensor] | None:
+    """A function ``tokens [N, 3] -> logits [N, d_vocab_out]`` equal to ``model(tokens)`` (values and gradients),
+    or None when the model/task is not the one-layer transformer on ``[a, b, =]`` inputs.
+
+    Batches whose last token is not ``=`` are passed to ``model(tokens)`` unchanged.
+    """
+    if not is_fast_eligible(model, task):
+        return None
+    eq = int(task.p)
+    cache = PlanCache(model.d_vocab, model.cfg.n_heads)
+    act_fn = model.cfg.act_fn
+
+    def forward(tokens: Tensor) -> Tensor:
+        if tokens.ndim != 2 or tokens.shape[1] != 3 or tokens.shape[0] == 0 or not bool((tokens[:, 2] == eq).all()):
+            return model(tokens)
+        tables = fast_tables(model_tensors(model), eq)
+        return fast_logits(tables, cache.get(tokens.unsqueeze(0)), act_fn)[0]
+
+    forward.model = model  # type: ignore[attr-defined]
+    return forward

@@ -1,0 +1,290 @@
+"""Train K models at once as one batched computation; each member is stored as its own run.
+
+The members' parameters are stacked on a leading K axis and go through the batched fast path of
+:mod:`grokscope.models.fast` in one forward and one backward. One vectorised AdamW updates every stacked
+tensor with per-member learning rate and weight decay, doing the same floating-point operations as
+``torch.optim.AdamW`` (single-tensor implementation) does for one model. Members may differ in
+``model.init_seed``, ``task.split_seed``, ``task.train_fraction``, ``train.data_seed``, ``optim.lr``,
+``optim.weight_decay`` and ``name``; each member trains on its own split (padded to the largest split,
+the padding weighted 0), so a member equals a single run of its config (to rounding).
+
+Every member directory has the layout of a ``grokscope train`` run (config.json, metrics.sqlite,
+checkpoints with HookedTransformer keys, state.safetensors), so a member can be read, analysed and even
+resumed alone with :func:`grokscope.train.resume`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from grokscope.config import ExperimentConfig
+from grokscope.models import build_model
+from grokscope.models.fast import PARAM_NAMES, PlanCache, fast_logits, fast_tables, is_fast_eligible
+from grokscope.store.files import save_tensors
+from grokscope.store.metrics import MetricsDB
+from grokscope.store.run import METRICS, STATE, Run, save_checkpoint
+from grokscope.tasks import make_task
+from grokscope.train.loop import GROK_THRESHOLD, _measure_fn, _progress_bar, checkpoint_epochs, loss_and_accuracy, new_run_dir
+
+__all__ = ["Ensemble", "ENSEMBLE_FIELDS", "check_ensemble_configs", "train_ensemble"]
+
+# Config fields members may differ in; everything else must be equal.
+ENSEMBLE_FIELDS = frozenset(
+    {"name", "model.init_seed", "task.split_seed", "task.train_fraction", "train.data_seed", "optim.lr", "optim.weight_decay"}
+)
+
+
+def check_ensemble_configs(configs: Sequence[ExperimentConfig]) -> None:
+    """Raise ValueError (naming the field) unless the configs can be trained as one ensemble."""
+    from grokscope.config import field_paths
+
+    if not configs:
+        raise ValueError("train_ensemble: give at least one config")
+    first = field_paths(configs[0])
+    for i, cfg in enumerate(configs[1:], start=1):
+        for key, value in field_paths(cfg).items():
+            if key not in ENSEMBLE_FIELDS and value != first[key]:
+                raise ValueError(
+                    f"train_ensemble: config {i} differs from config 0 in {key} ({value!r} vs {first[key]!r}); "
+                    f"members may differ only in {', '.join(sorted(ENSEMBLE_FIELDS - {'name'}))}"
+                )
+    c = configs[0]
+    if c.train.batch_size is not None:
+        raise ValueError("train_ensemble: train.batch_size must be null (full batch) for an ensemble")
+    if c.model.arch != "transformer" or c.model.n_layers != 1:
+        raise ValueError("train_ensemble: ensembles need the one-layer transformer (model.arch='transformer', model.n_layers=1)")
+    if not c.train.fast_path:
+        raise ValueError("train_ensemble: ensembles run on the fast path; train.fast_path must be true")
+
+
+class Ensemble:
+    """K stacked models with their tasks, data and AdamW state. ``step()`` is one full-batch update of all."""
+
+    def __init__(self, configs: Sequence[ExperimentConfig], *, dtype: torch.dtype | None = None):
+        check_ensemble_configs(configs)
+        self.configs = list(configs)
+        self.K = K = len(configs)
+        self.tasks = [make_task(c.task) for c in configs]
+        task = self.tasks[0]
+        models = [build_model(c.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx) for c in configs]
+        if not is_fast_eligible(models[0], task):
+            raise ValueError("train_ensemble: the task is not one the fast path covers (inputs [a, b, =])")
+        if dtype is not None:
+            models = [m.to(dtype) for m in models]
+        self.template = models[0]  # a module to hand member weights to measures and checkpoints
+        named = [dict(m.named_parameters()) | dict(m.named_buffers()) for m in models]
+        trainable = {n for n, _ in models[0].named_parameters()}
+        self.names = [n for n in PARAM_NAMES if n in trainable]
+        self.w: dict[str, Tensor] = {}
+        for name in PARAM_NAMES:
+            stacked = torch.stack([d[name].detach() for d in named]).clone()
+            self.w[name] = stacked.requires_grad_(name in trainable)
+        self.eq = task.p
+        self.act_fn = configs[0].model.act_fn
+        self.cache = PlanCache(task.d_vocab, configs[0].model.n_heads, size=2)
+        self.loss_dtype = getattr(torch, configs[0].train.loss_dtype)
+
+        # Training data: member k's split, padded to the largest split with weight 0.
+        sizes = [t.train_idx.numel() for t in self.tasks]
+        n_max = max(sizes)
+        toks, labels, weights = [], [], []
+        for t, n in zip(self.tasks, sizes):
+            pad = n_max - n
+            idx = torch.cat([t.train_idx, t.train_idx[:1].expand(pad)])
+            toks.append(t.tokens[idx])
+            labels.append(t.labels[idx])
+            weights.append(torch.cat([torch.full((n,), 1.0 / n, dtype=torch.float64), torch.zeros(pad, dtype=torch.float64)]))
+        self.train_tokens = torch.stack(toks)  # [K, n_max, 3]
+        self.train_labels = torch.stack(labels)  # [K, n_max]
+        self.train_weights = torch.stack(weights)  # [K, n_max]: 1/n_k on real examples, 0 on padding
+        self.all_tokens = task.tokens.unsqueeze(0).expand(K, -1, -1)  # every pair; the same rows for every member
+
+        # AdamW: per-member lr and weight decay; shared betas and eps.
+        o = configs[0].optim
+        self.betas, self.eps, self.warmup = o.betas, o.eps, o.warmup_steps
+        self.lr = torch.tensor([c.optim.lr for c in configs], dtype=torch.float64)
+        self.wd = torch.tensor([c.optim.weight_decay for c in configs], dtype=torch.float64)
+        self.active = torch.ones(K, dtype=torch.bool)  # members still training (others are frozen)
+        self.exp_avg = {n: torch.zeros_like(self.w[n]) for n in self.names}
+        self.exp_avg_sq = {n: torch.zeros_like(self.w[n]) for n in self.names}
+        self.n_steps = 0  # AdamW step count (torch's state "step")
+        self.update = 0  # updates made (drives the warm-up)
+
+    # -- computation ---------------------------------------------------------------------------
+    def logits(self, tokens: Tensor) -> Tensor:
+        """Logits [K, N, d_vocab_out] of every member on its own tokens [K, N, 3]."""
+        return fast_logits(fast_tables(self.w, self.eq), self.cache.get(tokens), self.act_fn)
+
+    def all_logits(self) -> Tensor:
+        """Logits over every pair of the task for every member, without gradients: [K, N_all, d_vocab_out]."""
+        with torch.no_grad():
+            return self.logits(self.all_tokens)
+
+    def lr_now(self) -> Tensor:
+        """Per-member learning rate of the next update: lr * min(update / warmup_steps, 1), 0 for frozen members."""
+        factor = 1.0 if self.warmup == 0 else min(self.update / self.warmup, 1.0)
+        return torch.where(self.active, self.lr * factor, torch.zeros_like(self.lr))
+
+    def step(self) -> Tensor:
+        """One full-batch AdamW update of every member; returns the per-member training loss [K] (float64) before it."""
+        for n in self.names:
+            self.w[n].grad = None
+        logits = self.logits(self.train_tokens)  # [K, N, C]
+        ce = F.cross_entropy(logits.to(self.loss_dtype).flatten(0, 1), self.train_labels.reshape(-1), reduction="none")
+        per_member = (ce.view(self.K, -1) * self.train_weights.to(ce.dtype)).sum(1)
+        per_member.sum().backward()
+        self._adamw(self.lr_now())
+        self.update += 1
+        return per_member.detach()
+
+    @torch.no_grad()
+    def _adamw(self, lr: Tensor) -> None:
+        """torch.optim.AdamW's single-tensor update, vectorised over members (same operations, same order)."""
+        beta1, beta2 = self.betas
+        self.n_steps += 1
+        step = float(self.n_steps)
+        bias_correction1 = 1 - beta1**step
+        bias_correction2_sqrt = math.sqrt(1 - beta2**step)
+        decay = 1 - lr * self.wd  # [K] float64, as torch computes the Python scalar
+        neg_step_size = -(lr / bias_correction1)
+        for n in self.names:
+            p, g, m, v = self.w[n], self.w[n].grad, self.exp_avg[n], self.exp_avg_sq[n]
+            shape = (self.K,) + (1,) * (p.ndim - 1)
+            p.mul_(decay.to(p.dtype).view(shape))
+            m.lerp_(g, 1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            denom = (v.sqrt() / bias_correction2_sqrt).add_(self.eps)
+            p.add_(neg_step_size.to(p.dtype).view(shape) * m / denom)
+
+    # -- members as single models ----------------------------------------------------------------
+    def member_state_dict(self, k: int) -> dict[str, Tensor]:
+        """Member k's weights keyed as a HookedTransformer state dict (the keys of a ``grokscope train`` checkpoint)."""
+        state = {n: t.detach() for n, t in self.template.state_dict().items()}
+        for name in PARAM_NAMES:
+            state[name] = self.w[name][k].detach()
+        return state
+
+    def member_model(self, k: int):
+        """The template module holding member k's weights (shared: valid until the next call)."""
+        with torch.no_grad():
+            for name, t in (dict(self.template.named_parameters()) | dict(self.template.named_buffers())).items():
+                if name in self.w:
+                    t.copy_(self.w[name][k])
+        return self.template
+
+    def member_optim_state(self, k: int) -> dict[str, Tensor]:
+        """Member k's AdamW state keyed as the training loop saves it (``optim.<param>.<field>``)."""
+        out = {}
+        for n in self.names:
+            out[f"optim.{n}.step"] = torch.tensor(float(self.n_steps))
+            out[f"optim.{n}.exp_avg"] = self.exp_avg[n][k].detach()
+            out[f"optim.{n}.exp_avg_sq"] = self.exp_avg_sq[n][k].detach()
+        return out
+
+
+def train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progress: bool | None = None) -> list[Run]:
+    """Train ``configs`` as one batched ensemble into new run directories ``out_dirs`` (one per member).
+
+    Each member directory is a complete run of its config (config.json, metrics, checkpoints, resume state)
+    whose numbers match a single ``grokscope train`` of that config to rounding. Members that reach
+    ``train.stop_after_grok`` or diverge stop there (their weights are frozen) while the others continue.
+    """
+    check_ensemble_configs(configs)
+    if len(out_dirs) != len(configs):
+        raise ValueError(f"train_ensemble: {len(configs)} configs but {len(out_dirs)} output directories")
+    ens = Ensemble(configs)
+    dirs = [new_run_dir(d, c) for d, c in zip(out_dirs, configs)]
+    tc = configs[0].train
+    K = ens.K
+    measure = _measure_fn(configs[0]) if tc.measure_every else None
+    ckpt_epochs = checkpoint_epochs(tc)
+    dbs = [MetricsDB(d / METRICS) for d in dirs]
+    for db in dbs:
+        db.set_meta({"status": "running", "forward": "ensemble", "message": "", "ensemble_size": str(K)})
+    grok: list[int | None] = [None] * K
+    final = [tc.epochs] * K
+    messages = [""] * K
+    status = ["completed"] * K
+
+    def evaluate(epoch: int) -> list[dict[str, float]]:
+        logits = ens.all_logits()
+        rows = []
+        for k, task in enumerate(ens.tasks):
+            lk = logits[k]
+            out = {}
+            out["train_loss"], out["train_acc"] = loss_and_accuracy(lk[task.train_idx], task.train_labels, ens.loss_dtype)
+            if task.test_idx.numel():
+                out["test_loss"], out["test_acc"] = loss_and_accuracy(lk[task.test_idx], task.test_labels, ens.loss_dtype)
+            if measure is not None and epoch % tc.measure_every == 0:
+                model = ens.member_model(k).eval()
+                with torch.no_grad():
+                    out.update(measure(model, task, lk))
+            rows.append(out)
+        return rows
+
+    def save(k: int, epoch: int, *, state: bool = True) -> None:
+        save_checkpoint(dirs[k], epoch, ens.member_state_dict(k))
+        if state:
+            tensors = {f"model.{n}": t for n, t in ens.member_state_dict(k).items()} | ens.member_optim_state(k)
+            meta = {"epoch": str(epoch), "update": str(ens.update), "grok_epoch": str(grok[k])}
+            save_tensors(dirs[k] / STATE, tensors, metadata=meta)
+
+    for k, row in enumerate(evaluate(0)):
+        dbs[k].log(0, row)
+        save(k, 0)
+
+    bar = _progress_bar(tc.epochs, 0, progress, f"ensemble of {K}")
+    t0 = time.perf_counter()
+    try:
+        for epoch in range(1, tc.epochs + 1):
+            losses = ens.step()
+            finite = torch.isfinite(losses)
+            for k in range(K):
+                if ens.active[k] and not finite[k]:
+                    last = max(e for e in ckpt_epochs if e < epoch)
+                    messages[k] = f"non-finite training loss at epoch {epoch}; the last good checkpoint is step {last}"
+                    status[k], final[k] = "failed", epoch
+                    ens.active[k] = False
+            logged = epoch % tc.log_every == 0 or epoch == tc.epochs
+            rows = evaluate(epoch) if logged else None
+            for k in range(K):
+                if not ens.active[k]:
+                    continue
+                stop = False
+                if rows is not None:
+                    dbs[k].log(epoch, rows[k])
+                    if grok[k] is None and rows[k].get("test_acc", 0.0) >= GROK_THRESHOLD:
+                        grok[k] = epoch
+                    f = configs[k].train.stop_after_grok
+                    stop = f is not None and grok[k] is not None and epoch >= f * grok[k]
+                if epoch in ckpt_epochs or stop:
+                    save(k, epoch)
+                if stop:
+                    final[k] = epoch
+                    messages[k] = f"stopped at epoch {epoch} = {configs[k].train.stop_after_grok} x grok epoch {grok[k]} (train.stop_after_grok)"
+                    ens.active[k] = False
+            bar.update(1)
+            if not bool(ens.active.any()):
+                break
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    for k, db in enumerate(dbs):
+        db.set_meta(
+            {
+                "status": status[k],
+                "message": messages[k],
+                "final_epoch": str(final[k]),
+                "grok_epoch": "" if grok[k] is None else str(grok[k]),
+                "train_seconds": f"{elapsed:.2f}",
+            }
+        )
+        db.close()
+    return [Run(d) for d in dirs]

@@ -1,0 +1,101 @@
+"""The fast path computes the same function and gradients as the general transformer, and is chosen automatically."""
+
+import pytest
+import torch
+
+from grokscope.config import ModelConfig, TaskConfig, TrainConfig
+from grokscope.models import build_model
+from grokscope.models.fast import GatherPlan, fast_forward, gather_sum
+from grokscope.tasks import make_task
+from grokscope.train.loop import select_forward
+from grokscope.train.reference import reference_forward
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared 2-core machine two threads thrash on these small tensors."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _setup(act="relu", dtype=torch.float32, p=13, seed=0, **model_kw):
+    task = make_task(TaskConfig(p=p, train_fraction=0.5))
+    kw = dict(d_model=24, n_heads=3, d_head=8, d_mlp=40, act_fn=act, init_seed=seed) | model_kw
+    model = build_model(ModelConfig(**kw), d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3).to(dtype)
+    gen = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():  # random weights of a trained-model scale, biases included (the zero buffers too)
+        for t in list(model.parameters()) + [b for n, b in model.named_buffers() if n.split(".")[-1].startswith("b_")]:
+            t.add_(0.5 * torch.randn(t.shape, generator=gen, dtype=dtype))
+    return task, model
+
+
+@pytest.mark.parametrize("act", ["relu", "gelu", "quadratic"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-5), (torch.float64, 1e-12)])
+def test_fast_path_equals_general_path_values_and_gradients(act, dtype, tol):
+    task, model = _setup(act, dtype)
+    fast = fast_forward(model, task)
+    assert fast is not None
+    x = task.train_tokens
+    general = model.forward_all(x)[:, -1]
+    out = fast(x)
+    scale = general.abs().max()
+    assert out.shape == general.shape and out.dtype == dtype
+    assert ((out - general).abs().max() / scale) < tol
+    probe = torch.randn(general.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    params = list(model.parameters())
+    g_ref = torch.autograd.grad((general * probe).sum(), params)
+    g_fast = torch.autograd.grad((out * probe).sum(), params)
+    for (name, _), a, b in zip(model.named_parameters(), g_ref, g_fast):
+        assert ((a - b).abs().max() / a.abs().max().clamp_min(1e-30)) < 10 * tol, name
+
+
+def test_fast_path_on_all_pairs_and_without_grad():
+    task, model = _setup()
+    fast = fast_forward(model, task)
+    with torch.no_grad():
+        a, b = fast(task.tokens), model(task.tokens)
+    assert torch.allclose(a, b, rtol=0, atol=2e-5 * float(b.abs().max()))
+    with torch.no_grad():
+        ref = reference_forward(model, task.tokens)
+    assert torch.allclose(ref, model.forward_all(task.tokens)[:, -1], rtol=0, atol=2e-5 * float(ref.abs().max()))
+
+
+def test_fast_path_passes_other_batches_to_the_model():
+    task, model = _setup()
+    fast = fast_forward(model, task)
+    odd = task.tokens[:5].clone()
+    odd[:, 2] = 0  # last token is not '='
+    assert torch.equal(fast(odd), model(odd))
+
+
+def test_gather_sum_gradients_match_autograd_of_a_dense_version():
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(9, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    idx = torch.tensor([[0, 3, 8], [1, 2, 8], [0, 7, 8], [4, 5, 6]])
+    weights = torch.rand(4, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t, w: gather_sum(t, w, GatherPlan(idx, 9)), (table, weights))
+
+
+def test_fast_path_is_chosen_automatically_and_only_where_it_applies(tmp_path):
+    task, model = _setup()
+    fwd, name = select_forward(model, task, TrainConfig())
+    assert name == "fast" and fwd is not model
+    assert select_forward(model, task, TrainConfig(fast_path=False)) == (model, "general")
+    # two layers: not covered
+    task2, deep = _setup(n_layers=2)
+    assert fast_forward(deep, task2) is None
+    assert select_forward(deep, task2, TrainConfig())[1] == "general"
+    # the MLP model: not covered
+    mlp = build_model(ModelConfig(arch="mlp", d_model=16, d_mlp=8), d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3)
+    assert fast_forward(mlp, task) is None
+    assert select_forward(mlp, task, TrainConfig())[1] == "general"
+
+
+def test_training_run_records_the_fast_forward(tmp_path, tiny_config):
+    from grokscope.config import apply_overrides
+    from grokscope.train import train
+
+    run = train(apply_overrides(tiny_config, {"train.epochs": 5}), tmp_path / "r", progress=False)
+    assert run.meta["forward"] == "fast"
