@@ -161,8 +161,17 @@ def main(argv=None) -> int:
             check(f"{g} rises around grok", False, "not measured")
             continue
         g0, gc, g1, gend = at(g, me), at(g, phases.circuit_formation_end), at(g, phases.cleanup_end or ge), float(metrics[g].dropna().iloc[-1])
-        check(f"{g} rises sharply around grok", gend - g0 >= 0.2 and (g1 - gc) >= 0.5 * (gend - g0),
+        check(f"{g} rises sharply around grok (half its total rise between circuit-formation end and cleanup end)",
+              gend - g0 >= 0.2 and (g1 - gc) >= 0.5 * (gend - g0),
               f"{g0:.3f} (mem end) / {gc:.3f} (circ end) / {g1:.3f} (cleanup end) / {gend:.3f} (final)")
+        # The rate view: the rise per 1k epochs from circuit-formation end to cleanup end (around the grok
+        # epoch) against the rate over circuit formation. Both are printed; the first is stricter when Gini
+        # keeps rising after the test-loss-based cleanup end.
+        ce, cu = phases.circuit_formation_end, phases.cleanup_end or ge
+        slow = (gc - g0) / max(1, ce - me) * 1000 if ce and me is not None else float("nan")
+        fast = (g1 - gc) / max(1, cu - ce) * 1000 if ce and cu else float("nan")
+        check(f"{g} rises >= 3x faster around grok than during circuit formation", fast >= 3 * slow,
+              f"{fast:.3f} vs {slow:.3f} per 1k epochs ({fast / slow if slow > 0 else float('inf'):.1f}x)")
     rk, ro, rr = rows["remove all key freqs"].loss, rows["original"].loss, rows["keep only key freqs (restricted)"].loss
     check("removing key freqs: loss > ln p", rk > math.log(p), f"{rk:.3g} vs ln p = {math.log(p):.3f}")
     check("removing all other freqs: loss <= 1.1 x original", rr <= 1.1 * ro, f"{rr:.3e} vs {ro:.3e}")

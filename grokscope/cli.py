@@ -21,7 +21,7 @@ from grokscope.tasks.formula import FormulaError
 EXIT_USAGE = 2
 
 # Subcommands that live with their feature: module path -> each exposes register(subparsers).
-PLUGIN_COMMANDS = ("grokscope.analysis.cli", "grokscope.bench", "grokscope.figures.cli", "grokscope.serve.cli", "grokscope.sweep.cli")
+PLUGIN_COMMANDS = ("grokscope.analysis.cli", "grokscope.bench", "grokscope.figures.cli", "grokscope.interp.cli", "grokscope.serve.cli", "grokscope.sweep.cli")
 
 
 class UserError(Exception):

@@ -53,6 +53,14 @@ FIGURES: list[FigureSpec] = [
 ]
 
 
+try:  # figures of the interpretability instruments (grokscope patch|probe|sae), shown once their command has run
+    from grokscope.interp.figures import report_specs as _interp_specs
+
+    FIGURES += [FigureSpec(*spec) for spec in _interp_specs()]
+except ImportError:  # pragma: no cover
+    pass
+
+
 def build_all(run: Run | str | Path, *, only: list[str] | None = None, log: Callable[[str], None] | None = None) -> list[FigureResult]:
     """Every figure of ``FIGURES`` for the run; a figure that cannot be drawn becomes a note, never an error."""
     run = as_run(run)
