@@ -30,38 +30,86 @@ def _fail(path: str, msg: str) -> typing.NoReturn:
 
 @dataclass(frozen=True, kw_only=True)
 class TaskConfig:
-    """An algorithmic task. ``kind="modular"``: c = formula(a, b) mod p over all pairs (a, b)."""
+    """An algorithmic task.
+
+    ``kind="modular"``: c = formula(a, b) mod p over all pairs (a, b), inputs ``[a, b, =]``.
+    ``kind="multi"``: several modular formulas (``formula`` separated by ``;``) in one dataset, inputs
+    ``[a, op, b, =]`` with one operation token per formula; metrics per operation.
+    ``kind="s5"``: composition in the symmetric group S5 (120 permutations); ``formula`` is one of
+    ``x*y``, ``x*y*x^-1``, ``x*y*x`` (``p`` is ignored).
+    ``kind="sparse_parity"``: sparse parity (PAIR): ``n_bits`` random bits plus a constant 1 bit, label = parity of
+    the first ``parity_k``; ``n_examples`` distinct sequences drawn with ``split_seed`` (``p``, ``formula`` ignored).
+    ``n_train``: the number of training examples (overrides ``train_fraction``); ``None`` uses the fraction.
+    ``pairs``: ``"all"`` p*p pairs, or ``"unordered"``: only a <= b (PAIR's symmetric-task datasets; modular only).
+    """
 
     kind: str = "modular"
     formula: str = "a+b"
     p: int = 113
     train_fraction: float = 0.3
     split_seed: int = 0
+    n_train: int | None = None
+    n_bits: int = 30
+    parity_k: int = 3
+    n_examples: int = 1200
+    pairs: str = "all"
 
     def __post_init__(self) -> None:
-        if self.kind != "modular":
-            _fail("task.kind", f"unknown task kind {self.kind!r}; known: 'modular'")
+        if self.kind not in TASK_KINDS:
+            _fail("task.kind", f"unknown task kind {self.kind!r}; known: {', '.join(repr(k) for k in TASK_KINDS)}")
         if not (3 <= self.p <= 2000):
             _fail("task.p", f"must be an integer in 3..2000, got {self.p}")
         if not (0.0 < self.train_fraction <= 1.0):
             _fail("task.train_fraction", f"must be in (0, 1], got {self.train_fraction}")
         if self.split_seed < 0:
             _fail("task.split_seed", f"must be >= 0, got {self.split_seed}")
+        if self.n_train is not None and self.n_train < 1:
+            _fail("task.n_train", f"must be >= 1 or null (use train_fraction), got {self.n_train}")
+        if not (1 <= self.n_bits <= 62):
+            _fail("task.n_bits", f"must be an integer in 1..62, got {self.n_bits}")
+        if not (1 <= self.parity_k <= self.n_bits):
+            _fail("task.parity_k", f"must be in 1..n_bits ({self.n_bits}), got {self.parity_k}")
+        if not (2 <= self.n_examples <= 1_000_000) or self.n_examples > 2**self.n_bits:
+            _fail("task.n_examples", f"must be in 2..min(1000000, 2**n_bits = {2**self.n_bits}), got {self.n_examples}")
+        if self.pairs not in ("all", "unordered"):
+            _fail("task.pairs", f"must be 'all' or 'unordered' (a <= b), got {self.pairs!r}")
+        if self.pairs == "unordered" and self.kind != "modular":
+            _fail("task.pairs", "'unordered' applies to task.kind='modular' only")
+        if self.kind == "s5":
+            if self.formula not in S5_FORMULAS:
+                _fail("task.formula", f"for task.kind='s5' use one of {', '.join(S5_FORMULAS)}, got {self.formula!r}")
+            return
+        if self.kind == "sparse_parity":
+            return
         # Parsing validates the formula (and prime p for division) with a clear message.
         from grokscope.tasks.formula import FormulaError, parse_formula
 
-        try:
-            expr = parse_formula(self.formula)
-        except FormulaError as e:
-            _fail("task.formula", str(e))
-        if expr.uses_division and not _is_prime(self.p):
-            _fail("task.p", f"the formula {self.formula!r} divides, which needs a prime p; {self.p} is not prime")
+        formulas = [f.strip() for f in self.formula.split(";")] if self.kind == "multi" else [self.formula]
+        if self.kind == "multi" and (len(formulas) < 2 or len(formulas) > 16 or len(set(formulas)) != len(formulas)):
+            _fail("task.formula", f"for task.kind='multi' give 2..16 distinct formulas separated by ';', got {self.formula!r}")
+        for text in formulas:
+            try:
+                expr = parse_formula(text)
+            except FormulaError as e:
+                _fail("task.formula", str(e))
+            if expr.uses_division and not _is_prime(self.p):
+                _fail("task.p", f"the formula {text!r} divides, which needs a prime p; {self.p} is not prime")
+
+
+TASK_KINDS = ("modular", "multi", "s5", "sparse_parity")
+S5_FORMULAS = ("x*y", "x*y*x^-1", "x*y*x")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """Network shape. ``arch="transformer"``: TransformerLens layout, no LayerNorm, only the MLP has biases.
-    ``arch="mlp"``: embeddings of a and b summed into one hidden layer, then an unembedding (PAIR style)."""
+    ``arch="mlp"``: embeddings of a and b summed into one hidden layer, then an unembedding (PAIR style).
+    ``arch="vector_mlp"``: one hidden layer on the input read as a vector of numbers (sparse parity); no biases.
+
+    ``attn_only``: transformer blocks without MLPs. ``dropout``: dropout probability on the MLP hidden
+    activations (training mode only). ``init_scale``: every initial parameter is multiplied by it (Omnigrok's
+    alpha). ``fixed_embedding="circle"``: W_E of the number tokens frozen to the normalised (cos, sin) of
+    frequency 1 (arch='mlp', d_model=2; the PAIR 5-neuron model)."""
 
     arch: str = "transformer"
     n_layers: int = 1
@@ -72,10 +120,14 @@ class ModelConfig:
     act_fn: str = "relu"
     tie_unembed: bool = False
     init_seed: int = 0
+    attn_only: bool = False
+    dropout: float = 0.0
+    init_scale: float = 1.0
+    fixed_embedding: str = "none"
 
     def __post_init__(self) -> None:
-        if self.arch not in ("transformer", "mlp"):
-            _fail("model.arch", f"unknown architecture {self.arch!r}; known: 'transformer', 'mlp'")
+        if self.arch not in ARCHS:
+            _fail("model.arch", f"unknown architecture {self.arch!r}; known: {', '.join(repr(a) for a in ARCHS)}")
         for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp"):
             value = getattr(self, name)
             if not (1 <= value <= 65536):
@@ -88,21 +140,50 @@ class ModelConfig:
             _fail("model.tie_unembed", "tied embeddings are only offered for arch='mlp'")
         if self.init_seed < 0:
             _fail("model.init_seed", f"must be >= 0, got {self.init_seed}")
+        if self.attn_only and self.arch != "transformer":
+            _fail("model.attn_only", "an attention-only model needs arch='transformer'")
+        if not (0.0 <= self.dropout < 1.0):
+            _fail("model.dropout", f"must be in [0, 1), got {self.dropout}")
+        if self.dropout > 0 and self.attn_only:
+            _fail("model.dropout", "dropout acts on the MLP hidden layer, which an attention-only model does not have")
+        if not (self.init_scale > 0 and math.isfinite(self.init_scale)):
+            _fail("model.init_scale", f"must be a finite number > 0, got {self.init_scale}")
+        if self.fixed_embedding not in ("none", "circle"):
+            _fail("model.fixed_embedding", f"must be 'none' or 'circle', got {self.fixed_embedding!r}")
+        if self.fixed_embedding == "circle" and (self.arch != "mlp" or self.d_model != 2):
+            _fail("model.fixed_embedding", "'circle' needs arch='mlp' and d_model=2 (one cos and one sin dimension)")
 
 
+ARCHS = ("transformer", "mlp", "vector_mlp")
 ACT_FNS = ("relu", "gelu", "quadratic")
 
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
     """AdamW with decoupled weight decay and a linear warm-up: lr_t = lr * min(t / warmup_steps, 1),
-    t counting updates from 0 (so with warm-up the first update has learning rate 0, as in the paper's code)."""
+    t counting updates from 0 (so with warm-up the first update has learning rate 0, as in the paper's code).
+
+    ``decay``: ``"l2"`` is AdamW's decoupled decay p <- p (1 - lr wd); ``"l1"`` is decoupled L1 decay, the
+    proximal step p <- sign(p) max(|p| - lr wd, 0) after each update (exact zeros; AdamW's own decay off).
+    ``grad_filter``: Grokfast (Lee et al. 2024) on each gradient before the step: ``"ema"`` mu <- alpha mu +
+    (1 - alpha) g (mu starts at the first g), g <- g + lambda mu; ``"ma"`` g <- g + lambda mean(last
+    ``filter_window`` gradients) once the window is full. ``perp_grad``: the perpendicular gradient of Prieto
+    et al. (2025): per tensor g <- g - (w.g)/(w.w + 1e-30) w, rescaled to the norm of g, before the step.
+    ``fixed_norm``: after each update rescale all trainable parameters to their initial global L2 norm
+    (Omnigrok's constrained runs; use with weight_decay 0)."""
 
     lr: float = 1e-3
     weight_decay: float = 1.0
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-8
     warmup_steps: int = 10
+    decay: str = "l2"
+    grad_filter: str = "none"
+    filter_alpha: float = 0.98
+    filter_lambda: float = 2.0
+    filter_window: int = 100
+    perp_grad: bool = False
+    fixed_norm: bool = False
 
     def __post_init__(self) -> None:
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -115,6 +196,16 @@ class OptimConfig:
             _fail("optim.eps", f"must be > 0, got {self.eps}")
         if self.warmup_steps < 0:
             _fail("optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        if self.decay not in ("l2", "l1"):
+            _fail("optim.decay", f"must be 'l2' (decoupled AdamW decay) or 'l1' (decoupled L1), got {self.decay!r}")
+        if self.grad_filter not in ("none", "ema", "ma"):
+            _fail("optim.grad_filter", f"must be 'none', 'ema' or 'ma' (Grokfast), got {self.grad_filter!r}")
+        if not (0.0 <= self.filter_alpha < 1.0):
+            _fail("optim.filter_alpha", f"must be in [0, 1), got {self.filter_alpha}")
+        if not (self.filter_lambda >= 0 and math.isfinite(self.filter_lambda)):
+            _fail("optim.filter_lambda", f"must be a finite number >= 0, got {self.filter_lambda}")
+        if not (1 <= self.filter_window <= 10_000):
+            _fail("optim.filter_window", f"must be an integer in 1..10000, got {self.filter_window}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +227,8 @@ class TrainConfig:
     stop_after_grok: float | None = None
     data_seed: int = 0
     fast_path: bool = True
+    loss: str = "cross_entropy"
+    softmax_collapse: bool = False
 
     def __post_init__(self) -> None:
         if not (1 <= self.epochs <= 10_000_000):
@@ -153,6 +246,8 @@ class TrainConfig:
             _fail("train.stop_after_grok", f"must be a factor >= 1 or null, got {self.stop_after_grok}")
         if self.data_seed < 0:
             _fail("train.data_seed", f"must be >= 0, got {self.data_seed}")
+        if self.loss not in ("cross_entropy", "stablemax"):
+            _fail("train.loss", f"must be 'cross_entropy' or 'stablemax', got {self.loss!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +261,12 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        if self.task.kind == "sparse_parity" and self.model.arch != "vector_mlp":
+            _fail("model.arch", "task.kind='sparse_parity' reads its bits as a vector: use arch='vector_mlp'")
+        if self.model.arch == "vector_mlp" and self.task.kind != "sparse_parity":
+            _fail("model.arch", "arch='vector_mlp' is for task.kind='sparse_parity'")
+        if self.model.arch == "mlp" and self.task.kind == "multi":
+            _fail("model.arch", "arch='mlp' reads two operands only; a multi-task needs arch='transformer'")
         if not self.name or len(self.name) > 200 or any(c in self.name for c in "/\\\0\n"):
             _fail("name", f"must be 1..200 characters without '/', '\\\\', NUL or newline, got {self.name!r}")
 

@@ -58,6 +58,10 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "tiny": tiny,
 }
 
+from grokscope.presets_zoo import ZOO_PRESETS  # noqa: E402  (the task and model zoo, issue 7)
+
+PRESETS.update(ZOO_PRESETS)
+
 
 def get_preset(name: str) -> ExperimentConfig:
     """The config of preset ``name`` (raises :class:`ConfigError` naming the known presets)."""

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from grokscope.measures.fourier import component_norms, discrete_log_basis, fourier_basis, primitive_root
+from grokscope.measures.fourier import component_norms, discrete_log_basis, primitive_root
 from grokscope.measures.progress import FFS_ETA
 
 __all__ = ["ffs_fcr_from_norms", "operand_asymmetry", "parity_neuron_bits", "spectra_both_bases"]

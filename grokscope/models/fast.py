@@ -41,6 +41,8 @@ def is_fast_eligible(model, task) -> bool:
     """True when :func:`fast_forward` covers this model and task."""
     if not isinstance(model, Transformer) or model.cfg.n_layers != 1 or model.n_ctx != 3:
         return False
+    if getattr(model.cfg, "attn_only", False) or getattr(model.cfg, "dropout", 0.0) > 0:
+        return False
     tokens = getattr(task, "tokens", None)
     if tokens is None or tokens.ndim != 2 or tokens.shape[1] != 3 or tokens.shape[0] == 0:
         return False

@@ -118,7 +118,8 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, n_ctx: int):
         super().__init__()
         self.attn = Attention(cfg, n_ctx)
-        self.mlp = MLP(cfg)
+        if not cfg.attn_only:
+            self.mlp = MLP(cfg)
 
 
 class Unembed(nn.Module):
@@ -130,6 +131,9 @@ class Unembed(nn.Module):
 
 class Transformer(_Hooked):
     """A HookedTransformer-compatible attention+MLP transformer without LayerNorm.
+
+    ``cfg.attn_only``: blocks without MLPs (TransformerLens ``attn_only=True``; no ``mlp`` keys or hooks).
+    ``cfg.dropout``: dropout on the MLP hidden activations in training mode (after ``mlp.hook_post``).
 
     ``forward(tokens)`` returns the logits at the last position only: [batch, d_vocab_out].
     ``forward_all(tokens)`` is the plain full-sequence computation: [batch, n_ctx, d_vocab_out].
@@ -171,7 +175,7 @@ class Transformer(_Hooked):
         return embed + pos
 
     def _block(self, i: int, block: Block, resid: Tensor, *, last_only: bool) -> Tensor:
-        attn, mlp, name = block.attn, block.mlp, f"blocks.{i}"
+        attn, mlp, name = block.attn, getattr(block, "mlp", None), f"blocks.{i}"
         resid = self.hook(f"{name}.hook_resid_pre", resid)  # [batch, pos, d_model]
         x_q = resid[:, -1:] if last_only else resid
         q = self.hook(f"{name}.attn.hook_q", torch.einsum("bpd,hde->bphe", x_q, attn.W_Q) + attn.b_Q)
@@ -184,9 +188,13 @@ class Transformer(_Hooked):
         pattern = self.hook(f"{name}.attn.hook_pattern", scores.softmax(dim=-1))
         z = self.hook(f"{name}.attn.hook_z", torch.einsum("bhqk,bkhe->bqhe", pattern, v))  # [batch, q, head, d_head]
         attn_out = self.hook(f"{name}.hook_attn_out", torch.einsum("bqhe,hed->bqd", z, attn.W_O) + attn.b_O)
+        if self.cfg.attn_only:
+            return self.hook(f"{name}.hook_resid_post", resid[:, -q.shape[1] :] + attn_out)
         resid_mid = self.hook(f"{name}.hook_resid_mid", resid[:, -q.shape[1] :] + attn_out)
         pre = self.hook(f"{name}.mlp.hook_pre", resid_mid @ mlp.W_in + mlp.b_in)  # [batch, q, d_mlp]
         post = self.hook(f"{name}.mlp.hook_post", activation(self.cfg.act_fn, pre))
+        if self.cfg.dropout > 0:
+            post = F.dropout(post, self.cfg.dropout, training=self.training)
         mlp_out = self.hook(f"{name}.hook_mlp_out", post @ mlp.W_out + mlp.b_out)
         return self.hook(f"{name}.hook_resid_post", resid_mid + mlp_out)
 
@@ -203,7 +211,8 @@ class Transformer(_Hooked):
 def init_weights(model: nn.Module, seed: int) -> None:
     """As in the paper's code: every matrix ~ N(0, 1/d_model) except W_U ~ N(0, 1/d_vocab); biases 0.
 
-    Parameters are drawn in state-dict order from one generator seeded with ``seed``.
+    Parameters are drawn in state-dict order from one generator seeded with ``seed``; then every parameter is
+    multiplied by ``model.cfg.init_scale`` (Omnigrok's alpha; skipped at 1).
     """
     gen = torch.Generator().manual_seed(seed)
     d_model = model.cfg.d_model
@@ -214,3 +223,7 @@ def init_weights(model: nn.Module, seed: int) -> None:
                 continue
             std = 1.0 / math.sqrt(model.d_vocab) if name.endswith("W_U") else 1.0 / math.sqrt(d_model)
             param.copy_(torch.randn(param.shape, generator=gen) * std)
+        scale = getattr(model.cfg, "init_scale", 1.0)
+        if scale != 1.0:
+            for param in model.parameters():
+                param.mul_(scale)

@@ -1,15 +1,48 @@
 """Algorithmic tasks: deterministic datasets and splits built from a :class:`~grokscope.config.TaskConfig`."""
 
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
 from grokscope.config import TaskConfig
 from grokscope.tasks.formula import Expr, FormulaError, parse_formula
-from grokscope.tasks.modular import ModularTask, make_modular_task, split_indices
+from grokscope.tasks.modular import ModularTask, make_modular_task, split_indices, split_rows
+from grokscope.tasks.zoo import TableTask, make_multi_task, make_parity_task, make_s5_task
 
 
-def make_task(config: TaskConfig) -> ModularTask:
+def make_task(config: TaskConfig) -> ModularTask | TableTask:
     """Build the dataset a task config describes."""
     if config.kind == "modular":
         return make_modular_task(config)
+    if config.kind == "multi":
+        return make_multi_task(config)
+    if config.kind == "s5":
+        return make_s5_task(config)
+    if config.kind == "sparse_parity":
+        return make_parity_task(config)
     raise ValueError(f"task.kind: unknown task kind {config.kind!r}")
 
 
-__all__ = ["Expr", "FormulaError", "ModularTask", "make_modular_task", "make_task", "parse_formula", "split_indices"]
+def task_metrics(task, logits: Tensor, loss_dtype: torch.dtype = torch.float64) -> dict[str, float]:
+    """Per-group metrics of a multi-task (``{split}_{loss|acc}_op{i}`` for operation i), else ``{}``.
+    ``logits``: [N, d_vocab_out] over every row of ``task.tokens``."""
+    groups = getattr(task, "groups", None)
+    if groups is None:
+        return {}
+    out: dict[str, float] = {}
+    for split, idx in (("train", task.train_idx), ("test", task.test_idx)):
+        for i in range(len(task.group_names)):
+            rows = idx[groups[idx] == i]
+            if rows.numel():
+                z, y = logits[rows], task.labels[rows]
+                out[f"{split}_loss_op{i}"] = F.cross_entropy(z.to(loss_dtype), y).item()
+                out[f"{split}_acc_op{i}"] = (z.argmax(-1) == y).to(torch.float64).mean().item()
+    return out
+
+
+__all__ = [
+    "Expr", "FormulaError", "ModularTask", "TableTask", "make_modular_task", "make_multi_task", "make_parity_task",
+    "make_s5_task", "make_task", "parse_formula", "split_indices", "split_rows", "task_metrics",
+]

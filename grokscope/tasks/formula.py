@@ -2,6 +2,7 @@
 
 Grammar (usual precedence, ``**``/``^`` right-associative and binding tighter than unary minus)::
 
+    formula := expr ('if' VAR 'is' ('odd' | 'even') 'else' formula)?
     expr   := term (('+' | '-') term)*
     term   := unary (('*' | '/') unary)*
     unary  := '-' unary | power
@@ -9,7 +10,9 @@ Grammar (usual precedence, ``**``/``^`` right-associative and binding tighter th
     atom   := INT | 'a' | 'b' | '(' expr ')'
 
 ``x`` and ``y`` are accepted as aliases of ``a`` and ``b``. Division is multiplication by the
-modular inverse; pairs whose divisor is 0 mod p are excluded from the task.
+modular inverse; pairs whose divisor is 0 mod p are excluded from the task (for a conditional, only
+where the dividing branch is taken). The one conditional form tests the parity of an operand's
+representative in 0..p-1, as in Power et al. (2022): ``x/y if y is odd else x-y``.
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ class FormulaError(ValueError):
 
 _TOKEN = re.compile(r"\s*(?:(\d+)|(\*\*|[-+*/^()])|([A-Za-z_]\w*))")
 _VARS = {"a": "a", "b": "b", "x": "a", "y": "b"}
+_KEYWORDS = ("if", "is", "odd", "even", "else")
 
 
 @dataclass(frozen=True)
 class Expr:
-    """A parsed formula: a tree of ('num', n) | ('var', 'a'|'b') | ('neg', e) | (op, l, r) | ('pow', e, n)."""
+    """A parsed formula: a tree of ('num', n) | ('var', 'a'|'b') | ('neg', e) | (op, l, r) | ('pow', e, n)
+    | ('if', 'a'|'b', remainder, then, else) (then-branch where var % 2 == remainder)."""
 
     text: str
     tree: tuple
@@ -64,6 +69,13 @@ def _eval(node: tuple, a: torch.Tensor, b: torch.Tensor, p: int, valid: torch.Te
         return (a if node[1] == "a" else b) % p
     if kind == "neg":
         return (-_eval(node[1], a, b, p, valid)) % p
+    if kind == "if":
+        take = ((a if node[1] == "a" else b) % p) % 2 == node[2]
+        valid_then, valid_else = valid.clone(), valid.clone()
+        then = _eval(node[3], a, b, p, valid_then)
+        other = _eval(node[4], a, b, p, valid_else)
+        valid &= torch.where(take, valid_then, valid_else)
+        return torch.where(take, then, other)
     if kind == "pow":
         base = _eval(node[1], a, b, p, valid)
         out = torch.ones_like(base)
@@ -111,6 +123,8 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
             tokens.append(("num", num, start))
         elif op is not None:
             tokens.append(("op", "**" if op == "^" else op, start))
+        elif name in _KEYWORDS:
+            tokens.append(("kw", name, start))
         else:
             if name not in _VARS:
                 raise FormulaError(f"unknown name {name!r} in {text!r}; use a and b (or x and y)")
@@ -144,10 +158,42 @@ class _Parser:
     def parse(self) -> tuple:
         if not self.tokens:
             raise FormulaError("the formula is empty; write one in a and b, for example a+b")
-        tree = self.expr()
+        tree = self.formula()
         if self.peek() is not None:
             raise self.error(f"unexpected {self.peek()[1]!r}")
         return tree
+
+    def take_kw(self, word: str) -> bool:
+        tok = self.peek()
+        if tok and tok[0] == "kw" and tok[1] == word:
+            self.i += 1
+            return True
+        return False
+
+    def formula(self) -> tuple:
+        node = self.expr()
+        if not self.take_kw("if"):
+            return node
+        tok = self.peek()
+        if tok is None or tok[0] != "var":
+            raise self.error("expected a or b after 'if'")
+        self.i += 1
+        if not self.take_kw("is"):
+            raise self.error("expected 'is' (the condition reads: a is odd, b is even, ...)")
+        if self.take_kw("odd"):
+            remainder = 1
+        elif self.take_kw("even"):
+            remainder = 0
+        else:
+            raise self.error("expected 'odd' or 'even'")
+        if not self.take_kw("else"):
+            raise self.error("expected 'else'")
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise FormulaError(f"the formula nests deeper than {MAX_DEPTH} levels")
+        other = self.formula()
+        self.depth -= 1
+        return ("if", tok[1], remainder, node, other)
 
     def expr(self) -> tuple:
         self.depth += 1

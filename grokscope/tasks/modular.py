@@ -16,7 +16,8 @@ class ModularTask:
 
     Tokens are ``[a, b, =]`` with ``=`` the token ``p``; ``d_vocab = p + 1``, ``d_vocab_out = p``.
     Rows follow the row-major (a, b) grid with ``a`` the slow index; pairs where the formula is
-    undefined (a divisor that is 0 mod p) are left out of ``tokens``.
+    undefined (a divisor that is 0 mod p) are left out of ``tokens``, and so are pairs with a > b when
+    ``config.pairs == "unordered"``.
     """
 
     config: TaskConfig
@@ -75,15 +76,34 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, tor
     return perm[:n_train].sort().values, perm[n_train:].sort().values
 
 
+def split_rows(config: TaskConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The train/test split of a task with n rows: ``task.n_train`` rows when set, else ``train_fraction``."""
+    if config.n_train is None:
+        return split_indices(n, config.train_fraction, config.split_seed)
+    if config.n_train > n:
+        from grokscope.config import ConfigError
+
+        raise ConfigError(f"task.n_train: {config.n_train} is more than the task's {n} examples")
+    return _split_count(n, config.n_train, config.split_seed)
+
+
+def _split_count(n: int, n_train: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=gen)
+    return perm[:n_train].sort().values, perm[n_train:].sort().values
+
+
 def make_modular_task(config: TaskConfig) -> ModularTask:
     p = config.p
     expr = parse_formula(config.formula)
     grid = torch.arange(p * p, dtype=torch.int64)
     a, b = grid // p, grid % p
     values, valid = expr.evaluate(a, b, p)
+    if config.pairs == "unordered":
+        valid &= a <= b
     a, b, values, pair_index = a[valid], b[valid], values[valid], grid[valid]
     tokens = torch.stack([a, b, torch.full_like(a, p)], dim=1)
-    train_idx, test_idx = split_indices(tokens.shape[0], config.train_fraction, config.split_seed)
+    train_idx, test_idx = split_rows(config, tokens.shape[0])
     return ModularTask(
         config=config, tokens=tokens, labels=values, pair_index=pair_index, train_idx=train_idx, test_idx=test_idx
     )

@@ -41,6 +41,14 @@ ENSEMBLE_FIELDS = frozenset(
 )
 
 
+# Fields the batched ensemble does not implement: they must keep their defaults. (model.init_scale and
+# task.n_train are supported: they only change the initial weights and the split, which members build as single runs do.)
+UNSUPPORTED_FIELDS = (
+    "model.attn_only", "model.dropout", "model.fixed_embedding", "optim.decay", "optim.grad_filter", "optim.perp_grad",
+    "optim.fixed_norm", "train.loss", "train.softmax_collapse",
+)
+
+
 def check_ensemble_configs(configs: Sequence[ExperimentConfig]) -> None:
     """Raise ValueError (naming the field) unless the configs can be trained as one ensemble."""
     from grokscope.config import field_paths
@@ -56,6 +64,15 @@ def check_ensemble_configs(configs: Sequence[ExperimentConfig]) -> None:
                     f"members may differ only in {', '.join(sorted(ENSEMBLE_FIELDS - {'name'}))}"
                 )
     c = configs[0]
+    defaults = field_paths(ExperimentConfig())
+    for key in UNSUPPORTED_FIELDS:
+        if first[key] != defaults[key]:
+            raise ValueError(
+                f"train_ensemble: {key}={first[key]!r} is not supported by the batched ensemble (only the default "
+                f"{defaults[key]!r}); train these runs one by one with 'grokscope train'"
+            )
+    if c.task.kind != "modular":
+        raise ValueError(f"train_ensemble: ensembles need task.kind='modular', got {c.task.kind!r}")
     if c.train.batch_size is not None:
         raise ValueError("train_ensemble: train.batch_size must be null (full batch) for an ensemble")
     if c.model.arch != "transformer" or c.model.n_layers != 1:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from grokscope.config import ExperimentConfig, OptimConfig, TrainConfig
@@ -23,7 +22,9 @@ from grokscope.models import build_model
 from grokscope.store.files import atomic_write_bytes, load_tensors, save_tensors
 from grokscope.store.metrics import MetricsDB
 from grokscope.store.run import CONFIG, METRICS, STATE, Run, RunError, is_run_dir, save_checkpoint
-from grokscope.tasks import make_task
+from grokscope.tasks import make_task, task_metrics
+from grokscope.train.losses import cross_entropy, get_loss, softmax_collapse
+from grokscope.train.optim import UpdateRules
 
 GROK_THRESHOLD = 0.99
 
@@ -51,17 +52,19 @@ def checkpoint_epochs(train: TrainConfig) -> set[int]:
     return epochs
 
 
-def loss_and_accuracy(logits: Tensor, labels: Tensor, dtype: torch.dtype = torch.float64) -> tuple[float, float]:
-    """Mean cross-entropy (computed in ``dtype``) and accuracy. logits [N, C], labels [N]."""
-    loss = F.cross_entropy(logits.to(dtype), labels)
+def loss_and_accuracy(
+    logits: Tensor, labels: Tensor, dtype: torch.dtype = torch.float64, loss_fn: Callable[..., Tensor] = cross_entropy
+) -> tuple[float, float]:
+    """Mean loss (cross-entropy unless ``loss_fn`` says otherwise; computed in ``dtype``) and accuracy. logits [N, C], labels [N]."""
+    loss = loss_fn(logits, labels, dtype)
     acc = (logits.argmax(dim=-1) == labels).to(torch.float64).mean()
     return loss.item(), acc.item()
 
 
 def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(
-        model.parameters(), lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay
-    )
+    """AdamW over the model's parameters; its own (L2) decay is off when ``optim.decay='l1'`` (see :class:`UpdateRules`)."""
+    weight_decay = optim.weight_decay if optim.decay == "l2" else 0.0
+    return torch.optim.AdamW(model.parameters(), lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=weight_decay)
 
 
 def train_step(
@@ -71,15 +74,23 @@ def train_step(
     labels: Tensor,
     lr: float,
     loss_dtype: torch.dtype,
+    *,
+    loss_fn: Callable[..., Tensor] = cross_entropy,
+    rules: UpdateRules | None = None,
 ) -> Tensor:
-    """One AdamW update on one batch; returns the (detached) training loss before the update."""
+    """One AdamW update on one batch; returns the (detached) training loss before the update.
+    ``rules``: the optimiser variants (gradient filter, ⊥Grad, L1, fixed norm) around the step."""
     for group in opt.param_groups:
         group["lr"] = lr
     logits = forward(tokens)  # [batch, d_vocab_out]
-    loss = F.cross_entropy(logits.to(loss_dtype), labels)
+    loss = loss_fn(logits, labels, loss_dtype)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if rules is not None:
+        rules.before_step()
     opt.step()
+    if rules is not None:
+        rules.after_step(lr)
     return loss.detach()
 
 
@@ -139,8 +150,10 @@ class _State:
     grok_epoch: int | None = None
 
 
-def _save_state(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, st: _State) -> None:
+def _save_state(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, st: _State, rules: UpdateRules | None = None) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if rules is not None:
+        tensors |= {f"rules.{k}": v for k, v in rules.state_tensors().items()}
     names = {id(p): n for n, p in model.named_parameters()}
     for group in opt.param_groups:
         for param in group["params"]:
@@ -150,7 +163,7 @@ def _save_state(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, st:
     save_tensors(run_dir / STATE, tensors, metadata=meta)
 
 
-def _load_state(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer) -> _State:
+def _load_state(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, rules: UpdateRules | None = None) -> _State:
     path = run_dir / STATE
     if not path.exists():
         return _State()
@@ -159,6 +172,8 @@ def _load_state(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer) -> 
     except ValueError as e:
         raise RunError(f"{e}; the run cannot resume from it (retrain into a new directory)") from None
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if rules is not None:
+        rules.load_state_tensors({k[6:]: v for k, v in tensors.items() if k.startswith("rules.")})
     params = dict(model.named_parameters())
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -174,7 +189,10 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None) -> Run:
     task = make_task(cfg.task)
     model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
     opt = make_optimizer(model, cfg.optim)
-    st = _load_state(run_dir, model, opt)
+    rules = UpdateRules(model, cfg.optim)  # built from the initial weights (fixed norm reads their norm)
+    rules = rules if rules.active else None
+    loss_fn = get_loss(tc.loss)
+    st = _load_state(run_dir, model, opt, rules)
     forward, path_name = select_forward(model, task, tc)
     measure = _measure_fn(cfg) if tc.measure_every else None
     ckpt_epochs = checkpoint_epochs(tc)
@@ -191,15 +209,25 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None) -> Run:
     n_train = train_x.shape[0]
     batch = tc.batch_size or n_train
 
+    def score(logits: Tensor, labels: Tensor) -> tuple[float, float]:
+        """Loss (the training objective) and accuracy."""
+        if tc.loss == "cross_entropy":
+            return loss_and_accuracy(logits, labels, loss_dtype)
+        return loss_and_accuracy(logits, labels, loss_dtype, loss_fn)
+
     def evaluate(epoch: int) -> dict[str, float]:
         """Train/test loss and accuracy (and progress measures when due) of the current weights."""
         model.eval()
         with torch.no_grad():
             logits = forward(task.tokens)  # [N, d_vocab_out], all pairs in task order
             out = {}
-            out["train_loss"], out["train_acc"] = loss_and_accuracy(logits[task.train_idx], train_y, loss_dtype)
+            out["train_loss"], out["train_acc"] = score(logits[task.train_idx], train_y)
             if task.test_idx.numel():
-                out["test_loss"], out["test_acc"] = loss_and_accuracy(logits[task.test_idx], task.test_labels, loss_dtype)
+                out["test_loss"], out["test_acc"] = score(logits[task.test_idx], task.test_labels)
+            out.update(task_metrics(task, logits, loss_dtype))  # per-operation metrics of a multi-task
+            if tc.softmax_collapse:
+                sc = softmax_collapse(logits[task.train_idx], train_y, loss_dtype, tc.loss)
+                out["sc_train"], out["zero_loss_train"] = sc["sc"], sc["zero_loss"]
             if measure is not None and epoch % tc.measure_every == 0:
                 out.update(measure(model, task, logits))
         model.train()
@@ -211,7 +239,7 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None) -> Run:
     if st.epoch == 0:
         db.log(0, evaluate(0))
         save(0)
-        _save_state(run_dir, model, opt, st)
+        _save_state(run_dir, model, opt, st, rules)
 
     bar = _progress_bar(tc.epochs, st.epoch, progress, cfg.name)
     t0 = time.perf_counter()
@@ -222,7 +250,8 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None) -> Run:
             # ---- one epoch of updates
             order = _batch_order(n_train, batch, tc.data_seed, epoch)
             for idx in order:
-                loss = train_step(forward, opt, train_x[idx], train_y[idx], lr_at(st.update, cfg.optim), loss_dtype)
+                lr = lr_at(st.update, cfg.optim)
+                loss = train_step(forward, opt, train_x[idx], train_y[idx], lr, loss_dtype, loss_fn=loss_fn, rules=rules)
                 st.update += 1
             st.epoch = epoch
             if not math.isfinite(loss.item()):
@@ -242,7 +271,7 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None) -> Run:
                 bar.set_postfix(train_acc=f"{values['train_acc']:.3f}", test_acc=f"{values.get('test_acc', float('nan')):.3f}", refresh=False)
             if epoch in ckpt_epochs or stop:
                 save(epoch)
-                _save_state(run_dir, model, opt, st)
+                _save_state(run_dir, model, opt, st, rules)
             bar.update(1)
             if stop:
                 final_epoch = epoch
@@ -275,6 +304,8 @@ def _batch_order(n: int, batch: int, seed: int, epoch: int) -> list[Tensor | sli
 
 def _measure_fn(cfg: ExperimentConfig):
     """The progress-measure function for this run, or None when measures do not apply or are unavailable."""
+    if cfg.task.kind != "modular" or cfg.model.arch == "vector_mlp" or cfg.model.attn_only:
+        return None  # the measures need a modular p*p grid and a model with an MLP
     try:
         from grokscope.measures.progress import progress_measures
     except ImportError:

@@ -1,0 +1,151 @@
+"""Optimiser variants as small pieces around ``torch.optim.AdamW``: gradient transforms (run after
+``backward``, before ``step``) and weight transforms (run after ``step``). All act in place under no_grad.
+
+* :class:`GradFilter`: Grokfast EMA / moving-average filters (Lee et al. 2024).
+* :func:`perpendicular_grad`: the ⊥Grad projection of Prieto et al. (2025).
+* :func:`l1_prox`: decoupled L1 decay (soft thresholding).
+* :func:`rescale_to_norm`: Omnigrok fixed-norm training.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from grokscope.config import OptimConfig
+
+__all__ = ["GradFilter", "UpdateRules", "global_norm", "l1_prox", "perpendicular_grad", "rescale_to_norm", "trainable"]
+
+PERP_EPS = 1e-30
+
+
+def trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) for every parameter that trains (frozen embeddings excluded)."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+class GradFilter:
+    """Grokfast filter, per parameter. ``"ema"``: mu <- alpha mu + (1 - alpha) g (mu = g at the first call),
+    g <- g + lambda mu. ``"ma"``: append g to a window of the last ``window`` gradients; once full,
+    g <- g + lambda mean(window). ``state_tensors``/``load_state_tensors`` save and restore the filter exactly."""
+
+    def __init__(self, kind: str, *, alpha: float = 0.98, lamb: float = 2.0, window: int = 100):
+        if kind not in ("ema", "ma"):
+            raise ValueError(f"optim.grad_filter: unknown filter {kind!r}")
+        self.kind, self.alpha, self.lamb, self.window = kind, alpha, lamb, window
+        self.ema: dict[str, Tensor] = {}
+        self.hist: dict[str, list[Tensor]] = {}
+
+    @classmethod
+    def from_config(cls, optim: OptimConfig) -> "GradFilter | None":
+        if optim.grad_filter == "none":
+            return None
+        return cls(optim.grad_filter, alpha=optim.filter_alpha, lamb=optim.filter_lambda, window=optim.filter_window)
+
+    @torch.no_grad()
+    def apply(self, named: Iterable[tuple[str, nn.Parameter]]) -> None:
+        for name, p in named:
+            g = p.grad
+            if g is None:
+                continue
+            if self.kind == "ema":
+                mu = self.ema.get(name)
+                mu = g.detach().clone() if mu is None else mu.mul_(self.alpha).add_(g, alpha=1 - self.alpha)
+                self.ema[name] = mu
+                g.add_(mu, alpha=self.lamb)
+            else:
+                h = self.hist.setdefault(name, [])
+                h.append(g.detach().clone())
+                if len(h) > self.window:
+                    h.pop(0)
+                if len(h) == self.window:
+                    g.add_(torch.stack(h).mean(0), alpha=self.lamb)
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        if self.kind == "ema":
+            return {f"ema.{n}": t for n, t in self.ema.items()}
+        return {f"ma.{n}": torch.stack(h) for n, h in self.hist.items() if h}
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        for key, t in tensors.items():
+            kind, _, name = key.partition(".")
+            if kind == "ema":
+                self.ema[name] = t.clone()
+            elif kind == "ma":
+                self.hist[name] = [x.clone() for x in t]
+
+
+@torch.no_grad()
+def perpendicular_grad(named: Iterable[tuple[str, nn.Parameter]]) -> None:
+    """⊥Grad per tensor: g <- g - (w.g)/(w.w + 1e-30) w, then rescaled so that its norm equals the original ||g||."""
+    for _, p in named:
+        g = p.grad
+        if g is None:
+            continue
+        w = p.detach()
+        norm = g.norm()
+        g_perp = g - (w * g).sum() / ((w * w).sum() + PERP_EPS) * w
+        perp_norm = g_perp.norm()
+        g.copy_(torch.where(perp_norm > 0, g_perp * (norm / perp_norm.clamp_min(1e-300)), g_perp))
+
+
+@torch.no_grad()
+def l1_prox(named: Iterable[tuple[str, nn.Parameter]], threshold: float) -> None:
+    """Decoupled L1 decay: w <- sign(w) max(|w| - threshold, 0), threshold = lr * weight_decay."""
+    if threshold <= 0:
+        return
+    for _, p in named:
+        p.copy_(torch.sign(p) * (p.abs() - threshold).clamp_min(0))
+
+
+def global_norm(named: Iterable[tuple[str, nn.Parameter]]) -> float:
+    """sqrt of the sum of squares of every given parameter (float64)."""
+    with torch.no_grad():
+        return float(sum(float((p.detach().to(torch.float64) ** 2).sum()) for _, p in named)) ** 0.5
+
+
+@torch.no_grad()
+def rescale_to_norm(named: list[tuple[str, nn.Parameter]], target: float) -> None:
+    """Omnigrok fixed norm: multiply every given parameter by target / (their global L2 norm)."""
+    norm = global_norm(named)
+    if norm > 0:
+        for _, p in named:
+            p.mul_(target / norm)
+
+
+class UpdateRules:
+    """The optimiser variants of one config, applied around ``opt.step()`` by the training step:
+    ``before_step()`` (Grokfast filter, then ⊥Grad) and ``after_step(lr)`` (L1 prox, then fixed norm).
+    With the default config both do nothing."""
+
+    def __init__(self, model: nn.Module, optim: OptimConfig):
+        self.params = trainable(model)
+        self.grad_filter = GradFilter.from_config(optim)
+        self.perp_grad = optim.perp_grad
+        self.l1 = optim.weight_decay if optim.decay == "l1" else 0.0
+        self.target_norm = global_norm(self.params) if optim.fixed_norm else None  # the initial norm
+
+    @property
+    def active(self) -> bool:
+        return self.grad_filter is not None or self.perp_grad or self.l1 > 0 or self.target_norm is not None
+
+    def before_step(self) -> None:
+        if self.grad_filter is not None:
+            self.grad_filter.apply(self.params)
+        if self.perp_grad:
+            perpendicular_grad(self.params)
+
+    def after_step(self, lr: float) -> None:
+        if self.l1 > 0:
+            l1_prox(self.params, lr * self.l1)
+        if self.target_norm is not None:
+            rescale_to_norm(self.params, self.target_norm)
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        return {} if self.grad_filter is None else self.grad_filter.state_tensors()
+
+    def load_state_tensors(self, tensors: dict[str, Tensor]) -> None:
+        if self.grad_filter is not None:
+            self.grad_filter.load_state_tensors(tensors)
