@@ -14,7 +14,7 @@ def register(sub) -> None:
         description="Build every figure of a run (curves, progress measures, Fourier spectra, heatmaps, clusters, "
         "ablations, star plots, ...) into one self-contained HTML file with Plotly embedded; prints its path.",
     )
-    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument("run", type=Path, help="run directory (or a sweep directory: its phase diagrams and sweep figures)")
     p.add_argument("--out", type=Path, help="output file (default RUN/report.html)")
     p.add_argument("--png", type=Path, metavar="DIR", help="also export each figure as an image into DIR (needs kaleido and Chromium; skipped otherwise)")
     p.add_argument("--format", default="png", choices=("png", "svg", "pdf"), help="image format for --png (default png)")
@@ -26,6 +26,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from grokscope.cli import UserError
     from grokscope.store.run import Run
 
+    if (Path(args.run) / "sweep.json").is_file():  # a sweep directory: the sweep report (grokscope.sweep.figures)
+        return _cmd_sweep_report(args)
     run = Run(args.run)  # RunError -> one line, exit 2 (handled by the CLI)
     try:
         from grokscope.figures.report import write_report
@@ -38,6 +40,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     try:
         path = write_report(run, args.out, png_dir=args.png, image_format=args.format, log=log)
+    except OSError as e:
+        raise UserError(f"cannot write the report: {e.strerror or e}") from None
+    print(path)
+    return 0
+
+
+def _cmd_sweep_report(args: argparse.Namespace) -> int:
+    from grokscope.cli import UserError
+
+    try:
+        from grokscope.sweep.figures import write_sweep_report
+    except ImportError as e:
+        raise UserError(f"the report needs Plotly: pip install 'grokscope[plot]' ({e})") from None
+    try:
+        path = write_sweep_report(args.run, args.out)
     except OSError as e:
         raise UserError(f"cannot write the report: {e.strerror or e}") from None
     print(path)

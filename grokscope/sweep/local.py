@@ -1,0 +1,329 @@
+"""Running a sweep: the driver (:func:`run_sweep`) and the local executor (a pool of worker processes).
+
+The driver expands the spec (rejecting bad specs before anything runs), takes the sweep directory's lock,
+looks at every cell's directory (done, interrupted or new), plans jobs (interrupted cells are resumed, new
+compatible cells are packed into ensembles), hands them to an executor, and records each finished cell in the
+sweep index. Re-running the same command therefore skips finished cells, finishes interrupted ones and never
+trains a cell twice.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+from grokscope.sweep.index import SweepIndex, read_cell_outcome
+from grokscope.sweep.jobs import CellResult, Job, execute_job, plan_jobs, worker_init
+from grokscope.sweep.layout import DONE, NEW, PARTIAL, SweepDir, SweepError
+from grokscope.sweep.outcome import PHASES
+from grokscope.sweep.spec import Cell, SweepSpec, expand
+
+__all__ = ["LocalExecutor", "SweepPlan", "SweepResult", "available_cores", "plan_sweep", "run_sweep"]
+
+OnDone = Callable[[Job, list[CellResult]], None]
+
+
+class Executor(Protocol):
+    name: str
+
+    def run(self, jobs: list[Job], sweep: SweepDir, on_done: OnDone) -> None: ...
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class LocalExecutor:
+    """Runs jobs on this machine: ``workers`` processes (spawned; each with ``threads`` torch threads), or in
+    this very process when ``workers`` is 0 (no pool: simplest to debug).
+
+    ``threads`` defaults to 1: cells are the parallelism, and several torch threads per process on busy cores
+    (OpenMP threads waiting on each other) measured 10x slower here than one thread each."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None, threads: int | None = None):
+        cores = available_cores()
+        self.workers = cores if workers is None else int(workers)
+        if self.workers < 0:
+            raise SweepError(f"--workers: must be >= 0, got {workers}")
+        self.threads = threads or 1
+
+    def run(self, jobs: list[Job], sweep: SweepDir, on_done: OnDone) -> None:
+        if not jobs:
+            return
+        if self.workers == 0:
+            import torch
+
+            before = torch.get_num_threads()
+            try:
+                for job in jobs:
+                    on_done(job, _guarded(job, sweep.cells, self.threads))
+            finally:
+                torch.set_num_threads(before)
+            return
+        ctx = mp.get_context("spawn")
+        pool = cf.ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)), mp_context=ctx, initializer=worker_init, initargs=(self.threads,))
+        futures: dict[cf.Future, Job] = {}
+        try:
+            for job in jobs:
+                futures[pool.submit(_guarded, job, str(sweep.cells), None)] = job
+            for fut in cf.as_completed(futures):
+                job = futures[fut]
+                try:
+                    results = fut.result()
+                except Exception as e:  # noqa: BLE001 - a worker process died (BrokenProcessPool) or similar
+                    results = [CellResult(n, "error", 0.0, job.kind, f"worker lost: {type(e).__name__}: {e}") for n in job.names]
+                on_done(job, results)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+
+
+def _guarded(job: Job, cells_root, threads) -> list[CellResult]:
+    """``execute_job`` that turns a job-level exception into per-cell errors (they are retried on the next run)."""
+    try:
+        return execute_job(job, cells_root, threads=threads)
+    except Exception as e:  # noqa: BLE001
+        return [CellResult(n, "error", 0.0, job.kind, f"{type(e).__name__}: {e}") for n in job.names]
+
+
+# --------------------------------------------------------------------------- driver
+
+
+@dataclass
+class SweepPlan:
+    """The state of every cell and the jobs that will run (what ``--dry-run`` prints)."""
+
+    spec: SweepSpec
+    cells: list[Cell]
+    states: dict[str, str]
+    jobs: list[Job]
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(1 for v in self.states.values() if v == s) for s in (DONE, PARTIAL, NEW)}
+
+    def describe(self) -> str:
+        c = self.counts()
+        lines = [
+            f"sweep {self.spec.name}: {len(self.cells)} cells = "
+            + " x ".join(f"{len(a)} {a.key}" for a in self.spec.axes)
+            + (" x " if self.spec.axes else "")
+            + f"{len(self.spec.seeds)} seed{'s' if len(self.spec.seeds) != 1 else ''} ({', '.join(self.spec.seed_fields)})",
+            f"cells: {c[DONE]} done, {c[PARTIAL]} to resume, {c[NEW]} new",
+        ]
+        kinds = {}
+        for j in self.jobs:
+            kinds[j.kind] = kinds.get(j.kind, 0) + 1
+        if self.jobs:
+            sizes = [j.size for j in self.jobs if j.kind == "ensemble"]
+            lines.append(
+                f"jobs: {len(self.jobs)} ("
+                + ", ".join(f"{n} {k}" for k, n in kinds.items())
+                + (f"; ensembles of {min(sizes)}-{max(sizes)} cells" if sizes else "")
+                + ")"
+            )
+        return "\n".join(lines)
+
+    def table(self) -> str:
+        """One line per cell: state, name and axis values."""
+        job_of = {n: j.kind for j in self.jobs for n in j.names}
+        rows = []
+        for c in self.cells:
+            state = self.states[c.name]
+            todo = job_of.get(c.name, "-")
+            vals = "  ".join(f"{k}={v}" for k, v in c.point)
+            rows.append(f"{state:8} {todo:9} {c.name:40}  {vals}  seed={c.seed}")
+        return "\n".join(rows)
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` returns: the directory, the index as a DataFrame, per-status counts, timings."""
+
+    dir: Path
+    frame: object  # pandas.DataFrame
+    ran: int
+    skipped: int
+    errors: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def phase_counts(self) -> dict[str, int]:
+        df = self.frame
+        return {p: int((df["phase"] == p).sum()) for p in PHASES}
+
+
+def plan_sweep(spec: SweepSpec, out: Path | str, *, workers: int = 1, ensemble: bool = True, max_ensemble: int = 16) -> SweepPlan:
+    """The plan for ``spec`` in ``out`` without running or writing anything."""
+    cells = expand(spec)
+    sd = SweepDir(out)
+    if sd.path.exists() and not (sd.path / "sweep.json").is_file() and sd.path.is_dir() and any(sd.path.iterdir()):
+        sd.create()  # raises the clear error about a foreign directory
+    states = {c.name: sd.cell_state(c.name, c.config) for c in cells}
+    jobs = plan_jobs(cells, states, workers=max(1, workers), ensemble=ensemble, max_ensemble=max_ensemble)
+    return SweepPlan(spec, cells, states, jobs)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: Path | str,
+    *,
+    executor: str | Executor = "local",
+    workers: int | None = None,
+    threads: int | None = None,
+    address: str | None = None,
+    ensemble: bool = True,
+    max_ensemble: int = 16,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+) -> SweepResult:
+    """Run every cell of ``spec`` not yet done into the sweep directory ``out`` and return the index.
+
+    ``executor``: "local" (worker processes; ``workers`` defaults to the usable cores, 0 runs in this process),
+    "ray" (see :mod:`grokscope.sweep.ray_executor`; ``address`` of the cluster, None starts a local instance) or
+    an object with ``run(jobs, sweep_dir, on_done)``. Raises :class:`SweepError` / ``ConfigError`` (one line)
+    before any run starts when the spec or the directory is unusable."""
+    log = log or (lambda s: print(s, file=sys.stderr))
+    cells = expand(spec)
+    by_name = {c.name: c for c in cells}
+    sd = SweepDir(out)
+    sd.create()
+    if isinstance(executor, str):
+        if executor == "local":
+            ex: Executor = LocalExecutor(workers, threads)
+        elif executor == "ray":
+            from grokscope.sweep.ray_executor import RayExecutor
+
+            ex = RayExecutor(address=address, workers=workers, threads=threads)
+        else:
+            raise SweepError(f"--executor: unknown executor {executor!r}; known: local, ray")
+    else:
+        ex = executor
+    if hasattr(ex, "prepare"):
+        ex.prepare()  # e.g. connect to Ray, so the plan knows how many tasks run at once
+    n_workers = getattr(ex, "workers", None) or available_cores()
+
+    t_start = time.perf_counter()
+    with sd.driver_lock():
+        sd.write_spec(spec.to_dict())
+        sd.clean_leftovers()
+        states = {c.name: sd.cell_state(c.name, c.config) for c in cells}
+        jobs = plan_jobs(cells, states, workers=max(1, n_workers), ensemble=ensemble, max_ensemble=max_ensemble)
+        index = SweepIndex(sd.index_path)
+        try:
+            same_params = index.meta().get("outcome") == spec.outcome.to_dict()
+            index.set_axes(spec.axis_fields)
+            index.set_meta({"name": spec.name, "size": len(cells), "outcome": spec.outcome.to_dict()})
+            dropped = index.delete_except(by_name)
+            if dropped:
+                log(f"{dropped} cells of an earlier spec are no longer in this sweep's index (their runs stay in {sd.cells})")
+            done = [c for c in cells if states[c.name] == DONE]
+            for c in done:  # make sure finished cells are indexed with the current outcome parameters
+                row = index.get(c.name)
+                if same_params and _indexed_with(row, c, spec):
+                    continue
+                status, o, secs = read_cell_outcome(sd.cell_dir(c.name), spec.outcome)
+                index.upsert(c, status=status, outcome=o, seconds=(row or {}).get("seconds") or secs, executor=(row or {}).get("executor") or "")
+            for c in cells:
+                if states[c.name] != DONE and index.get(c.name) is None:
+                    index.upsert(c, status="pending")
+            plan = SweepPlan(spec, cells, states, jobs)
+            sd.log_event("start", executor=ex.name, cells=len(cells), done=len(done), jobs=len(jobs))
+            log(plan.describe())
+            for job in jobs:
+                sd.log_event("job", kind=job.kind, cells=job.names)
+
+            errors: dict[str, str] = {}
+            bar = _bar(len(cells), len(done), progress, spec.name)
+
+            def on_done(job: Job, results: list[CellResult]) -> None:
+                for r in results:
+                    cell = by_name[r.name]
+                    try:
+                        status, o, _ = read_cell_outcome(sd.cell_dir(r.name), spec.outcome)
+                    except Exception as e:  # noqa: BLE001 - a cell whose directory cannot be read is an error row
+                        status, o = "error", None
+                        r.error = r.error or f"{type(e).__name__}: {e}"
+                    if r.status == "error":
+                        status = "error"
+                        errors[r.name] = r.error
+                        bar.write(f"cell {r.name}: {r.error}")
+                    index.upsert(cell, status=status, outcome=o, seconds=r.seconds, executor=ex.name, error=r.error)
+                    sd.log_event("cell", cell=r.name, status=status, how=r.how, seconds=round(r.seconds, 3), phase=o.phase if o else None)
+                bar.update(len(results))
+                counts = index.query("SELECT phase, count(*) AS n FROM cells WHERE phase IS NOT NULL GROUP BY phase")
+                bar.set_postfix_str(" ".join(f"{p[:4]}={n}" for p, n in zip(counts["phase"], counts["n"])), refresh=False)
+
+            try:
+                ex.run(jobs, sd, on_done)
+            finally:
+                bar.close()
+            elapsed = time.perf_counter() - t_start
+            sd.log_event("end", seconds=round(elapsed, 3), errors=len(errors))
+            frame = index.frame()
+        finally:
+            index.close()
+    ran = sum(1 for s in states.values() if s != DONE)
+    return SweepResult(sd.path, frame, ran=ran, skipped=len(cells) - ran, errors=errors, seconds=elapsed)
+
+
+def _indexed_with(row: dict | None, cell: Cell, spec: SweepSpec) -> bool:
+    """True when the index row of a finished cell was computed with the spec's outcome parameters."""
+    from grokscope.sweep.outcome import resolve_tau
+
+    if not row or row.get("status") not in ("completed", "failed") or row.get("budget") is None:
+        return False
+    o = spec.outcome
+    budget = o.budget if o.budget is not None else cell.config.train.epochs
+    return row["budget"] == budget and row["tau"] == resolve_tau(o.tau, budget) and row["threshold"] == o.threshold
+
+
+def _bar(total: int, initial: int, enabled: bool | None, name: str):
+    from tqdm.auto import tqdm
+
+    disable = (not sys.stderr.isatty()) if enabled is None else (not enabled)
+    return tqdm(total=total, initial=initial, desc=name, unit="cell", disable=disable, dynamic_ncols=True, smoothing=0.1)
+
+
+def summarize(frame, spec: SweepSpec | None = None) -> str:
+    """Counts per status and phase, and for a sweep with two or more axes a text phase map (seed majority)."""
+    from grokscope.sweep.index import aggregate_seeds
+
+    lines = []
+    status = frame["status"].value_counts().to_dict() if len(frame) else {}
+    lines.append("cells: " + ", ".join(f"{n} {s}" for s, n in status.items()))
+    phases = {p: int((frame["phase"] == p).sum()) for p in PHASES}
+    lines.append("phases: " + ", ".join(f"{n} {p}" for p, n in phases.items()))
+    axes = spec.axis_fields if spec is not None else []
+    if len(axes) >= 2 and len(frame):
+        x, y = axes[0], axes[1]
+        agg = aggregate_seeds(frame, [y, x])
+        xs = sorted(frame[x].dropna().unique(), key=_sort_key)
+        ys = sorted(frame[y].dropna().unique(), key=_sort_key)
+        letter = {"comprehension": "C", "grokking": "G", "memorisation": "M", "confusion": "X", None: "."}
+        cellw = max(6, max(len(str(v)) for v in xs) + 1)
+        lines.append(f"phase map (seed majority; C comprehension, G grokking, M memorisation, X confusion); rows {y}, columns {x}:")
+        lines.append(" " * 10 + "".join(f"{str(v):>{cellw}}" for v in xs))
+        for yv in reversed(ys):
+            row = f"{str(yv):>10}"
+            for xv in xs:
+                sel = agg[(agg[x] == xv) & (agg[y] == yv)]
+                ph = sel["phase"].iloc[0] if len(sel) else None
+                ph = ph if isinstance(ph, str) else None
+                row += f"{letter[ph]:>{cellw}}"
+            lines.append(row)
+    return "\n".join(lines)
+
+
+def _sort_key(v):
+    return (0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0.0, str(v))

@@ -1,0 +1,190 @@
+"""The Ray executor (optional extra ``pip install 'grokscope[ray]'``): jobs run as Ray tasks on a cluster.
+
+Each task trains its cells into a temporary directory on the worker and returns the finished run directories
+packed as tar bytes; the driver, which owns the sweep directory, unpacks them into ``cells/`` (via a
+temporary name and a rename, so a cell directory is never half-written). An interrupted cell from an earlier
+local run is shipped to the worker packed the same way and resumed there. A worker lost in the middle of a cell
+(its process or node died) is retried by Ray (``retries`` times, from the start of the job, in a fresh
+directory), so a cell is recorded exactly once.
+
+``RayExecutor(address=None)`` starts a local Ray instance with ``workers`` CPUs (default: the usable cores);
+``address="auto"`` or ``"ray://host:10001"`` joins a running cluster (every node needs grokscope installed).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import threading
+from pathlib import Path
+
+from grokscope.sweep.jobs import CellResult, Job
+from grokscope.sweep.layout import SweepDir, SweepError
+
+__all__ = ["RayExecutor", "pack_dir", "unpack_dir"]
+
+# Testing hook: when set to a directory, the first job to run creates a marker file there and its worker
+# process exits abruptly half a second later, in the middle of training (tests that Ray retries lost workers).
+CRASH_ONCE_ENV = "GROKSCOPE_SWEEP_TEST_CRASH_ONCE"
+
+
+def pack_dir(d: Path | str) -> bytes:
+    """A run directory as uncompressed tar bytes (paths relative to the directory). SQLite write-ahead logs are
+    folded into their databases first; a log that could not be folded is shipped; shared-memory and lock files
+    are left out."""
+    buf = io.BytesIO()
+    d = Path(d)
+    _checkpoint_wal(d)
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for p in sorted(d.rglob("*")):
+            if not p.is_file() or p.name.endswith((".lock", "-shm")) or (p.name.endswith("-wal") and p.stat().st_size == 0):
+                continue
+            tar.add(p, arcname=str(p.relative_to(d)), recursive=False)
+    return buf.getvalue()
+
+
+def unpack_dir(blob: bytes, d: Path | str) -> None:
+    d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r") as tar:
+        tar.extractall(d, filter="data")
+
+
+def install_cell(sweep: SweepDir, name: str, blob: bytes) -> None:
+    """Put a finished run (tar bytes) at ``cells/NAME``, replacing an interrupted copy, with renames only."""
+    incoming = sweep.cells / f".incoming-{name}-{os.getpid()}"
+    shutil.rmtree(incoming, ignore_errors=True)
+    unpack_dir(blob, incoming)
+    target = sweep.cell_dir(name)
+    trash = None
+    if target.exists():
+        trash = sweep.cells / f".trash-{name}-{os.getpid()}"
+        shutil.rmtree(trash, ignore_errors=True)
+        target.rename(trash)
+    incoming.rename(target)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _checkpoint_wal(d: Path) -> None:
+    """Fold SQLite write-ahead logs into the database files before packing (the -wal files are not shipped)."""
+    import sqlite3
+
+    for db in d.rglob("*.sqlite"):
+        try:
+            conn = sqlite3.connect(db)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.close()
+        except sqlite3.Error:
+            pass
+
+
+def ray_job(job: Job, threads: int | None) -> list[tuple[CellResult, bytes | None]]:
+    """The Ray task: run ``job`` in a temporary directory, return each cell's result and packed run."""
+    from grokscope.sweep.local import _guarded
+
+    marker_dir = os.environ.get(CRASH_ONCE_ENV)
+    if marker_dir:
+        marker = Path(marker_dir) / "crashed"
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass
+        else:
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            threading.Timer(0.5, os._exit, args=(1,)).start()
+
+    tmp = Path(tempfile.mkdtemp(prefix="grokscope-sweep-"))
+    try:
+        root = tmp / "cells"
+        root.mkdir()
+        for name, blob in job.payload.items():
+            unpack_dir(blob, root / name)
+        results = _guarded(job, root, threads)
+        out = []
+        for r in results:
+            d = root / r.name
+            if (d / "config.json").is_file():
+                out.append((r, pack_dir(d)))
+            else:
+                out.append((r, None))
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class RayExecutor:
+    """Sends jobs to Ray. ``threads`` torch threads (= Ray CPUs) per task; ``retries`` for lost workers."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None, threads: int | None = None, retries: int = 3):
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise SweepError("--executor ray needs Ray: pip install 'grokscope[ray]'") from None
+        from grokscope.sweep.local import available_cores
+
+        self.address = address
+        self.threads = threads or 1
+        self.workers = workers if workers else (available_cores() // self.threads if address is None else None)
+        self.retries = retries
+        self._started = False
+
+    def prepare(self) -> None:
+        """Connect to (or start) Ray; learn the number of parallel tasks from the cluster's CPUs."""
+        import ray
+
+        if not ray.is_initialized():
+            kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+            if self.address is None:
+                kwargs["num_cpus"] = max(1, (self.workers or 1) * self.threads)
+            try:
+                ray.init(address=self.address, **kwargs)
+            except Exception as e:  # noqa: BLE001 - connection problems are user errors
+                raise SweepError(f"--address {self.address}: cannot connect to Ray ({type(e).__name__}: {e})") from None
+            self._started = True
+        if not self.workers:
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            self.workers = max(1, cpus // self.threads)
+
+    def run(self, jobs: list[Job], sweep: SweepDir, on_done) -> None:
+        import ray
+
+        if not jobs:
+            return
+        self.prepare()
+        task = ray.remote(num_cpus=self.threads, max_retries=self.retries)(ray_job)
+        pending = {}
+        try:
+            for job in jobs:
+                if job.kind == "resume":
+                    job.payload = {n: pack_dir(sweep.cell_dir(n)) for n in job.names if (sweep.cell_dir(n) / "config.json").is_file()}
+                pending[task.remote(job, self.threads)] = job
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    job = pending.pop(ref)
+                    try:
+                        out = ray.get(ref)
+                    except Exception as e:  # noqa: BLE001 - retries exhausted or task error: the cells are retried next run
+                        msg = f"ray task failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                        on_done(job, [CellResult(n, "error", 0.0, job.kind, msg) for n in job.names])
+                        continue
+                    results = []
+                    for r, blob in out:
+                        if blob is not None:
+                            install_cell(sweep, r.name, blob)
+                        results.append(r)
+                    on_done(job, results)
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            if self._started:
+                ray.shutdown()
+                self._started = False
