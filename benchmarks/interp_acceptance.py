@@ -39,7 +39,7 @@ def main() -> int:
 
     if args.run is None:
         from grokscope.presets import quick
-        from grokscope.train import train
+        from grokscope.training import train
 
         out = Path(tempfile.mkdtemp(prefix="gs-interp-")) / "quick"
         t0 = time.perf_counter()

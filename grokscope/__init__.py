@@ -22,7 +22,7 @@ from grokscope.models import MLPModel, Transformer, build_model
 from grokscope.presets import PRESETS, get_preset
 from grokscope.store import Run, RunError, load_run
 from grokscope.tasks import ModularTask, make_task, parse_formula
-from grokscope.train import TrainingDiverged, resume, train
+from grokscope.training import TrainingDiverged, resume, train
 
 __all__ = [
     "PRESETS",

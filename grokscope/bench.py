@@ -1,6 +1,6 @@
 """``grokscope bench``: time the mainline training step every way we know, side by side in one process.
 
-Rows: (a) the straightforward reference (:mod:`grokscope.train.reference`: full sequence through every
+Rows: (a) the straightforward reference (:mod:`grokscope.training.reference`: full sequence through every
 layer, plain AdamW step); (b) grokscope's default path (the loop's ``select_forward`` + ``train_step``);
 (c) an ensemble of K seeds trained as one batched computation (aggregate epochs/s); (d) TransformerLens
 ``HookedTransformer`` training, when ``transformer_lens`` is importable (``pip install grokscope[bench]``).
@@ -32,8 +32,8 @@ from grokscope.config import ExperimentConfig, apply_overrides
 from grokscope.models import build_model
 from grokscope.presets import nanda_mainline
 from grokscope.tasks import make_task
-from grokscope.train.loop import loss_and_accuracy, lr_at, make_optimizer, select_forward, train_step
-from grokscope.train.reference import reference_eval, reference_forward, reference_step
+from grokscope.training.loop import loss_and_accuracy, lr_at, make_optimizer, select_forward, train_step
+from grokscope.training.reference import reference_eval, reference_forward, reference_step
 
 __all__ = ["BenchOptions", "register", "run_bench", "fast_step_flops", "reference_step_flops"]
 
@@ -140,7 +140,7 @@ class _Default:
 
 class _Ens:
     def __init__(self, cfg: ExperimentConfig, k: int):
-        from grokscope.train.ensemble import Ensemble
+        from grokscope.training.ensemble import Ensemble
 
         self.k = k
         self.name = f"(c) ensemble K={k} (aggregate)"
@@ -275,7 +275,7 @@ def _per_epoch_times(runners: list, epochs: int, repeats: int, log: Callable[[st
 
 def whole_run(cfg: ExperimentConfig, epochs: int) -> dict[str, float]:
     """``grokscope train`` at the config's cadence for ``epochs`` epochs into a temporary directory: seconds per epoch."""
-    from grokscope.train.loop import train
+    from grokscope.training.loop import train
 
     cfg = apply_overrides(cfg, {"train.epochs": epochs, "train.stop_after_grok": None})
     with tempfile.TemporaryDirectory() as tmp:

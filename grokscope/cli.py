@@ -92,7 +92,7 @@ def summarize(run: Run) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from grokscope.train import resume, train
+    from grokscope.training import resume, train
 
     if args.resume is not None:
         if args.preset or args.config or args.overrides or args.epochs is not None or args.out:
@@ -107,7 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job: the nanda-mainline preset to grokking and clean-up, then its summary."""
-    from grokscope.train import train
+    from grokscope.training import train
 
     cfg = config_from_args(args)
     if args.epochs is None and not any(o.startswith("train.stop_after_grok") for o in args.overrides):
@@ -218,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    from grokscope.train.loop import TrainingDiverged
+    from grokscope.training.loop import TrainingDiverged
 
     try:
         return int(args.func(args) or 0)

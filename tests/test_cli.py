@@ -14,7 +14,7 @@ from grokscope.cli import main
 from grokscope.config import apply_overrides
 from grokscope.presets import tiny
 from grokscope.store import load_run
-from grokscope.train import train
+from grokscope.training import train
 
 BAD_INPUTS = [
     (["train", "--preset", "nope"], "unknown preset 'nope'"),

@@ -5,8 +5,8 @@ import torch
 
 from grokscope.config import apply_overrides
 from grokscope.store.run import Run
-from grokscope.train import train
-from grokscope.train.ensemble import Ensemble, train_ensemble
+from grokscope.training import train
+from grokscope.training.ensemble import Ensemble, train_ensemble
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +49,7 @@ def test_float64_ensemble_step_matches_torch_adamw(base):
     """Same init, three steps: the vectorised per-member AdamW does what torch.optim.AdamW does."""
     from grokscope.models import build_model
     from grokscope.tasks import make_task
-    from grokscope.train.loop import lr_at, make_optimizer, select_forward, train_step
+    from grokscope.training.loop import lr_at, make_optimizer, select_forward, train_step
 
     configs = [apply_overrides(base, {"optim.lr": lr, "optim.weight_decay": wd, "optim.warmup_steps": 1}) for lr, wd in ((1e-3, 1.0), (3e-3, 0.1))]
     ens = Ensemble(configs, dtype=torch.float64)
@@ -69,7 +69,7 @@ def test_float64_ensemble_step_matches_torch_adamw(base):
 
 
 def test_member_resumes_as_a_single_run(tmp_path, base):
-    from grokscope.train import resume
+    from grokscope.training import resume
 
     cfg = apply_overrides(base, {"train.epochs": 6})
     (member,) = train_ensemble([cfg], [tmp_path / "m"], progress=False)

@@ -7,8 +7,8 @@ from grokscope.config import ModelConfig, TaskConfig, TrainConfig
 from grokscope.models import build_model
 from grokscope.models.fast import GatherPlan, fast_forward, gather_sum
 from grokscope.tasks import make_task
-from grokscope.train.loop import select_forward
-from grokscope.train.reference import reference_forward
+from grokscope.training.loop import select_forward
+from grokscope.training.reference import reference_forward
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +95,7 @@ def test_fast_path_is_chosen_automatically_and_only_where_it_applies(tmp_path):
 
 def test_training_run_records_the_fast_forward(tmp_path, tiny_config):
     from grokscope.config import apply_overrides
-    from grokscope.train import train
+    from grokscope.training import train
 
     run = train(apply_overrides(tiny_config, {"train.epochs": 5}), tmp_path / "r", progress=False)
     assert run.meta["forward"] == "fast"

@@ -199,7 +199,7 @@ def test_compare_curves_overlays_runs(tiny, mlp):
 def test_build_all_turns_missing_data_into_notes(tmp_path):
     """A run with a config and nothing else: every figure becomes a note, nothing raises."""
     from grokscope.presets import tiny
-    from grokscope.train.loop import new_run_dir
+    from grokscope.training.loop import new_run_dir
 
     new_run_dir(tmp_path / "empty", tiny())
     results = gf.build_all(tmp_path / "empty")

@@ -11,7 +11,7 @@ from grokscope.cli import main
 def run_dir(tmp_path_factory):
     from grokscope.config import apply_overrides
     from grokscope.presets import tiny
-    from grokscope.train import train
+    from grokscope.training import train
 
     cfg = apply_overrides(tiny(), {"train.epochs": 60, "train.checkpoint_every": 30})
     return train(cfg, tmp_path_factory.mktemp("interpcli") / "run", progress=False).dir

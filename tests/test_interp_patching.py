@@ -160,7 +160,7 @@ def trained(tmp_path_factory):
     """The tiny preset trained for 150 epochs (memorises; seconds)."""
     from grokscope.config import apply_overrides
     from grokscope.presets import tiny
-    from grokscope.train import train
+    from grokscope.training import train
 
     cfg = apply_overrides(tiny(), {"train.epochs": 150, "train.checkpoint_every": 50})
     return train(cfg, tmp_path_factory.mktemp("interp") / "run", progress=False)

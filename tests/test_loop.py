@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from grokscope.train import loop
+from grokscope.training import loop
 from grokscope.config import OptimConfig, TrainConfig, apply_overrides
 from grokscope.store import load_run
-from grokscope.train import TrainingDiverged, checkpoint_epochs, lr_at, resume, train
+from grokscope.training import TrainingDiverged, checkpoint_epochs, lr_at, resume, train
 
 
 def test_warmup_schedule_is_linear_from_zero():

@@ -157,3 +157,9 @@ def test_cli_serve_errors_are_one_line(tmp_path, capsys):
     assert "no such directory" in capsys.readouterr().err
     assert main(["serve", str(tmp_path), "--host", "0.0.0.0", "--port", "0"]) == 2
     assert "loopback" in capsys.readouterr().err
+
+
+def test_favicon_is_no_content_not_404(server):
+    # browsers request it on every page; a 404 shows up as a console error
+    status, body, _ = get(server, "/favicon.ico")
+    assert status == 204 and body == ""

@@ -6,7 +6,7 @@ import torch
 
 from grokscope.store import MetricsDB, RunError, atomic_write_bytes, load_run, load_tensors, save_tensors
 from grokscope.store.run import checkpoint_path
-from grokscope.train import train
+from grokscope.training import train
 
 
 def test_tensors_round_trip_with_metadata(tmp_path):

@@ -82,7 +82,7 @@ def test_report_of_a_sweep_directory(tmp_path, capsys):
     df = pd.read_csv(tmp_path / "s" / "index.csv")
     assert len(df) == 4 and "final_sum_sq_weights" in df.columns
     # a run directory still gets the run report
-    from grokscope.train import train
+    from grokscope.training import train
     from grokscope.presets import tiny
 
     train(tiny(), tmp_path / "run", progress=False)

@@ -87,7 +87,7 @@ def test_rerun_skips_finished_cells(done_sweep):
 def test_interrupted_cell_is_resumed_and_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     import importlib
 
-    loop = importlib.import_module("grokscope.train.loop")  # (grokscope.train is also a function's name)
+    loop = importlib.import_module("grokscope.training.loop")  # (grokscope.train is also a function's name)
 
     spec = small_spec(axes={"optim.weight_decay": [1.0]}, seeds=1, set={"train.epochs": 40, "train.checkpoint_every": 10})
     calls = {"n": 0}
@@ -156,7 +156,7 @@ def test_directory_problems_are_one_line_errors(tmp_path):
     sd.create()
     sd.write_spec(spec.to_dict())
     from grokscope.config import apply_overrides
-    from grokscope.train.loop import new_run_dir
+    from grokscope.training.loop import new_run_dir
 
     new_run_dir(sd.cell_dir(cell.name), apply_overrides(cell.config, {"optim.lr": 0.5}))
     with pytest.raises(SweepError, match="holds a run of a different config"):

@@ -47,7 +47,7 @@ def test_ray_gives_the_same_outcomes_as_local_and_retries_a_lost_worker(local_ra
 def test_ray_resumes_a_cell_interrupted_locally(local_ray, tmp_path, monkeypatch):
     import importlib
 
-    loop = importlib.import_module("grokscope.train.loop")
+    loop = importlib.import_module("grokscope.training.loop")
     s = make_spec(name="r2", base="tiny", set={"train.epochs": 30, "train.checkpoint_every": 10}, axes={"optim.weight_decay": [1.0]}, seeds=1)
     real = loop.train_step
     n = {"k": 0}

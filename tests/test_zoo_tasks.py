@@ -8,7 +8,7 @@ from grokscope.config import ConfigError, ExperimentConfig, ModelConfig, OptimCo
 from grokscope.presets import get_preset
 from grokscope.tasks import make_task, parse_formula, task_metrics
 from grokscope.tasks.zoo import S5_PERMUTATIONS, s5_table
-from grokscope.train.ensemble import check_ensemble_configs
+from grokscope.training.ensemble import check_ensemble_configs
 
 
 def test_power_conditional_formula_matches_a_python_reference():

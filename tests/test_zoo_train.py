@@ -13,9 +13,9 @@ from grokscope.models.fast import fast_forward
 from grokscope.presets import get_preset
 from grokscope.presets_zoo import ZOO_PRESETS
 from grokscope.tasks import make_task
-from grokscope.train import loop
-from grokscope.train.losses import cross_entropy, softmax_collapse, stablemax, stablemax_cross_entropy
-from grokscope.train.optim import GradFilter, global_norm, l1_prox, perpendicular_grad, rescale_to_norm
+from grokscope.training import loop
+from grokscope.training.losses import cross_entropy, softmax_collapse, stablemax, stablemax_cross_entropy
+from grokscope.training.optim import GradFilter, global_norm, l1_prox, perpendicular_grad, rescale_to_norm
 
 
 def _params(*tensors):

@@ -361,6 +361,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._html(index_page(v.root, v.runs()))
         if path == "/api/runs":
             return self._json([run_summary(i, p) for i, p in sorted(v.runs().items())])
+        if path == "/favicon.ico":  # browsers ask for it on every page: answer "nothing" rather than a 404
+            return self._send(204, b"", "image/x-icon", cache="max-age=86400")
         if path == "/static/plotly.min.js":
             return self._send(200, v.plotly_js(), "text/javascript; charset=utf-8", cache="max-age=86400")
         if path == "/compare":

@@ -1,7 +1,7 @@
 """Jobs: what executors run. Planning (pure) and the worker-side function shared by every executor.
 
 A job is one of ``train`` (one new cell), ``resume`` (one interrupted cell) or ``ensemble`` (several new
-cells trained as one batched computation by :func:`grokscope.train.ensemble.train_ensemble`). Cells are packed
+cells trained as one batched computation by :func:`grokscope.training.ensemble.train_ensemble`). Cells are packed
 into ensembles when that module is importable and accepts the configs (they differ only in seeds, lr, weight
 decay, split seed or train fraction); otherwise each cell is its own job, so cells run in separate processes.
 """
@@ -59,7 +59,7 @@ class CellResult:
 def ensemble_support() -> tuple[Any, Any, frozenset[str]] | None:
     """(train_ensemble, check_ensemble_configs, fields members may differ in), or None when not available."""
     try:
-        from grokscope.train.ensemble import ENSEMBLE_FIELDS, check_ensemble_configs, train_ensemble
+        from grokscope.training.ensemble import ENSEMBLE_FIELDS, check_ensemble_configs, train_ensemble
     except Exception:  # noqa: BLE001 - an absent or broken optional module means: no ensembles
         return None
     return train_ensemble, check_ensemble_configs, frozenset(ENSEMBLE_FIELDS)
@@ -193,7 +193,7 @@ def _one(d: Path, cfg: ExperimentConfig, name: str) -> CellResult:
     """Train or resume one cell in this process (the caller holds its lock)."""
     from grokscope.store.run import Run, is_run_dir
     from grokscope.sweep.layout import run_is_done
-    from grokscope.train import TrainingDiverged, resume, train
+    from grokscope.training import TrainingDiverged, resume, train
 
     if run_is_done(d):
         return CellResult(name, Run(d).status, 0.0, "skipped")

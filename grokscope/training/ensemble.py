@@ -10,7 +10,7 @@ the padding weighted 0), so a member equals a single run of its config (to round
 
 Every member directory has the layout of a ``grokscope train`` run (config.json, metrics.sqlite,
 checkpoints with HookedTransformer keys, state.safetensors), so a member can be read, analysed and even
-resumed alone with :func:`grokscope.train.resume`.
+resumed alone with :func:`grokscope.resume`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from grokscope.store.files import save_tensors
 from grokscope.store.metrics import MetricsDB
 from grokscope.store.run import METRICS, STATE, Run, save_checkpoint
 from grokscope.tasks import make_task
-from grokscope.train.loop import GROK_THRESHOLD, _measure_fn, _progress_bar, checkpoint_epochs, loss_and_accuracy, new_run_dir
+from grokscope.training.loop import GROK_THRESHOLD, _measure_fn, _progress_bar, checkpoint_epochs, loss_and_accuracy, new_run_dir
 
 __all__ = ["Ensemble", "ENSEMBLE_FIELDS", "check_ensemble_configs", "train_ensemble"]
 

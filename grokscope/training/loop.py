@@ -23,8 +23,8 @@ from grokscope.store.files import atomic_write_bytes, load_tensors, save_tensors
 from grokscope.store.metrics import MetricsDB
 from grokscope.store.run import CONFIG, METRICS, STATE, Run, RunError, is_run_dir, save_checkpoint
 from grokscope.tasks import make_task, task_metrics
-from grokscope.train.losses import cross_entropy, get_loss, softmax_collapse
-from grokscope.train.optim import UpdateRules
+from grokscope.training.losses import cross_entropy, get_loss, softmax_collapse
+from grokscope.training.optim import UpdateRules
 
 GROK_THRESHOLD = 0.99
 

@@ -1,6 +1,6 @@
 """Training: the loop, the step, the learning-rate schedule."""
 
-from grokscope.train.loop import (
+from grokscope.training.loop import (
     GROK_THRESHOLD,
     TrainingDiverged,
     checkpoint_epochs,
