@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -112,7 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.epochs is None and not any(o.startswith("train.stop_after_grok") for o in args.overrides):
         cfg = apply_overrides(cfg, {"train.stop_after_grok": 1.5})
-    print(f"training {cfg.name}: {cfg.task.formula} mod {cfg.task.p}, up to {cfg.train.epochs} epochs"
+    what = f"{cfg.task.formula} mod {cfg.task.p}" if cfg.task.kind == "modular" else f"task {cfg.task.kind}"
+    print(f"training {cfg.name}: {what}, up to {cfg.train.epochs} epochs"
           + (f", stopping at {cfg.train.stop_after_grok} x the grok epoch" if cfg.train.stop_after_grok else ""), flush=True)
     run = train(cfg, args.out, progress=not args.quiet and None)
     print(summarize(run))

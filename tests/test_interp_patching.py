@@ -13,7 +13,6 @@ from grokscope.interp.patching import (
     patch_activation,
     patch_sites,
     site_mask,
-    sweep,
     sweep_heads,
     sweep_neurons,
     sweep_positions,

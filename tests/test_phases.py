@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from grokscope.measures.phases import Phases, detect_phases, grok_epoch
 

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("plotly")
 
-from figure_runs import copy_run, runs_root  # noqa: E402
+from figure_runs import copy_run  # noqa: E402
 
 from grokscope.cli import main  # noqa: E402
 from grokscope.figures import build_all, write_report  # noqa: E402

@@ -87,3 +87,10 @@ def test_run_errors_are_one_line(tmp_path, tiny_config):
     (run.dir / "config.json").write_text("{not json")
     with pytest.raises(RunError, match="invalid run config"):
         load_run(run.dir)
+
+
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    atomic_write_bytes(tmp_path / "f.json", b"{}")
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o666 & ~umask

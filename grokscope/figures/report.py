@@ -357,17 +357,6 @@ def export_images(results, directory: Path | str, fmt: str = "png", log: Callabl
     return written
 
 
-def _make_readable(path: Path) -> None:
-    """Atomic writes create 0600 files; a report is meant to be opened and shared (0644 under the umask)."""
-    import os
-
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(path, 0o644 & ~umask)
-    except OSError:
-        pass
-
 
 def write_report(run: Run | str | Path, out: Path | str | None = None, *, png_dir: Path | str | None = None, image_format: str = "png", log: Callable[[str], None] | None = None) -> Path:
     """Write the self-contained report (default ``RUN/report.html``) and return its path. With ``png_dir``,
@@ -381,7 +370,6 @@ def write_report(run: Run | str | Path, out: Path | str | None = None, *, png_di
     path = Path(out) if out is not None else run.dir / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, text.encode("utf-8"))
-    _make_readable(path)
     if png_dir is not None:
         export_images(results, png_dir, image_format, log=log)
     return path

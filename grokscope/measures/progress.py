@@ -20,7 +20,6 @@ from torch import Tensor, nn
 
 from grokscope.measures.fourier import (
     component_norms,
-    fourier_basis,
     fourier_transform_2d,
     frequency_norms,
     n_frequencies,

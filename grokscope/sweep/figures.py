@@ -407,10 +407,7 @@ def write_sweep_report(sweep_dir: Path | str, out: Path | str | None = None) -> 
     path = Path(out) if out is not None else sd.path / "report.html"
     from grokscope.store.files import atomic_write_bytes
 
-    from grokscope.figures.report import _make_readable
-
     atomic_write_bytes(path, text.encode())
-    _make_readable(path)
     with SweepIndex(sd.index_path, readonly=True) as index:
         index.to_csv(sd.path / "index.csv")
     return path

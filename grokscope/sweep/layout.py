@@ -27,7 +27,7 @@ from typing import Iterator
 
 from grokscope.config import ConfigError, ExperimentConfig
 from grokscope.store.files import atomic_write_bytes
-from grokscope.store.run import CONFIG, Run, RunError, is_run_dir
+from grokscope.store.run import Run, RunError, is_run_dir
 
 SPEC_FILE = "sweep.json"
 INDEX_FILE = "index.sqlite"
@@ -85,7 +85,6 @@ class SweepDir:
     def write_spec(self, spec_dict: dict) -> None:
         """Write sweep.json (atomically), then make sure cells/ exists: a directory with cells has a spec."""
         atomic_write_bytes(self.spec_path, (json.dumps(spec_dict, indent=2) + "\n").encode())
-        _readable(self.spec_path)
         (self.cells / LOCKS_DIR).mkdir(parents=True, exist_ok=True)
 
     def read_spec_dict(self) -> dict:
@@ -195,12 +194,3 @@ def run_is_done(path: Path) -> bool:
     except RunError:
         return False
 
-
-def _readable(path: Path) -> None:
-    """Atomic writes create 0600 files; the spec is meant to be read by others (0644 under the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(path, 0o644 & ~umask)
-    except OSError:
-        pass

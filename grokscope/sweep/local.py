@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol
 
 from grokscope.sweep.index import SweepIndex, read_cell_outcome
 from grokscope.sweep.jobs import CellResult, Job, execute_job, plan_jobs, worker_init
