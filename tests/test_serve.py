@@ -163,3 +163,34 @@ def test_favicon_is_no_content_not_404(server):
     # browsers request it on every page; a 404 shows up as a console error
     status, body, _ = get(server, "/favicon.ico")
     assert status == 204 and body == ""
+
+
+def test_viewer_lists_and_shows_sweeps_without_writing(tmp_path):
+    from grokscope.serve import find_sweeps
+    from grokscope.sweep.local import run_sweep
+    from grokscope.sweep.spec import make_spec
+
+    spec = make_spec(name="vs", base="tiny", set={"train.epochs": 10}, axes={"optim.weight_decay": [0.0, 1.0]}, seeds=1)
+    run_sweep(spec, tmp_path / "sweeps" / "wd", workers=0, progress=False, log=lambda s: None)
+    (tmp_path / "sweeps" / "empty").mkdir()
+    (tmp_path / "sweeps" / "empty" / "sweep.json").write_text((tmp_path / "sweeps" / "wd" / "sweep.json").read_text())
+    assert set(find_sweeps(tmp_path)) == {"sweeps/wd", "sweeps/empty"}
+    def files():  # SQLite creates its -wal/-shm side files for any reader of a WAL database; they hold no new data
+        return {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(("-shm", "-wal"))}
+
+    before = files()
+    srv = make_server(tmp_path, port=0)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        status, body, _ = get(srv, "/")
+        assert status == 200 and 'href="/sweep/sweeps/wd"' in body and "Sweeps" in body
+        status, body, _ = get(srv, "/sweep/sweeps/wd")
+        assert status == 200 and "memorisation" in body and "/static/plotly.min.js" in body and "<script src=\"/static/plotly.min.js\">" in body
+        assert get(srv, "/sweep/sweeps/empty")[0] == 404  # no index yet: the viewer does not build one
+        assert get(srv, "/sweep/sweeps/../sweeps/wd")[0] == 404
+        assert get(srv, "/sweep/nope")[0] == 404
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert files() == before

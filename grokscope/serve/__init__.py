@@ -1,5 +1,5 @@
 """The local web viewer over a directory of runs (``grokscope serve``): read-only, loopback by default."""
 
-from grokscope.serve.server import ServeError, find_runs, is_loopback, make_server, metrics_payload, serve
+from grokscope.serve.server import ServeError, find_runs, find_sweeps, is_loopback, make_server, metrics_payload, serve
 
-__all__ = ["ServeError", "find_runs", "is_loopback", "make_server", "metrics_payload", "serve"]
+__all__ = ["ServeError", "find_runs", "find_sweeps", "is_loopback", "make_server", "metrics_payload", "serve"]

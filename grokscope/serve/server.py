@@ -90,6 +90,35 @@ def find_runs(root: Path, max_depth: int = MAX_DEPTH) -> dict[str, Path]:
     return out
 
 
+def find_sweeps(root: Path, max_depth: int = MAX_DEPTH) -> dict[str, Path]:
+    """{id: sweep directory} for every sweep (a directory with ``sweep.json``) under ``root``, ids relative to root."""
+    root = Path(root).resolve()
+    out: dict[str, Path] = {}
+
+    def walk(d: Path, depth: int) -> None:
+        if (d / "sweep.json").is_file():
+            out[d.relative_to(root).as_posix() if d != root else (root.name or "sweep")] = d
+            return
+        if depth > max_depth or is_run_dir(d):
+            return
+        try:
+            children = sorted(d.iterdir())
+        except OSError:
+            return
+        for c in children:
+            if c.name.startswith(".") or c.name in SKIP_DIRS or not c.is_dir():
+                continue
+            try:
+                real = c.resolve()
+            except OSError:
+                continue
+            if real.is_relative_to(root):
+                walk(c, depth + 1)
+
+    walk(root, 1)
+    return out
+
+
 def run_summary(run_id: str, path: Path) -> dict:
     """The key numbers of one run for the list (never raises: a broken run is listed with its error)."""
     info: dict = {"id": run_id, "name": run_id, "status": "?", "epoch": None, "epochs": None, "grok_epoch": None}
@@ -183,7 +212,9 @@ def _fmt(v, kind: str) -> str:
     return str(v)
 
 
-def index_page(root: Path, runs: dict[str, Path]) -> str:
+def index_page(root: Path, runs: dict[str, Path], sweeps: dict[str, Path] | None = None) -> str:
+    sweep_items = "".join(f'<li><a href="/sweep/{_esc(quote(sid))}">{_esc(sid)}</a></li>' for sid in sorted(sweeps or {}))
+    sweep_html = f'<h2>Sweeps</h2><ul class="sweeps">{sweep_items}</ul>' if sweep_items else ""
     rows = []
     for rid in sorted(runs):
         s = run_summary(rid, runs[rid])
@@ -206,6 +237,7 @@ def index_page(root: Path, runs: dict[str, Path]) -> str:
 <form id="cmp" action="/compare" method="get"></form>
 <table class="runs"><tr><th></th><th>run</th><th>status</th><th>epoch</th><th>train acc</th><th>test acc</th><th>test loss</th><th>grok epoch</th><th>ckpts</th></tr>
 {body}</table>
+{sweep_html}
 <p><button type="submit" form="cmp">Compare selected runs</button> <span class="small">Tick two or more runs to overlay their curves. The list is read when the page loads; reload to refresh.</span></p>
 </main></body></html>"""
 
@@ -269,10 +301,22 @@ class Viewer:
     def runs(self) -> dict[str, Path]:
         return find_runs(self.root)
 
-    def lookup(self, run_id: str) -> Path | None:
+    def sweeps(self) -> dict[str, Path]:
+        return find_sweeps(self.root)
+
+    def lookup(self, run_id: str, *, sweep: bool = False) -> Path | None:
         if not run_id or ".." in run_id.split("/") or run_id.startswith("/") or "\\" in run_id or "\0" in run_id:
             return None
-        return self.runs().get(run_id)
+        return (self.sweeps() if sweep else self.runs()).get(run_id)
+
+    def sweep_page(self, sweep_dir: Path) -> bytes | None:
+        """The sweep report over the sweep's stored index (None when it has no index yet; the viewer never writes)."""
+        from grokscope.sweep.figures import build_sweep_report
+        from grokscope.sweep.layout import SweepDir
+
+        if not SweepDir(sweep_dir).index_path.is_file():
+            return None
+        return build_sweep_report(sweep_dir, plotly_src="/static/plotly.min.js", refresh=False).encode("utf-8")
 
     def plotly_js(self) -> bytes:
         if self._plotly is None:
@@ -358,7 +402,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(404, "not found")
         v = self.viewer
         if path in ("/", "/index.html"):
-            return self._html(index_page(v.root, v.runs()))
+            return self._html(index_page(v.root, v.runs(), v.sweeps()))
         if path == "/api/runs":
             return self._json([run_summary(i, p) for i, p in sorted(v.runs().items())])
         if path == "/favicon.ico":  # browsers ask for it on every page: answer "nothing" rather than a 404
@@ -388,6 +432,14 @@ class Handler(BaseHTTPRequestHandler):
                     since = int(q["since"][0]) if q.get("since", [""])[0].isdigit() else None
                     return self._json(metrics_payload(run, cols, since))
             return self._error(404, "not found")
+        if path.startswith("/sweep/"):
+            sweep_dir = v.lookup(path[len("/sweep/"):].rstrip("/"), sweep=True)
+            if sweep_dir is None:
+                return self._error(404, "no such sweep")
+            page = v.sweep_page(sweep_dir)
+            if page is None:
+                return self._error(404, "this sweep has no index yet (it is written when its first cell finishes)")
+            return self._send(200, page, "text/html; charset=utf-8")
         if path.startswith("/run/"):
             rest = path[len("/run/"):].rstrip("/")
             if rest.endswith("/report.html"):
