@@ -105,14 +105,30 @@ def test_python_dash_m_and_help():
     assert proc.returncode == 0 and "train" in proc.stdout and "presets" in proc.stdout
 
 
+def _wait_until_training(proc: subprocess.Popen, out: Path, started: float, timeout: float = 120.0) -> None:
+    """Return once the process writes metrics (the loop has started or resumed) or has exited: kills then land
+    inside training, whatever the machine's start-up time."""
+    wal = out / "metrics.sqlite-wal"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if wal.stat().st_mtime > started:
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.01)
+
+
 def _kill_and_resume(out: Path, cfg_args: list[str], rng: random.Random, kills: int) -> int:
     """Start training, SIGKILL it at random moments, resume until it completes. Returns the kills delivered."""
     cmd = [sys.executable, "-m", "grokscope", "train", *cfg_args, "--out", str(out), "--quiet"]
     delivered = 0
     for attempt in range(kills + 50):
+        started = time.time()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if delivered < kills:
-            time.sleep(rng.uniform(0.5, 4.0))
+            _wait_until_training(proc, out, started)
+            time.sleep(rng.uniform(0.0, 1.5))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 delivered += 1
@@ -136,7 +152,7 @@ def _assert_same_run(a, b):
 
 
 def _sigkill_loop(tmp_path, kills_per_run: int, runs: int, seed: int):
-    epochs = 300
+    epochs = 600
     args = ["--preset", "tiny", "--set", f"train.epochs={epochs}", "--set", "train.checkpoint_every=20"]
     reference = train(apply_overrides(tiny(), {"train.epochs": epochs, "train.checkpoint_every": 20}), tmp_path / "ref", progress=False)
     rng = random.Random(seed)

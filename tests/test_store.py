@@ -94,3 +94,15 @@ def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
     os.umask(umask)
     atomic_write_bytes(tmp_path / "f.json", b"{}")
     assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_stale_temporaries_of_a_killed_writer_are_removed_and_nothing_else(tmp_path):
+    from grokscope.store.run import remove_stale_temporaries
+
+    (tmp_path / "checkpoints").mkdir()
+    stale = [tmp_path / ".state.safetensors.ab12.tmp", tmp_path / ".config.json.x.tmp", tmp_path / "checkpoints" / ".step_00000100.safetensors.q.tmp"]
+    kept = [tmp_path / ".report.html.zz.tmp", tmp_path / "state.safetensors", tmp_path / "checkpoints" / "step_00000100.safetensors"]
+    for path in stale + kept:
+        path.write_bytes(b"x")
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted(stale)
+    assert all(p.exists() for p in kept) and not any(p.exists() for p in stale)

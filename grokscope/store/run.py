@@ -191,6 +191,16 @@ def load_run(path: Path | str) -> Run:
     return Run(path)
 
 
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of atomic writes that a killed training process left behind (the state, the
+    config and checkpoints; never other commands' files). Only the process that trains a run may call this."""
+    run_dir = Path(run_dir)
+    stale = [*run_dir.glob(f".{STATE}.*.tmp"), *run_dir.glob(f".{CONFIG}.*.tmp"), *(run_dir / CHECKPOINTS).glob(".step_*.safetensors.*.tmp")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def save_checkpoint(run_dir: Path, step: int, state: dict[str, torch.Tensor]) -> Path:
     path = checkpoint_path(run_dir, step)
     path.parent.mkdir(parents=True, exist_ok=True)

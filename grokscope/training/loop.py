@@ -21,7 +21,7 @@ from grokscope.config import ExperimentConfig, OptimConfig, TrainConfig
 from grokscope.models import build_model
 from grokscope.store.files import atomic_write_bytes, load_tensors, save_tensors
 from grokscope.store.metrics import MetricsDB
-from grokscope.store.run import CONFIG, METRICS, STATE, Run, RunError, is_run_dir, save_checkpoint
+from grokscope.store.run import CONFIG, METRICS, STATE, Run, RunError, is_run_dir, remove_stale_temporaries, save_checkpoint
 from grokscope.tasks import make_task, task_metrics
 from grokscope.training.losses import cross_entropy, get_loss, softmax_collapse
 from grokscope.training.optim import UpdateRules
@@ -192,6 +192,7 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None) -> Run:
     rules = UpdateRules(model, cfg.optim)  # built from the initial weights (fixed norm reads their norm)
     rules = rules if rules.active else None
     loss_fn = get_loss(tc.loss)
+    remove_stale_temporaries(run_dir)  # a SIGKILL during an atomic write leaves its temporary file behind
     st = _load_state(run_dir, model, opt, rules)
     forward, path_name = select_forward(model, task, tc)
     measure = _measure_fn(cfg) if tc.measure_every else None
