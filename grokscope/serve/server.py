@@ -58,14 +58,14 @@ def is_loopback(host: str) -> bool:
 # --------------------------------------------------------------------------- run discovery
 
 
-def find_runs(root: Path, max_depth: int = MAX_DEPTH) -> dict[str, Path]:
-    """{id: run directory} for every run under ``root`` (ids are POSIX paths relative to root). A root that is
-    itself a run is listed under its own name. Symlinks that leave root are ignored."""
+def _find_dirs(root: Path, is_hit, default_name: str, max_depth: int, *, skip=lambda d: False) -> dict[str, Path]:
+    """{id: directory} for every directory under ``root`` (at most ``max_depth`` levels down) for which ``is_hit``
+    holds; ids are POSIX paths relative to root, a root that is itself a hit is listed under its own name. Hits
+    and directories for which ``skip`` holds are not descended into; symlinks that leave root are ignored."""
     root = Path(root).resolve()
+    if is_hit(root):
+        return {root.name or default_name: root}
     out: dict[str, Path] = {}
-    if is_run_dir(root):
-        out[root.name or "run"] = root
-        return out
 
     def walk(d: Path, depth: int) -> None:
         try:
@@ -81,42 +81,23 @@ def find_runs(root: Path, max_depth: int = MAX_DEPTH) -> dict[str, Path]:
                 continue
             if not real.is_relative_to(root):
                 continue
-            if is_run_dir(c):
+            if is_hit(c):
                 out[c.relative_to(root).as_posix()] = real
-            elif depth < max_depth:
+            elif depth < max_depth and not skip(c):
                 walk(c, depth + 1)
 
     walk(root, 1)
     return out
+
+
+def find_runs(root: Path, max_depth: int = MAX_DEPTH) -> dict[str, Path]:
+    """{id: run directory} for every run under ``root`` (ids are POSIX paths relative to root)."""
+    return _find_dirs(root, is_run_dir, "run", max_depth)
 
 
 def find_sweeps(root: Path, max_depth: int = MAX_DEPTH) -> dict[str, Path]:
-    """{id: sweep directory} for every sweep (a directory with ``sweep.json``) under ``root``, ids relative to root."""
-    root = Path(root).resolve()
-    out: dict[str, Path] = {}
-
-    def walk(d: Path, depth: int) -> None:
-        if (d / "sweep.json").is_file():
-            out[d.relative_to(root).as_posix() if d != root else (root.name or "sweep")] = d
-            return
-        if depth > max_depth or is_run_dir(d):
-            return
-        try:
-            children = sorted(d.iterdir())
-        except OSError:
-            return
-        for c in children:
-            if c.name.startswith(".") or c.name in SKIP_DIRS or not c.is_dir():
-                continue
-            try:
-                real = c.resolve()
-            except OSError:
-                continue
-            if real.is_relative_to(root):
-                walk(c, depth + 1)
-
-    walk(root, 1)
-    return out
+    """{id: sweep directory} for every sweep (a directory with ``sweep.json``) under ``root``; runs are not entered."""
+    return _find_dirs(root, lambda d: (d / "sweep.json").is_file(), "sweep", max_depth, skip=is_run_dir)
 
 
 def run_summary(run_id: str, path: Path) -> dict:
