@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from grokscope.store.run import Run, RunError
+from grokscope.models.fast import fast_forward
 
 GROK_THRESHOLD = 0.99
 
@@ -343,8 +344,9 @@ def logits_grid(run: Run, step: int) -> np.ndarray:
     """Only the logits [p, p, p] (a, b, c) of checkpoint ``step``: a plain forward pass, no activation cache."""
     p = _p(run)
     model = run.load_model(step)
+    forward = fast_forward(model, run.task()) or model  # the same function, a third of the work when eligible
     with torch.no_grad():
-        out = torch.cat([model(chunk)[:, :p].float() for chunk in _grid_tokens(p).split(8192)])
+        out = torch.cat([forward(chunk)[:, :p].float() for chunk in _grid_tokens(p).split(8192)])
     return out.reshape(p, p, p).numpy()
 
 

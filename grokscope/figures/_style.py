@@ -19,6 +19,8 @@ COLORS = {
     "weights": "#8c564b",
     "gini_W_E": "#17becf",
     "gini_W_L": "#e377c2",
+    "ffs": "#bcbd22",
+    "fcr": "#393b79",
 }
 PHASE_COLORS = {
     "memorisation": "rgba(31,119,180,0.10)",

@@ -64,7 +64,7 @@ def fourier_norms(run: Run | str | Path, step: int | None = None, *, slider: boo
             frames.append(go.Frame(data=[go.Bar(y=e.astype(np.float32)), go.Bar(y=l.astype(np.float32))], name=str(s), traces=[0, 1]))
         fig.frames = frames
         add_slider(fig, [str(s) for s in steps])
-    title = f"Fourier norms — key frequencies {keys or 'none found'} in orange"
+    title = f"Fourier norms — key frequencies {keys} in orange" if keys else "Fourier norms — no key frequencies found"
     base_layout(fig, title, height=640, bargap=0.05, margin=dict(b=140))
     fig.update_xaxes(tickangle=-60, tickfont=dict(size=9), showgrid=False)
     fig.update_yaxes(title_text="norm")

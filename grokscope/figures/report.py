@@ -242,8 +242,14 @@ LIVE_JS = r"""
 
 RENDER_JS = r"""
 (function () {
+  // Draw the first two figures at once, then the others one per task so the page paints and scrolls in
+  // between; a figure scrolled into view jumps the queue. A drawn plot is marked with dataset.ready.
   var conf = {responsive: true, displaylogo: false, modeBarButtonsToRemove: ['sendDataToCloud'], showLink: false};
-  document.querySelectorAll('script.figure-data').forEach(function (el) {
+  var pending = Array.prototype.slice.call(document.querySelectorAll('script.figure-data'));
+  function draw(el) {
+    var i = pending.indexOf(el);
+    if (i < 0) return;
+    pending.splice(i, 1);
     var fig = JSON.parse(el.textContent);
     var div = document.getElementById(el.dataset.target);
     Plotly.newPlot(div, fig.data, fig.layout, conf).then(function () {
@@ -253,7 +259,20 @@ RENDER_JS = r"""
       }
       div.dataset.ready = '1';
     });
-  });
+  }
+  pending.slice(0, 2).forEach(draw);
+  if ('IntersectionObserver' in window) {
+    var io = new IntersectionObserver(function (entries) {
+      entries.forEach(function (e) {
+        if (!e.isIntersecting) return;
+        io.unobserve(e.target);
+        pending.filter(function (el) { return el.dataset.target === e.target.id; }).forEach(draw);
+      });
+    }, {rootMargin: '300px'});
+    pending.forEach(function (el) { var d = document.getElementById(el.dataset.target); if (d) io.observe(d); });
+  }
+  function next() { if (pending.length) { draw(pending[0]); setTimeout(next, 0); } }
+  setTimeout(next, 0);
 })();
 """
 
@@ -308,7 +327,6 @@ def build_report(
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>grokscope report — {_esc(h['name'])}</title>
 <style>{CSS}</style>
-{plotly_tag}
 {extra_head}
 </head><body>
 {_header_html(h, live=live_url is not None)}
@@ -317,6 +335,7 @@ def build_report(
 {''.join(sections)}
 <p class="small">Made by grokscope {_esc(_version())}. Figures are interactive: hover for values, drag to zoom, double-click to reset.</p>
 </main>
+{plotly_tag}
 <script>{RENDER_JS}</script>
 {live}
 </body></html>

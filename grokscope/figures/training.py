@@ -44,7 +44,7 @@ PROGRESS_PANELS = [
     ("losses", "loss (log)", [("excluded_loss", "excluded loss", "excluded"), ("restricted_loss", "restricted loss", "restricted"), ("train_loss", "train loss", "train"), ("test_loss", "test loss", "test")]),
     ("gini", "Gini coefficient", [("gini_W_E", "Gini W_E", "gini_W_E"), ("gini_W_L", "Gini W_L", "gini_W_L")]),
     ("weights", "sum of squared weights", [("sum_sq_weights", "Σ θ²", "weights")]),
-    ("furuta", "FFS / FCR", [("ffs", "FFS (reconstructed)", "restricted"), ("fcr", "FCR (reconstructed)", "excluded")]),
+    ("furuta", "FFS / FCR", [("ffs", "FFS (reconstructed)", "ffs"), ("fcr", "FCR (reconstructed)", "fcr")]),
 ]
 
 
