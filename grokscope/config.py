@@ -21,7 +21,12 @@ class ConfigError(ValueError):
     """A user-facing configuration error; the message names the field and the fix."""
 
 
+MAX_SEED = 2**32 - 1  # seeds feed torch generators (with offsets) that hold signed 64-bit integers
+
+
 def _fail(path: str, msg: str) -> typing.NoReturn:
+    if len(msg) > 300:  # a huge value (a pasted file, say) stays one readable line
+        msg = msg[:300] + "..."
     raise ConfigError(f"{path}: {msg}")
 
 
@@ -41,6 +46,13 @@ class TaskConfig:
     the first ``parity_k``; ``n_examples`` distinct sequences drawn with ``split_seed`` (``p``, ``formula`` ignored).
     ``n_train``: the number of training examples (overrides ``train_fraction``); ``None`` uses the fraction.
     ``pairs``: ``"all"`` p*p pairs, or ``"unordered"``: only a <= b (PAIR's symmetric-task datasets; modular only).
+
+    Nanda et al. (2023) Appendix D.3 (:mod:`grokscope.tasks.sequence`; answers at several positions, arch='transformer'):
+    ``kind="digit_addition"``: ``n_digits``-digit a + b, every digit of the sum predicted.
+    ``kind="repeated_subsequence"``: ``seq_len`` tokens out of ``n_tokens``, a block of ``repeat_len`` repeated; predict the copy.
+    ``kind="skip_trigram"``: ``seq_len - 1`` tokens below ``n_tokens / 2`` but one, then ``=``; predict the big one.
+    For these ``n_examples`` distinct sequences are drawn with ``split_seed``; ``fresh_data``: train on a new batch
+    (``train.batch_size``, default the train split's size) every epoch instead of the fixed training rows.
     """
 
     kind: str = "modular"
@@ -53,6 +65,11 @@ class TaskConfig:
     parity_k: int = 3
     n_examples: int = 1200
     pairs: str = "all"
+    n_digits: int = 5
+    seq_len: int = 16
+    n_tokens: int = 20
+    repeat_len: int = 4
+    fresh_data: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
@@ -61,16 +78,18 @@ class TaskConfig:
             _fail("task.p", f"must be an integer in 3..2000, got {self.p}")
         if not (0.0 < self.train_fraction <= 1.0):
             _fail("task.train_fraction", f"must be in (0, 1], got {self.train_fraction}")
-        if self.split_seed < 0:
-            _fail("task.split_seed", f"must be >= 0, got {self.split_seed}")
+        if not (0 <= self.split_seed <= MAX_SEED):
+            _fail("task.split_seed", f"must be an integer in 0..{MAX_SEED}, got {self.split_seed}")
         if self.n_train is not None and self.n_train < 1:
             _fail("task.n_train", f"must be >= 1 or null (use train_fraction), got {self.n_train}")
         if not (1 <= self.n_bits <= 62):
             _fail("task.n_bits", f"must be an integer in 1..62, got {self.n_bits}")
         if not (1 <= self.parity_k <= self.n_bits):
             _fail("task.parity_k", f"must be in 1..n_bits ({self.n_bits}), got {self.parity_k}")
-        if not (2 <= self.n_examples <= 1_000_000) or self.n_examples > 2**self.n_bits:
+        if self.kind not in SEQUENCE_KINDS and (not (2 <= self.n_examples <= 1_000_000) or self.n_examples > 2**self.n_bits):
             _fail("task.n_examples", f"must be in 2..min(1000000, 2**n_bits = {2**self.n_bits}), got {self.n_examples}")
+        if self.fresh_data and self.kind not in SEQUENCE_KINDS:
+            _fail("task.fresh_data", f"applies to task.kind {', '.join(repr(k) for k in SEQUENCE_KINDS)} only")
         if self.pairs not in ("all", "unordered"):
             _fail("task.pairs", f"must be 'all' or 'unordered' (a <= b), got {self.pairs!r}")
         if self.pairs == "unordered" and self.kind != "modular":
@@ -80,6 +99,9 @@ class TaskConfig:
                 _fail("task.formula", f"for task.kind='s5' use one of {', '.join(S5_FORMULAS)}, got {self.formula!r}")
             return
         if self.kind == "sparse_parity":
+            return
+        if self.kind in SEQUENCE_KINDS:
+            self._check_sequence()
             return
         # Parsing validates the formula (and prime p for division) with a clear message.
         from grokscope.tasks.formula import FormulaError, parse_formula
@@ -95,8 +117,36 @@ class TaskConfig:
             if expr.uses_division and not _is_prime(self.p):
                 _fail("task.p", f"the formula {text!r} divides, which needs a prime p; {self.p} is not prime")
 
+    def _check_sequence(self) -> None:
+        """The fields of the Appendix D.3 tasks; ``n_examples`` must not exceed the number of distinct sequences."""
+        if self.kind == "digit_addition":
+            if not (1 <= self.n_digits <= 9):
+                _fail("task.n_digits", f"must be an integer in 1..9, got {self.n_digits}")
+            space = 10 ** (2 * self.n_digits)
+        else:
+            if not (2 <= self.seq_len <= 512):
+                _fail("task.seq_len", f"must be an integer in 2..512, got {self.seq_len}")
+            if not (2 <= self.n_tokens <= 10_000):
+                _fail("task.n_tokens", f"must be an integer in 2..10000, got {self.n_tokens}")
+        if self.kind == "repeated_subsequence":
+            T, R = self.seq_len, self.repeat_len
+            if not (2 <= R <= T // 2):
+                _fail("task.repeat_len", f"must be in 2..seq_len // 2 = {T // 2} (two copies fit), got {R}")
+            if self.n_tokens < T - R:
+                _fail("task.n_tokens", f"must be >= seq_len - repeat_len = {T - R} (the other tokens are distinct), got {self.n_tokens}")
+            space = (T - 2 * R + 1) * (T - 2 * R + 2) // 2 * math.perm(self.n_tokens, T - R)
+        if self.kind == "skip_trigram":
+            if self.n_tokens % 2:
+                _fail("task.n_tokens", f"must be even (tokens below n_tokens / 2 are filler, the others answers), got {self.n_tokens}")
+            half = self.n_tokens // 2
+            space = (self.seq_len - 1) * half ** (self.seq_len - 1)
+        if not (2 <= self.n_examples <= min(1_000_000, space)):
+            why = "" if space > 1_000_000 else " (the number of distinct sequences of this task)"
+            _fail("task.n_examples", f"must be in 2..{min(1_000_000, space)}{why}, got {self.n_examples}")
 
-TASK_KINDS = ("modular", "multi", "s5", "sparse_parity")
+
+SEQUENCE_KINDS = ("digit_addition", "repeated_subsequence", "skip_trigram")
+TASK_KINDS = ("modular", "multi", "s5", "sparse_parity", *SEQUENCE_KINDS)
 S5_FORMULAS = ("x*y", "x*y*x^-1", "x*y*x")
 
 
@@ -138,8 +188,8 @@ class ModelConfig:
             _fail("model.act_fn", f"unknown activation {self.act_fn!r}; known: {', '.join(ACT_FNS)}")
         if self.tie_unembed and self.arch != "mlp":
             _fail("model.tie_unembed", "tied embeddings are only offered for arch='mlp'")
-        if self.init_seed < 0:
-            _fail("model.init_seed", f"must be >= 0, got {self.init_seed}")
+        if not (0 <= self.init_seed <= MAX_SEED):
+            _fail("model.init_seed", f"must be an integer in 0..{MAX_SEED}, got {self.init_seed}")
         if self.attn_only and self.arch != "transformer":
             _fail("model.attn_only", "an attention-only model needs arch='transformer'")
         if not (0.0 <= self.dropout < 1.0):
@@ -244,8 +294,8 @@ class TrainConfig:
             _fail("train.measure_every", f"must be >= 0 (0 turns progress measures off), got {self.measure_every}")
         if self.stop_after_grok is not None and not (self.stop_after_grok >= 1.0):
             _fail("train.stop_after_grok", f"must be a factor >= 1 or null, got {self.stop_after_grok}")
-        if self.data_seed < 0:
-            _fail("train.data_seed", f"must be >= 0, got {self.data_seed}")
+        if not (0 <= self.data_seed <= MAX_SEED):
+            _fail("train.data_seed", f"must be an integer in 0..{MAX_SEED}, got {self.data_seed}")
         if self.loss not in ("cross_entropy", "stablemax"):
             _fail("train.loss", f"must be 'cross_entropy' or 'stablemax', got {self.loss!r}")
 
@@ -265,6 +315,10 @@ class ExperimentConfig:
             _fail("model.arch", "task.kind='sparse_parity' reads its bits as a vector: use arch='vector_mlp'")
         if self.model.arch == "vector_mlp" and self.task.kind != "sparse_parity":
             _fail("model.arch", "arch='vector_mlp' is for task.kind='sparse_parity'")
+        if self.task.kind in SEQUENCE_KINDS and self.model.arch != "transformer":
+            _fail("model.arch", f"task.kind={self.task.kind!r} is scored at several positions: use arch='transformer'")
+        if self.task.kind in SEQUENCE_KINDS and self.train.softmax_collapse:
+            _fail("train.softmax_collapse", f"is not available for task.kind={self.task.kind!r} (answers at several positions)")
         if self.model.arch == "mlp" and self.task.kind == "multi":
             _fail("model.arch", "arch='mlp' reads two operands only; a multi-task needs arch='transformer'")
         if not self.name or len(self.name) > 200 or any(c in self.name for c in "/\\\0\n"):
@@ -287,6 +341,8 @@ class ExperimentConfig:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"config: not valid JSON ({e.msg} at line {e.lineno})") from None
+        except RecursionError:
+            raise ConfigError("config: not a config (JSON nested too deeply)") from None
         return cls.from_dict(data)
 
 
@@ -395,7 +451,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         value = raw
     if raw.strip().lower() in ("none", "null"):
         value = None

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from grokscope.analysis.zoo import operand_asymmetry, parity_neuron_bits, spectra_both_bases
-from grokscope.config import ExperimentConfig, ModelConfig, apply_overrides
+from grokscope.config import SEQUENCE_KINDS, ExperimentConfig, ModelConfig, apply_overrides
 from grokscope.models import VectorMLP, build_model, circle_embedding
 from grokscope.models.fast import fast_forward
 from grokscope.presets import get_preset
@@ -166,6 +166,8 @@ def shrink(cfg: ExperimentConfig, epochs: int = 3) -> ExperimentConfig:
         o["task.p"] = 11
     if kind == "sparse_parity":
         o.update({"task.n_bits": 8, "task.n_examples": 120, "task.n_train": 80})
+    if kind in SEQUENCE_KINDS:
+        o.update({"task.n_digits": 2, "task.seq_len": 8, "task.n_tokens": 10, "task.repeat_len": 3, "task.n_examples": 60, "task.n_train": 40})
     if m.arch == "transformer":
         o.update({"model.d_model": 16, "model.n_heads": 2, "model.d_head": 8, "model.d_mlp": 32})
     elif m.fixed_embedding == "none":
@@ -186,6 +188,10 @@ def test_every_zoo_preset_trains_at_tiny_size(name, tmp_path):
     assert m.index.max() == 3 and math.isfinite(float(m.loc[3, "train_loss"]))
     if cfg.task.kind == "multi":
         assert {"test_acc_op0", "test_acc_op1"} <= set(m.columns)
+    if cfg.task.kind in SEQUENCE_KINDS:
+        assert "test_seq_acc" in m.columns and run.meta["forward"] == "sequence"
+    if cfg.task.kind == "digit_addition":
+        assert {f"test_loss_ans{j}" for j in range(3)} <= set(m.columns)  # per digit of the 3-digit sum
     if cfg.train.softmax_collapse:
         assert "sc_train" in m.columns
     if cfg.task.kind == "modular" and cfg.task.pairs == "all" and not cfg.model.attn_only and cfg.task.formula in ("a+b", "a*b", "a-b"):

@@ -1,10 +1,10 @@
 """Reverse-engineering of one checkpoint (Nanda et al. 2023, section 4 and appendix C; PAIR star plots).
 
 :func:`analyze_checkpoint` takes a model and a modular task over the full p*p grid and returns an
-:class:`Analysis` dataclass (``to_dict()`` is JSON-safe; schema in ``docs/measures.md``). No file I/O.
+:class:`Analysis` dataclass (``to_dict()`` is JSON-safe; schema in ``docs/analysis-json.md``). No file I/O.
 
 Shapes: p the modulus; N = p*p; "grid order" means row a*p + b. Logit tables are [N, p] float64;
-neuron activations [N, d_mlp]; W_E[:p] [p, d_model]; W_L = W_out @ W_U[:, :p] [d_mlp, p].
+neuron activations [N, d_mlp]; ``W_E[:p]`` [p, d_model]; ``W_L = W_out @ W_U[:, :p]`` [d_mlp, p].
 """
 
 from __future__ import annotations
@@ -345,7 +345,7 @@ def attention_fits(model: nn.Module, task: Any) -> list[HeadFit]:
 def star_plot_data(model: nn.Module, p: int) -> list[StarNeuron]:
     """PAIR star plots for an MLP model: per neuron, its frequency and input/output cos, sin and angle.
 
-    Input side H = W_E[:p] @ W_in [p, d_mlp]; output side O = W_out @ W_U[:, :p] [d_mlp, p]. A neuron's
+    Input side ``H = W_E[:p] @ W_in`` [p, d_mlp]; output side ``O = W_out @ W_U[:, :p]`` [d_mlp, p]. A neuron's
     frequency f is the argmax over k of its per-frequency norm of F @ H; cos/sin are read at rows 2f-1, 2f
     of F @ H and of F @ O^T; angle = atan2(sin, cos).
     """

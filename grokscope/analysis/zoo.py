@@ -1,5 +1,7 @@
 """Per-task analyses of the zoo (issue 7): spectra in the additive and discrete-log bases (multiplication and
-division), operand asymmetry (subtraction) and the input bits that sparse-parity neurons read.
+division), operand asymmetry (subtraction), the input bits that sparse-parity neurons read, and the scores of a
+checkpoint per answer position or operation. :func:`zoo_analysis` picks the ones that fit a task (``grokscope
+analyze`` stores them under ``"zoo"``); :func:`render_zoo` prints them.
 
 FFS and FCR are the reconstructed (Furuta-style) measures of :func:`grokscope.measures.ffs_fcr`, computed from
 per-frequency cos/sin norms of W_E over the number tokens in either basis.
@@ -13,10 +15,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from grokscope.measures.fourier import component_norms, discrete_log_basis, primitive_root
+from grokscope.measures.fourier import component_norms, discrete_log_basis, is_prime, primitive_root
 from grokscope.measures.progress import FFS_ETA
 
-__all__ = ["ffs_fcr_from_norms", "operand_asymmetry", "parity_neuron_bits", "spectra_both_bases"]
+__all__ = [
+    "checkpoint_scores", "ffs_fcr_from_norms", "operand_asymmetry", "parity_neuron_bits", "render_zoo", "spectra_both_bases",
+    "zoo_analysis",
+]
 
 
 def ffs_fcr_from_norms(c: Tensor, s: Tensor, eta: float = FFS_ETA) -> tuple[float, float]:
@@ -94,3 +99,133 @@ def parity_neuron_bits(model: nn.Module, *, neuron_fraction: float = 0.1, bit_fr
         read = torch.nonzero(col > bit_fraction * col.max()).reshape(-1).tolist()
         out.append({"neuron": j, "strength": float(strength[j]), "bits": read})
     return out
+
+
+# --------------------------------------------------------------------------- per task: what fits, and its text
+
+
+def checkpoint_scores(model: nn.Module, task: Any, loss_dtype: torch.dtype = torch.float64) -> dict[str, float]:
+    """Train/test cross-entropy and accuracy of ``model`` on ``task`` (sequence tasks: over the answer tokens), plus the task's own metrics (per operation, per answer position, whole-sequence accuracy)."""
+    import torch.nn.functional as F
+
+    from grokscope.tasks import answer_view, is_sequence_task, task_metrics
+
+    model.eval()
+    with torch.no_grad():
+        logits = model.forward_all(task.tokens) if is_sequence_task(task) else model(task.tokens)
+    out: dict[str, float] = {}
+    for split, idx in (("train", task.train_idx), ("test", task.test_idx)):
+        if idx.numel():
+            z, y = logits[idx], task.labels[idx]
+            if is_sequence_task(task):
+                z, y = answer_view(z, y)
+            out[f"{split}_loss"] = F.cross_entropy(z.to(loss_dtype), y).item()
+            out[f"{split}_acc"] = (z.argmax(-1) == y).to(torch.float64).mean().item()
+    out.update(task_metrics(task, logits, loss_dtype))
+    return out
+
+
+def _formula_ops(text: str) -> set[str]:
+    from grokscope.tasks.formula import parse_formula
+
+    ops: set[str] = set()
+
+    def walk(node: tuple) -> None:
+        ops.add(node[0])
+        for child in node[1:]:
+            if isinstance(child, tuple):
+                walk(child)
+
+    walk(parse_formula(text).tree)
+    return ops
+
+
+def _hidden_on_grid(model: nn.Module, task: Any) -> Tensor | None:
+    """Last-layer MLP activations at the last position in grid order [p*p, d_mlp], or None without an MLP."""
+    from grokscope.measures.progress import _post_hook_name
+
+    name = _post_hook_name(model)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(task.tokens)
+    if name not in cache:
+        return None
+    acts = cache[name]
+    acts = acts[:, -1] if acts.ndim == 3 else acts
+    return acts[torch.argsort(task.pair_index)]
+
+
+def zoo_analysis(model: nn.Module, task: Any, *, scores: bool = True) -> dict[str, Any]:
+    """The analyses that fit ``task`` (JSON-ready; non-finite numbers become None):
+
+    ``scores`` (when asked): :func:`checkpoint_scores`. ``spectra``: :func:`spectra_both_bases` of W_E for modular and
+    multi-task formulas that multiply or divide, p prime. ``asymmetry``: :func:`operand_asymmetry` of the MLP
+    activations for a modular formula over the full grid that is not symmetric in a and b (subtraction).
+    ``parity_neurons``: :func:`parity_neuron_bits` for sparse parity."""
+    cfg = task.config
+    out: dict[str, Any] = {"kind": cfg.kind}
+    if scores:
+        out["scores"] = checkpoint_scores(model, task)
+    if cfg.kind in ("modular", "multi") and is_prime(cfg.p):
+        formulas = [f.strip() for f in cfg.formula.split(";")]
+        if any(_formula_ops(f) & {"*", "/"} for f in formulas) and hasattr(model, "W_E"):
+            out["spectra"] = spectra_both_bases(model.W_E, cfg.p)
+    if cfg.kind == "modular" and getattr(task, "is_full_grid", False) and cfg.pairs == "all":
+        p = cfg.p
+        table = task.labels[torch.argsort(task.pair_index)].reshape(p, p)
+        if not torch.equal(table, table.T):
+            acts = _hidden_on_grid(model, task)
+            if acts is not None:
+                out["asymmetry"] = operand_asymmetry(acts, p)
+    if cfg.kind == "sparse_parity":
+        out["parity_neurons"] = parity_neuron_bits(model)
+        out["parity_bits"] = list(range(cfg.parity_k))
+    return _json_safe(out)
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _num(x: Any, fmt: str = ".4g") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def render_zoo(z: dict[str, Any], *, top: int = 10) -> str:
+    """:func:`zoo_analysis` output as text (empty when there is nothing to show)."""
+    lines: list[str] = []
+    sc = z.get("scores")
+    if sc:
+        line = f"train loss {_num(sc.get('train_loss'))}, acc {_num(sc.get('train_acc'))}; test loss {_num(sc.get('test_loss'))}, acc {_num(sc.get('test_acc'))}"
+        if "test_seq_acc" in sc:
+            line += f"; whole-sequence acc train {_num(sc.get('train_seq_acc'))}, test {_num(sc.get('test_seq_acc'))}"
+        lines.append(line)
+        groups = sorted({k.rsplit("_", 1)[1] for k in sc if k.startswith(("test_loss_", "train_loss_"))}, key=lambda g: (len(g), g))
+        if groups:
+            lines.append(f"{'':<8}{'train acc':>11}{'test acc':>11}{'test loss':>12}")
+            for g in groups:
+                lines.append(f"{g:<8}{_num(sc.get(f'train_acc_{g}')):>11}{_num(sc.get(f'test_acc_{g}')):>11}{_num(sc.get(f'test_loss_{g}')):>12}")
+    sp = z.get("spectra")
+    if sp:
+        lines.append("W_E spectrum (FFS / FCR reconstructed, Furuta-style):")
+        for label, key in (("additive basis over Z_p", "add"), (f"discrete-log basis (g = {sp['generator']})", "log")):
+            lines.append(f"  {label:<28} FFS {_num(sp['ffs_' + key], '.3f')}  FCR {_num(sp['fcr_' + key], '.3f')}  top frequencies {sp['top_' + key]}")
+    asym = z.get("asymmetry")
+    if asym:
+        lines.append(
+            f"operand asymmetry ||A - A^T|| / ||A|| = {asym['asymmetry']:.3f}; variance in functions of a alone "
+            f"{asym['energy_a']:.3f}, of b alone {asym['energy_b']:.3f}"
+        )
+    neurons = z.get("parity_neurons")
+    if neurons is not None:
+        lines.append(f"sparse parity: {len(neurons)} surviving neurons (the label reads bits {z.get('parity_bits')}); strongest:")
+        for row in neurons[:top]:
+            lines.append(f"  neuron {row['neuron']:>4}  strength {row['strength']:.3g}  bits {row['bits']}")
+    for what, why in (z.get("skipped") or {}).items():
+        lines.append(f"{what} not computed: {why}")
+    return "\n".join(lines)

@@ -195,7 +195,7 @@ def sum_sq_weights(model: nn.Module) -> float:
 
 
 def ffs_fcr(w_e: Tensor, eta: float = FFS_ETA) -> tuple[float, float]:
-    """Reconstructed (Furuta-style) Fourier Frequency Sparsity and Fourier Coefficient Ratio of W_E[:p] [p, d_model].
+    """Reconstructed (Furuta-style) Fourier Frequency Sparsity and Fourier Coefficient Ratio of ``W_E[:p]`` [p, d_model].
 
     With c_k = ||(F W_E)_{cos k}||, s_k = ||(F W_E)_{sin k}|| (norms over d_model), n_k = sqrt(c_k^2 + s_k^2),
     K = (p-1)/2 and the used set U = {k : n_k > eta * max_j n_j}:

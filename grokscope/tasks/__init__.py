@@ -9,10 +9,11 @@ from torch import Tensor
 from grokscope.config import TaskConfig
 from grokscope.tasks.formula import Expr, FormulaError, parse_formula
 from grokscope.tasks.modular import ModularTask, make_modular_task, split_indices, split_rows
+from grokscope.tasks.sequence import SEQUENCE_KINDS, SequenceTask, answer_view, make_sequence_task, sequence_metrics
 from grokscope.tasks.zoo import TableTask, make_multi_task, make_parity_task, make_s5_task
 
 
-def make_task(config: TaskConfig) -> ModularTask | TableTask:
+def make_task(config: TaskConfig) -> ModularTask | TableTask | SequenceTask:
     """Build the dataset a task config describes."""
     if config.kind == "modular":
         return make_modular_task(config)
@@ -22,12 +23,22 @@ def make_task(config: TaskConfig) -> ModularTask | TableTask:
         return make_s5_task(config)
     if config.kind == "sparse_parity":
         return make_parity_task(config)
+    if config.kind in SEQUENCE_KINDS:
+        return make_sequence_task(config)
     raise ValueError(f"task.kind: unknown task kind {config.kind!r}")
 
 
+def is_sequence_task(task) -> bool:
+    """True for tasks scored at several positions (labels [N, T]; the model's ``forward_all`` logits)."""
+    return isinstance(task, SequenceTask)
+
+
 def task_metrics(task, logits: Tensor, loss_dtype: torch.dtype = torch.float64) -> dict[str, float]:
-    """Per-group metrics of a multi-task (``{split}_{loss|acc}_op{i}`` for operation i), else ``{}``.
-    ``logits``: [N, d_vocab_out] over every row of ``task.tokens``."""
+    """Per-group metrics of a multi-task (``{split}_{loss|acc}_op{i}`` for operation i), per answer position of a
+    sequence task (:func:`~grokscope.tasks.sequence.sequence_metrics`), else ``{}``.
+    ``logits``: [N, d_vocab_out] (sequence tasks: [N, T, d_vocab_out]) over every row of ``task.tokens``."""
+    if is_sequence_task(task):
+        return sequence_metrics(task, logits, loss_dtype)
     groups = getattr(task, "groups", None)
     if groups is None:
         return {}
@@ -43,6 +54,7 @@ def task_metrics(task, logits: Tensor, loss_dtype: torch.dtype = torch.float64) 
 
 
 __all__ = [
-    "Expr", "FormulaError", "ModularTask", "TableTask", "make_modular_task", "make_multi_task", "make_parity_task",
-    "make_s5_task", "make_task", "parse_formula", "split_indices", "split_rows", "task_metrics",
+    "Expr", "FormulaError", "ModularTask", "SEQUENCE_KINDS", "SequenceTask", "TableTask", "answer_view", "is_sequence_task",
+    "make_modular_task", "make_multi_task", "make_parity_task", "make_s5_task", "make_sequence_task", "make_task",
+    "parse_formula", "sequence_metrics", "split_indices", "split_rows", "task_metrics",
 ]

@@ -1,0 +1,75 @@
+"""`grokscope analyze` on zoo tasks (issue 7): the analyses that fit each task, on tiny trained runs."""
+
+import json
+
+import pytest
+
+from grokscope.analysis.zoo import operand_asymmetry, spectra_both_bases
+from grokscope.cli import main
+from grokscope.config import apply_overrides
+from grokscope.presets import get_preset
+from grokscope.training import loop
+
+
+def _tiny_run(tmp_path, name="run", preset="tiny", **overrides):
+    o = {"train.epochs": 4, "train.log_every": 2, "train.measure_every": 0, "train.checkpoint_every": 2} | overrides
+    return loop.train(apply_overrides(get_preset(preset), o), tmp_path / name, progress=False)
+
+
+def _analyze(run, capsys):
+    assert main(["analyze", str(run.dir)]) == 0
+    return json.loads((run.dir / "analysis.json").read_text()), capsys.readouterr().out
+
+
+def test_multiplication_gets_spectra_in_both_bases(tmp_path, capsys):
+    p = 11
+    run = _tiny_run(tmp_path, **{"task.formula": "a*b", "task.p": p})
+    data, out = _analyze(run, capsys)
+    sp = data["zoo"]["spectra"]
+    want = spectra_both_bases(run.load_model().W_E, p)
+    assert sp["ffs_add"] == pytest.approx(want["ffs_add"]) and sp["ffs_log"] == pytest.approx(want["ffs_log"])
+    assert len(sp["norms_add"]) == (p - 1) // 2 and len(sp["norms_log"]) == (p - 1) // 2 - 1 and sp["generator"] == 2
+    assert "key_frequencies" in data  # the Fourier analysis still runs on the full grid
+    assert "additive basis" in out and "discrete-log basis (g = 2)" in out
+
+
+def test_division_is_analysed_in_both_bases_and_says_what_it_skips(tmp_path, capsys):
+    run = _tiny_run(tmp_path, **{"task.formula": "a/b", "task.p": 11})
+    data, out = _analyze(run, capsys)
+    zoo = data["zoo"]
+    assert "spectra" in zoo and "key_frequencies" not in data
+    assert "division by zero" in zoo["skipped"]["Fourier analysis and progress measures"]
+    logged = run.metrics.loc[4]
+    assert zoo["scores"]["test_acc"] == pytest.approx(logged["test_acc"]) and zoo["scores"]["train_loss"] == pytest.approx(logged["train_loss"], rel=1e-6)
+    assert "not computed" in out and "discrete-log basis" in out
+
+
+def test_subtraction_gets_operand_asymmetry_and_addition_does_not(tmp_path, capsys):
+    p = 11
+    sub = _tiny_run(tmp_path, "sub", **{"task.formula": "a-b", "task.p": p})
+    data, out = _analyze(sub, capsys)
+    model, task = sub.load_model(), sub.task()
+    _, cache = model.run_with_cache(task.tokens)
+    want = operand_asymmetry(cache["blocks.0.mlp.hook_post"][:, -1], p)  # tokens are in grid order
+    assert data["zoo"]["asymmetry"]["asymmetry"] == pytest.approx(want["asymmetry"])
+    assert "operand asymmetry" in out
+    add, _ = _analyze(_tiny_run(tmp_path, "add", **{"task.p": p}), capsys)
+    assert add["zoo"] == {"kind": "modular"}
+
+
+def test_sparse_parity_gets_neuron_bits(tmp_path, capsys):
+    run = _tiny_run(tmp_path, preset="pair-sparse-parity", **{"task.n_bits": 8, "task.n_examples": 120, "task.n_train": 80, "model.d_mlp": 8})
+    data, out = _analyze(run, capsys)
+    neurons = data["zoo"]["parity_neurons"]
+    assert neurons and all(set(n) == {"neuron", "strength", "bits"} for n in neurons) and data["zoo"]["parity_bits"] == [0, 1, 2]
+    assert "surviving neurons" in out
+
+
+def test_digit_addition_gets_per_position_scores(tmp_path, capsys):
+    o = {"task.n_digits": 2, "task.n_examples": 60, "task.n_train": 40, "model.d_model": 16, "model.n_heads": 2, "model.d_head": 8, "model.d_mlp": 32}
+    run = _tiny_run(tmp_path, preset="nanda-d3-addition", **o)
+    data, out = _analyze(run, capsys)
+    scores, logged = data["zoo"]["scores"], run.metrics.loc[4]
+    for key in ("test_loss", "test_acc", "test_seq_acc", "train_loss_ans0", "test_acc_ans2"):
+        assert scores[key] == pytest.approx(logged[key], rel=1e-6), key
+    assert data["phases"] is not None and "ans2" in out and "whole-sequence acc" in out
