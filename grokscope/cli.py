@@ -20,7 +20,7 @@ from grokscope.tasks.formula import FormulaError
 EXIT_USAGE = 2
 
 # Subcommands that live with their feature: module path -> each exposes register(subparsers).
-PLUGIN_COMMANDS = ("grokscope.analysis.cli", "grokscope.bench", "grokscope.figures.cli", "grokscope.interp.cli", "grokscope.serve.cli", "grokscope.sweep.cli")
+PLUGIN_COMMANDS = ("grokscope.analysis.cli", "grokscope.bench", "grokscope.export", "grokscope.figures.cli", "grokscope.interp.cli", "grokscope.serve.cli", "grokscope.sweep.cli")
 
 
 class UserError(Exception):
@@ -49,12 +49,36 @@ def add_config_args(p: argparse.ArgumentParser, *, preset_default: str | None) -
     p.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
 
 
+def add_log_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log",
+        action="append",
+        default=[],
+        metavar="TRACKER",
+        help="also send the metrics to wandb, tensorboard or mlflow (repeatable or comma-separated; NAME=DIR or mlflow=URI "
+        "picks where; needs the extra, e.g. pip install 'grokscope[wandb]'; see docs/trackers.md)",
+    )
+
+
+def trackers_from_args(args: argparse.Namespace) -> list:
+    from grokscope.trackers import TrackerError, make_trackers
+
+    try:
+        return make_trackers(getattr(args, "log", None) or [])
+    except TrackerError as e:
+        raise UserError(str(e)) from None
+
+
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     if args.config is not None:
         try:
             cfg = ExperimentConfig.from_json(Path(args.config).read_text())
         except OSError as e:
-            raise UserError(f"--config {args.config}: cannot read ({e.strerror})") from None
+            raise UserError(f"--config {args.config}: cannot read ({e.strerror or e})") from None
+        except UnicodeDecodeError:
+            raise UserError(f"--config {args.config}: not UTF-8 text; give a config.json (see 'grokscope presets NAME')") from None
+        except ConfigError as e:
+            raise UserError(f"--config {args.config}: {e}") from None
     elif args.preset:
         cfg = get_preset(args.preset)
     else:
@@ -96,10 +120,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.preset or args.config or args.overrides or args.epochs is not None or args.out:
             raise UserError("--resume continues a run with its own config; drop --preset/--config/--set/--epochs/--out")
-        run = resume(args.resume, progress=not args.quiet and None)
+        run = resume(args.resume, progress=not args.quiet and None, trackers=trackers_from_args(args))
     else:
         cfg = config_from_args(args)
-        run = train(cfg, args.out, progress=not args.quiet and None)
+        run = train(cfg, args.out, progress=not args.quiet and None, trackers=trackers_from_args(args))
     print(summarize(run))
     return 0
 
@@ -109,12 +133,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from grokscope.training import train
 
     cfg = config_from_args(args)
+    trackers = trackers_from_args(args)
     if args.epochs is None and not any(o.startswith("train.stop_after_grok") for o in args.overrides):
         cfg = apply_overrides(cfg, {"train.stop_after_grok": 1.5})
     what = f"{cfg.task.formula} mod {cfg.task.p}" if cfg.task.kind == "modular" else f"task {cfg.task.kind}"
     print(f"training {cfg.name}: {what}, up to {cfg.train.epochs} epochs"
           + (f", stopping at {cfg.train.stop_after_grok} x the grok epoch" if cfg.train.stop_after_grok else ""), flush=True)
-    run = train(cfg, args.out, progress=not args.quiet and None)
+    run = train(cfg, args.out, progress=not args.quiet and None, trackers=trackers)
     print(summarize(run))
     _maybe_analysis_summary(run)
     try:
@@ -149,7 +174,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from grokscope.store.run import check_run
+
     run = Run(args.run)
+    check_run(run.dir)  # a damaged file: one line naming it and how to recover
     if args.json:
         print(json.dumps({"config": run.config.to_dict(), "meta": run.meta, "checkpoints": run.checkpoints}, indent=2))
         return 0
@@ -172,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run directory to create (default runs/<name>-<time>)")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run exactly where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_log_arg(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -183,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, preset_default="nanda-mainline")
     p.add_argument("--out", type=Path, help="run directory to create (default runs/<name>-<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_log_arg(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("presets", help="list presets, or print one as JSON", description="List the presets, or print one preset's config as JSON.")
@@ -231,6 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\ngrokscope {args.command}: interrupted; continue with 'grokscope train --resume RUN'", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (grokscope show RUN | head): stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def entry() -> None:

@@ -281,7 +281,7 @@ def _fig_json(fig) -> str:
     import plotly.io as pio
 
     text = pio.to_json(fig, validate=False, remove_uids=True)
-    return text.replace("</", "<\\/")  # never close the <script> element early
+    return text.replace("<", "\\u003c")  # no '</script>' or '<!--' from a name or label inside the <script> element
 
 
 def build_report(

@@ -15,7 +15,9 @@ Routes (GET/HEAD only; anything else is 405, any unknown path 404)::
 ``<id>`` is a run directory's path relative to DIR. Only run directories found under DIR (up to depth
 :data:`MAX_DEPTH`, not following symlinks out of DIR) can be named, so ``..`` or absolute paths never reach a
 file outside DIR: they get 404. The server binds 127.0.0.1 by default and refuses a non-loopback address unless
-``allow_remote=True``. It never writes anything.
+``allow_remote=True``; bound to loopback it answers only requests whose Host header is a loopback name (a web page
+elsewhere cannot reach it through a DNS name rebound to 127.0.0.1). It never writes anything, serves no directory
+listing, and serves a file only when it resolves inside DIR.
 """
 
 from __future__ import annotations
@@ -254,7 +256,7 @@ COMPARE_JS = r"""
 
 def compare_page(ids: list[str]) -> str:
     items = "".join(f'<li><a href="/run/{_esc(quote(i))}">{_esc(i)}</a></li>' for i in ids)
-    ids_json = json.dumps(ids).replace("</", "<\\/")
+    ids_json = json.dumps(ids).replace("<", "\\u003c")  # no '</script>' or '<!--' inside the script element
     return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>grokscope — compare {len(ids)} runs</title>
 <style>{PAGE_CSS}</style><script src="/static/plotly.min.js"></script></head><body>
 <header class="top"><h1>Compare runs</h1><div class="sub"><a href="/">all runs</a></div></header>
@@ -331,6 +333,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "grokscope-viewer"
     viewer: Viewer  # set on the subclass made by make_server
     quiet = True
+    check_host = True  # answer only requests addressed to a loopback name (no DNS rebinding); off with allow_remote
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - BaseHTTPRequestHandler's signature
         if not self.quiet:
@@ -375,7 +378,16 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as e:  # noqa: BLE001 - answer 500 rather than drop the connection
             self._error(500, f"{type(e).__name__}: {e}")
 
+    def _host_allowed(self) -> bool:
+        host = (self.headers.get("Host") or "").strip()
+        if not self.check_host or not host:
+            return True
+        name = host[1 : host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
+        return is_loopback(name)
+
     def _route(self) -> None:
+        if not self._host_allowed():
+            return self._error(403, "this viewer answers requests for localhost only (see grokscope serve --allow-remote)")
         parts = urlsplit(self.path)
         raw = parts.path
         path = unquote(raw)
@@ -425,7 +437,7 @@ class Handler(BaseHTTPRequestHandler):
             rest = path[len("/run/"):].rstrip("/")
             if rest.endswith("/report.html"):
                 run_dir = v.lookup(rest[: -len("/report.html")])
-                if run_dir is None or not (run_dir / "report.html").is_file():
+                if run_dir is None or not (run_dir / "report.html").is_file() or not (run_dir / "report.html").resolve().is_relative_to(v.root):
                     return self._error(404, "no saved report for this run (make one: grokscope report RUN)")
                 return self._send(200, (run_dir / "report.html").read_bytes(), "text/html; charset=utf-8")
             run_dir = v.lookup(rest)
@@ -450,7 +462,7 @@ def make_server(root: Path | str, host: str = "127.0.0.1", port: int = 8765, *, 
     if not is_loopback(host) and not allow_remote:
         raise ServeError(f"refusing to bind {host}: not a loopback address; the viewer has no authentication (pass --allow-remote to expose it anyway)")
     viewer = Viewer(root)
-    handler = type("BoundHandler", (Handler,), {"viewer": viewer, "quiet": quiet})
+    handler = type("BoundHandler", (Handler,), {"viewer": viewer, "quiet": quiet, "check_host": not allow_remote})
     cls = ThreadingHTTPServer
     if ":" in host:
         import socket

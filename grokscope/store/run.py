@@ -10,7 +10,8 @@ Layout::
       analysis.json, ...                  written by later commands
 
 Every file is written atomically (temporary file, fsync, rename) and SQLite writes are transactions,
-so a run killed at any moment is left in a state it can resume from.
+so a run killed at any moment is left in a state it can resume from. Safetensors files carry a SHA-256 of
+their data; :func:`check_run` finds damaged files and says, in one line, how to recover (docs/robustness.md).
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ import torch
 from torch import nn
 
 from grokscope.config import ConfigError, ExperimentConfig
-from grokscope.store.files import atomic_write_json, load_tensors, save_tensors
+from grokscope.store.errors import DamagedFileError, RunError
+from grokscope.store.files import (
+    atomic_write_json,
+    check_tensors_file,
+    load_tensors,
+    save_tensors,
+)
 from grokscope.store.metrics import MetricsDB
 
 CONFIG = "config.json"
@@ -33,10 +40,6 @@ METRICS = "metrics.sqlite"
 STATE = "state.safetensors"
 CHECKPOINTS = "checkpoints"
 _CKPT = re.compile(r"^step_(\d{8})\.safetensors$")
-
-
-class RunError(Exception):
-    """A problem with a run directory that the user can fix; the message is one line."""
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
@@ -56,10 +59,15 @@ class Run:
             raise RunError(f"{self.dir}: no such run directory")
         if not self.dir.is_dir() or not is_run_dir(self.dir):
             raise RunError(f"{self.dir}: not a grokscope run (no {CONFIG}); point at a directory made by 'grokscope train'")
+        path = self.dir / CONFIG
         try:
-            self.config = ExperimentConfig.from_json((self.dir / CONFIG).read_text())
+            self.config = ExperimentConfig.from_json(path.read_text())
         except (ConfigError, UnicodeDecodeError) as e:
-            raise RunError(f"{self.dir / CONFIG}: invalid run config ({e})") from None
+            reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else str(e)
+            raise DamagedFileError(path, f"{path}: invalid run config ({reason}); restore it from a copy of the run "
+                                   "(the other files do not hold the config)") from None
+        except OSError as e:
+            raise RunError(f"{path}: cannot read ({e.strerror or e})") from None
 
     def __repr__(self) -> str:
         return f"Run({str(self.dir)!r}, status={self.status!r}, checkpoints={len(self.checkpoints)})"
@@ -90,7 +98,7 @@ class Run:
         try:
             return MetricsDB(path, readonly=True)
         except Exception as e:
-            raise RunError(f"{path}: cannot open the metrics database ({e})") from None
+            raise _damaged_metrics(self.dir, str(e)) from None
 
     @property
     def metrics(self):
@@ -110,7 +118,7 @@ class Run:
         try:
             return db.rows(names)
         except Exception as e:
-            raise RunError(f"{self.dir / METRICS}: damaged metrics database ({e})") from None
+            raise _damaged_metrics(self.dir, str(e)) from None
         finally:
             db.close()
 
@@ -123,7 +131,7 @@ class Run:
         try:
             return db.meta()
         except Exception as e:
-            raise RunError(f"{self.dir / METRICS}: damaged metrics database ({e})") from None
+            raise _damaged_metrics(self.dir, str(e)) from None
         finally:
             db.close()
 
@@ -144,8 +152,8 @@ class Run:
             raise RunError(f"{self.dir}: no checkpoint at step {step} (nearest: {near}; see 'grokscope show')")
         try:
             tensors, _ = load_tensors(checkpoint_path(self.dir, step))
-        except ValueError as e:
-            raise RunError(f"{e}; delete that file and resume, or pick another --step") from None
+        except DamagedFileError as e:
+            raise DamagedFileError(e.path, f"{e}; {checkpoint_advice(self.dir, step)}, or pick another --step") from None
         return tensors
 
     def load_model(self, step: int | None = None) -> nn.Module:
@@ -189,6 +197,97 @@ class Run:
 def load_run(path: Path | str) -> Run:
     """Open an existing run directory (raises :class:`RunError` with a one-line reason)."""
     return Run(path)
+
+
+def _retrain_hint(run_dir: Path) -> str:
+    return f"grokscope train --config {Path(run_dir) / CONFIG} --out NEW_DIR"
+
+
+def _damaged_metrics(run_dir: Path, detail: str) -> DamagedFileError:
+    path = Path(run_dir) / METRICS
+    detail = detail.removeprefix(f"{path}: damaged metrics database (").removesuffix(")")
+    return DamagedFileError(path, f"{path}: damaged metrics database ({detail}); restore it from a copy of the run, "
+                            f"or train the run again into a new directory ({_retrain_hint(run_dir)})")
+
+
+def state_epoch(run_dir: Path) -> int | None:
+    """The epoch of the run's resume point (``state.safetensors``), or None when it is missing or damaged."""
+    try:
+        return int(check_tensors_file(Path(run_dir) / STATE)["epoch"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def checkpoint_advice(run_dir: Path, step: int) -> str:
+    """How to get the checkpoint at ``step`` back: resume rebuilds it when it is at or after the resume point
+    (the state holds the same weights, or the steps after it are trained again); earlier ones cannot be rebuilt."""
+    epoch = state_epoch(run_dir)
+    if epoch is not None and step >= epoch:
+        return f"'grokscope train --resume {run_dir}' rebuilds it"
+    return (f"it cannot be rebuilt from this run: move it away (the other files do not depend on it) and, to regenerate it, "
+            f"train the run again into a new directory ({_retrain_hint(run_dir)})")
+
+
+def check_run(run_dir: Path | str, *, resume: bool = False) -> None:
+    """Verify every stored file of a run: config, metrics database (SQLite quick_check), every checkpoint and the
+    resume point (complete, checksums). Raises :class:`DamagedFileError` (one line: the file and how to recover)
+    for the first problem. Reads only.
+
+    ``resume``: also require what resuming needs (a resume point for a run that has trained, metrics for a run with
+    a resume point) and accept damaged checkpoints at or after the resume point, which resuming rebuilds."""
+    run_dir = Path(run_dir)
+    Run(run_dir)  # the config
+    last_logged = None
+    if (run_dir / METRICS).is_file():
+        try:
+            db = MetricsDB(run_dir / METRICS, readonly=True)
+        except Exception as e:
+            raise _damaged_metrics(run_dir, str(e)) from None
+        try:
+            db.check()
+            last_logged = db.last_step()
+        except DamagedFileError as e:
+            raise _damaged_metrics(run_dir, str(e)) from None
+        finally:
+            db.close()
+    state = run_dir / STATE
+    epoch = None
+    if state.exists():
+        try:
+            epoch = int(check_tensors_file(state)["epoch"])
+        except (DamagedFileError, KeyError, ValueError) as e:
+            why = str(e) if isinstance(e, DamagedFileError) else f"{state}: damaged resume point (no valid epoch in its metadata)"
+            raise DamagedFileError(state, f"{why}; the run cannot continue from it, but its checkpoints and metrics can "
+                                   f"still be read; to train it again: {_retrain_hint(run_dir)}") from None
+    steps = Run(run_dir).checkpoints
+    for step in steps:
+        path = checkpoint_path(run_dir, step)
+        try:
+            check_tensors_file(path)
+        except DamagedFileError as e:
+            if resume and epoch is not None and step >= epoch:
+                continue  # resuming rebuilds it
+            raise DamagedFileError(path, f"{e}; {checkpoint_advice(run_dir, step)}") from None
+    if resume and epoch is None and ((steps and steps[-1] > 0) or (last_logged or 0) > 0):
+        raise DamagedFileError(state, f"{state}: missing, although the run has trained (checkpoints up to step "
+                               f"{steps[-1] if steps else 0}, metrics up to step {last_logged or 0}); the run cannot "
+                               f"continue without it, but its files can still be read; to train it again: {_retrain_hint(run_dir)}")
+    if resume and epoch and not (run_dir / METRICS).is_file():
+        raise DamagedFileError(run_dir / METRICS, f"{run_dir / METRICS}: missing, although the run has trained to epoch "
+                               f"{epoch}; restore it from a copy of the run, or train the run again into a new directory "
+                               f"({_retrain_hint(run_dir)})")
+
+
+def repair_checkpoint(run_dir: Path, step: int, state: dict[str, torch.Tensor]) -> bool:
+    """Rewrite the checkpoint at ``step`` from ``state`` (the resume point's weights, which are the same tensors)
+    when it is missing or damaged; returns whether it did."""
+    path = checkpoint_path(run_dir, step)
+    try:
+        check_tensors_file(path)
+        return False
+    except (OSError, DamagedFileError):
+        save_checkpoint(run_dir, step, state)
+        return True
 
 
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:

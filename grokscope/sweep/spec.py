@@ -521,6 +521,8 @@ def load_spec(source: str | Path) -> SweepSpec:
             data = json.loads(raw_text)
         except json.JSONDecodeError as e:
             raise SweepSpecError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        except RecursionError:
+            raise SweepSpecError(f"{path}: not a sweep spec (JSON nested too deeply)") from None
     try:
         return spec_from_dict(data)
     except SweepSpecError as e:
@@ -543,12 +545,17 @@ def _spec_from_python(text: str) -> SweepSpec:
     else:
         try:
             module = importlib.import_module(target)
-        except ImportError as e:
-            raise SweepSpecError(f"{target}: cannot import ({e})") from None
+        except Exception as e:  # noqa: BLE001 - an ImportError, or the module failed while importing: one line
+            raise SweepSpecError(f"{target}: cannot import ({type(e).__name__}: {e})") from None
     fn: Callable[[], Any] | None = getattr(module, func_name, None)
     if not callable(fn):
         raise SweepSpecError(f"{target}: has no function {func_name}() returning a sweep spec")
-    result = fn()
+    try:
+        result = fn()
+    except SweepSpecError:
+        raise
+    except Exception as e:  # noqa: BLE001 - user code (or a function that is not a spec builder): one line
+        raise SweepSpecError(f"{target}:{func_name}() failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
     if isinstance(result, SweepSpec):
         expand(result)
         return result
