@@ -7,7 +7,12 @@ The public API::
     run = grokscope.train(cfg, "runs/quick")
     run = grokscope.load_run("runs/quick")
     run.config, run.metrics, run.checkpoints, run.load_model(step)
+    grokscope.load_sweep("sweeps/wdf")      # a sweep's index: one DataFrame row per cell
+    grokscope.to_hooked_transformer(run)          # TransformerLens (extra 'tl'; imported only when called)
 """
+
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _dist_version
 
 from grokscope.config import (
     ConfigError,
@@ -18,11 +23,23 @@ from grokscope.config import (
     TrainConfig,
     apply_overrides,
 )
+from grokscope.interop import (
+    analyze_model,
+    from_hooked_transformer,
+    hooked_transformer_config,
+    to_hooked_transformer,
+)
 from grokscope.models import MLPModel, Transformer, build_model
 from grokscope.presets import PRESETS, get_preset
 from grokscope.store import Run, RunError, load_run
+from grokscope.sweep.index import load_sweep
 from grokscope.tasks import ModularTask, make_task, parse_formula
 from grokscope.training import TrainingDiverged, resume, train
+
+try:
+    __version__ = _dist_version("grokscope")
+except _PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "PRESETS",
@@ -38,12 +55,17 @@ __all__ = [
     "TrainConfig",
     "Transformer",
     "TrainingDiverged",
+    "analyze_model",
     "apply_overrides",
     "build_model",
+    "from_hooked_transformer",
     "get_preset",
+    "hooked_transformer_config",
     "load_run",
+    "load_sweep",
     "make_task",
     "parse_formula",
     "resume",
+    "to_hooked_transformer",
     "train",
 ]

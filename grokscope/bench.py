@@ -172,22 +172,9 @@ class _TL:
     """TransformerLens HookedTransformer with the same weights; attention/unembed biases frozen at 0 as in grokscope."""
 
     def __init__(self, cfg: ExperimentConfig, task, model):
-        import warnings
+        from grokscope.interop import hooked_from_state_dict
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-            m = cfg.model
-            tl_cfg = HookedTransformerConfig(
-                n_layers=m.n_layers, d_model=m.d_model, d_head=m.d_head, n_heads=m.n_heads, d_mlp=m.d_mlp,
-                d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx, act_fn="relu",
-                normalization_type=None, device="cpu", seed=0,
-            )
-            self.model = HookedTransformer(tl_cfg)
-        missing, unexpected = self.model.load_state_dict(model.state_dict(), strict=False)
-        if unexpected or any(not k.endswith(("IGNORE", "mask")) for k in missing):
-            raise RuntimeError(f"checkpoint keys do not match TransformerLens (missing {missing}, unexpected {unexpected})")
+        self.model = hooked_from_state_dict(cfg, model.state_dict()).train()
         for name, param in self.model.named_parameters():
             if name.split(".")[-1] in ("b_Q", "b_K", "b_V", "b_O", "b_U"):
                 param.requires_grad_(False)
