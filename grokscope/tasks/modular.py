@@ -10,8 +10,33 @@ from grokscope.config import TaskConfig
 from grokscope.tasks.formula import parse_formula
 
 
+class SplitViews:
+    """The train/test views every task offers, read from its ``tokens``, ``labels``, ``train_idx`` and ``test_idx``."""
+
+    tokens: torch.Tensor
+    labels: torch.Tensor
+    train_idx: torch.Tensor
+    test_idx: torch.Tensor
+
+    @property
+    def train_tokens(self) -> torch.Tensor:
+        return self.tokens[self.train_idx]
+
+    @property
+    def train_labels(self) -> torch.Tensor:
+        return self.labels[self.train_idx]
+
+    @property
+    def test_tokens(self) -> torch.Tensor:
+        return self.tokens[self.test_idx]
+
+    @property
+    def test_labels(self) -> torch.Tensor:
+        return self.labels[self.test_idx]
+
+
 @dataclass(frozen=True, eq=False)
-class ModularTask:
+class ModularTask(SplitViews):
     """The full table of a modular task and its deterministic train/test split.
 
     Tokens are ``[a, b, =]`` with ``=`` the token ``p``; ``d_vocab = p + 1``, ``d_vocab_out = p``.
@@ -48,21 +73,6 @@ class ModularTask:
         """True when every one of the p*p pairs is an example (no division by zero left out)."""
         return self.tokens.shape[0] == self.p * self.p
 
-    @property
-    def train_tokens(self) -> torch.Tensor:
-        return self.tokens[self.train_idx]
-
-    @property
-    def train_labels(self) -> torch.Tensor:
-        return self.labels[self.train_idx]
-
-    @property
-    def test_tokens(self) -> torch.Tensor:
-        return self.tokens[self.test_idx]
-
-    @property
-    def test_labels(self) -> torch.Tensor:
-        return self.labels[self.test_idx]
 
 
 def split_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from grokscope.config import TaskConfig
-from grokscope.tasks.modular import split_rows
+from grokscope.tasks.modular import SplitViews, split_rows
 
 __all__ = [
     "IGNORE", "SEQUENCE_KINDS", "SequenceTask", "answer_view", "make_sequence_task", "sample_sequences", "sequence_metrics",
@@ -43,7 +43,7 @@ _FRESH_SEED_OFFSET = 2**40
 
 
 @dataclass(frozen=True, eq=False)
-class SequenceTask:
+class SequenceTask(SplitViews):
     """A dataset of sequences with targets at several positions, and its deterministic split."""
 
     config: TaskConfig
@@ -64,21 +64,6 @@ class SequenceTask:
         """[N, T] int64: the answer slot of each scored position, -1 elsewhere."""
         return _slots(self.labels)
 
-    @property
-    def train_tokens(self) -> Tensor:
-        return self.tokens[self.train_idx]
-
-    @property
-    def train_labels(self) -> Tensor:
-        return self.labels[self.train_idx]
-
-    @property
-    def test_tokens(self) -> Tensor:
-        return self.tokens[self.test_idx]
-
-    @property
-    def test_labels(self) -> Tensor:
-        return self.labels[self.test_idx]
 
     def fresh_batch(self, size: int, seed: int, epoch: int) -> tuple[Tensor, Tensor]:
         """``size`` new sequences (tokens, labels) [size, T] for one epoch, seeded by (seed, epoch) alone, so a

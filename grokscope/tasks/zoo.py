@@ -16,13 +16,13 @@ from torch import Tensor
 
 from grokscope.config import TaskConfig
 from grokscope.tasks.formula import parse_formula
-from grokscope.tasks.modular import split_rows
+from grokscope.tasks.modular import SplitViews, split_rows
 
 __all__ = ["S5_PERMUTATIONS", "TableTask", "make_multi_task", "make_parity_task", "make_s5_task", "s5_table"]
 
 
 @dataclass(frozen=True, eq=False)
-class TableTask:
+class TableTask(SplitViews):
     """A finite supervised dataset with a deterministic split (the generic sibling of ``ModularTask``)."""
 
     config: TaskConfig
@@ -39,21 +39,6 @@ class TableTask:
     def n_ctx(self) -> int:
         return self.tokens.shape[1]
 
-    @property
-    def train_tokens(self) -> Tensor:
-        return self.tokens[self.train_idx]
-
-    @property
-    def train_labels(self) -> Tensor:
-        return self.labels[self.train_idx]
-
-    @property
-    def test_tokens(self) -> Tensor:
-        return self.tokens[self.test_idx]
-
-    @property
-    def test_labels(self) -> Tensor:
-        return self.labels[self.test_idx]
 
 
 # --------------------------------------------------------------------------- multi-task
