@@ -64,7 +64,6 @@ class SequenceTask(SplitViews):
         """[N, T] int64: the answer slot of each scored position, -1 elsewhere."""
         return _slots(self.labels)
 
-
     def fresh_batch(self, size: int, seed: int, epoch: int) -> tuple[Tensor, Tensor]:
         """``size`` new sequences (tokens, labels) [size, T] for one epoch, seeded by (seed, epoch) alone, so a
         resumed run draws the same batches. They may, rarely, coincide with held-out rows."""

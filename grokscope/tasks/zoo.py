@@ -40,7 +40,6 @@ class TableTask(SplitViews):
         return self.tokens.shape[1]
 
 
-
 # --------------------------------------------------------------------------- multi-task
 
 
