@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="the main job: reproduce the Nanda et al. grokking run and summarise it",
         description="Train the nanda-mainline preset until it has grokked and cleaned up (train.stop_after_grok=1.5: "
-        "stop at 1.5x the first epoch with test accuracy >= 99%%), then print the summary. --epochs N trains exactly N epochs.",
+        "stop at 1.5x the first epoch with test accuracy >= 99%), then print the summary. --epochs N trains exactly N epochs.",
     )
     add_config_args(p, preset_default="nanda-mainline")
     p.add_argument("--out", type=Path, help="run directory to create (default runs/<name>-<time>)")

@@ -64,7 +64,7 @@ def register(subparsers: Any) -> None:
         help="train a sparse autoencoder on a checkpoint's MLP activations and relate its features to frequencies",
         description="Train a sparse autoencoder (top-k or L1) on the last MLP's activations at '=' over all p^2 "
         "inputs; report reconstruction (MSE, fraction of variance unexplained), sparsity (L0), dead features, "
-        "features aligned with one key frequency (input side: >= 85%% of a feature's variance over (a, b) in the "
+        "features aligned with one key frequency (input side: >= 85% of a feature's variance over (a, b) in the "
         "frequency's harmonic family; output side: its decoder's logit effect), and test accuracy with the "
         "reconstruction spliced in. With --compare, also trains at other checkpoints and matches decoder "
         "directions. Writes interp_sae.json.",
