@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     cols = [c for c in ("train_loss", "test_loss", "test_acc", "excluded_loss_fixed", "restricted_loss_fixed", "gini_W_E", "gini_W_L", "sum_sq_weights", "n_key_freqs") if c in metrics]
     m = metrics[cols].dropna(subset=["excluded_loss_fixed"]) if "excluded_loss_fixed" in metrics else metrics[cols]
     stride = max(1, len(m) // 25)
-    print("\n== curves (every %d-th measured step) ==" % stride)
+    print(f"\n== curves (every {stride}-th measured step) ==")
     print(m.iloc[::stride].to_string(float_format=lambda v: f"{v:.3g}"))
 
     # ---- analysis of the final checkpoint -----------------------------------------------------

@@ -20,9 +20,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,8 +54,8 @@ class BenchOptions:
     config: ExperimentConfig = field(default_factory=nanda_mainline)
 
     @classmethod
-    def quick_options(cls, **kw: Any) -> "BenchOptions":
-        base = dict(p=23, epochs=3, repeats=3, k=4, scaling=(11, 17, 23), agree_steps=30, run_epochs=30, threads=1, quick=True)
+    def quick_options(cls, **kw: Any) -> BenchOptions:
+        base: dict[str, Any] = dict(p=23, epochs=3, repeats=3, k=4, scaling=(11, 17, 23), agree_steps=30, run_epochs=30, threads=1, quick=True)
         base.update({k: v for k, v in kw.items() if v is not None})
         return cls(**base)
 
@@ -225,7 +226,7 @@ def matmul_rates(n_train: int, d_mlp: int, n_out: int, repeats: int = 7) -> dict
     return {"square_1024": square, "step_shape": shaped}
 
 
-def agreement(cfg: ExperimentConfig, steps: int, dtype: torch.dtype = torch.float64) -> dict[str, float]:
+def agreement(cfg: ExperimentConfig, steps: int, dtype: torch.dtype = torch.float64) -> dict[str, float | str]:
     """Train (a) and (b) from the same initialisation for ``steps`` steps; the losses and their relative difference."""
     task = make_task(cfg.task)
     base = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx).to(dtype)
@@ -296,7 +297,9 @@ def scaling(opts: BenchOptions, log: Callable[[str], None]) -> list[dict[str, fl
         task = make_task(cfg.task)
         model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
         ref, dflt = _Reference(cfg, task, copy.deepcopy(model)), _Default(cfg, task, copy.deepcopy(model))
-        ref.epoch(), dflt.epoch(), dflt.evaluate()
+        ref.epoch()
+        dflt.epoch()
+        dflt.evaluate()
         reps = max(3, opts.repeats // 2)
         t_ref, t_fast, t_eval = [], [], []
         for _ in range(reps):  # interleaved

@@ -9,8 +9,9 @@ import argparse
 import importlib
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import NoReturn
 
 from grokscope.config import ConfigError, ExperimentConfig, apply_overrides, parse_override
 from grokscope.presets import describe_presets, get_preset
@@ -28,7 +29,7 @@ class UserError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse's default prints the usage too)
+    def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse's default prints the usage too)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 

@@ -332,11 +332,11 @@ class ExperimentConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "ExperimentConfig":
+    def from_dict(cls, data: Any) -> ExperimentConfig:
         return _build(cls, data, "")
 
     @classmethod
-    def from_json(cls, text: str) -> "ExperimentConfig":
+    def from_json(cls, text: str) -> ExperimentConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:

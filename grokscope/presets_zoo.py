@@ -7,20 +7,30 @@ description (shown by ``grokscope presets``) and then name the deviations from t
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 from grokscope.config import ExperimentConfig, ModelConfig, OptimConfig, TaskConfig, TrainConfig
 
 Preset = Callable[[], ExperimentConfig]
 ZOO_PRESETS: dict[str, Preset] = {}
 
-_MAINLINE_MODEL = dict(arch="transformer", n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu", init_seed=0)
+_MAINLINE_MODEL: dict[str, Any] = dict(arch="transformer", n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu", init_seed=0)
 
 
 def _register(name: str, doc: str, make: Callable[[], ExperimentConfig]) -> None:
     make.__doc__ = doc
     make.__name__ = name.replace("-", "_")
     ZOO_PRESETS[name] = make
+
+
+def _bind(fn: Callable[..., ExperimentConfig], *args: Any, **kwargs: Any) -> Preset:
+    """``fn(*args, **kwargs)`` as a new preset function (each gets its own name and docstring)."""
+
+    def make() -> ExperimentConfig:
+        return fn(*args, **kwargs)
+
+    return make
 
 
 # --------------------------------------------------------------------------- Furuta et al. 2024
@@ -62,14 +72,14 @@ for _slug, _formula in FURUTA_FORMULAS:
     _register(
         f"furuta-{_slug}",
         f"Furuta et al. (2024): {_formula} mod 97, 30% data, 1-layer transformer, AdamW wd 1, 100k epochs.\n\n{_FURUTA_DEVIATIONS}",
-        (lambda f=_formula, n=f"furuta-{_slug}": furuta(f, n)),
+        _bind(furuta, _formula, f"furuta-{_slug}"),
     )
 for _slug, _formulas in FURUTA_MIXTURES:
     _register(
         f"furuta-multi-{_slug}",
         f"Furuta et al. (2024) mixture {_formulas.replace(';', ' | ')} mod 97 with an operation token, 30% data; per-task metrics.\n\n"
         "Inputs [a, op, b, =]; one split over all rows; the loss is the mean over every row (the paper sums).",
-        (lambda f=_formulas, n=f"furuta-multi-{_slug}": furuta(f, n, kind="multi")),
+        _bind(furuta, _formulas, f"furuta-multi-{_slug}", kind="multi"),
     )
 
 
@@ -108,7 +118,7 @@ for _slug, _kind, _formula in POWER_FORMULAS:
         f"Power et al. (2022): {_formula} {_where}, 50% data, 2-layer transformer, AdamW wd 1, batch 512, ~1e5 updates.\n\n"
         "Deviations: inputs [a, b, =] with the loss on the answer only (theirs: <eos> a op b = c <eos>); x/y rows are all"
         " (a, b) with b != 0 rather than (b c, b); an MLP width of 512 (4x) is assumed.",
-        (lambda f=_formula, n=f"power-{_slug}", k=_kind: power(f, n, kind=k)),
+        _bind(power, _formula, f"power-{_slug}", kind=_kind),
     )
 
 
@@ -218,12 +228,15 @@ def omnigrok_fixed_norm() -> ExperimentConfig:
     )
 
 
+_GROKFAST_OPTIM: dict[str, Any] = {"lr": 1e-3, "betas": (0.9, 0.98), "warmup_steps": 10}
+
+
 def _grokfast(name: str, **optim) -> ExperimentConfig:
     return ExperimentConfig(
         name=name,
         task=TaskConfig(formula="a*b", p=97, train_fraction=0.5, split_seed=0),
         model=ModelConfig(arch="transformer", n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu"),
-        optim=OptimConfig(**({"lr": 1e-3, "betas": (0.9, 0.98), "warmup_steps": 10} | optim)),
+        optim=OptimConfig(**(_GROKFAST_OPTIM | optim)),
         train=TrainConfig(epochs=10_000, batch_size=512, loss_dtype="float64", log_every=10, measure_every=0, checkpoint_every=500, stop_after_grok=1.5),
     )
 
@@ -338,14 +351,15 @@ for _slug, _what, _task, _model, _n in NANDA_D3:
     _register(
         f"nanda-d3-{_slug}",
         f"Nanda et al. (2023) D.3: {_what}; {_n} training sequences (the paper sees grokking).\n\n{_D3_NOTE}",
-        (lambda s=_slug: nanda_d3(s)),
+        _bind(nanda_d3, _slug),
     )
     _register(
         f"nanda-d3-{_slug}-infinite",
         f"Nanda et al. (2023) D.3: {_what}; a new batch of {_n} every epoch (the paper: no grokking).\n\n{_D3_NOTE}",
-        (lambda s=_slug: nanda_d3(s, infinite=True)),
+        _bind(nanda_d3, _slug, infinite=True),
     )
-ZOO_PRESETS["nanda-d3-trigram"].__doc__ += (
+_trigram = ZOO_PRESETS["nanda-d3-trigram"]
+_trigram.__doc__ = (_trigram.__doc__ or "") + (
     "\n\nMeasured here: train and test accuracy reach 1.0 together by epoch 60, so at our reading of the task this"
     " preset does not grok (docs/zoo.md)."
 )

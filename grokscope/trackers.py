@@ -21,8 +21,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["TRACKERS", "MLflowTracker", "TensorBoardTracker", "Tracker", "TrackerError", "TrackerGroup", "WandbTracker",
            "flatten_config", "make_trackers", "replay"]

@@ -32,7 +32,7 @@ from grokscope.tasks import make_task
 
 
 def _tl():
-    return pytest.importorskip("transformer_lens", reason="TransformerLens not installed (extra 'tl')")
+    return pytest.importorskip("transformer_lens", reason="TransformerLens not installed (extra 'tl' or 'dev')")
 
 
 def _hooked(tl, cfg, **kw):

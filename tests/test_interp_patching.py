@@ -5,7 +5,13 @@ import torch
 
 from grokscope.analysis.construct import quadratic_mlp_addition
 from grokscope.config import ModelConfig, TaskConfig
-from grokscope.interp.attribution import attribution_patching, attribution_sweep, compare_with_activation_patching, pearson, spearman
+from grokscope.interp.attribution import (
+    attribution_patching,
+    attribution_sweep,
+    compare_with_activation_patching,
+    pearson,
+    spearman,
+)
 from grokscope.interp.patching import (
     PatchSetup,
     Site,

@@ -7,7 +7,15 @@ import torch
 
 from grokscope.analysis.construct import quadratic_mlp_addition
 from grokscope.config import TaskConfig
-from grokscope.interp.probes import ProbeSeries, RidgeSolver, fit_ridge, fourier_targets, probe_checkpoints, probe_model, r2_score
+from grokscope.interp.probes import (
+    ProbeSeries,
+    RidgeSolver,
+    fit_ridge,
+    fourier_targets,
+    probe_checkpoints,
+    probe_model,
+    r2_score,
+)
 from grokscope.tasks import make_task
 
 P, FREQS = 13, [2, 5]

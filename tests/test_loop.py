@@ -3,10 +3,9 @@ import math
 import pytest
 import torch
 
-from grokscope.training import loop
 from grokscope.config import OptimConfig, TrainConfig, apply_overrides
 from grokscope.store import load_run
-from grokscope.training import TrainingDiverged, checkpoint_epochs, lr_at, resume, train
+from grokscope.training import TrainingDiverged, checkpoint_epochs, loop, lr_at, resume, train
 
 
 def test_warmup_schedule_is_linear_from_zero():

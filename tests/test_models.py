@@ -136,7 +136,7 @@ def test_mlp_model_computes_the_pair_formula():
 
 
 def test_transformerlens_loads_a_checkpoint_by_name():
-    tl = pytest.importorskip("transformer_lens", reason="TransformerLens not installed (extra 'bench')")
+    tl = pytest.importorskip("transformer_lens", reason="TransformerLens not installed (extra 'tl' or 'dev')")
     task = make_task(TaskConfig(p=13, train_fraction=0.5))
     cfg = ModelConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64, init_seed=2)
     model = build_model(cfg, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3)

@@ -8,8 +8,10 @@ import pandas as pd
 
 from grokscope.measures.phases import Phases, detect_phases, grok_epoch
 
+STEPS = np.arange(0, 3001, 10)
 
-def _curves(steps=np.arange(0, 3001, 10), fit=200, exc_min=300, drop_start=1500, drop_end=2005, never_grok=False):
+
+def _curves(steps=STEPS, fit=200, exc_min=300, drop_start=1500, drop_end=2005, never_grok=False):
     """Train acc reaches 1 at `fit`; excluded loss falls to a minimum at `exc_min` then rises; test loss sits on
     a plateau (10) until `drop_start`, falls linearly in log10 to 1e-6 at `drop_end`, then stays there; test
     accuracy passes 0.99 when the test loss passes 0.1."""

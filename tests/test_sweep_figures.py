@@ -82,8 +82,8 @@ def test_report_of_a_sweep_directory(tmp_path, capsys):
     df = pd.read_csv(tmp_path / "s" / "index.csv")
     assert len(df) == 4 and "final_sum_sq_weights" in df.columns
     # a run directory still gets the run report
-    from grokscope.training import train
     from grokscope.presets import tiny
+    from grokscope.training import train
 
     train(tiny(), tmp_path / "run", progress=False)
     assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "r.html")]) == 0

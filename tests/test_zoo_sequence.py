@@ -6,7 +6,15 @@ import math
 import pytest
 import torch
 
-from grokscope.config import ConfigError, ExperimentConfig, ModelConfig, OptimConfig, TaskConfig, TrainConfig, apply_overrides
+from grokscope.config import (
+    ConfigError,
+    ExperimentConfig,
+    ModelConfig,
+    OptimConfig,
+    TaskConfig,
+    TrainConfig,
+    apply_overrides,
+)
 from grokscope.tasks import make_task
 from grokscope.tasks.sequence import IGNORE
 from grokscope.training import loop

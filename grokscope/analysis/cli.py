@@ -8,8 +8,10 @@ line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["ANALYSIS_FILE", "analyze_run", "cmd_analyze", "cmd_analyze_checkpoint", "load_state_file", "print_run_summary", "register"]
 
@@ -114,8 +116,9 @@ def analyze_run(
 
     metrics = None
     if all_steps:
+        assert analysis is not None  # all_steps is False for an unsupported task
         fixed = fixed_key_measures(
-            [(s, (lambda s=s: run.load_model(s))) for s in steps], task, key_freqs=analysis.key_frequencies
+            [(s, functools.partial(run.load_model, s)) for s in steps], task, key_freqs=analysis.key_frequencies
         )
         if write:
             for s, row in fixed.iterrows():
@@ -193,7 +196,9 @@ def cmd_analyze(args: argparse.Namespace, *, load_run: Callable[[Any], Any] | No
     if getattr(args, "checkpoint", None) is not None or args.run is None:
         return cmd_analyze_checkpoint(args)
     if load_run is None:
-        from grokscope.store import load_run
+        from grokscope.store import load_run as default_load_run
+
+        load_run = default_load_run
     from grokscope.analysis.tables import render_analysis, render_phases
 
     _refuse_checkpoint_args(args)

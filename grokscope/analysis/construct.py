@@ -8,7 +8,7 @@ sum_k amplitude * cos(w_k(a+b-c)).
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor

@@ -10,11 +10,12 @@ neuron activations [N, d_mlp]; ``W_E[:p]`` [p, d_model]; ``W_L = W_out @ W_U[:, 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from grokscope.measures.fourier import (
     component_norms,
@@ -44,6 +45,7 @@ from grokscope.measures.progress import (
     number_embedding,
     sum_sq_weights,
 )
+from grokscope.models import MLPModel, Model, VectorMLP, has_blocks
 
 __all__ = [
     "AblationRow",
@@ -315,10 +317,10 @@ def neuron_polynomial_fits(acts: Tensor, p: int, freq: Tensor, explained: Tensor
     return torch.where(explained[None, :], fit, acts.to(torch.float64))
 
 
-def attention_fits(model: nn.Module, task: Any) -> list[HeadFit]:
+def attention_fits(model: Model, task: Any) -> list[HeadFit]:
     """Per head: attention from the last position to position 0 over the grid, [p, p] per head; the frequency
     k maximising the energy of cos/sin(w_k a), cos/sin(w_k b) over the mean-removed energy. [] for MLP models."""
-    if not hasattr(model, "blocks"):
+    if not has_blocks(model):
         return []
     p = task.p
     grid = _grid_order(task)
@@ -342,7 +344,7 @@ def attention_fits(model: nn.Module, task: Any) -> list[HeadFit]:
     return fits
 
 
-def star_plot_data(model: nn.Module, p: int) -> list[StarNeuron]:
+def star_plot_data(model: MLPModel | VectorMLP, p: int) -> list[StarNeuron]:
     """PAIR star plots for an MLP model: per neuron, its frequency and input/output cos, sin and angle.
 
     Input side ``H = W_E[:p] @ W_in`` [p, d_mlp]; output side ``O = W_out @ W_U[:, :p]`` [d_mlp, p]. A neuron's
@@ -373,7 +375,7 @@ def _scores(table: Tensor, labels: Tensor, train_rows: Tensor, test_rows: Tensor
 
 
 def analyze_checkpoint(
-    model: nn.Module,
+    model: Model,
     task: Any,
     *,
     key_freqs: Iterable[int] | None = None,
@@ -493,7 +495,7 @@ def analyze_checkpoint(
 
         logit_fit = logit_wave_fit(table, labels, p, freqs)
         attention = attention_fits(model, task)
-        star = star_plot_data(model, p) if not hasattr(model, "blocks") else []
+        star = star_plot_data(model, p) if not has_blocks(model) else []
         g_we, g_wl = gini(we_freq), gini(wl_freq)
         table5 = Table5Row(losses["test_loss"], g_we, g_wl, list(freqs), logit_fit.fve, mlp_mean, mlp_std)
 

@@ -13,10 +13,11 @@ import math
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from grokscope.measures.fourier import component_norms, discrete_log_basis, is_prime, primitive_root
 from grokscope.measures.progress import FFS_ETA
+from grokscope.models import Model, VectorMLP
 
 __all__ = [
     "checkpoint_scores", "ffs_fcr_from_norms", "operand_asymmetry", "parity_neuron_bits", "render_zoo", "spectra_both_bases",
@@ -79,7 +80,7 @@ def operand_asymmetry(acts: Tensor, p: int) -> dict[str, float]:
     }
 
 
-def parity_neuron_bits(model: nn.Module, *, neuron_fraction: float = 0.1, bit_fraction: float = 0.5) -> list[dict[str, Any]]:
+def parity_neuron_bits(model: VectorMLP, *, neuron_fraction: float = 0.1, bit_fraction: float = 0.5) -> list[dict[str, Any]]:
     """Which input bits the surviving neurons of a :class:`~grokscope.models.VectorMLP` read.
 
     A neuron j survives when ||W_in[:, j]|| * ||W_out[j]|| > ``neuron_fraction`` * the largest such product; it
@@ -104,7 +105,7 @@ def parity_neuron_bits(model: nn.Module, *, neuron_fraction: float = 0.1, bit_fr
 # --------------------------------------------------------------------------- per task: what fits, and its text
 
 
-def checkpoint_scores(model: nn.Module, task: Any, loss_dtype: torch.dtype = torch.float64) -> dict[str, float]:
+def checkpoint_scores(model: Model, task: Any, loss_dtype: torch.dtype = torch.float64) -> dict[str, float]:
     """Train/test cross-entropy and accuracy of ``model`` on ``task`` (sequence tasks: over the answer tokens), plus the task's own metrics (per operation, per answer position, whole-sequence accuracy)."""
     import torch.nn.functional as F
 
@@ -140,7 +141,7 @@ def _formula_ops(text: str) -> set[str]:
     return ops
 
 
-def _hidden_on_grid(model: nn.Module, task: Any) -> Tensor | None:
+def _hidden_on_grid(model: Model, task: Any) -> Tensor | None:
     """Last-layer MLP activations at the last position in grid order [p*p, d_mlp], or None without an MLP."""
     from grokscope.measures.progress import _post_hook_name
 
@@ -154,7 +155,7 @@ def _hidden_on_grid(model: nn.Module, task: Any) -> Tensor | None:
     return acts[torch.argsort(task.pair_index)]
 
 
-def zoo_analysis(model: nn.Module, task: Any, *, scores: bool = True) -> dict[str, Any]:
+def zoo_analysis(model: Model, task: Any, *, scores: bool = True) -> dict[str, Any]:
     """The analyses that fit ``task`` (JSON-ready; non-finite numbers become None):
 
     ``scores`` (when asked): :func:`checkpoint_scores`. ``spectra``: :func:`spectra_both_bases` of W_E for modular and
@@ -168,7 +169,9 @@ def zoo_analysis(model: nn.Module, task: Any, *, scores: bool = True) -> dict[st
     if cfg.kind in ("modular", "multi") and is_prime(cfg.p):
         formulas = [f.strip() for f in cfg.formula.split(";")]
         if any(_formula_ops(f) & {"*", "/"} for f in formulas) and hasattr(model, "W_E"):
-            out["spectra"] = spectra_both_bases(model.W_E, cfg.p)
+            w_e = model.W_E
+            assert isinstance(w_e, Tensor)
+            out["spectra"] = spectra_both_bases(w_e, cfg.p)
     if cfg.kind == "modular" and getattr(task, "is_full_grid", False) and cfg.pairs == "all":
         p = cfg.p
         table = task.labels[torch.argsort(task.pair_index)].reshape(p, p)
@@ -177,6 +180,7 @@ def zoo_analysis(model: nn.Module, task: Any, *, scores: bool = True) -> dict[st
             if acts is not None:
                 out["asymmetry"] = operand_asymmetry(acts, p)
     if cfg.kind == "sparse_parity":
+        assert isinstance(model, VectorMLP)  # the config allows only arch vector_mlp for sparse parity
         out["parity_neurons"] = parity_neuron_bits(model)
         out["parity_bits"] = list(range(cfg.parity_k))
     return _json_safe(out)

@@ -8,6 +8,7 @@ by raising :class:`FigureUnavailable` with a one-line reason, which the report t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -16,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from grokscope.store.run import Run, RunError
 from grokscope.models.fast import fast_forward
+from grokscope.store.run import Run, RunError
 
 GROK_THRESHOLD = 0.99
 
@@ -98,6 +99,7 @@ def phases(run: Run, m=None) -> tuple[list[Phase], str]:
     if not len(m):
         return [], "no metrics"
     note = ""
+    detect_phases: Callable[[Any], Any] | None
     try:
         from grokscope.measures.phases import detect_phases
     except ImportError:
@@ -121,7 +123,8 @@ def phases_from_boundaries(ph: Any, first: float, last: float) -> tuple[list[Pha
     """Phases from a ``measures.phases.Phases`` (memorisation_end, circuit_formation_end, cleanup_end)."""
     get = (lambda k: ph.get(k)) if isinstance(ph, dict) else (lambda k: getattr(ph, k, None))
     bounds = [("memorisation", get("memorisation_end")), ("circuit formation", get("circuit_formation_end")), ("cleanup", get("cleanup_end"))]
-    out, prev = [], first
+    out: list[Phase] = []
+    prev = first
     for name, end in bounds:
         if end is None:
             # the phase has begun but not ended: shade it to the last logged step

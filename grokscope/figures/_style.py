@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
@@ -57,7 +57,7 @@ def base_layout(fig: go.Figure, title: str, *, height: int = 450, **kw) -> go.Fi
 def shade_phases(fig: go.Figure, phases: Sequence[Phase], grok: int | None, *, label: bool = True) -> None:
     """Shade each phase on every subplot (``vrect`` over all x axes) and draw the grok epoch as a dashed line."""
     span = (max(p.end for p in phases) - min(p.start for p in phases)) if phases else 0.0
-    for i, ph in enumerate(phases):
+    for ph in phases:
         fig.add_vrect(
             x0=ph.start,
             x1=ph.end,

@@ -109,6 +109,7 @@ def attention(run: Run | str | Path, step: int | None = None, *, source: int = 0
         raise FigureNotApplicable("attention patterns exist only for transformers")
     s = D.last_step(run, step)
     g = D.grid(run, s)
+    assert g.attn is not None  # a transformer's grid has attention
     heads = g.attn.shape[2]
     zs = [g.attn[:, :, h, source] for h in range(heads)]
     what = ["a", "b", "="][source] if source < 3 else str(source)
@@ -184,7 +185,7 @@ def neuron_clusters(run: Run | str | Path, step: int | None = None, *, threshold
     order = np.lexsort((-fve, np.where(clustered, freq, 10**6)))
     keys = _clusters_by_size(freq, fve, threshold)
     color_of = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(sorted(keys))}
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.68, 0.32], subplot_titles=("FVE of each neuron by its best frequency", "neurons per frequency (FVE ≥ %.2f)" % threshold))
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.68, 0.32], subplot_titles=("FVE of each neuron by its best frequency", f"neurons per frequency (FVE ≥ {threshold:.2f})"))
     colors = [color_of.get(int(freq[i]), COLORS["other"]) if clustered[i] else COLORS["other"] for i in order]
     fig.add_trace(
         go.Bar(

@@ -10,8 +10,8 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from grokscope.figures import _data as D
 from grokscope.figures._data import as_run
@@ -362,7 +362,7 @@ def export_images(results, directory: Path | str, fmt: str = "png", log: Callabl
         return []
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: list[Path] = []
     for r in results:
         if r.figure is None:
             continue

@@ -60,7 +60,7 @@ def progress(run: Run | str | Path) -> go.Figure:
         raise FigureUnavailable("no progress-measure columns in the metrics (train.measure_every = 0, or the run predates grokscope.measures)")
     panels = [(k, y, s) for k, y, s in present if s]
     fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.06, subplot_titles=[y for _, y, _ in panels])
-    for i, (key, ylab, series) in enumerate(panels, start=1):
+    for i, (key, _ylab, series) in enumerate(panels, start=1):
         for col, name, color in series:
             dash = "dot" if col in ("train_loss", "test_loss") else None
             fig.add_trace(_line(m, col, name, COLORS[color], line=dict(dash=dash) if dash else {}, legendgroup=key), i, 1)

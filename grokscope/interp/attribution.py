@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from grokscope.interp.patching import (
     PatchSetup,
@@ -34,6 +35,7 @@ from grokscope.interp.patching import (
     sweep,
     sweep_grid,
 )
+from grokscope.models import Model
 
 __all__ = [
     "Attribution",
@@ -96,7 +98,7 @@ class Attribution:
 
 
 def attribution_patching(
-    model: nn.Module, setup: PatchSetup, *, direction: str = "denoise", hooks: Sequence[str] | None = None
+    model: Model, setup: PatchSetup, *, direction: str = "denoise", hooks: Sequence[str] | None = None
 ) -> Attribution:
     """Attribution scores for every hooked activation (or only ``hooks``) from one forward pass on the source
     inputs and one forward + backward pass on the target inputs (corrupted ones for ``denoise``)."""
@@ -143,7 +145,7 @@ def attribution_patching(
     return Attribution(scores, clean, corrupt, direction, secs, setup.n)
 
 
-def attribution_sweep(model: nn.Module, attr: Attribution, kind: str, *, layer: int = 0, position: int = -1,
+def attribution_sweep(model: Model, attr: Attribution, kind: str, *, layer: int = 0, position: int = -1,
                       n_ctx: int = 3, hooks: Sequence[str] | None = None) -> PatchSweep:
     """The table of a named sweep (``heads``, ``neurons``, ``neurons_pre``, ``positions``) estimated from ``attr``."""
     grid = sweep_grid(model, kind, n_ctx=n_ctx, layer=layer, position=position, hooks=hooks)
@@ -228,7 +230,7 @@ class AttributionComparison:
 
 
 def compare_with_activation_patching(
-    model: nn.Module,
+    model: Model,
     setup: PatchSetup,
     kinds: Sequence[str] = ("neurons",),
     *,

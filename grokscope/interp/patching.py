@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from grokscope.models import Model, has_blocks
 
 __all__ = [
     "PatchResult",
@@ -113,7 +116,8 @@ def make_corruption(
     lookup = torch.full((p * p,), -1, dtype=torch.long)
     lookup[task.pair_index] = torch.arange(task.tokens.shape[0])
     pos = 0 if operand == "a" else 1
-    clean_rows, corrupt_rows = [], []
+    clean_rows: list[int] = []
+    corrupt_rows: list[int] = []
     want = rows.numel() if n is None else min(int(n), rows.numel())
     for r in rows.tolist():
         if len(clean_rows) >= want:
@@ -221,7 +225,7 @@ def site_mask(site: Site, shape: Sequence[int]) -> Tensor:
 # ----------------------------------------------------------------------------- running
 
 
-def run_caches(model: nn.Module, setup: PatchSetup) -> tuple[Tensor, dict[str, Tensor], Tensor, dict[str, Tensor]]:
+def run_caches(model: Model, setup: PatchSetup) -> tuple[Tensor, dict[str, Tensor], Tensor, dict[str, Tensor]]:
     """(clean logits, clean cache, corrupted logits, corrupted cache), without gradients."""
     with torch.no_grad():
         lc, cc = model.run_with_cache(setup.clean_tokens)
@@ -258,7 +262,7 @@ def _recovered(patched: Tensor, clean: float, corrupt: float) -> Tensor:
 
 
 def patch_sites(
-    model: nn.Module,
+    model: Model,
     setup: PatchSetup,
     sites: Sequence[Site],
     *,
@@ -305,7 +309,7 @@ def patch_sites(
 
 
 def patch_activation(
-    model: nn.Module,
+    model: Model,
     setup: PatchSetup,
     hook: str,
     *,
@@ -375,8 +379,8 @@ class PatchSweep:
         return "\n".join(lines)
 
 
-def _n_layers(model: nn.Module) -> int:
-    return len(model.blocks) if hasattr(model, "blocks") else 0
+def _n_layers(model: Model) -> int:
+    return len(model.blocks) if has_blocks(model) else 0
 
 
 @dataclass(frozen=True)
@@ -392,7 +396,7 @@ class SiteGrid:
     col_labels: list[str]
 
 
-def sweep_grid(model: nn.Module, kind: str, *, n_ctx: int = 3, layer: int = 0, position: int = -1,
+def sweep_grid(model: Model, kind: str, *, n_ctx: int = 3, layer: int = 0, position: int = -1,
                hooks: Sequence[str] | None = None) -> SiteGrid:
     """Sites of a named sweep: ``heads`` (attn.hook_z, [pos, head]), ``neurons`` (mlp.hook_post at ``position``,
     [d_mlp]), ``neurons_pre`` (mlp.hook_pre), ``positions`` (whole activations per position, [hook, pos])."""
@@ -430,7 +434,7 @@ def sweep_grid(model: nn.Module, kind: str, *, n_ctx: int = 3, layer: int = 0, p
 SWEEPS = ("heads", "neurons", "neurons_pre", "positions")
 
 
-def sweep(model: nn.Module, setup: PatchSetup, kind: str, *, layer: int = 0, position: int = -1,
+def sweep(model: Model, setup: PatchSetup, kind: str, *, layer: int = 0, position: int = -1,
           hooks: Sequence[str] | None = None, direction: str = "denoise") -> PatchSweep:
     """Activation patching of every site of a named sweep (see :func:`sweep_grid`), one site at a time.
 
@@ -443,18 +447,18 @@ def sweep(model: nn.Module, setup: PatchSetup, kind: str, *, layer: int = 0, pos
                       grid.col_labels, clean, corrupt, direction, secs, setup.n)
 
 
-def sweep_heads(model: nn.Module, setup: PatchSetup, *, layer: int = 0, direction: str = "denoise") -> PatchSweep:
+def sweep_heads(model: Model, setup: PatchSetup, *, layer: int = 0, direction: str = "denoise") -> PatchSweep:
     """Patch ``blocks.{layer}.attn.hook_z`` one (position, head) at a time: a [pos, head] table."""
     return sweep(model, setup, "heads", layer=layer, direction=direction)
 
 
-def sweep_neurons(model: nn.Module, setup: PatchSetup, *, layer: int = 0, position: int = -1,
+def sweep_neurons(model: Model, setup: PatchSetup, *, layer: int = 0, position: int = -1,
                   pre: bool = False, direction: str = "denoise") -> PatchSweep:
     """Patch every MLP neuron (``mlp.hook_post``, or ``hook_pre`` with ``pre``) at ``position`` one at a time: [d_mlp]."""
     return sweep(model, setup, "neurons_pre" if pre else "neurons", layer=layer, position=position, direction=direction)
 
 
-def sweep_positions(model: nn.Module, setup: PatchSetup, *, hooks: Sequence[str] | None = None,
+def sweep_positions(model: Model, setup: PatchSetup, *, hooks: Sequence[str] | None = None,
                     direction: str = "denoise") -> PatchSweep:
     """Patch whole activations one position at a time: a [hook, position] table.
 
@@ -501,12 +505,17 @@ class ClusterPatching:
 
 
 def cluster_patching(
-    model: nn.Module, task: Any, setup: PatchSetup, key_freqs: Iterable[int], *, n_random: int = 100, seed: int = 0,
+    model: Model, task: Any, setup: PatchSetup, key_freqs: Iterable[int], *, n_random: int = 100, seed: int = 0,
     direction: str = "denoise", threshold: float | None = None,
 ) -> ClusterPatching:
     """Patch the last MLP's neurons of each key-frequency cluster (at the last position) together, and
     ``n_random`` random neuron sets of the same size; also the union of all key clusters."""
-    from grokscope.measures.progress import NEURON_FVE_THRESHOLD, _post_hook_name, mlp_activations, neuron_frequency_fractions
+    from grokscope.measures.progress import (
+        NEURON_FVE_THRESHOLD,
+        _post_hook_name,
+        mlp_activations,
+        neuron_frequency_fractions,
+    )
 
     thr = NEURON_FVE_THRESHOLD if threshold is None else threshold
     hook = _post_hook_name(model)
@@ -519,7 +528,8 @@ def cluster_patching(
     union = sorted(i for _, idx in groups for i in idx)
     groups.append(("all keys", union))
     gen = torch.Generator().manual_seed(seed)
-    sites, spans = [], []
+    sites: list[Site] = []
+    spans: list[tuple[int, int]] = []
     for _, idx in groups:
         start = len(sites)
         sites.append(Site(hook, pos, None, tuple(idx)))

@@ -18,11 +18,14 @@ the last position), centred with the fitting rows' mean (the intercept).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from grokscope.models import Model, has_blocks
 
 __all__ = [
     "ALPHAS",
@@ -157,13 +160,13 @@ def fourier_targets(task: Any, freqs: Iterable[int], kinds: Sequence[str] = ("a"
     return out
 
 
-def default_hook(model: nn.Module) -> str:
-    if hasattr(model, "blocks"):
+def default_hook(model: Model) -> str:
+    if has_blocks(model):
         return f"blocks.{len(model.blocks) - 1}.mlp.hook_post"
     return "mlp.hook_post"
 
 
-def activations_at(model: nn.Module, tokens: Tensor, hook: str | None = None, position: int | None = -1) -> Tensor:
+def activations_at(model: Model, tokens: Tensor, hook: str | None = None, position: int | None = -1) -> Tensor:
     """Activation ``hook`` (default: the last MLP's post-activations) at ``position`` (None: every position,
     concatenated), flattened to [N, features] float64. Activations without a position axis are used whole."""
     from grokscope.interp.patching import activation_layout
@@ -232,7 +235,7 @@ class ProbeReport:
 
 
 def probe_model(
-    model: nn.Module,
+    model: Model,
     task: Any,
     key_freqs: Iterable[int],
     *,
@@ -303,7 +306,7 @@ class ProbeSeries:
 
 
 def probe_checkpoints(
-    models: Iterable[tuple[int, Callable[[], nn.Module]]], task: Any, key_freqs: Iterable[int], **kw: Any
+    models: Iterable[tuple[int, Callable[[], Model]]], task: Any, key_freqs: Iterable[int], **kw: Any
 ) -> ProbeSeries:
     """:func:`probe_model` at every (step, load_model) pair with the key frequencies fixed."""
     key_freqs = list(key_freqs)

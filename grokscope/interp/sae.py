@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from grokscope.models import Model
 
 __all__ = [
     "SAE",
@@ -271,7 +274,7 @@ class SAEReport:
         ])
 
 
-def splice_accuracy(model: nn.Module, tokens: Tensor, labels: Tensor, hook: str, replace: Tensor,
+def splice_accuracy(model: Model, tokens: Tensor, labels: Tensor, hook: str, replace: Tensor,
                     position: int | None = -1) -> tuple[float, float]:
     """(accuracy, cross-entropy) of ``model`` on ``tokens`` with activation ``hook`` at ``position`` replaced by
     ``replace`` [n, d] (one row per input)."""
@@ -290,14 +293,14 @@ def splice_accuracy(model: nn.Module, tokens: Tensor, labels: Tensor, hook: str,
     return float((logits.argmax(-1) == labels).to(torch.float64).mean()), float(-logp.gather(1, labels[:, None]).mean())
 
 
-def _grid_acts(model: nn.Module, task: Any, hook: str, position: int | None) -> Tensor:
+def _grid_acts(model: Model, task: Any, hook: str | None, position: int | None) -> Tensor:
     from grokscope.interp.probes import activations_at
 
     return activations_at(model, task.tokens, hook, position)
 
 
 def evaluate_sae(
-    sae: SAE, model: nn.Module, task: Any, key_freqs: Iterable[int], *, hook: str | None = None,
+    sae: SAE, model: Model, task: Any, key_freqs: Iterable[int], *, hook: str | None = None,
     position: int | None = -1, step: int | None = None, train_seconds: float = 0.0, loss_curve: Sequence[float] = (),
 ) -> SAEReport:
     """Reconstruction, sparsity, dead features, frequency alignment and spliced-in test accuracy of ``sae``."""
@@ -342,7 +345,7 @@ def evaluate_sae(
 
 
 def sae_on_checkpoint(
-    model: nn.Module, task: Any, key_freqs: Iterable[int], cfg: SAEConfig = SAEConfig(), *, hook: str | None = None,
+    model: Model, task: Any, key_freqs: Iterable[int], cfg: SAEConfig = SAEConfig(), *, hook: str | None = None,
     position: int | None = -1, step: int | None = None,
 ) -> tuple[SAE, SAEReport]:
     """Train an SAE on the activation ``hook`` (default: the last MLP's post-activations at the last position)

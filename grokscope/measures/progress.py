@@ -12,7 +12,8 @@ are [N, p] float64; ``W_E`` is [d_vocab, d_model] (only its first p rows, the nu
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,13 @@ from grokscope.measures.fourier import (
     frequency_norms,
     n_frequencies,
 )
+from grokscope.models import Model, has_blocks, has_mlp
+
+if TYPE_CHECKING:
+    import pandas
+
+    from grokscope.models.mlp import _MLPWeights
+    from grokscope.models.transformer import MLP
 
 __all__ = [
     "FFS_ETA",
@@ -106,35 +114,39 @@ def _grid_order(task: Any) -> Tensor:
     return perm
 
 
-def _mlp_of(model: nn.Module) -> nn.Module:
-    if hasattr(model, "blocks"):
+def _mlp_of(model: Model) -> MLP | _MLPWeights:
+    if has_blocks(model):
         return model.blocks[-1].mlp
-    if hasattr(model, "mlp"):
+    if has_mlp(model):
         return model.mlp
     raise MeasureError(f"{type(model).__name__} has no MLP (expected .blocks[i].mlp or .mlp)")
 
 
-def _post_hook_name(model: nn.Module) -> str:
-    if hasattr(model, "blocks"):
+def _post_hook_name(model: Model) -> str:
+    if has_blocks(model):
         return f"blocks.{len(model.blocks) - 1}.mlp.hook_post"
     return "mlp.hook_post"
 
 
-def number_embedding(model: nn.Module, p: int) -> Tensor:
+def number_embedding(model: Model, p: int) -> Tensor:
     """W_E restricted to the number tokens 0..p-1: [p, d_model] float64 (detached)."""
-    return model.W_E.detach()[:p].to(torch.float64)
+    w_e = model.W_E  # a VectorMLP has none (AttributeError)
+    assert isinstance(w_e, Tensor)
+    return w_e.detach()[:p].to(torch.float64)
 
 
-def neuron_logit_map(model: nn.Module, p: int) -> Tensor:
+def neuron_logit_map(model: Model, p: int) -> Tensor:
     """W_L = W_out @ W_U[:, :p] (TransformerLens orientation, last layer's MLP): [d_mlp, p] float64.
 
     The "=" output column of a (p+1)-output head is dropped (ambiguity A5)."""
     w_out = _mlp_of(model).W_out.detach().to(torch.float64)
-    w_u = model.W_U.detach()[:, :p].to(torch.float64)
+    w_u = model.W_U  # a VectorMLP has none (AttributeError)
+    assert isinstance(w_u, Tensor)
+    w_u = w_u.detach()[:, :p].to(torch.float64)
     return w_out @ w_u
 
 
-def logit_table(model: nn.Module, task: Any, logits: Tensor | None = None) -> Tensor:
+def logit_table(model: Model, task: Any, logits: Tensor | None = None) -> Tensor:
     """Logits over every input in grid order (row a*p + b): [p*p, p] float64.
 
     ``logits`` (optional) is the model's output on ``task.tokens`` in that order, [N, >= p]; columns past p
@@ -150,7 +162,7 @@ def logit_table(model: nn.Module, task: Any, logits: Tensor | None = None) -> Te
     return table[_grid_order(task)]
 
 
-def mlp_activations(model: nn.Module, task: Any) -> Tensor:
+def mlp_activations(model: Model, task: Any) -> Tensor:
     """Last MLP layer's post-activations at the last position, grid order: [p*p, d_mlp] float64."""
     with torch.no_grad():
         _, cache = model.run_with_cache(task.tokens)
@@ -188,7 +200,7 @@ def gini(values: Tensor) -> float:
     return float(2.0 * (i * c).sum() / (n * total) - (n + 1) / n)
 
 
-def sum_sq_weights(model: nn.Module) -> float:
+def sum_sq_weights(model: Model) -> float:
     """Sum over every parameter of its squared entries (W_pos, biases and the "=" row of W_E included)."""
     with torch.no_grad():
         return float(sum(float((w.detach().to(torch.float64) ** 2).sum()) for w in model.parameters()))
@@ -292,7 +304,7 @@ def _block_fractions(energy: Tensor, p: int, *, quadratic: bool) -> Tensor:
     return torch.where(total > 0, block / total.clamp_min(1e-300), torch.zeros_like(block))
 
 
-def key_frequencies(model: nn.Module, task: Any | None = None, rule: str = "W_L_dft", *, p: int | None = None) -> list[int]:
+def key_frequencies(model: Model, task: Any | None = None, rule: str = "W_L_dft", *, p: int | None = None) -> list[int]:
     """Key frequencies of a model by a named rule (sorted ascending list of ints in 1..(p-1)/2).
 
     - ``"W_L_dft"`` (default): per-frequency norms of W_L along the output axis (F @ W_L^T, norm over neurons),
@@ -423,7 +435,7 @@ def restricted_excluded(
 
 
 def progress_measures(
-    model: nn.Module,
+    model: Model,
     task: Any,
     key_freqs: Iterable[int] | None = None,
     logits: Tensor | None = None,
@@ -446,7 +458,7 @@ def progress_measures(
     with torch.no_grad():
         fixed = key_freqs is not None
         w_l = neuron_logit_map(model, p)
-        if fixed:
+        if key_freqs is not None:
             freqs = sorted({int(k) for k in key_freqs})
         elif rule == "W_L_dft":
             freqs = key_frequencies_from_norms(frequency_norms(w_l, dim=1))
@@ -475,7 +487,7 @@ def progress_measures(
     return out
 
 
-ModelSource = nn.Module | Callable[[], nn.Module]
+ModelSource = Model | Callable[[], Model]
 
 
 def fixed_key_measures(
@@ -486,7 +498,7 @@ def fixed_key_measures(
     rule: str = "W_L_dft",
     suffix: str = "_fixed",
     final: ModelSource | None = None,
-) -> "pandas.DataFrame":  # noqa: F821
+) -> pandas.DataFrame:
     """Second pass: the key-frequency-dependent measures of every checkpoint with ONE key set.
 
     ``checkpoints``: (step, model) pairs, where a model may also be a zero-argument callable returning one
@@ -502,8 +514,9 @@ def fixed_key_measures(
     if not items:
         raise MeasureError("no checkpoints to measure")
 
-    def load(src: ModelSource) -> nn.Module:
-        return src if isinstance(src, nn.Module) else src()
+    def load(src: ModelSource) -> Model:
+        # mypy would type src as a Module in the first branch (a callable may be a Module)
+        return cast(Model, src) if isinstance(src, nn.Module) else src()
 
     if key_freqs is None:
         key_freqs = key_frequencies(load(final if final is not None else items[-1][1]), task, rule)

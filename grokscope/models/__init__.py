@@ -1,16 +1,38 @@
 """Models: the one-layer (or deeper) transformer with TransformerLens names, and the PAIR-style MLP."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from grokscope.config import ModelConfig
 from grokscope.models.mlp import MLPModel, VectorMLP, circle_embedding
 from grokscope.models.transformer import Transformer, activation, init_weights
 
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # typing.TypeIs from Python 3.13
 
-def build_model(cfg: ModelConfig, *, d_vocab: int, d_vocab_out: int, n_ctx: int) -> nn.Module:
+#: Any model :func:`build_model` makes.
+Model = Transformer | MLPModel | VectorMLP
+
+
+def build_model(cfg: ModelConfig, *, d_vocab: int, d_vocab_out: int, n_ctx: int) -> Model:
     """A freshly initialised model (seeded by ``cfg.init_seed``) for a task with these vocabulary sizes."""
-    cls = {"transformer": Transformer, "mlp": MLPModel, "vector_mlp": VectorMLP}[cfg.arch]
+    classes: dict[str, type[Model]] = {"transformer": Transformer, "mlp": MLPModel, "vector_mlp": VectorMLP}
+    cls = classes[cfg.arch]
     return cls(cfg, d_vocab=d_vocab, d_vocab_out=d_vocab_out, n_ctx=n_ctx)
 
 
-__all__ = ["MLPModel", "Transformer", "VectorMLP", "activation", "build_model", "circle_embedding", "init_weights"]
+def has_blocks(model: nn.Module) -> TypeIs[Transformer]:
+    """``hasattr(model, "blocks")``: the analyses' test for a transformer, as a type guard (a duck-typed
+    transformer, such as a TransformerLens ``HookedTransformer``, passes too)."""
+    return hasattr(model, "blocks")
+
+
+def has_mlp(model: nn.Module) -> TypeIs[MLPModel | VectorMLP]:
+    """``hasattr(model, "mlp")``: a model whose MLP is ``model.mlp`` (not ``model.blocks[i].mlp``), as a type guard."""
+    return hasattr(model, "mlp")
+
+
+__all__ = ["MLPModel", "Model", "Transformer", "VectorMLP", "activation", "build_model", "circle_embedding", "has_blocks", "has_mlp", "init_weights"]

@@ -26,7 +26,7 @@ built once per distinct token batch and cached).
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -229,7 +229,8 @@ class PlanCache:
     """Plans for the last few distinct token batches (matched by content, not identity)."""
 
     def __init__(self, V: int, H: int, size: int = 4):
-        self.V, self.H, self.size, self.items = V, H, size, []  # [(tokens clone, plan)]
+        self.V, self.H, self.size = V, H, size
+        self.items: list[tuple[Tensor, FastPlan]] = []  # (tokens clone, plan)
 
     def get(self, tokens: Tensor) -> FastPlan:
         for i, (key, plan) in enumerate(self.items):

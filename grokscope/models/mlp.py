@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,17 @@ from torch import Tensor, nn
 
 from grokscope.config import ModelConfig
 from grokscope.models.transformer import Embed, Unembed, _Hooked, activation, init_weights
+
+if TYPE_CHECKING:
+
+    class _MLPWeights(nn.Module):
+        """What mypy sees of the models' ``mlp``: a bare ``nn.Module`` (at run time it is one) holding two parameters."""
+
+        W_in: nn.Parameter
+        W_out: nn.Parameter
+
+else:
+    _MLPWeights = nn.Module
 
 
 class MLPModel(_Hooked):
@@ -29,7 +41,7 @@ class MLPModel(_Hooked):
         self.cfg = cfg
         self.d_vocab, self.d_vocab_out, self.n_ctx = d_vocab, d_vocab_out, n_ctx
         self.embed = Embed(d_vocab, cfg.d_model)
-        self.mlp = nn.Module()
+        self.mlp = _MLPWeights()
         self.mlp.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp))
         self.mlp.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
         if not cfg.tie_unembed:
@@ -82,7 +94,7 @@ class VectorMLP(_Hooked):
         super().__init__()
         self.cfg = cfg
         self.d_vocab, self.d_vocab_out, self.n_ctx = d_vocab, d_vocab_out, n_ctx
-        self.mlp = nn.Module()
+        self.mlp = _MLPWeights()
         gen = torch.Generator().manual_seed(cfg.init_seed)
         w_in = torch.randn(n_ctx, cfg.d_mlp, generator=gen) / math.sqrt(n_ctx)
         w_out = torch.randn(cfg.d_mlp, d_vocab_out, generator=gen) / math.sqrt(cfg.d_mlp)

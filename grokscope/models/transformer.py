@@ -17,7 +17,8 @@ Hook names follow TransformerLens (``hook_embed``, ``blocks.0.attn.hook_pattern`
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, overload
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,12 @@ def activation(name: str, x: Tensor) -> Tensor:
 
 class _Hooked(nn.Module):
     """Shared hook plumbing: ``self.hook(name, x)`` caches and/or replaces an activation when asked to."""
+
+    # set by every model's __init__
+    cfg: ModelConfig
+    d_vocab: int
+    d_vocab_out: int
+    n_ctx: int
 
     def __init__(self) -> None:
         super().__init__()
@@ -91,6 +98,13 @@ class PosEmbed(nn.Module):
 
 
 class Attention(nn.Module):
+    # registered buffers (nn.Module.__getattr__ would type them Tensor | Module)
+    b_Q: Tensor
+    b_K: Tensor
+    b_V: Tensor
+    b_O: Tensor
+    mask: Tensor
+
     def __init__(self, cfg: ModelConfig, n_ctx: int):
         super().__init__()
         h, d, dh = cfg.n_heads, cfg.d_model, cfg.d_head
@@ -123,10 +137,29 @@ class Block(nn.Module):
 
 
 class Unembed(nn.Module):
+    b_U: Tensor  # a registered buffer
+
     def __init__(self, d_model: int, d_vocab_out: int):
         super().__init__()
         self.W_U = nn.Parameter(torch.empty(d_model, d_vocab_out))
         self.register_buffer("b_U", torch.zeros(d_vocab_out))
+
+
+if TYPE_CHECKING:
+
+    class _Blocks(nn.ModuleList):
+        """What mypy sees of ``Transformer.blocks``: an ``nn.ModuleList`` of :class:`Block` (at run time it is one)."""
+
+        def __iter__(self) -> Iterator[Block]: ...
+
+        @overload
+        def __getitem__(self, idx: slice) -> _Blocks: ...
+        @overload
+        def __getitem__(self, idx: int) -> Block: ...
+        def __getitem__(self, idx: int | slice) -> Block | _Blocks: ...
+
+else:
+    _Blocks = nn.ModuleList
 
 
 class Transformer(_Hooked):
@@ -145,7 +178,7 @@ class Transformer(_Hooked):
         self.d_vocab, self.d_vocab_out, self.n_ctx = d_vocab, d_vocab_out, n_ctx
         self.embed = Embed(d_vocab, cfg.d_model)
         self.pos_embed = PosEmbed(n_ctx, cfg.d_model)
-        self.blocks = nn.ModuleList([Block(cfg, n_ctx) for _ in range(cfg.n_layers)])
+        self.blocks = _Blocks([Block(cfg, n_ctx) for _ in range(cfg.n_layers)])
         self.unembed = Unembed(cfg.d_model, d_vocab_out)
         init_weights(self, cfg.init_seed)
 
@@ -175,7 +208,7 @@ class Transformer(_Hooked):
         return embed + pos
 
     def _block(self, i: int, block: Block, resid: Tensor, *, last_only: bool) -> Tensor:
-        attn, mlp, name = block.attn, getattr(block, "mlp", None), f"blocks.{i}"
+        attn, name = block.attn, f"blocks.{i}"
         resid = self.hook(f"{name}.hook_resid_pre", resid)  # [batch, pos, d_model]
         x_q = resid[:, -1:] if last_only else resid
         q = self.hook(f"{name}.attn.hook_q", torch.einsum("bpd,hde->bphe", x_q, attn.W_Q) + attn.b_Q)
@@ -190,6 +223,7 @@ class Transformer(_Hooked):
         attn_out = self.hook(f"{name}.hook_attn_out", torch.einsum("bqhe,hed->bqd", z, attn.W_O) + attn.b_O)
         if self.cfg.attn_only:
             return self.hook(f"{name}.hook_resid_post", resid[:, -q.shape[1] :] + attn_out)
+        mlp = block.mlp  # present unless attn_only
         resid_mid = self.hook(f"{name}.hook_resid_mid", resid[:, -q.shape[1] :] + attn_out)
         pre = self.hook(f"{name}.mlp.hook_pre", resid_mid @ mlp.W_in + mlp.b_in)  # [batch, q, d_mlp]
         post = self.hook(f"{name}.mlp.hook_post", activation(self.cfg.act_fn, pre))
@@ -208,7 +242,7 @@ class Transformer(_Hooked):
         return self.unembed.W_U
 
 
-def init_weights(model: nn.Module, seed: int) -> None:
+def init_weights(model: _Hooked, seed: int) -> None:
     """As in the paper's code: every matrix ~ N(0, 1/d_model) except W_U ~ N(0, 1/d_vocab); biases 0.
 
     Parameters are drawn in state-dict order from one generator seeded with ``seed``; then every parameter is

@@ -115,7 +115,7 @@ def run_summary(run_id: str, path: Path) -> dict:
         info["status"] = meta.get("status", "new")
         rows = run.metric_rows(list(LIVE_COLUMNS)) if meta else []
         last: dict[str, float] = {}
-        grok = meta.get("grok_epoch") or None
+        grok: str | int | None = meta.get("grok_epoch") or None
         for step, name, value in rows:
             if value is None:
                 continue
@@ -151,7 +151,7 @@ def metrics_payload(run: Run, columns: list[str] | None = None, since: int | Non
                 cols[n].append(None)
         v = value if value is None or math.isfinite(value) else None
         cols[name][index[step]] = v
-    grok = meta.get("grok_epoch") or None
+    grok: str | int | None = meta.get("grok_epoch") or None
     if grok is None and "test_acc" in cols:
         grok = next((s for s, v in zip(steps, cols["test_acc"]) if v is not None and v >= 0.99), None)
     return {
@@ -467,7 +467,10 @@ def make_server(root: Path | str, host: str = "127.0.0.1", port: int = 8765, *, 
     if ":" in host:
         import socket
 
-        cls = type("V6Server", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+        class V6Server(ThreadingHTTPServer):
+            address_family = socket.AF_INET6
+
+        cls = V6Server
     server = cls((host.strip("[]"), port), handler)
     server.daemon_threads = True
     return server
@@ -476,12 +479,17 @@ def make_server(root: Path | str, host: str = "127.0.0.1", port: int = 8765, *, 
 def serve(root: Path | str, host: str = "127.0.0.1", port: int = 8765, *, allow_remote: bool = False, quiet: bool = True, open_browser: bool = False) -> None:
     server = make_server(root, host, port, allow_remote=allow_remote, quiet=quiet)
     h, p = server.server_address[:2]
+    assert isinstance(h, str)  # an AF_INET or AF_INET6 address
     url = f"http://{'[' + h + ']' if ':' in h else h}:{p}/"
     print(f"grokscope viewer on {url} (serving {Path(root).resolve()}; Ctrl-C to stop)", flush=True)
     if open_browser:
         import webbrowser
 
-        threading.Thread(target=lambda: (time.sleep(0.5), webbrowser.open(url)), daemon=True).start()
+        def open_soon() -> None:
+            time.sleep(0.5)
+            webbrowser.open(url)
+
+        threading.Thread(target=open_soon, daemon=True).start()
     try:
         server.serve_forever()
     except KeyboardInterrupt:

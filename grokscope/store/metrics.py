@@ -6,8 +6,8 @@ import contextlib
 import errno
 import math
 import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
 
 from grokscope.store.errors import DamagedFileError, StoreWriteError
 
@@ -83,7 +83,7 @@ class MetricsDB:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "MetricsDB":
+    def __enter__(self) -> MetricsDB:
         return self
 
     def __exit__(self, *exc: object) -> None:

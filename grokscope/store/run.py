@@ -20,10 +20,9 @@ import json
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from grokscope.config import ConfigError, ExperimentConfig
 from grokscope.store.errors import DamagedFileError, RunError
@@ -34,6 +33,9 @@ from grokscope.store.files import (
     save_tensors,
 )
 from grokscope.store.metrics import MetricsDB
+
+if TYPE_CHECKING:
+    from grokscope.models import Model
 
 CONFIG = "config.json"
 METRICS = "metrics.sqlite"
@@ -156,7 +158,7 @@ class Run:
             raise DamagedFileError(e.path, f"{e}; {checkpoint_advice(self.dir, step)}, or pick another --step") from None
         return tensors
 
-    def load_model(self, step: int | None = None) -> nn.Module:
+    def load_model(self, step: int | None = None) -> Model:
         """A model with the weights of checkpoint ``step`` (default: the last), in eval mode."""
         from grokscope.models import build_model
 

@@ -13,7 +13,17 @@ from grokscope.sweep.layout import SweepDir, SweepError, is_sweep_dir
 from grokscope.sweep.local import LocalExecutor, SweepPlan, SweepResult, plan_sweep, run_sweep
 from grokscope.sweep.outcome import PHASES, Outcome, first_reach, liu_phase, outcome_from_metrics
 from grokscope.sweep.presets import SWEEP_PRESETS, get_sweep_preset
-from grokscope.sweep.spec import Axis, Cell, OutcomeParams, SweepSpec, SweepSpecError, expand, load_spec, make_spec, spec_from_dict
+from grokscope.sweep.spec import (
+    Axis,
+    Cell,
+    OutcomeParams,
+    SweepSpec,
+    SweepSpecError,
+    expand,
+    load_spec,
+    make_spec,
+    spec_from_dict,
+)
 
 __all__ = [
     "PHASES",

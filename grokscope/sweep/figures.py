@@ -17,8 +17,9 @@ import html
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import plotly.graph_objects as go
 
@@ -99,7 +100,8 @@ def phase_map(df, x: str, y: str, *, title: str | None = None) -> go.Figure:
     agg = aggregate_seeds(d, [y, x])
     z, text, hover = [], [], []
     for yv in ys:
-        zr, tr, hr = [], [], []
+        zr: list[int | None] = []
+        tr, hr = [], []
         for xv in xs:
             sel = agg[(agg[x] == xv) & (agg[y] == yv)] if len(agg) else agg
             if not len(sel) or not isinstance(sel["phase"].iloc[0], str):
@@ -154,7 +156,8 @@ def continuous_map(df, x: str, y: str, metric: str = "grok_epoch", *, agg: str =
     z, text, hover = [], [], []
     positive = []
     for yv in ys:
-        zr, tr, hr = [], [], []
+        zr: list[float | None] = []
+        tr, hr = [], []
         for xv in xs:
             g = d[(d[x] == xv) & (d[y] == yv)]
             have = g["_v"].dropna()
@@ -173,7 +176,7 @@ def continuous_map(df, x: str, y: str, metric: str = "grok_epoch", *, agg: str =
         text.append(tr)
         hover.append(hr)
     if log_color is None:
-        log_color = metric in ("grok_epoch", "test_epoch", "train_epoch", "final_test_loss") and positive and min(positive) > 0 and max(positive) / min(positive) > 30
+        log_color = metric in ("grok_epoch", "test_epoch", "train_epoch", "final_test_loss") and bool(positive) and min(positive) > 0 and max(positive) / min(positive) > 30
     zz = [[(math.log10(v) if (log_color and v is not None and v > 0) else v) for v in row] for row in z]
     colorbar = dict(title=("log10 " if log_color else "") + metric)
     fig = go.Figure(
@@ -220,7 +223,7 @@ def line_plot(df, x: str, metric: str, *, group: str | None = None, title: str |
     d = d.assign(_v=pd.to_numeric(d[metric], errors="coerce").astype("float64").to_numpy()) if metric in d else d.assign(_v=math.nan)
     groups = _values(df, group) if group else [None]
     groups = [tuple(g) if isinstance(g, list) else g for g in groups]
-    xs = [tuple(v) if isinstance(v, list) else v for v in _values(df, x)]
+    xs: list[Any] = [tuple(v) if isinstance(v, list) else v for v in _values(df, x)]
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs)
     fig = go.Figure()
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]

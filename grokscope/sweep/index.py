@@ -15,8 +15,9 @@ import json
 import math
 import sqlite3
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from grokscope.sweep.outcome import PHASES, Outcome, liu_phase, outcome_from_frame
 
@@ -76,7 +77,7 @@ class SweepIndex:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "SweepIndex":
+    def __enter__(self) -> SweepIndex:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -102,7 +103,7 @@ class SweepIndex:
 
     def upsert(
         self,
-        cell: "Cell",
+        cell: Cell,
         *,
         status: str,
         outcome: Outcome | None = None,
@@ -159,14 +160,14 @@ class SweepIndex:
         return len(gone)
 
     # -- reading
-    def query(self, sql: str, params: Sequence[Any] = ()) -> "pd.DataFrame":
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
         """Any SQL over ``cells`` / ``grid`` / ``meta`` as a DataFrame."""
         import pandas as pd
 
         cur = self.conn.execute(sql, tuple(params))
         return pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])
 
-    def frame(self) -> "pd.DataFrame":
+    def frame(self) -> pd.DataFrame:
         """One row per cell, ordered as the spec expands: ``name, seed``, one column per axis field, the status
         and outcome columns, then ``final_<metric>`` for every metric's last value (progress measures included)."""
         import pandas as pd
@@ -200,7 +201,7 @@ def _jsonable(v: Any) -> Any:
 # --------------------------------------------------------------------------- reading runs
 
 
-def read_cell_outcome(run_dir: Path | str, params: "OutcomeParams") -> tuple[str, Outcome | None, float | None]:
+def read_cell_outcome(run_dir: Path | str, params: OutcomeParams) -> tuple[str, Outcome | None, float | None]:
     """(status, outcome, training seconds) of a cell's run directory. The outcome is None while nothing is logged."""
     from grokscope.store.run import Run
 
@@ -222,7 +223,7 @@ def read_cell_outcome(run_dir: Path | str, params: "OutcomeParams") -> tuple[str
     return status, o, seconds
 
 
-def refresh_index(sweep_dir: Path | str, spec: "SweepSpec | None" = None) -> Path:
+def refresh_index(sweep_dir: Path | str, spec: SweepSpec | None = None) -> Path:
     """Rebuild ``index.sqlite`` from the cells' run directories (cells not on disk get status 'missing')."""
     from grokscope.sweep.layout import SweepDir
     from grokscope.sweep.spec import expand
@@ -244,7 +245,7 @@ def refresh_index(sweep_dir: Path | str, spec: "SweepSpec | None" = None) -> Pat
     return sd.index_path
 
 
-def load_sweep(sweep_dir: Path | str, *, refresh: bool = False) -> "pd.DataFrame":
+def load_sweep(sweep_dir: Path | str, *, refresh: bool = False) -> pd.DataFrame:
     """The index of a sweep directory as a DataFrame (rebuilt from the runs when missing or ``refresh``)."""
     from grokscope.sweep.layout import SweepDir, SweepError, is_sweep_dir
 
@@ -260,7 +261,7 @@ def load_sweep(sweep_dir: Path | str, *, refresh: bool = False) -> "pd.DataFrame
 # --------------------------------------------------------------------------- pure helpers on the frame
 
 
-def reclassify(df: "pd.DataFrame", *, tau: int | None = None, budget: int | None = None) -> "pd.DataFrame":
+def reclassify(df: pd.DataFrame, *, tau: int | None = None, budget: int | None = None) -> pd.DataFrame:
     """A copy of ``df`` with ``phase`` (and ``gap``) recomputed for another gap threshold and/or a shorter budget.
 
     ``tau`` None keeps each row's tau. The stored epochs are those within the sweep's budget, so ``budget`` may
@@ -299,7 +300,7 @@ def _opt_int(v: Any) -> int | None:
     return int(v)
 
 
-def aggregate_seeds(df: "pd.DataFrame", by: Sequence[str], metrics: Sequence[str] = ("grok_epoch", "gap", "final_test_acc")) -> "pd.DataFrame":
+def aggregate_seeds(df: pd.DataFrame, by: Sequence[str], metrics: Sequence[str] = ("grok_epoch", "gap", "final_test_acc")) -> pd.DataFrame:
     """One row per point of ``by`` (axis fields): ``n`` seeds, the count of each phase, the majority ``phase``
     (ties broken in the order comprehension, grokking, memorisation, confusion; None when no seed has one) and
     for each metric its mean, std, min, max and ``<metric>_n`` (how many seeds have a value; a cell that never

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from grokscope.config import ExperimentConfig, field_paths
 
@@ -219,7 +221,7 @@ def worker_init(threads: int | None) -> None:
 def _die_with_parent() -> None:
     """Ask Linux to send SIGTERM to this process when its parent (the sweep driver) exits, so a killed driver
     leaves no worker training behind; the run store makes that interruption safe to resume."""
-    if not os.sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux"):
         return
     try:
         import ctypes

@@ -22,8 +22,9 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from types import ModuleType
 
 from grokscope.config import ConfigError, ExperimentConfig
 from grokscope.store.files import atomic_write_bytes
@@ -39,6 +40,7 @@ DRIVER_LOCK = ".driver.lock"
 # Cell states seen by the driver.
 NEW, PARTIAL, DONE = "new", "partial", "done"
 
+fcntl: ModuleType | None
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not on Windows

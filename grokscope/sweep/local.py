@@ -14,15 +14,19 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from grokscope.sweep.index import SweepIndex, read_cell_outcome
 from grokscope.sweep.jobs import CellResult, Job, execute_job, plan_jobs, worker_init
 from grokscope.sweep.layout import DONE, NEW, PARTIAL, SweepDir, SweepError
 from grokscope.sweep.outcome import PHASES
 from grokscope.sweep.spec import Cell, SweepSpec, expand
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["LocalExecutor", "SweepPlan", "SweepResult", "available_cores", "plan_sweep", "run_sweep"]
 
@@ -122,7 +126,7 @@ class SweepPlan:
             + f"{len(self.spec.seeds)} seed{'s' if len(self.spec.seeds) != 1 else ''} ({', '.join(self.spec.seed_fields)})",
             f"cells: {c[DONE]} done, {c[PARTIAL]} to resume, {c[NEW]} new",
         ]
-        kinds = {}
+        kinds: dict[str, int] = {}
         for j in self.jobs:
             kinds[j.kind] = kinds.get(j.kind, 0) + 1
         if self.jobs:
@@ -152,7 +156,7 @@ class SweepResult:
     """What :func:`run_sweep` returns: the directory, the index as a DataFrame, per-status counts, timings."""
 
     dir: Path
-    frame: object  # pandas.DataFrame
+    frame: pd.DataFrame
     ran: int
     skipped: int
     errors: dict[str, str] = field(default_factory=dict)

@@ -27,8 +27,9 @@ Epochs are those at which metrics were logged (``train.log_every``), so they are
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 __all__ = [
     "PHASES",

@@ -6,7 +6,7 @@ A preset that needs a config field or task grokscope does not have yet is listed
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from grokscope.config import ExperimentConfig, field_paths
 from grokscope.sweep.spec import SweepSpec, SweepSpecError, make_spec
@@ -20,8 +20,8 @@ def small_addition() -> ExperimentConfig:
     loss; metrics every 20 epochs, progress measures and checkpoints every 500. Measured here (one seed): with 40%
     of the pairs and weight decay 1 it groks at ~1.5k epochs; with 80% the test accuracy follows within ~100 epochs;
     without weight decay it only memorises."""
-    from grokscope.presets import get_preset
     from grokscope.config import apply_overrides
+    from grokscope.presets import get_preset
 
     return apply_overrides(
         get_preset("quick"),

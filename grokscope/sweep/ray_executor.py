@@ -106,7 +106,7 @@ def ray_job(job: Job, threads: int | None) -> list[tuple[CellResult, bytes | Non
         for name, blob in job.payload.items():
             unpack_dir(blob, root / name)
         results = _guarded(job, root, threads)
-        out = []
+        out: list[tuple[CellResult, bytes | None]] = []
         for r in results:
             d = root / r.name
             if (d / "config.json").is_file():

@@ -33,9 +33,10 @@ import itertools
 import json
 import math
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from grokscope.config import ConfigError, ExperimentConfig, apply_overrides, field_paths
 
@@ -537,6 +538,7 @@ def _spec_from_python(text: str) -> SweepSpec:
         if not path.is_file():
             raise SweepSpecError(f"{path}: no such Python file")
         mod_spec = importlib.util.spec_from_file_location(f"_grokscope_sweep_{path.stem}", path)
+        assert mod_spec is not None and mod_spec.loader is not None  # a .py path always gets a source loader
         module = importlib.util.module_from_spec(mod_spec)
         try:
             mod_spec.loader.exec_module(module)

@@ -118,6 +118,7 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
         if not m:
             raise FormulaError(f"unexpected character {text[pos:].lstrip()[:1]!r} at position {pos + 1} in {text!r}")
         num, op, name = m.groups()
+        assert m.lastindex is not None  # one of the three groups matched
         start = m.start(m.lastindex)
         if num is not None:
             tokens.append(("num", num, start))
@@ -159,8 +160,9 @@ class _Parser:
         if not self.tokens:
             raise FormulaError("the formula is empty; write one in a and b, for example a+b")
         tree = self.formula()
-        if self.peek() is not None:
-            raise self.error(f"unexpected {self.peek()[1]!r}")
+        tok = self.peek()
+        if tok is not None:
+            raise self.error(f"unexpected {tok[1]!r}")
         return tree
 
     def take_kw(self, word: str) -> bool:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +30,15 @@ from grokscope.models.fast import PARAM_NAMES, PlanCache, fast_logits, fast_tabl
 from grokscope.store.files import save_tensors
 from grokscope.store.metrics import MetricsDB
 from grokscope.store.run import METRICS, STATE, Run, save_checkpoint
-from grokscope.tasks import make_task
-from grokscope.training.loop import GROK_THRESHOLD, _measure_fn, _progress_bar, checkpoint_epochs, loss_and_accuracy, new_run_dir
+from grokscope.tasks import ModularTask, make_task
+from grokscope.training.loop import (
+    GROK_THRESHOLD,
+    _measure_fn,
+    _progress_bar,
+    checkpoint_epochs,
+    loss_and_accuracy,
+    new_run_dir,
+)
 
 __all__ = ["Ensemble", "ENSEMBLE_FIELDS", "check_ensemble_configs", "train_ensemble"]
 
@@ -90,6 +97,7 @@ class Ensemble:
         self.K = K = len(configs)
         self.tasks = [make_task(c.task) for c in configs]
         task = self.tasks[0]
+        assert isinstance(task, ModularTask)  # check_ensemble_configs allows modular tasks only
         models = [build_model(c.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx) for c in configs]
         if not is_fast_eligible(models[0], task):
             raise ValueError("train_ensemble: the task is not one the fast path covers (inputs [a, b, =])")
@@ -173,6 +181,7 @@ class Ensemble:
         neg_step_size = -(lr / bias_correction1)
         for n in self.names:
             p, g, m, v = self.w[n], self.w[n].grad, self.exp_avg[n], self.exp_avg_sq[n]
+            assert g is not None  # self.names are the trainable weights, and step() follows a backward pass
             shape = (self.K,) + (1,) * (p.ndim - 1)
             p.mul_(decay.to(p.dtype).view(shape))
             m.lerp_(g, 1 - beta1)
@@ -279,8 +288,8 @@ def train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progre
                     dbs[k].log(epoch, rows[k])
                     if grok[k] is None and rows[k].get("test_acc", 0.0) >= GROK_THRESHOLD:
                         grok[k] = epoch
-                    f = configs[k].train.stop_after_grok
-                    stop = f is not None and grok[k] is not None and epoch >= f * grok[k]
+                    f, grok_k = configs[k].train.stop_after_grok, grok[k]
+                    stop = f is not None and grok_k is not None and epoch >= f * grok_k
                 if epoch in ckpt_epochs or stop:
                     save(k, epoch)
                 if stop:

@@ -9,21 +9,33 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from grokscope.config import ExperimentConfig, OptimConfig, TrainConfig
-from grokscope.models import build_model
+from grokscope.models import Model, build_model
+from grokscope.store.errors import StoreWriteError
 from grokscope.store.files import atomic_write_bytes, load_tensors, save_tensors
 from grokscope.store.metrics import MetricsDB
-from grokscope.store.errors import StoreWriteError
-from grokscope.store.run import CONFIG, METRICS, STATE, Run, RunError, check_run, is_run_dir, remove_stale_temporaries, repair_checkpoint, save_checkpoint
-from grokscope.tasks import answer_view, is_sequence_task, make_task, task_metrics
+from grokscope.store.run import (
+    CONFIG,
+    METRICS,
+    STATE,
+    Run,
+    RunError,
+    check_run,
+    is_run_dir,
+    remove_stale_temporaries,
+    repair_checkpoint,
+    save_checkpoint,
+)
+from grokscope.tasks import SequenceTask, answer_view, is_sequence_task, make_task, task_metrics
 from grokscope.trackers import TrackerGroup
 from grokscope.training.losses import cross_entropy, get_loss, softmax_collapse
 from grokscope.training.optim import UpdateRules
@@ -67,7 +79,7 @@ def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
     """AdamW over the model's parameters; its own (L2) decay is off when ``optim.decay='l1'`` (see :class:`UpdateRules`)."""
     weight_decay = optim.weight_decay if optim.decay == "l2" else 0.0
     params = list(model.parameters())
-    kwargs = dict(lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=weight_decay)
+    kwargs: dict[str, Any] = dict(lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=weight_decay)
     try:  # one fused kernel per step (CPU support since torch 2.4): ~3x faster than the multi-tensor update
         return torch.optim.AdamW(params, fused=True, **kwargs)
     except (RuntimeError, TypeError):
@@ -101,12 +113,13 @@ def train_step(
     return loss.detach()
 
 
-def select_forward(model: nn.Module, task, train: TrainConfig) -> tuple[Callable[[Tensor], Tensor], str]:
+def select_forward(model: Model, task, train: TrainConfig) -> tuple[Callable[[Tensor], Tensor], str]:
     """The fastest forward that computes the same function as ``model(tokens)`` for this model and task;
     ``model.forward_all`` (logits at every position) for a task scored at several positions."""
     if is_sequence_task(task):
         return model.forward_all, "sequence"
     if train.fast_path:
+        fast_forward: Callable[[Any, Any], Callable[[Tensor], Tensor] | None] | None
         try:
             from grokscope.models.fast import fast_forward
         except ImportError:
@@ -226,8 +239,8 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
     task = make_task(cfg.task)
     model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
     opt = make_optimizer(model, cfg.optim)
-    rules = UpdateRules(model, cfg.optim)  # built from the initial weights (fixed norm reads their norm)
-    rules = rules if rules.active else None
+    built = UpdateRules(model, cfg.optim)  # built from the initial weights (fixed norm reads their norm)
+    rules = built if built.active else None
     loss_fn = get_loss(tc.loss)
     sequence = is_sequence_task(task)  # labels [N, T]: the loss runs over the scored positions only
     if sequence:
@@ -301,7 +314,11 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
             for idx in order:
                 lr = lr_at(st.update, cfg.optim)
                 # task.fresh_data: one update on a new batch each epoch ("infinite data"), else the fixed training rows
-                x, y = task.fresh_batch(batch, tc.data_seed, epoch) if idx is None else (train_x[idx], train_y[idx])
+                if idx is None:
+                    assert isinstance(task, SequenceTask)  # the config allows fresh_data for sequence tasks only
+                    x, y = task.fresh_batch(batch, tc.data_seed, epoch)
+                else:
+                    x, y = train_x[idx], train_y[idx]
                 loss = train_step(forward, opt, x, y, lr, loss_dtype, loss_fn=loss_fn, rules=rules)
                 st.update += 1
             st.epoch = epoch

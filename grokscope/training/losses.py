@@ -6,7 +6,7 @@ It equals softmax(sign(x) log(1 + |x|)), which is how :func:`stablemax_cross_ent
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +39,7 @@ class GradFilter:
         self.hist: dict[str, list[Tensor]] = {}
 
     @classmethod
-    def from_config(cls, optim: OptimConfig) -> "GradFilter | None":
+    def from_config(cls, optim: OptimConfig) -> GradFilter | None:
         if optim.grad_filter == "none":
             return None
         return cls(optim.grad_filter, alpha=optim.filter_alpha, lamb=optim.filter_lambda, window=optim.filter_window)
