@@ -57,6 +57,20 @@ def test_report_header_states_config_grok_phases_table5(report):
     assert "gini_W_E" in html
 
 
+def test_header_key_frequency_line_names_the_analysis_rule(tmp_path, capsys):
+    """analysis.json holds several "rule" strings (the phases have one); the header must show the key-frequency rule."""
+    import json
+
+    run = copy_run("tiny", tmp_path / "tiny")
+    assert main(["analyze", str(run.dir), "--key-freqs", "1,3"]) == 0
+    capsys.readouterr()
+    data = json.loads((run.dir / "analysis.json").read_text())
+    assert data["key_freq_rule"] == "given" and isinstance(data["phases"]["rule"], str)
+    h = header_data(run)
+    assert h["key_frequencies"] == [1, 3]
+    assert h["key_frequency_rule"] == "analysis.json (given)"
+
+
 def test_html_looking_run_name_is_escaped(tmp_path):
     from grokscope import apply_overrides, get_preset, train
 

@@ -185,7 +185,7 @@ def key_frequencies(run: Run, step: int | None = None) -> tuple[list[int], str]:
     if data is not None:
         ks = _int_list(find_key(data, "key_frequencies", "key_freqs"))
         if ks:
-            rule = find_key(data, "key_frequency_rule", "key_rule", "rule")
+            rule = find_key(data, "key_freq_rule", "key_frequency_rule")
             return ks, f"analysis.json ({rule})" if isinstance(rule, str) else "analysis.json"
     if not run.checkpoints:
         return [], "no checkpoints"
