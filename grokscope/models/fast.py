@@ -19,8 +19,9 @@ call from the current weights, and the per-example work is small. With ``x_i(t) 
 Per example that is a softmax over 3 scores per head, one gather-sum of ``2 n_heads`` rows of
 ``d_mlp + d_vocab_out`` numbers, the hidden activation and one ``[d_mlp, d_vocab_out]`` matrix product;
 TransformerLens computes three positions through every matrix. Gradients flow through the tables to the
-parameters by autograd; the gather-sum has its own backward (sparse matrix products with a plan that is
-built once per distinct token batch and cached).
+parameters by autograd; the per-example block (gather-sum, activation, ``W_L`` product) is one autograd node,
+:class:`ExampleBlock`, with a hand-written backward (two dense products, the activation's derivative and two
+sparse matrix products with a plan that is built once per distinct token batch and cached).
 """
 
 from __future__ import annotations
@@ -98,18 +99,21 @@ class GatherSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         table, weights = ctx.saved_tensors
-        plan: GatherPlan = ctx.plan
-        grad_out = grad_out.contiguous()
-        d_table = d_weights = None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-            if ctx.needs_input_grad[0]:
-                d_table = plan.st_matrix(weights.detach()) @ grad_out  # [R, D]
-            if ctx.needs_input_grad[1]:
-                pattern = plan.s_matrix(torch.ones(plan.idx.numel(), dtype=grad_out.dtype))
-                sampled = torch.sparse.sampled_addmm(pattern, grad_out, table.detach().t(), beta=0.0, alpha=1.0)
-                d_weights = sampled.values().reshape(plan.shape)
-        return d_table, d_weights, None
+        return (*_gather_sum_backward(ctx.plan, table, weights, grad_out.contiguous(), ctx.needs_input_grad[:2]), None)
+
+
+def _gather_sum_backward(plan: GatherPlan, table: Tensor, weights: Tensor, grad_out: Tensor, needs: tuple[bool, ...]):
+    """The gradients (table [R, D], weights [N, k]) of the gather-sum from ``grad_out`` [N, D] (contiguous)."""
+    d_table = d_weights = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        if needs[0]:
+            d_table = plan.st_matrix(weights.detach()) @ grad_out  # [R, D]
+        if needs[1]:
+            pattern = plan.s_matrix(torch.ones(plan.idx.numel(), dtype=grad_out.dtype))
+            sampled = torch.sparse.sampled_addmm(pattern, grad_out, table.detach().t(), beta=0.0, alpha=1.0)
+            d_weights = sampled.values().reshape(plan.shape)
+    return d_table, d_weights
 
 
 def gather_sum(table: Tensor, weights: Tensor, plan: GatherPlan) -> Tensor:
@@ -117,6 +121,69 @@ def gather_sum(table: Tensor, weights: Tensor, plan: GatherPlan) -> Tensor:
     if torch.is_grad_enabled() and (table.requires_grad or weights.requires_grad):
         return GatherSum.apply(table, weights, plan)
     return F.embedding_bag(plan.idx, table, per_sample_weights=weights, mode="sum")
+
+
+# --------------------------------------------------------------------------- the per-example block with its own backward
+
+
+def _block_forward(z: Tensor, W_L: Tensor, act_fn: str) -> tuple[Tensor, Tensor, Tensor]:
+    """``logits = direct + act(pre) W_L`` for ``z = [pre | direct]`` [K*N, d_mlp + C] and ``W_L`` [K, d_mlp, C].
+
+    ReLU is applied in place on the ``pre`` columns of ``z`` (no copy). Returns (logits [K, N, C], pre, post),
+    ``pre`` and ``post`` being [K*N, d_mlp] (for ReLU both are the rectified view into ``z``).
+    """
+    K, m, _ = W_L.shape
+    pre, direct = z[:, :m], z[:, m:]  # views, row stride d_mlp + C
+    post = pre.clamp_min_(0) if act_fn == "relu" else activation(act_fn, pre)
+    if K == 1:
+        return torch.addmm(direct, post, W_L[0]).unsqueeze(0), pre, post
+    N = z.shape[0] // K
+    return torch.baddbmm(direct.view(K, N, -1), post.view(K, N, m), W_L), pre, post
+
+
+def _act_backward(act_fn: str, d_post: Tensor, pre: Tensor, post: Tensor, out: Tensor) -> None:
+    """Write the gradient at ``pre`` (the ops autograd would run) into ``out``, all [K*N, d_mlp]."""
+    if act_fn == "relu":
+        torch.ops.aten.threshold_backward.grad_input(d_post, post, 0, grad_input=out)
+    elif act_fn == "gelu":
+        out.copy_(torch.ops.aten.gelu_backward(d_post, pre))
+    else:  # quadratic: d (x * x) = g x + g x
+        torch.mul(d_post, pre, out=out).mul_(2)
+
+
+class ExampleBlock(torch.autograd.Function):
+    """logits [K, N, C] from the tables: the gather-sum, the activation and the ``W_L`` product in one node.
+
+    The backward writes ``d logits W_Lᵀ`` and ``d logits`` straight into one ``[K*N, d_mlp + C]`` gradient
+    of ``z`` (no split/concatenate), applies the activation's derivative in place, then the gather-sum's
+    sparse products.
+    """
+
+    @staticmethod
+    def forward(ctx, table: Tensor, weights: Tensor, W_L: Tensor, plan: GatherPlan, act_fn: str) -> Tensor:
+        z = F.embedding_bag(plan.idx, table, per_sample_weights=weights, mode="sum")  # [K*N, d_mlp + C]
+        logits, pre, post = _block_forward(z, W_L, act_fn)
+        ctx.plan, ctx.act_fn = plan, act_fn
+        ctx.save_for_backward(table, weights, W_L, z, None if act_fn == "relu" else post)
+        return logits
+
+    @staticmethod
+    def backward(ctx, grad_logits: Tensor):
+        table, weights, W_L, z, post = ctx.saved_tensors
+        K, m, C = W_L.shape
+        N = z.shape[0] // K
+        g = grad_logits.reshape(K, N, C)
+        pre = z[:, :m]
+        post = pre if post is None else post  # ReLU: the rectified columns of z
+        d_z = torch.empty_like(z)  # [K*N, d_mlp + C]
+        d_z[:, m:] = g.reshape(K * N, C)
+        d_post = torch.bmm(g, W_L.transpose(1, 2)).view(K * N, m)  # contiguous: ~1.5x faster than out=d_z[:, :m]
+        _act_backward(ctx.act_fn, d_post, pre, post, out=d_z[:, :m])
+        d_W_L = None
+        if ctx.needs_input_grad[2]:
+            d_W_L = torch.bmm(post.view(K, N, m).transpose(1, 2), g)  # [K, d_mlp, C]
+        d_table, d_weights = _gather_sum_backward(ctx.plan, table, weights, d_z, ctx.needs_input_grad[:2])
+        return d_table, d_weights, d_W_L, None, None
 
 
 # --------------------------------------------------------------------------- the tables
@@ -216,13 +283,11 @@ def fast_logits(tables: dict[str, Tensor], plan: FastPlan, act_fn: str) -> Tenso
     pattern = torch.stack([s0, s1, s2], dim=-1).softmax(dim=-1)  # [K*N, H, 3]
     ones = torch.ones_like(s0[:, :1])
     weights = torch.cat([pattern[..., 0], pattern[..., 1], ones], dim=1)  # [K*N, 2H + 1], the order of plan idx
-    z = gather_sum(tables["table"], weights, plan.gather)  # [K*N, d_mlp + d_vocab_out]
-    W_L = tables["W_L"]  # [K, d_mlp, d_vocab_out]
-    pre, direct = z.split([W_L.shape[1], W_L.shape[2]], dim=1)
-    post = activation(act_fn, pre)
-    if K == 1:
-        return torch.addmm(direct, post, W_L[0]).unsqueeze(0)
-    return torch.baddbmm(direct.reshape(K, N, -1), post.reshape(K, N, -1), W_L)
+    table, W_L = tables["table"], tables["W_L"]  # [K * rows, d_mlp + C], [K, d_mlp, C]
+    if torch.is_grad_enabled() and (table.requires_grad or weights.requires_grad or W_L.requires_grad):
+        return ExampleBlock.apply(table, weights, W_L, plan.gather, act_fn)
+    z = F.embedding_bag(plan.gather.idx, table, per_sample_weights=weights, mode="sum")  # [K*N, d_mlp + C]
+    return _block_forward(z, W_L, act_fn)[0]
 
 
 class PlanCache:
@@ -260,7 +325,7 @@ def fast_forward(model, task) -> Callable[[Tensor], Tensor] | None:
         if tokens.ndim != 2 or tokens.shape[1] != 3 or tokens.shape[0] == 0 or not bool((tokens[:, 2] == eq).all()):
             return model(tokens)
         tables = fast_tables(model_tensors(model), eq)
-        return fast_logits(tables, cache.get(tokens.unsqueeze(0)), act_fn)[0]
+        return fast_logits(tables, cache.get(tokens.unsqueeze(0)), act_fn).squeeze(0)  # a view (a select copies in backward)
 
     forward.model = model  # type: ignore[attr-defined]
     return forward
