@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,3 +192,28 @@ def assert_same_run(reference, run) -> None:
 
 if __name__ == "__main__":
     _launch(sys.argv[1:])
+
+
+@contextmanager
+def interrupted_at_update(n: int) -> Iterator[None]:
+    """In the block, the n-th call of the training loop's ``train_step`` raises KeyboardInterrupt (as Ctrl-C would
+    there), which the block must raise; ``train_step`` is restored afterwards."""
+    import importlib
+
+    import pytest
+
+    loop = importlib.import_module("grokscope.training.loop")
+    real, calls = loop.train_step, {"n": 0}
+
+    def step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    loop.train_step = step
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        loop.train_step = real

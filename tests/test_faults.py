@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faults_util import Kill, assert_same_run, random_kill, run_with_kills, stored_files
+from faults_util import Kill, assert_same_run, interrupted_at_update, random_kill, run_with_kills, stored_files
 
 from grokscope import apply_overrides, load_run
 from grokscope.cli import main
@@ -302,24 +302,9 @@ def finished(tmp_path_factory):
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory):
     """The same config interrupted at epoch 25 (resume point: epoch 20)."""
-    import importlib
-
-    loop = importlib.import_module("grokscope.training.loop")
-    real, calls = loop.train_step, {"n": 0}
-
-    def flaky(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 26:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
     out = tmp_path_factory.mktemp("interrupted") / "run"
-    loop.train_step = flaky
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train(config(40), out, progress=False)
-    finally:
-        loop.train_step = real
+    with interrupted_at_update(26):
+        train(config(40), out, progress=False)
     assert load_run(out).metrics.index[-1] == 25
     return out
 

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from faults_util import interrupted_at_update
 
 from grokscope import trackers as trk
 from grokscope.cli import main
 from grokscope.config import apply_overrides
 from grokscope.store.metrics import MetricsDB
-from grokscope.training import loop, resume, train
+from grokscope.training import resume, train
 
 
 @pytest.fixture(autouse=True)
@@ -122,25 +123,15 @@ def test_a_failing_tracker_warns_once_and_training_and_the_store_carry_on(tmp_pa
     assert healthy.calls[0] == ("start", "tracked", 0) and healthy.calls[-1] == ("finish", "completed")
 
 
-def test_a_resumed_run_sends_only_the_new_rows_and_tensorboard_hides_the_stale_ones(tmp_path, tiny_config, monkeypatch):
+def test_a_resumed_run_sends_only_the_new_rows_and_tensorboard_hides_the_stale_ones(tmp_path, tiny_config):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cfg = apply_overrides(tiny_config, {"train.epochs": 80, "train.checkpoint_every": 20})
     straight = train(cfg, tmp_path / "straight", progress=False)
-    real_step, calls = loop.train_step, {"n": 0}
-
-    def crashing_step(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 48:  # during epoch 48: rows up to 45 are logged, the state is at 40
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_step", crashing_step)
     first = Recorder()
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_update(48):  # during epoch 48: rows up to 45 are logged, the state is at 40
         train(cfg, tmp_path / "run", progress=False, trackers=[first, "tensorboard"])
-    monkeypatch.setattr(loop, "train_step", real_step)
     assert first.calls[-1] == ("finish", "interrupted") and max(s for s, _ in first.rows()) == 45
 
     second = Recorder()

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from faults_util import interrupted_at_update
 
 from grokscope.config import (
     ConfigError,
@@ -173,18 +174,9 @@ def test_fresh_data_trains_on_new_batches_and_resumes_exactly(tmp_path, monkeypa
     built = make_task(cfg.task)
     assert torch.equal(seen[2], built.fresh_batch(8, cfg.train.data_seed, 3)[0])
 
-    calls = {"n": 0}
-
-    def stop_at_4(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_step", stop_at_4)
-    with pytest.raises(KeyboardInterrupt):
-        loop.train(cfg, tmp_path / "part", progress=False)
     monkeypatch.setattr(loop, "train_step", real)
+    with interrupted_at_update(5):
+        loop.train(cfg, tmp_path / "part", progress=False)
     resumed = loop.resume(tmp_path / "part", progress=False)
     assert full.metrics["test_loss"].tolist() == resumed.metrics["test_loss"].tolist()
 

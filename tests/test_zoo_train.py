@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from faults_util import interrupted_at_update
 from torch import nn
 
 from grokscope.analysis.zoo import operand_asymmetry, parity_neuron_bits, spectra_both_bases
@@ -198,22 +199,11 @@ def test_every_zoo_preset_trains_at_tiny_size(name, tmp_path):
         assert "ffs" in m.columns  # progress measures ran
 
 
-def test_a_grokfast_run_resumes_exactly(tmp_path, monkeypatch):
+def test_a_grokfast_run_resumes_exactly(tmp_path):
     cfg = apply_overrides(shrink(get_preset("grokfast-ema"), epochs=6), {"train.batch_size": None, "train.checkpoint_every": 3, "train.checkpoint_early": False})
     full = loop.train(cfg, tmp_path / "full", progress=False)
-    real = loop.train_step
-    calls = {"n": 0}
-
-    def stop_at_4(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_step", stop_at_4)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_update(5):
         loop.train(cfg, tmp_path / "part", progress=False)
-    monkeypatch.setattr(loop, "train_step", real)
     resumed = loop.resume(tmp_path / "part", progress=False)
     a, b = full.metrics, resumed.metrics
     assert a["train_loss"].tolist() == b["train_loss"].tolist()
