@@ -1,10 +1,12 @@
 """`grokscope analyze` on zoo tasks (issue 7): the analyses that fit each task, on tiny trained runs."""
 
 import json
+import math
 
 import pytest
+import torch
 
-from grokscope.analysis.zoo import operand_asymmetry, spectra_both_bases
+from grokscope.analysis.zoo import operand_asymmetry, sparser_basis, spectra_both_bases, task_structure
 from grokscope.cli import main
 from grokscope.config import apply_overrides
 from grokscope.presets import get_preset
@@ -73,3 +75,52 @@ def test_digit_addition_gets_per_position_scores(tmp_path, capsys):
     for key in ("test_loss", "test_acc", "test_seq_acc", "train_loss_ans0", "test_acc_ans2"):
         assert scores[key] == pytest.approx(logged[key], rel=1e-6), key
     assert data["phases"] is not None and "ans2" in out and "whole-sequence acc" in out
+
+
+# (formula as Python, sum_only, product_only, separable, symmetric): what each table is made of, by algebra
+STRUCTURES = {
+    "a+b": (lambda a, b: a + b, True, False, True, True),
+    "a*b": (lambda a, b: a * b, False, True, False, True),
+    "(a+b)^2": (lambda a, b: (a + b) ** 2, True, False, False, True),
+    "a^2+b^2": (lambda a, b: a * a + b * b, False, False, True, True),
+    "a-b": (lambda a, b: a - b, False, False, True, False),
+    "2a+3b": (lambda a, b: 2 * a + 3 * b, False, False, True, False),
+    "a^2+ab+b^2": (lambda a, b: a * a + a * b + b * b, False, False, False, True),
+    "ab+a+b": (lambda a, b: a * b + a + b, False, False, False, True),
+    "a^3+ab": (lambda a, b: a**3 + a * b, False, False, False, False),
+}
+
+
+@pytest.mark.parametrize("name", list(STRUCTURES))
+def test_task_structure_matches_the_algebra(name):
+    p = 13
+    f, sum_only, product_only, separable, symmetric = STRUCTURES[name]
+    table = torch.tensor([[f(a, b) % p for b in range(p)] for a in range(p)])
+    want = {"sum_only": sum_only, "product_only": product_only, "separable": separable, "symmetric": symmetric}
+    assert task_structure(table, p) == want
+
+
+def test_sparser_basis_finds_the_basis_an_embedding_was_built_in():
+    p, d = 13, 8
+    g = 2  # a primitive root mod 13
+    a = torch.arange(p, dtype=torch.float64)
+    additive = torch.stack([torch.cos(2 * math.pi * 3 * a / p + j) for j in range(d)], dim=1)  # one frequency, k = 3
+    log_a = torch.zeros(p, dtype=torch.float64)
+    for i in range(p - 1):
+        log_a[pow(g, i, p)] = i
+    multiplicative = torch.stack([torch.cos(2 * math.pi * 2 * log_a / (p - 1) + j) for j in range(d)], dim=1)
+    multiplicative[0] = 0.0  # token 0 sits outside Z_p^*
+    assert sparser_basis(spectra_both_bases(additive, p)) == "additive"
+    assert sparser_basis(spectra_both_bases(multiplicative, p)) == "discrete-log"
+    noise = torch.randn(p, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert sparser_basis(spectra_both_bases(noise, p)) == "neither"
+
+
+def test_a_polynomial_gets_spectra_and_its_structure(tmp_path, capsys):
+    p = 11
+    run = _tiny_run(tmp_path, **{"task.formula": "a^2+b^2", "task.p": p})
+    data, out = _analyze(run, capsys)
+    zoo = data["zoo"]
+    assert zoo["structure"] == {"sum_only": False, "product_only": False, "separable": True, "symmetric": True}
+    assert zoo["spectra"]["sparser_basis"] == sparser_basis(spectra_both_bases(run.load_model().W_E, p))
+    assert "task structure: g(a) + h(b), symmetric in a, b" in out and "sparser basis:" in out

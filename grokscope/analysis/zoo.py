@@ -1,5 +1,5 @@
-"""Per-task analyses of the zoo (issue 7): spectra in the additive and discrete-log bases (multiplication and
-division), operand asymmetry (subtraction), the input bits that sparse-parity neurons read, and the scores of a
+"""Per-task analyses of the zoo (issue 7): spectra in the additive and discrete-log bases (multiplication, division
+and polynomials, with the exact pattern structure of the task's table), operand asymmetry (subtraction), the input bits that sparse-parity neurons read, and the scores of a
 checkpoint per answer position or operation. :func:`zoo_analysis` picks the ones that fit a task (``grokscope
 analyze`` stores them under ``"zoo"``); :func:`render_zoo` prints them.
 
@@ -20,8 +20,8 @@ from grokscope.measures.progress import FFS_ETA
 from grokscope.models import Model, VectorMLP
 
 __all__ = [
-    "checkpoint_scores", "ffs_fcr_from_norms", "operand_asymmetry", "parity_neuron_bits", "render_zoo", "spectra_both_bases",
-    "zoo_analysis",
+    "checkpoint_scores", "ffs_fcr_from_norms", "operand_asymmetry", "parity_neuron_bits", "render_zoo", "sparser_basis",
+    "spectra_both_bases", "task_structure", "zoo_analysis",
 ]
 
 
@@ -78,6 +78,35 @@ def operand_asymmetry(acts: Tensor, p: int) -> dict[str, float]:
         "energy_a": float((A.mean(dim=1) ** 2).sum()) * p / total,
         "energy_b": float((A.mean(dim=0) ** 2).sum()) * p / total,
     }
+
+
+def task_structure(table: Tensor, p: int) -> dict[str, bool]:
+    """Which elementary patterns make up the label table ``f(a, b)`` [p, p] (row a, column b; labels mod p), exactly:
+
+    ``symmetric``: f(a, b) = f(b, a). ``sum_only``: f depends on a + b alone (f(a, b) = f(a + b, 0)), the additive
+    pattern. ``product_only``: f depends on a·b alone (f(a, b) = f(ab, 1)), the multiplicative pattern.
+    ``separable``: f(a, b) = g(a) + h(b) mod p (f(a, b) − f(a, 0) − f(0, b) + f(0, 0) ≡ 0), a superposition of
+    one pattern in a and one in b (a² + b², a − b, 2a + 3b)."""
+    f = table.to(torch.int64).reshape(p, p)
+    idx = torch.arange(p)
+    a, b = idx[:, None], idx[None, :]
+    return {
+        "symmetric": bool(torch.equal(f, f.T)),
+        "sum_only": bool(torch.equal(f, f[(a + b) % p, 0])),
+        "product_only": bool(torch.equal(f, f[(a * b) % p, 1])) if p > 1 else True,
+        "separable": bool(((f - f[:, :1] - f[:1, :] + f[0, 0]) % p == 0).all()),
+    }
+
+
+def sparser_basis(spectra: dict[str, Any], margin: float = 0.1) -> str:
+    """``"additive"`` or ``"discrete-log"``: the basis in which W_E's FFS (fraction of frequencies in use) is lower
+    by more than ``margin``; ``"neither"`` when they are within it (both dense, or a superposition of both)."""
+    add, log = spectra["ffs_add"], spectra["ffs_log"]
+    if add < log - margin:
+        return "additive"
+    if log < add - margin:
+        return "discrete-log"
+    return "neither"
 
 
 def parity_neuron_bits(model: VectorMLP, *, neuron_fraction: float = 0.1, bit_fraction: float = 0.5) -> list[dict[str, Any]]:
@@ -159,7 +188,9 @@ def zoo_analysis(model: Model, task: Any, *, scores: bool = True) -> dict[str, A
     """The analyses that fit ``task`` (JSON-ready; non-finite numbers become None):
 
     ``scores`` (when asked): :func:`checkpoint_scores`. ``spectra``: :func:`spectra_both_bases` of W_E for modular and
-    multi-task formulas that multiply or divide, p prime. ``asymmetry``: :func:`operand_asymmetry` of the MLP
+    multi-task formulas that multiply, divide or raise to a power, p prime, with :func:`sparser_basis`; with them, for a
+    full-grid modular task, ``structure``: :func:`task_structure` of its label table (which patterns the task is made
+    of, to compare with the basis the model chose). ``asymmetry``: :func:`operand_asymmetry` of the MLP
     activations for a modular formula over the full grid that is not symmetric in a and b (subtraction).
     ``parity_neurons``: :func:`parity_neuron_bits` for sparse parity."""
     cfg = task.config
@@ -168,10 +199,13 @@ def zoo_analysis(model: Model, task: Any, *, scores: bool = True) -> dict[str, A
         out["scores"] = checkpoint_scores(model, task)
     if cfg.kind in ("modular", "multi") and is_prime(cfg.p):
         formulas = [f.strip() for f in cfg.formula.split(";")]
-        if any(_formula_ops(f) & {"*", "/"} for f in formulas) and hasattr(model, "W_E"):
+        if any(_formula_ops(f) & {"*", "/", "pow"} for f in formulas) and hasattr(model, "W_E"):
             w_e = model.W_E
             assert isinstance(w_e, Tensor)
             out["spectra"] = spectra_both_bases(w_e, cfg.p)
+            out["spectra"]["sparser_basis"] = sparser_basis(out["spectra"])
+            if cfg.kind == "modular" and getattr(task, "is_full_grid", False) and cfg.pairs == "all":
+                out["structure"] = task_structure(task.labels[torch.argsort(task.pair_index)], cfg.p)
     if cfg.kind == "modular" and getattr(task, "is_full_grid", False) and cfg.pairs == "all":
         p = cfg.p
         table = task.labels[torch.argsort(task.pair_index)].reshape(p, p)
@@ -219,6 +253,13 @@ def render_zoo(z: dict[str, Any], *, top: int = 10) -> str:
         lines.append("W_E spectrum (FFS / FCR reconstructed, Furuta-style):")
         for label, key in (("additive basis over Z_p", "add"), (f"discrete-log basis (g = {sp['generator']})", "log")):
             lines.append(f"  {label:<28} FFS {_num(sp['ffs_' + key], '.3f')}  FCR {_num(sp['fcr_' + key], '.3f')}  top frequencies {sp['top_' + key]}")
+        if "sparser_basis" in sp:
+            lines.append(f"  sparser basis: {sp['sparser_basis']}")
+    st = z.get("structure")
+    if st:
+        made = [name for key, name in (("sum_only", "a function of a+b"), ("product_only", "a function of a*b"),
+                                       ("separable", "g(a) + h(b)"), ("symmetric", "symmetric in a, b")) if st[key]]
+        lines.append(f"task structure: {', '.join(made) if made else 'none of a+b only, a*b only, g(a)+h(b)'}")
     asym = z.get("asymmetry")
     if asym:
         lines.append(
