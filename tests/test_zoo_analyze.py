@@ -96,8 +96,9 @@ def test_task_structure_matches_the_algebra(name):
     p = 13
     f, sum_only, product_only, separable, symmetric = STRUCTURES[name]
     table = torch.tensor([[f(a, b) % p for b in range(p)] for a in range(p)])
-    want = {"sum_only": sum_only, "product_only": product_only, "separable": separable, "symmetric": symmetric}
-    assert task_structure(table, p) == want
+    got = task_structure(table, p)
+    assert got.pop("product_shift") == (1 if name == "ab+a+b" else 0 if product_only else None)  # ab+a+b = (a+1)(b+1)-1
+    assert got == {"sum_only": sum_only, "product_only": product_only, "separable": separable, "symmetric": symmetric}
 
 
 def test_sparser_basis_finds_the_basis_an_embedding_was_built_in():
@@ -121,6 +122,19 @@ def test_a_polynomial_gets_spectra_and_its_structure(tmp_path, capsys):
     run = _tiny_run(tmp_path, **{"task.formula": "a^2+b^2", "task.p": p})
     data, out = _analyze(run, capsys)
     zoo = data["zoo"]
-    assert zoo["structure"] == {"sum_only": False, "product_only": False, "separable": True, "symmetric": True}
+    assert zoo["structure"] == {"sum_only": False, "product_only": False, "product_shift": None, "separable": True, "symmetric": True}
     assert zoo["spectra"]["sparser_basis"] == sparser_basis(spectra_both_bases(run.load_model().W_E, p))
     assert "task structure: g(a) + h(b), symmetric in a, b" in out and "sparser basis:" in out
+
+
+def test_the_shifted_log_basis_makes_a_shifted_product_embedding_sparse():
+    p, d, c = 13, 8, 1
+    log_u = torch.zeros(p, dtype=torch.float64)
+    for i in range(p - 1):
+        log_u[pow(2, i, p)] = i
+    u = (torch.arange(p) + c) % p  # token t is read as u = t + c
+    w = torch.stack([torch.cos(2 * math.pi * 2 * log_u[u] / (p - 1) + j) for j in range(d)], dim=1)
+    w[u == 0] = 0.0
+    assert sparser_basis(spectra_both_bases(w, p)) != "discrete-log"
+    shifted = spectra_both_bases(w, p, shift=c)
+    assert shifted["shift"] == c and sparser_basis(shifted) == "discrete-log" and shifted["top_log"][0] == 2

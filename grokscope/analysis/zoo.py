@@ -35,22 +35,25 @@ def ffs_fcr_from_norms(c: Tensor, s: Tensor, eta: float = FFS_ETA) -> tuple[floa
     return float(used.to(torch.float64).mean()), float(ratio.mean())
 
 
-def spectra_both_bases(w_e: Tensor, p: int, g: int | None = None, eta: float = FFS_ETA) -> dict[str, Any]:
+def spectra_both_bases(w_e: Tensor, p: int, g: int | None = None, eta: float = FFS_ETA, shift: int = 0) -> dict[str, Any]:
     """Spectrum of the number-token embedding W_E[:p] [p, d_model] in the additive Fourier basis over Z_p and in the
     discrete-log basis over Z_p^* (tokens 1..p-1, generator ``g``, default the smallest primitive root; token 0 is
     left out since a*0 = 0). Returns ``ffs_add, fcr_add, ffs_log, fcr_log`` and the per-frequency norms
     ``norms_add`` [(p-1)/2] and ``norms_log`` [(p-1)/2 - 1] (cos/sin pairs; the Nyquist row is reported alone as
     ``nyquist_log``), and ``top_add`` / ``top_log``: the 5 strongest frequencies of each basis.
-    Multiplication and division that grokked: dense in the additive basis, sparse in the discrete-log one."""
+    Multiplication and division that grokked: dense in the additive basis, sparse in the discrete-log one.
+    ``shift`` c: the discrete-log basis is taken over t + c instead of t (tokens t with t + c ≠ 0), for tasks that
+    are a function of (a + c)(b + c) (ab + a + b = (a + 1)(b + 1) − 1; see :func:`task_structure`)."""
     w = w_e.detach().to(torch.float64)[:p]
     add = component_norms(w, dim=0)  # basis of fourier_basis(p): const, cos 1, sin 1, ...
     c_add, s_add = add[1::2], add[2::2]
     g = primitive_root(p) if g is None else g
-    log_coeffs = discrete_log_basis(p, g) @ w[1:]  # [p-1, d_model]
+    by_u = w[(torch.arange(p) - shift) % p]  # row u holds the embedding of token u - shift
+    log_coeffs = discrete_log_basis(p, g) @ by_u[1:]  # [p-1, d_model]
     log_norms = log_coeffs.norm(dim=1)
     k_max = (p - 1) // 2 - 1
     c_log, s_log = log_norms[1 : 2 * k_max + 1 : 2], log_norms[2 : 2 * k_max + 1 : 2]
-    out: dict[str, Any] = {"generator": g}
+    out: dict[str, Any] = {"generator": g, "shift": shift}
     out["ffs_add"], out["fcr_add"] = ffs_fcr_from_norms(c_add, s_add, eta)
     out["ffs_log"], out["fcr_log"] = ffs_fcr_from_norms(c_log, s_log, eta)
     n_add, n_log = torch.sqrt(c_add**2 + s_add**2), torch.sqrt(c_log**2 + s_log**2)
@@ -80,20 +83,28 @@ def operand_asymmetry(acts: Tensor, p: int) -> dict[str, float]:
     }
 
 
-def task_structure(table: Tensor, p: int) -> dict[str, bool]:
+def task_structure(table: Tensor, p: int) -> dict[str, Any]:
     """Which elementary patterns make up the label table ``f(a, b)`` [p, p] (row a, column b; labels mod p), exactly:
 
     ``symmetric``: f(a, b) = f(b, a). ``sum_only``: f depends on a + b alone (f(a, b) = f(a + b, 0)), the additive
     pattern. ``product_only``: f depends on a·b alone (f(a, b) = f(ab, 1)), the multiplicative pattern.
     ``separable``: f(a, b) = g(a) + h(b) mod p (f(a, b) − f(a, 0) − f(0, b) + f(0, 0) ≡ 0), a superposition of
-    one pattern in a and one in b (a² + b², a − b, 2a + 3b)."""
+    one pattern in a and one in b (a² + b², a − b, 2a + 3b). ``product_shift``: the smallest c ≥ 0 for which f
+    depends on (a + c)(b + c) alone (0 when ``product_only``; 1 for ab + a + b), else None."""
     f = table.to(torch.int64).reshape(p, p)
     idx = torch.arange(p)
     a, b = idx[:, None], idx[None, :]
+    shift = None
+    for c in range(p):  # (a + c)(b + c) = v is reached by (v - c, 1 - c): compare f with f there
+        v = ((a + c) * (b + c)) % p
+        if torch.equal(f, f[(v - c) % p, (1 - c) % p]):
+            shift = c
+            break
     return {
         "symmetric": bool(torch.equal(f, f.T)),
         "sum_only": bool(torch.equal(f, f[(a + b) % p, 0])),
-        "product_only": bool(torch.equal(f, f[(a * b) % p, 1])) if p > 1 else True,
+        "product_only": shift == 0,
+        "product_shift": shift,
         "separable": bool(((f - f[:, :1] - f[:1, :] + f[0, 0]) % p == 0).all()),
     }
 
@@ -202,10 +213,12 @@ def zoo_analysis(model: Model, task: Any, *, scores: bool = True) -> dict[str, A
         if any(_formula_ops(f) & {"*", "/", "pow"} for f in formulas) and hasattr(model, "W_E"):
             w_e = model.W_E
             assert isinstance(w_e, Tensor)
-            out["spectra"] = spectra_both_bases(w_e, cfg.p)
-            out["spectra"]["sparser_basis"] = sparser_basis(out["spectra"])
+            shift = 0
             if cfg.kind == "modular" and getattr(task, "is_full_grid", False) and cfg.pairs == "all":
                 out["structure"] = task_structure(task.labels[torch.argsort(task.pair_index)], cfg.p)
+                shift = out["structure"]["product_shift"] or 0
+            out["spectra"] = spectra_both_bases(w_e, cfg.p, shift=shift)
+            out["spectra"]["sparser_basis"] = sparser_basis(out["spectra"])
     if cfg.kind == "modular" and getattr(task, "is_full_grid", False) and cfg.pairs == "all":
         p = cfg.p
         table = task.labels[torch.argsort(task.pair_index)].reshape(p, p)
@@ -251,14 +264,18 @@ def render_zoo(z: dict[str, Any], *, top: int = 10) -> str:
     sp = z.get("spectra")
     if sp:
         lines.append("W_E spectrum (FFS / FCR reconstructed, Furuta-style):")
-        for label, key in (("additive basis over Z_p", "add"), (f"discrete-log basis (g = {sp['generator']})", "log")):
-            lines.append(f"  {label:<28} FFS {_num(sp['ffs_' + key], '.3f')}  FCR {_num(sp['fcr_' + key], '.3f')}  top frequencies {sp['top_' + key]}")
+        log_label = f"discrete-log basis (g = {sp['generator']})" + (f" of t+{sp['shift']}" if sp.get("shift") else "")
+        width = max(28, len(log_label))
+        for label, key in (("additive basis over Z_p", "add"), (log_label, "log")):
+            lines.append(f"  {label:<{width}} FFS {_num(sp['ffs_' + key], '.3f')}  FCR {_num(sp['fcr_' + key], '.3f')}  top frequencies {sp['top_' + key]}")
         if "sparser_basis" in sp:
             lines.append(f"  sparser basis: {sp['sparser_basis']}")
     st = z.get("structure")
     if st:
         made = [name for key, name in (("sum_only", "a function of a+b"), ("product_only", "a function of a*b"),
                                        ("separable", "g(a) + h(b)"), ("symmetric", "symmetric in a, b")) if st[key]]
+        if st.get("product_shift"):
+            made.insert(0, f"a function of (a+{st['product_shift']})(b+{st['product_shift']})")
         lines.append(f"task structure: {', '.join(made) if made else 'none of a+b only, a*b only, g(a)+h(b)'}")
     asym = z.get("asymmetry")
     if asym:
