@@ -77,6 +77,26 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, tiny_config, monkeypatch, 
     assert again.metrics.equals(straight.metrics)
 
 
+def test_an_interrupted_run_releases_its_database_at_once(tmp_path, tiny_config, monkeypatch):
+    """Ctrl-C in a notebook: the loop closes the SQLite database before the exception leaves it, even while the
+    traceback (and with it the loop's frames) is still referenced, so metrics.sqlite alone holds every row and a
+    copy of the folder is complete."""
+    real_step, calls = loop.train_step, {"n": 0}
+
+    def crashing_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 26:
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", crashing_step)
+    with pytest.raises(KeyboardInterrupt) as excinfo:
+        train(apply_overrides(tiny_config, {"train.epochs": 40}), tmp_path / "run", progress=False)
+    assert excinfo.value.__traceback__ is not None  # the frames holding the database are alive
+    wal = tmp_path / "run" / "metrics.sqlite-wal"
+    assert not wal.exists() or wal.stat().st_size == 0  # SQLite folds its log into the file when the last connection closes
+
+
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(tmp_path, tiny_config, monkeypatch):
     cfg = apply_overrides(tiny_config, {"train.epochs": 60})
     real_step = loop.train_step

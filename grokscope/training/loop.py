@@ -346,6 +346,9 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
                 final_epoch = epoch
                 message = f"stopped at epoch {epoch} = {tc.stop_after_grok} x grok epoch {st.grok_epoch} (train.stop_after_grok)"
                 break
+    except BaseException:
+        db.close()  # interrupted or failed: release the database now (SQLite folds its log back into the file)
+        raise
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0
