@@ -101,3 +101,23 @@ def test_other_architectures_and_bad_arguments_are_refused(tmp_path, base):
         train_ensemble([base, base], [tmp_path / "a"])
     with pytest.raises(ValueError, match="at least one"):
         train_ensemble([], [])
+
+
+def test_an_interrupted_ensemble_releases_its_databases_at_once(tmp_path, base, monkeypatch):
+    real, calls = Ensemble.step, {"n": 0}
+
+    def crashing_step(self):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(Ensemble, "step", crashing_step)
+    configs = [apply_overrides(base, {"model.init_seed": k}) for k in range(2)]
+    dirs = [tmp_path / f"e{k}" for k in range(2)]
+    with pytest.raises(KeyboardInterrupt) as excinfo:
+        train_ensemble(configs, dirs, progress=False)
+    assert excinfo.value.__traceback__ is not None  # the frames holding the databases are alive
+    for d in dirs:
+        wal = d / "metrics.sqlite-wal"
+        assert not wal.exists() or wal.stat().st_size == 0, d

@@ -299,6 +299,10 @@ def train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progre
             bar.update(1)
             if not bool(ens.active.any()):
                 break
+    except BaseException:
+        for db in dbs:
+            db.close()  # interrupted or failed: release the databases now, as the single-run loop does
+        raise
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0
