@@ -221,7 +221,9 @@ def test_killing_the_driver_then_rerunning_finishes_without_redoing_cells(tmp_pa
     """Acceptance: kill -9 the sweep driver mid-sweep; the same command finishes the grid, finished cells untouched."""
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"name": "k", "base": "tiny", "set": {"train.epochs": 100, "train.checkpoint_every": 25},
-                                "axes": {"optim.weight_decay": [0.0, 0.5, 1.0, 2.0]}, "seeds": 2, "outcome": {"tau": 10}}))
+                                "axes": {"optim.weight_decay": [0.0, 0.5, 1.0, 2.0, 3.0, 4.0]}, "seeds": 2, "outcome": {"tau": 10}}))
+    # 12 cells in jobs of 2 on 2 workers: when the driver dies, at most the two jobs in flight finish, so on a fast
+    # machine too some cells are left for the second session
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "grokscope", "sweep", str(spec), "--out", str(out), "--workers", "2", "--ensemble-size", "2", "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -239,20 +241,20 @@ def test_killing_the_driver_then_rerunning_finishes_without_redoing_cells(tmp_pa
     from grokscope.sweep.layout import run_is_done
 
     first = {d.name for d in (out / "cells").iterdir() if run_is_done(d)}  # finished on disk (the index may lag)
-    assert set(_cells_done(out)) <= first and 2 <= len(first) < 8
+    assert set(_cells_done(out)) <= first and 2 <= len(first) < 12
     before = {k: v for k, v in _fingerprint(out).items() if k.split("/")[1] in first}
     n_events = len(SweepDir(out).events())
 
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     df = load_sweep(out)
-    assert len(df) == 8 and set(df["status"]) == {"completed"}
+    assert len(df) == 12 and set(df["status"]) == {"completed"}
     # finished cells were not touched, and not given to any job of the second session
     assert {k: v for k, v in _fingerprint(out).items() if k.split("/")[1] in first} == before
     second = SweepDir(out).events()[n_events:]
     rerun = [n for e in second if e["event"] == "job" for n in e["cells"]]
     assert not set(rerun) & first
-    assert len(rerun) == len(set(rerun)) == 8 - len(first)
+    assert len(rerun) == len(set(rerun)) == 12 - len(first)
     assert sorted(e["cell"] for e in second if e["event"] == "cell") == sorted(rerun)
     # and every cell's outcome is what its own metrics say
     spec_obj = SweepDir(out).read_spec()
