@@ -297,7 +297,7 @@ def cmd_analyze_checkpoint(args: argparse.Namespace) -> int:
     from grokscope.interop import _analyze
     from grokscope.measures.progress import MeasureError
     from grokscope.store import RunError, atomic_write_json, save_checkpoint
-    from grokscope.store.run import CONFIG
+    from grokscope.training.loop import new_run_dir
 
     if args.run is not None:
         raise UserError("give a RUN directory or --checkpoint FILE, not both")
@@ -316,8 +316,7 @@ def cmd_analyze_checkpoint(args: argparse.Namespace) -> int:
     except MeasureError as e:
         raise RunError(f"{path}: cannot analyse this config: {e}") from None
     # Everything checked: write a run directory (config, the checkpoint as step 0, analysis.json).
-    _new_out_dir(out).mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / CONFIG, cfg.to_dict())
+    new_run_dir(out, cfg)
     save_checkpoint(out, 0, model.state_dict())
     data.update(run=str(out), checkpoints=[0], source={"checkpoint": str(path), "preset": args.preset, "config": str(args.config) if args.config else None, "overrides": list(args.overrides)})
     atomic_write_json(out / ANALYSIS_FILE, data)

@@ -238,7 +238,7 @@ def check_run(run_dir: Path | str, *, resume: bool = False) -> None:
     ``resume``: also require what resuming needs (a resume point for a run that has trained, metrics for a run with
     a resume point) and accept damaged checkpoints at or after the resume point, which resuming rebuilds."""
     run_dir = Path(run_dir)
-    Run(run_dir)  # the config
+    run = Run(run_dir)  # reads the config
     last_logged = None
     if (run_dir / METRICS).is_file():
         try:
@@ -261,7 +261,7 @@ def check_run(run_dir: Path | str, *, resume: bool = False) -> None:
             why = str(e) if isinstance(e, DamagedFileError) else f"{state}: damaged resume point (no valid epoch in its metadata)"
             raise DamagedFileError(state, f"{why}; the run cannot continue from it, but its checkpoints and metrics can "
                                    f"still be read; to train it again: {_retrain_hint(run_dir)}") from None
-    steps = Run(run_dir).checkpoints
+    steps = run.checkpoints
     for step in steps:
         path = checkpoint_path(run_dir, step)
         try:
