@@ -78,8 +78,7 @@ class TaskConfig:
             _fail("task.p", f"must be an integer in 3..2000, got {self.p}")
         if not (0.0 < self.train_fraction <= 1.0):
             _fail("task.train_fraction", f"must be in (0, 1], got {self.train_fraction}")
-        if not (0 <= self.split_seed <= MAX_SEED):
-            _fail("task.split_seed", f"must be an integer in 0..{MAX_SEED}, got {self.split_seed}")
+        _check_seed("task.split_seed", self.split_seed)
         if self.n_train is not None and self.n_train < 1:
             _fail("task.n_train", f"must be >= 1 or null (use train_fraction), got {self.n_train}")
         if not (1 <= self.n_bits <= 62):
@@ -188,8 +187,7 @@ class ModelConfig:
             _fail("model.act_fn", f"unknown activation {self.act_fn!r}; known: {', '.join(ACT_FNS)}")
         if self.tie_unembed and self.arch != "mlp":
             _fail("model.tie_unembed", "tied embeddings are only offered for arch='mlp'")
-        if not (0 <= self.init_seed <= MAX_SEED):
-            _fail("model.init_seed", f"must be an integer in 0..{MAX_SEED}, got {self.init_seed}")
+        _check_seed("model.init_seed", self.init_seed)
         if self.attn_only and self.arch != "transformer":
             _fail("model.attn_only", "an attention-only model needs arch='transformer'")
         if not (0.0 <= self.dropout < 1.0):
@@ -294,8 +292,7 @@ class TrainConfig:
             _fail("train.measure_every", f"must be >= 0 (0 turns progress measures off), got {self.measure_every}")
         if self.stop_after_grok is not None and not (self.stop_after_grok >= 1.0):
             _fail("train.stop_after_grok", f"must be a factor >= 1 or null, got {self.stop_after_grok}")
-        if not (0 <= self.data_seed <= MAX_SEED):
-            _fail("train.data_seed", f"must be an integer in 0..{MAX_SEED}, got {self.data_seed}")
+        _check_seed("train.data_seed", self.data_seed)
         if self.loss not in ("cross_entropy", "stablemax"):
             _fail("train.loss", f"must be 'cross_entropy' or 'stablemax', got {self.loss!r}")
 
@@ -347,6 +344,11 @@ class ExperimentConfig:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _check_seed(path: str, seed: int) -> None:
+    if not (0 <= seed <= MAX_SEED):
+        _fail(path, f"must be an integer in 0..{MAX_SEED}, got {seed}")
 
 
 def _is_prime(n: int) -> bool:

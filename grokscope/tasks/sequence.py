@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from grokscope.config import TaskConfig
+from grokscope.config import SEQUENCE_KINDS, TaskConfig
 from grokscope.tasks.modular import SplitViews, split_rows
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
 ]
 
 IGNORE = -1
-SEQUENCE_KINDS = ("digit_addition", "repeated_subsequence", "skip_trigram")
 #: Fresh-batch generators are seeded from this offset, far from any split seed (which seeds the fixed dataset).
 _FRESH_SEED_OFFSET = 2**40
 
