@@ -277,11 +277,23 @@ RENDER_JS = r"""
 """
 
 
+def _script_safe(json_text: str) -> str:
+    """JSON text that can sit inside a <script> element: no '</script>' or '<!--' from a name or label."""
+    return json_text.replace("<", "\\u003c")
+
+
 def _fig_json(fig) -> str:
     import plotly.io as pio
 
-    text = pio.to_json(fig, validate=False, remove_uids=True)
-    return text.replace("<", "\\u003c")  # no '</script>' or '<!--' from a name or label inside the <script> element
+    return _script_safe(pio.to_json(fig, validate=False, remove_uids=True))
+
+
+def plotly_script_tag(plotly_src: str | None) -> str:
+    """The <script> element that loads plotly.js: the bundle itself (offline) when ``plotly_src`` is None, else a
+    reference to ``plotly_src``."""
+    if plotly_src is None:
+        return "<script>" + plotly_js().replace("</script", "<\\/script") + "</script>"
+    return f'<script src="{_esc(plotly_src)}"></script>'
 
 
 def build_report(
@@ -316,13 +328,10 @@ def build_report(
             f'<div class="plot" id="plot-{_esc(r.key)}"></div>'
             f'<script type="application/json" class="figure-data" data-target="plot-{_esc(r.key)}">{_fig_json(r.figure)}</script></section>'
         )
-    if plotly_src is None:
-        plotly_tag = "<script>" + plotly_js().replace("</script", "<\\/script") + "</script>"
-    else:
-        plotly_tag = f'<script src="{_esc(plotly_src)}"></script>'
+    plotly_tag = plotly_script_tag(plotly_src)
     live = ""
     if live_url is not None:
-        live = f"<script>window.GROKSCOPE_LIVE = {json.dumps({'url': live_url, 'interval': int(live_interval_ms)})};</script><script>{LIVE_JS}</script>"
+        live = f"<script>window.GROKSCOPE_LIVE = {_script_safe(json.dumps({'url': live_url, 'interval': int(live_interval_ms)}))};</script><script>{LIVE_JS}</script>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>grokscope report — {_esc(h['name'])}</title>

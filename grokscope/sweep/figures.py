@@ -327,7 +327,7 @@ def wall_time(events: list[dict]) -> float:
 def build_sweep_report(sweep_dir: Path | str, *, plotly_src: str | None = None, refresh: bool = True) -> str:
     """The sweep report as HTML text (``plotly_src`` None embeds plotly.js, else references that URL)."""
     from grokscope.config import field_paths
-    from grokscope.figures.report import CSS, RENDER_JS, _fig_json, plotly_js
+    from grokscope.figures.report import CSS, RENDER_JS, _fig_json, plotly_script_tag
     from grokscope.sweep.index import load_sweep
     from grokscope.sweep.layout import SweepDir
 
@@ -375,7 +375,7 @@ def build_sweep_report(sweep_dir: Path | str, *, plotly_src: str | None = None, 
             tds.append(f"<td{style}>{_esc(txt)}</td>")
         rows.append("<tr>" + "".join(tds) + "</tr>")
     table = f'<table class="kv cells"><thead><tr>{"".join(f"<th>{_esc(c)}</th>" for c in show)}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-    plotly_tag = ("<script>" + plotly_js().replace("</script", "<\\/script") + "</script>") if plotly_src is None else f'<script src="{_esc(plotly_src)}"></script>'
+    plotly_tag = plotly_script_tag(plotly_src)
     base_rows = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(_label(list(v) if isinstance(v, tuple) else v))}</td></tr>" for k, v in base_diff)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
