@@ -62,6 +62,20 @@ def test_fast_path_on_all_pairs_and_without_grad():
     assert torch.allclose(ref, model.forward_all(task.tokens)[:, -1], rtol=0, atol=2e-5 * float(ref.abs().max()))
 
 
+def test_fast_path_without_grad_in_row_chunks_is_the_one_pass_result(monkeypatch):
+    import grokscope.models.fast as fast_module
+
+    task, model = _setup()
+    fast = fast_forward(model, task)
+    with torch.no_grad():
+        whole = fast(task.tokens)  # 169 rows: one pass
+        monkeypatch.setattr(fast_module, "EVAL_CHUNK", 50)  # 4 chunks, the last one short
+        chunked = fast(task.tokens)
+        general = model(task.tokens)
+    assert torch.equal(chunked, whole)
+    assert torch.allclose(chunked, general, rtol=0, atol=2e-5 * float(general.abs().max()))
+
+
 def test_fast_path_passes_other_batches_to_the_model():
     task, model = _setup()
     fast = fast_forward(model, task)
