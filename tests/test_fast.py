@@ -76,6 +76,16 @@ def test_fast_path_without_grad_in_row_chunks_is_the_one_pass_result(monkeypatch
     assert torch.allclose(chunked, general, rtol=0, atol=2e-5 * float(general.abs().max()))
 
 
+def test_fast_path_backward_runs_once_per_forward():
+    """The block's backward overwrites its saved activations with their gradient: a second pass must refuse."""
+    task, model = _setup()
+    out = fast_forward(model, task)(task.train_tokens)
+    loss = out.square().mean()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="once"):
+        loss.backward()
+
+
 def test_fast_path_passes_other_batches_to_the_model():
     task, model = _setup()
     fast = fast_forward(model, task)
