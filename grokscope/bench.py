@@ -47,7 +47,7 @@ class BenchOptions:
     scaling: tuple[int, ...] = (53, 113, 211)
     agree_steps: int = 200
     agree_p: int | None = None  # default: p
-    run_epochs: int = 300  # whole-run timing (grokscope train at the default cadence)
+    run_epochs: int = 500  # whole-run timing (grokscope train at the default cadence)
     threads: int | None = None
     tl: bool = True
     quick: bool = False
@@ -272,6 +272,26 @@ def whole_run(cfg: ExperimentConfig, epochs: int) -> dict[str, float]:
     return {"epochs": epochs, "seconds": total, "per_epoch": total / epochs}
 
 
+def loop_rate(runner, epochs: int) -> float:
+    """Epochs per second of ``runner`` as a demo loop: one training epoch and a test evaluation, ``epochs`` times."""
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        runner.epoch()
+        runner.evaluate()
+    return epochs / (time.perf_counter() - t0)
+
+
+def bracketed_whole_run(cfg: ExperimentConfig, epochs: int, loops: list, loop_epochs: int) -> dict[str, Any]:
+    """:func:`whole_run`, with each of ``loops`` timed as a demo loop (:func:`loop_rate`) just before and just
+    after it, so the ratios compare runs made at the same time (a shared machine's speed drifts over minutes).
+    ``loops[name]``: the rates before and after and their combined rate (total epochs over total time)."""
+    before = {r.name: loop_rate(r, loop_epochs) for r in loops}
+    res: dict[str, Any] = whole_run(cfg, epochs)
+    after = {r.name: loop_rate(r, loop_epochs) for r in loops}
+    res["loops"] = {name: {"before": before[name], "after": after[name], "rate": 2 / (1 / before[name] + 1 / after[name])} for name in before}
+    return res
+
+
 def measure_cost(cfg: ExperimentConfig, repeats: int = 3) -> float | None:
     """Seconds of one call of the progress measures (None when the measures module is not there)."""
     try:
@@ -356,8 +376,9 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print, log: Calla
     ref, dflt = rows[0], rows[1]
     tl = rows[3] if len(rows) > 3 else None
 
-    log(f"whole run: grokscope train, {opts.run_epochs} epochs at the default cadence ...")
-    res["whole_run"] = whole_run(cfg, opts.run_epochs)
+    log(f"whole run: grokscope train, {opts.run_epochs} epochs at the default cadence, between demo loops ...")
+    loops = [runners[0]] + runners[3:]  # the reference, and TransformerLens when it is there
+    res["whole_run"] = bracketed_whole_run(cfg, opts.run_epochs, loops, opts.epochs)
     mcost = measure_cost(cfg)
     res["measure_seconds"] = mcost
 
@@ -390,11 +411,14 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print, log: Calla
     out(f"ensemble K={opts.k}: aggregate {ens['train_eps']:.2f} ep/s = {ens['train_eps'] / dflt['train_eps']:.2f}x {opts.k} sequential default runs "
         f"({ens['eval_eps'] / dflt['eval_eps']:.2f}x with a test evaluation every epoch)")
     wr = res["whole_run"]
-    line = (f"whole run (grokscope train, log every {cfg.train.log_every}, measures every {cfg.train.measure_every}, checkpoints every "
-            f"{cfg.train.checkpoint_every}): {1 / wr['per_epoch']:.2f} ep/s = {ref['eval_eps'] and (1 / wr['per_epoch']) / ref['eval_eps']:.1f}x the reference loop with test loss every epoch")
-    if tl:
-        line += f", {(1 / wr['per_epoch']) / tl['eval_eps']:.1f}x the TransformerLens loop"
-    out(line)
+    run_rate = 1 / wr["per_epoch"]
+    out(f"whole run (grokscope train, {wr['epochs']} epochs, log every {cfg.train.log_every}, measures every {cfg.train.measure_every}, "
+        f"checkpoints every {cfg.train.checkpoint_every}): {run_rate:.2f} ep/s, start-up included")
+    for r in loops:
+        lp = wr["loops"][r.name]
+        what = "the reference loop" if r is runners[0] else "the TransformerLens loop"
+        out(f"  = {run_rate / lp['rate']:.1f}x {what} with test loss every epoch ({lp['rate']:.2f} ep/s, timed for {opts.epochs} epochs "
+            f"just before and after the run: {lp['before']:.2f} and {lp['after']:.2f})")
     if mcost is not None:
         out(f"progress measures: {mcost * 1e3:.1f} ms per call = {100 * mcost / (cfg.train.measure_every * step_s):.1f}% of {cfg.train.measure_every} default-path epochs")
     else:
@@ -434,7 +458,7 @@ def register(subparsers) -> None:
     p.add_argument("--scaling", type=int, nargs="+", metavar="P", help="moduli for the scaling table (default 53 113 211)")
     p.add_argument("--agree-steps", type=int, help="steps of the (a)/(b) agreement check (default 200)")
     p.add_argument("--agree-p", type=int, help="modulus of the agreement check (default: --p)")
-    p.add_argument("--run-epochs", type=int, help="epochs of the whole-run timing (default 300)")
+    p.add_argument("--run-epochs", type=int, help="epochs of the whole-run timing (default 500)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice; quick 1)")
     p.add_argument("--no-tl", action="store_true", help="skip TransformerLens even when it is installed")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every number as JSON")

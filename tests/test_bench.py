@@ -30,6 +30,11 @@ def test_bench_quick_prints_ratios(tmp_path, capsys):
     assert res["agreement"]["rel_diff"] <= 1e-6
     assert [s["p"] for s in res["scaling"]] == [7, 11]
     assert res["transformer_lens"].startswith("skipped")
+    # the whole run is compared with the reference loop timed just before and just after it
+    assert "x the reference loop with test loss every epoch" in out and "just before and after the run" in out
+    (name, loop), = res["whole_run"]["loops"].items()
+    assert name.startswith("(a) reference") and loop["before"] > 0 and loop["after"] > 0
+    assert min(loop["before"], loop["after"]) <= loop["rate"] <= max(loop["before"], loop["after"])
 
 
 def test_bench_rejects_bad_flags(capsys):
