@@ -76,6 +76,21 @@ def test_fast_path_without_grad_in_row_chunks_is_the_one_pass_result(monkeypatch
     assert torch.allclose(chunked, general, rtol=0, atol=2e-5 * float(general.abs().max()))
 
 
+def test_stacked_models_without_grad_in_row_chunks_match_each_model(monkeypatch):
+    import grokscope.models.fast as fm
+
+    (task, m0), (_, m1) = _setup(seed=0), _setup(seed=1)
+    w = {name: torch.cat([fm.model_tensors(m0)[name], fm.model_tensors(m1)[name]]) for name in fm.PARAM_NAMES}
+    tokens = task.tokens.unsqueeze(0).expand(2, -1, -1)  # [K=2, 169, 3]
+    plan = fm.FastPlan(tokens, m0.d_vocab, m0.cfg.n_heads)
+    monkeypatch.setattr(fm, "EVAL_CHUNK", 50)  # per member: 4 chunks, the last one short
+    with torch.no_grad():
+        out = fm.fast_logits(fm.fast_tables(w, task.p), plan, "relu")
+        expected = torch.stack([m0(task.tokens), m1(task.tokens)])
+    assert out.shape == expected.shape
+    assert torch.allclose(out, expected, rtol=0, atol=2e-5 * float(expected.abs().max()))
+
+
 def test_fast_path_backward_runs_once_per_forward():
     """The block's backward overwrites its saved activations with their gradient: a second pass must refuse."""
     task, model = _setup()
