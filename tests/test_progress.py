@@ -218,6 +218,25 @@ def test_logits_argument_and_fixed_key_freqs():
         progress_measures(model, task, key_freqs=[7])  # only 1..6 exist for p = 13
 
 
+def test_logit_table_without_logits_runs_the_fast_path(monkeypatch):
+    import grokscope.models.fast as fast
+    from grokscope.measures.progress import logit_table
+
+    task = _task(13)
+    model = _random_model(task)
+    calls = []
+    real = fast.fast_forward
+    monkeypatch.setattr(fast, "fast_forward", lambda m, t: calls.append(m) or real(m, t))
+    table = logit_table(model, task)
+    assert calls == [model]
+    with torch.no_grad():
+        general = logit_table(model, task, logits=model(task.tokens))
+    assert torch.allclose(table, general, rtol=0, atol=2e-5 * float(general.abs().max()))
+    mlp = _random_model(task, "mlp")  # not covered by the fast path: the model's own forward
+    with torch.no_grad():
+        assert torch.equal(logit_table(mlp, task), logit_table(mlp, task, logits=mlp(task.tokens)))
+
+
 def test_errors_are_value_errors_with_one_line():
     model = _random_model(_task(11))
     div = make_task(TaskConfig(p=11, formula="a/b"))  # b = 0 is excluded: not the full grid

@@ -150,12 +150,15 @@ def logit_table(model: Model, task: Any, logits: Tensor | None = None) -> Tensor
     """Logits over every input in grid order (row a*p + b): [p*p, p] float64.
 
     ``logits`` (optional) is the model's output on ``task.tokens`` in that order, [N, >= p]; columns past p
-    (a "=" output) are dropped. Without it, one forward pass over all inputs is run under ``no_grad``.
+    (a "=" output) are dropped. Without it, one forward pass over all inputs is run under ``no_grad``, through
+    the fast path when it covers the model (the same function; what the training loop's measures read).
     """
     p = task.p
     if logits is None:
+        from grokscope.models.fast import fast_forward
+
         with torch.no_grad():
-            logits = model(task.tokens)
+            logits = (fast_forward(model, task) or model)(task.tokens)
     if logits.shape[0] != task.tokens.shape[0] or logits.shape[1] < p:
         raise MeasureError(f"logits must be [{task.tokens.shape[0]}, {p}] in task.tokens order, got {tuple(logits.shape)}")
     table = logits.detach()[:, :p].to(torch.float64)
