@@ -91,6 +91,27 @@ def test_stacked_models_without_grad_in_row_chunks_match_each_model(monkeypatch)
     assert torch.allclose(out, expected, rtol=0, atol=2e-5 * float(expected.abs().max()))
 
 
+@pytest.mark.parametrize("act", ["relu", "gelu"])
+def test_stacked_models_values_and_gradients_match_each_model(act):
+    """K = 2 stacked models (the ensemble's path, one member's block after the other) against each model."""
+    import grokscope.models.fast as fm
+
+    (task, m0), (_, m1) = _setup(act, torch.float64, seed=0), _setup(act, torch.float64, seed=1)
+    w = {name: torch.cat([fm.model_tensors(m0)[name], fm.model_tensors(m1)[name]]).detach().requires_grad_() for name in fm.PARAM_NAMES}
+    x = task.train_tokens
+    plan = fm.FastPlan(x.unsqueeze(0).expand(2, -1, -1), m0.d_vocab, m0.cfg.n_heads)
+    out = fm.fast_logits(fm.fast_tables(w, task.p), plan, act)  # [2, N, C]
+    probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    (out * probe).sum().backward()
+    for k, model in enumerate((m0, m1)):
+        general = model.forward_all(x)[:, -1]
+        assert torch.allclose(out[k], general, rtol=0, atol=1e-12 * float(general.detach().abs().max()))
+        named = dict(model.named_parameters())
+        grads = torch.autograd.grad((general * probe[k]).sum(), list(named.values()))
+        for (name, _), g in zip(named.items(), grads):
+            assert ((w[name].grad[k] - g).abs().max() / g.abs().max().clamp_min(1e-30)) < 1e-10, (k, name)
+
+
 def test_fast_path_backward_runs_once_per_forward():
     """The block's backward overwrites its saved activations with their gradient: a second pass must refuse."""
     task, model = _setup()
