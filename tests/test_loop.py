@@ -38,6 +38,33 @@ def test_training_a_tiny_model_reduces_the_loss_and_fills_the_store(tmp_path, ti
     assert (run.dir / "config.json").read_text().strip() == cfg.to_json().strip()
 
 
+def test_the_evaluation_shares_its_forward_with_the_next_update_and_changes_no_number(tmp_path, tiny_config, monkeypatch):
+    """Full batch on the fast path: a log epoch's training logits are the next update's forward, computed once."""
+    cfg = apply_overrides(tiny_config, {"train.epochs": 40, "train.measure_every": 20})
+    real_select = loop.select_forward
+    rows = []
+
+    def counting(path_name):
+        def select(*args):
+            fn, name = real_select(*args)
+            assert name == "fast"
+            return (lambda tokens: rows.append(tokens.shape[0]) or fn(tokens)), path_name
+
+        return select
+
+    monkeypatch.setattr(loop, "select_forward", counting("fast"))
+    shared = train(cfg, tmp_path / "shared", progress=False)
+    shared_rows, rows[:] = sum(rows), []
+    monkeypatch.setattr(loop, "select_forward", counting("fast, evaluated apart"))  # not "fast": no sharing
+    apart = train(cfg, tmp_path / "apart", progress=False)
+    task = apart.task()
+    n_logs = len(apart.metrics)
+    assert sum(rows) - shared_rows == (n_logs - 1) * task.train_idx.numel()  # one train forward saved per log but the last
+    assert shared.metrics.equals(apart.metrics)
+    a, b = shared.load_state_dict(), apart.load_state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_same_config_gives_the_same_run_bit_for_bit(tmp_path, tiny_config):
     cfg = apply_overrides(tiny_config, {"train.epochs": 30, "train.batch_size": 20})
     a = train(cfg, tmp_path / "a", progress=False)

@@ -96,12 +96,15 @@ def train_step(
     *,
     loss_fn: Callable[..., Tensor] = cross_entropy,
     rules: UpdateRules | None = None,
+    logits: Tensor | None = None,
 ) -> Tensor:
     """One AdamW update on one batch; returns the (detached) training loss before the update.
-    ``rules``: the optimiser variants (gradient filter, ⊥Grad, L1, fixed norm) around the step."""
+    ``rules``: the optimiser variants (gradient filter, ⊥Grad, L1, fixed norm) around the step.
+    ``logits``: ``forward(tokens)`` at the current weights when the caller has it already (with its graph)."""
     for group in opt.param_groups:
         group["lr"] = lr
-    logits = forward(tokens)  # [batch, d_vocab_out]
+    if logits is None:
+        logits = forward(tokens)  # [batch, d_vocab_out]
     loss = loss_fn(logits, labels, loss_dtype)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -266,6 +269,11 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
     train_x, train_y = task.train_tokens, task.train_labels  # [N_train, 3], [N_train]
     n_train = train_x.shape[0]
     batch = tc.batch_size or n_train
+    # Full batch on the fast path: the training half of a log epoch's evaluation is exactly the next update's
+    # forward (same weights, same rows), so it is computed once, with its graph, and handed to that update
+    # (bitwise the same numbers; the fast path has no dropout, so eval and train mode are one function).
+    share_forward = path_name == "fast" and batch >= n_train and not cfg.task.fresh_data
+    pending: list[Tensor] = []  # [train logits of the current weights, with graph] until the next update
 
     def score(logits: Tensor, labels: Tensor) -> tuple[float, float]:
         """Loss (the training objective) and accuracy (of a sequence task: over its scored positions)."""
@@ -275,21 +283,39 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
             return loss_and_accuracy(logits, labels, loss_dtype)
         return loss_and_accuracy(logits, labels, loss_dtype, loss_fn)
 
+    def all_logits(epoch: int) -> tuple[Tensor, Tensor, Callable[[], Tensor]]:
+        """Logits of the current weights: (train rows [N_train, C], test rows, all rows in task order (lazily))."""
+        if not (share_forward and epoch < tc.epochs):
+            logits = forward(task.tokens)  # [N, d_vocab_out], all pairs in task order
+            return logits[task.train_idx], logits[task.test_idx], lambda: logits
+        with torch.enable_grad():
+            pending[:] = [forward(train_x)]  # the next update's forward
+        train_logits = pending[0].detach()
+        test_logits = forward(task.test_tokens) if task.test_idx.numel() else train_logits[:0]
+
+        def in_task_order() -> Tensor:
+            logits = torch.empty(task.tokens.shape[0], *train_logits.shape[1:], dtype=train_logits.dtype)
+            logits[task.train_idx], logits[task.test_idx] = train_logits, test_logits
+            return logits
+
+        return train_logits, test_logits, in_task_order
+
     def evaluate(epoch: int) -> dict[str, float]:
         """Train/test loss and accuracy (and progress measures when due) of the current weights."""
         model.eval()
         with torch.no_grad():
-            logits = forward(task.tokens)  # [N, d_vocab_out], all pairs in task order
+            train_logits, test_logits, logits_fn = all_logits(epoch)
             out = {}
-            out["train_loss"], out["train_acc"] = score(logits[task.train_idx], train_y)
+            out["train_loss"], out["train_acc"] = score(train_logits, train_y)
             if task.test_idx.numel():
-                out["test_loss"], out["test_acc"] = score(logits[task.test_idx], task.test_labels)
-            out.update(task_metrics(task, logits, loss_dtype))  # per-operation metrics of a multi-task
+                out["test_loss"], out["test_acc"] = score(test_logits, task.test_labels)
+            if sequence or getattr(task, "groups", None) is not None:  # task_metrics is {} for any other task
+                out.update(task_metrics(task, logits_fn(), loss_dtype))  # per-operation / per-position metrics
             if tc.softmax_collapse:
-                sc = softmax_collapse(logits[task.train_idx], train_y, loss_dtype, tc.loss)
+                sc = softmax_collapse(train_logits, train_y, loss_dtype, tc.loss)
                 out["sc_train"], out["zero_loss_train"] = sc["sc"], sc["zero_loss"]
             if measure is not None and epoch % tc.measure_every == 0:
-                out.update(measure(model, task, logits))
+                out.update(measure(model, task, logits_fn()))
         model.train()
         return out
 
@@ -319,7 +345,8 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
                     x, y = task.fresh_batch(batch, tc.data_seed, epoch)
                 else:
                     x, y = train_x[idx], train_y[idx]
-                loss = train_step(forward, opt, x, y, lr, loss_dtype, loss_fn=loss_fn, rules=rules)
+                shared = pending.pop() if pending else None  # this update's forward, done by the last evaluation
+                loss = train_step(forward, opt, x, y, lr, loss_dtype, loss_fn=loss_fn, rules=rules, logits=shared)
                 st.update += 1
             st.epoch = epoch
             if not math.isfinite(loss.item()):
