@@ -13,6 +13,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -442,6 +443,17 @@ def field_paths(config: ExperimentConfig) -> dict[str, Any]:
                 out[path] = value
 
     walk(config, "")
+    return out
+
+
+def flat_dict(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping (a config's ``to_dict()``) as ``{"task.p": 113, ...}``: dotted keys, leaves unchanged."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(flat_dict(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
     return out
 
 

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from grokscope.config import flat_dict
+
 __all__ = ["TRACKERS", "MLflowTracker", "TensorBoardTracker", "Tracker", "TrackerError", "TrackerGroup", "WandbTracker",
            "flatten_config", "make_trackers", "replay"]
 
@@ -54,19 +56,7 @@ def flatten_config(config: Any) -> dict[str, str | int | float | bool | None]:
     """An ExperimentConfig (or its dict) as ``{"task.p": 13, "optim.betas": "[0.9, 0.98]", ...}``: dotted keys,
     scalar values, lists and tuples as JSON text."""
     tree = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, Mapping):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        elif isinstance(node, (list, tuple)):
-            flat[prefix] = json.dumps(list(node))
-        else:
-            flat[prefix] = node
-
-    walk("", tree)
-    return flat
+    return {k: json.dumps(list(v)) if isinstance(v, (list, tuple)) else v for k, v in flat_dict(tree).items()}
 
 
 def _finite(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -112,3 +112,13 @@ def test_field_paths_cover_every_leaf():
 def test_describe_presets_lists_every_preset_with_a_description():
     rows = dict(describe_presets())
     assert set(rows) == set(PRESETS) and all(rows.values())
+
+
+def test_flat_dict_gives_every_leaf_of_a_config_once_under_its_dotted_path():
+    from grokscope.config import field_paths, flat_dict
+
+    cfg = get_preset("nanda-mainline")
+    flat = flat_dict(cfg.to_dict())
+    assert flat.keys() == field_paths(cfg).keys()  # the dict walk and the dataclass walk agree
+    assert flat["task.p"] == 113 and flat["optim.weight_decay"] == 1.0
+    assert flat_dict({"a": {"b": {"c": 1}, "d": [1, 2]}, "e": None}) == {"a.b.c": 1, "a.d": [1, 2], "e": None}

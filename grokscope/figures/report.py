@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from grokscope.config import flat_dict
 from grokscope.figures import _data as D
 from grokscope.figures._data import as_run
 from grokscope.store.run import Run
@@ -37,16 +38,6 @@ def _fmt(v) -> str:
             return str(v)
         return f"{v:.4g}" if (abs(v) >= 1e-3 or v == 0) else f"{v:.3e}"
     return str(v)
-
-
-def _flat(d: dict, prefix: str = "") -> list[tuple[str, object]]:
-    out = []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out += _flat(v, f"{prefix}{k}.")
-        else:
-            out.append((f"{prefix}{k}", v))
-    return out
 
 
 # --------------------------------------------------------------------------- header facts
@@ -183,7 +174,7 @@ def _header_html(h: dict, *, live: bool) -> str:
 <div class="small">key frequencies: {_esc(h['key_frequency_rule'])}{(' · ' + _esc(h['message'])) if h['message'] else ''}</div>
 <div class="grid2" style="margin-top:14px">
   <div><b>Table 5 row</b>{_kv_table(t5)}</div>
-  <div><details><summary><b>Config</b> ({len(_flat(cfg))} fields)</summary>{_kv_table(_flat(cfg))}</details></div>
+  <div><details><summary><b>Config</b> ({len(flat_dict(cfg))} fields)</summary>{_kv_table(list(flat_dict(cfg).items()))}</details></div>
 </div>
 """
 

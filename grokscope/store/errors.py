@@ -11,12 +11,14 @@ class RunError(Exception):
 
 
 class DamagedFileError(RunError, ValueError):
-    """A stored file is damaged (truncated, overwritten, not the format its name says); ``path`` names it.
+    """A stored file is damaged (truncated, overwritten, not the format its name says); ``path`` names it,
+    ``detail`` (when given) is what the reader found wrong, without the path or advice around it.
     Also a ValueError, as :func:`~grokscope.store.files.load_tensors` raised before."""
 
-    def __init__(self, path: Path | str, message: str):
+    def __init__(self, path: Path | str, message: str, detail: str | None = None):
         super().__init__(message)
         self.path = Path(path)
+        self.detail = detail
 
 
 class StoreWriteError(RunError, OSError):

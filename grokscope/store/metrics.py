@@ -56,7 +56,7 @@ class MetricsDB:
                 code, reason = (errno.EROFS if "readonly" in text else errno.EIO), f"SQLite: {text}"
             raise StoreWriteError(self.path, OSError(code, reason)) from None
         except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
-            raise DamagedFileError(self.path, f"{self.path}: damaged metrics database ({e})") from None
+            raise self._damaged(str(e)) from None
 
     def check(self) -> None:
         """Raise :class:`DamagedFileError` unless SQLite's ``quick_check`` passes and both tables are readable."""
@@ -65,10 +65,13 @@ class MetricsDB:
             for table in self._tables():
                 self.conn.execute(f"SELECT count(*) FROM {table}").fetchall()
         except sqlite3.DatabaseError as e:
-            raise DamagedFileError(self.path, f"{self.path}: damaged metrics database ({e})") from None
+            raise self._damaged(str(e)) from None
         if rows != [("ok",)]:
             first = str(rows[0][0]).splitlines()[0][:120] if rows else "no answer"
-            raise DamagedFileError(self.path, f"{self.path}: damaged metrics database (SQLite quick_check: {first})")
+            raise self._damaged(f"SQLite quick_check: {first}")
+
+    def _damaged(self, detail: str) -> DamagedFileError:
+        return DamagedFileError(self.path, f"{self.path}: damaged metrics database ({detail})", detail)
 
     def _tables(self) -> set[str]:
         """The tables that exist: none when a full disk stopped the first write of the schema (no rows yet)."""

@@ -100,7 +100,7 @@ class Run:
         try:
             return MetricsDB(path, readonly=True)
         except Exception as e:
-            raise _damaged_metrics(self.dir, str(e)) from None
+            raise _damaged_metrics(self.dir, e) from None
 
     @property
     def metrics(self):
@@ -120,7 +120,7 @@ class Run:
         try:
             return db.rows(names)
         except Exception as e:
-            raise _damaged_metrics(self.dir, str(e)) from None
+            raise _damaged_metrics(self.dir, e) from None
         finally:
             db.close()
 
@@ -133,7 +133,7 @@ class Run:
         try:
             return db.meta()
         except Exception as e:
-            raise _damaged_metrics(self.dir, str(e)) from None
+            raise _damaged_metrics(self.dir, e) from None
         finally:
             db.close()
 
@@ -205,9 +205,9 @@ def _retrain_hint(run_dir: Path) -> str:
     return f"grokscope train --config {Path(run_dir) / CONFIG} --out NEW_DIR"
 
 
-def _damaged_metrics(run_dir: Path, detail: str) -> DamagedFileError:
+def _damaged_metrics(run_dir: Path, err: Exception) -> DamagedFileError:
     path = Path(run_dir) / METRICS
-    detail = detail.removeprefix(f"{path}: damaged metrics database (").removesuffix(")")
+    detail = (err.detail if isinstance(err, DamagedFileError) else None) or str(err)
     return DamagedFileError(path, f"{path}: damaged metrics database ({detail}); restore it from a copy of the run, "
                             f"or train the run again into a new directory ({_retrain_hint(run_dir)})")
 
@@ -244,12 +244,12 @@ def check_run(run_dir: Path | str, *, resume: bool = False) -> None:
         try:
             db = MetricsDB(run_dir / METRICS, readonly=True)
         except Exception as e:
-            raise _damaged_metrics(run_dir, str(e)) from None
+            raise _damaged_metrics(run_dir, e) from None
         try:
             db.check()
             last_logged = db.last_step()
         except DamagedFileError as e:
-            raise _damaged_metrics(run_dir, str(e)) from None
+            raise _damaged_metrics(run_dir, e) from None
         finally:
             db.close()
     state = run_dir / STATE
