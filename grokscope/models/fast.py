@@ -154,52 +154,17 @@ def _act_backward(act_fn: str, d_post: Tensor, pre: Tensor, post: Tensor, out: T
 
 
 class ExampleBlock(torch.autograd.Function):
-    """logits [K, N, C] from the tables: the gather-sum, the activation and the ``W_L`` product in one node.
+    """logits [K, N, C] from the tables: the gather-sum, the activation and the ``W_L`` product in one node,
+    with a hand-written backward, for K stacked models one member after another.
 
-    The backward writes the gradient of ``z`` over ``z`` itself, which nothing needs once ``d W_L`` is
-    formed (a fresh [K*N, d_mlp + C] buffer costs its page faults every step, ~1.8 ms at p = 113): ``d logits``
-    into the ``direct`` columns, ``d logits W_Lᵀ`` through the activation's derivative into the ``pre``
-    columns, then the gather-sum's sparse products. So the backward runs once per forward (``retain_graph``
-    is refused with an error).
-    """
-
-    @staticmethod
-    def forward(ctx, table: Tensor, weights: Tensor, W_L: Tensor, plan: GatherPlan, act_fn: str) -> Tensor:
-        z = F.embedding_bag(plan.idx, table, per_sample_weights=weights, mode="sum")  # [K*N, d_mlp + C]
-        logits, pre, post = _block_forward(z, W_L, act_fn)
-        ctx.plan, ctx.act_fn, ctx.used = plan, act_fn, False
-        ctx.save_for_backward(table, weights, W_L, z, None if act_fn == "relu" else post)
-        return logits
-
-    @staticmethod
-    def backward(ctx, grad_logits: Tensor):
-        if ctx.used:
-            raise RuntimeError("the fast path's backward reuses its saved activations: backward through it once (no retain_graph)")
-        ctx.used = True
-        table, weights, W_L, z, post = ctx.saved_tensors
-        K, m, C = W_L.shape
-        N = z.shape[0] // K
-        g = grad_logits.reshape(K, N, C)
-        pre = z[:, :m]
-        post = pre if post is None else post  # ReLU: the rectified columns of z
-        d_W_L = None
-        if ctx.needs_input_grad[2]:
-            d_W_L = torch.bmm(post.view(K, N, m).transpose(1, 2), g)  # [K, d_mlp, C], before post is overwritten
-        d_post = torch.bmm(g, W_L.transpose(1, 2)).view(K * N, m)  # contiguous: ~1.5x faster than out=z[:, :m]
-        d_z = z  # [K*N, d_mlp + C], over the saved activations
-        _act_backward(ctx.act_fn, d_post, pre, post, out=d_z[:, :m])  # elementwise: in place over pre is safe
-        d_z[:, m:] = g.reshape(K * N, C)
-        d_table, d_weights = _gather_sum_backward(ctx.plan, table, weights, d_z, ctx.needs_input_grad[:2])
-        return d_table, d_weights, d_W_L, None, None
-
-
-class MemberBlocks(torch.autograd.Function):
-    """:class:`ExampleBlock` for K > 1 stacked models, one member after another.
-
-    Batched over all members the ``[K*N, d_mlp + C]`` block (77 MB for K = 8 at p = 113) cannot stay in
-    cache between the gather, the activation, the ``W_L`` product and the sparse backward; one member's
-    block (9.6 MB) can. The same operations per member as a single model's step (``mm`` instead of one
-    ``bmm``), with each member's gather plan in its own table's row numbers.
+    Member by member, because batched over all members the ``[K*N, d_mlp + C]`` block (77 MB for K = 8 at
+    p = 113) cannot stay in cache between the gather, the activation, the ``W_L`` product and the sparse
+    backward; one member's block (9.6 MB) can. ``plans``: each member's gather plan in the row numbers of
+    its own table. The backward writes the gradient of each member's block over the block itself, which
+    nothing needs once ``d W_L`` is formed (a fresh buffer costs its page faults every step, ~1.8 ms at
+    p = 113): ``d logits`` into the ``direct`` columns, ``d logits W_Lᵀ`` through the activation's
+    derivative into the ``pre`` columns, then the gather-sum's sparse products. So the backward runs once
+    per forward (``retain_graph`` is refused with an error).
     """
 
     @staticmethod
@@ -345,7 +310,7 @@ class FastPlan:
         if self._members is None:
             K, N = self.shape
             idx = self.gather.idx.view(K, N, -1)
-            self._members = [GatherPlan(idx[k] - k * self.rows, self.rows) for k in range(K)]
+            self._members = [self.gather] if K == 1 else [GatherPlan(idx[k] - k * self.rows, self.rows) for k in range(K)]
         return self._members
 
 
@@ -361,9 +326,7 @@ def fast_logits(tables: dict[str, Tensor], plan: FastPlan, act_fn: str) -> Tenso
     weights = torch.cat([pattern[..., 0], pattern[..., 1], ones], dim=1)  # [K*N, 2H + 1], the order of plan idx
     table, W_L = tables["table"], tables["W_L"]  # [K * rows, d_mlp + C], [K, d_mlp, C]
     if torch.is_grad_enabled() and (table.requires_grad or weights.requires_grad or W_L.requires_grad):
-        if K > 1:
-            return MemberBlocks.apply(table, weights, W_L, plan.members, act_fn)
-        return ExampleBlock.apply(table, weights, W_L, plan.gather, act_fn)
+        return ExampleBlock.apply(table, weights, W_L, plan.members, act_fn)
     if K * N <= EVAL_CHUNK:
         z = F.embedding_bag(plan.gather.idx, table, per_sample_weights=weights, mode="sum")  # [K*N, d_mlp + C]
         return _block_forward(z, W_L, act_fn)[0]
