@@ -284,7 +284,8 @@ def loop_rate(runner, epochs: int) -> float:
 def bracketed_whole_run(cfg: ExperimentConfig, epochs: int, loops: list, loop_epochs: int) -> dict[str, Any]:
     """:func:`whole_run`, with each of ``loops`` timed as a demo loop (:func:`loop_rate`) just before and just
     after it, so the ratios compare runs made at the same time (a shared machine's speed drifts over minutes).
-    ``loops[name]``: the rates before and after and their combined rate (total epochs over total time)."""
+    Adds ``"loops"``: per runner name, the rates before and after and their combined rate (total epochs over
+    total time)."""
     before = {r.name: loop_rate(r, loop_epochs) for r in loops}
     res: dict[str, Any] = whole_run(cfg, epochs)
     after = {r.name: loop_rate(r, loop_epochs) for r in loops}
