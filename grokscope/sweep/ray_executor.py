@@ -141,11 +141,9 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():
-            kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-            if self.address is None:
-                kwargs["num_cpus"] = max(1, (self.workers or 1) * self.threads)
+            num_cpus = max(1, (self.workers or 1) * self.threads) if self.address is None else None  # a cluster has its own
             try:
-                ray.init(address=self.address, **kwargs)
+                ray.init(address=self.address, num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
             except Exception as e:  # noqa: BLE001 - connection problems are user errors
                 raise SweepError(f"--address {self.address}: cannot connect to Ray ({type(e).__name__}: {e})") from None
             self._started = True
