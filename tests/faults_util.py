@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 HERE = Path(__file__).resolve()
 PHASES = {"tensors": ("partial", "unrenamed", "renamed"), "metrics": ("partial", "uncommitted", "committed")}
 
@@ -195,12 +197,10 @@ if __name__ == "__main__":
 
 
 @contextmanager
-def interrupted_at_update(n: int) -> Iterator[None]:
+def interrupted_at_update(n: int) -> Iterator[pytest.ExceptionInfo[KeyboardInterrupt]]:
     """In the block, the n-th call of the training loop's ``train_step`` raises KeyboardInterrupt (as Ctrl-C would
-    there), which the block must raise; ``train_step`` is restored afterwards."""
+    there), which the block must raise; ``train_step`` is restored afterwards. Yields pytest's ExceptionInfo."""
     import importlib
-
-    import pytest
 
     loop = importlib.import_module("grokscope.training.loop")
     real, calls = loop.train_step, {"n": 0}
@@ -213,7 +213,7 @@ def interrupted_at_update(n: int) -> Iterator[None]:
 
     loop.train_step = step
     try:
-        with pytest.raises(KeyboardInterrupt):
-            yield
+        with pytest.raises(KeyboardInterrupt) as info:
+            yield info
     finally:
         loop.train_step = real

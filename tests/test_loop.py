@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from faults_util import interrupted_at_update
 
 from grokscope.config import OptimConfig, TrainConfig, apply_overrides
 from grokscope.store import load_run
@@ -75,23 +76,12 @@ def test_same_config_gives_the_same_run_bit_for_bit(tmp_path, tiny_config):
 
 
 @pytest.mark.parametrize("batch_size", [None, 24])
-def test_an_interrupted_run_resumes_exactly(tmp_path, tiny_config, monkeypatch, batch_size):
+def test_an_interrupted_run_resumes_exactly(tmp_path, tiny_config, batch_size):
     cfg = apply_overrides(tiny_config, {"train.epochs": 80, "train.batch_size": batch_size, "train.checkpoint_every": 20})
     straight = train(cfg, tmp_path / "straight", progress=False)
 
-    real_step = loop.train_step
-    calls = {"n": 0}
-
-    def crashing_step(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 47 * (1 if batch_size is None else 4) + 1:  # 84 train pairs: 4 batches of <= 24
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_step", crashing_step)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_update(47 * (1 if batch_size is None else 4) + 1):  # 84 train pairs: 4 batches of <= 24
         train(cfg, tmp_path / "crashed", progress=False)
-    monkeypatch.setattr(loop, "train_step", real_step)
     assert load_run(tmp_path / "crashed").metrics.index[-1] == 45
     resumed = resume(tmp_path / "crashed", progress=False)
     assert resumed.metrics.equals(straight.metrics)
@@ -104,20 +94,11 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, tiny_config, monkeypatch, 
     assert again.metrics.equals(straight.metrics)
 
 
-def test_an_interrupted_run_releases_its_database_at_once(tmp_path, tiny_config, monkeypatch):
+def test_an_interrupted_run_releases_its_database_at_once(tmp_path, tiny_config):
     """Ctrl-C in a notebook: the loop closes the SQLite database before the exception leaves it, even while the
     traceback (and with it the loop's frames) is still referenced, so metrics.sqlite alone holds every row and a
     copy of the folder is complete."""
-    real_step, calls = loop.train_step, {"n": 0}
-
-    def crashing_step(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 26:
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_step", crashing_step)
-    with pytest.raises(KeyboardInterrupt) as excinfo:
+    with interrupted_at_update(26) as excinfo:
         train(apply_overrides(tiny_config, {"train.epochs": 40}), tmp_path / "run", progress=False)
     assert excinfo.value.__traceback__ is not None  # the frames holding the database are alive
     wal = tmp_path / "run" / "metrics.sqlite-wal"

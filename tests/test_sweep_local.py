@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from faults_util import interrupted_at_update
 
 from grokscope.cli import main
 from grokscope.store.run import Run
@@ -84,25 +85,14 @@ def test_rerun_skips_finished_cells(done_sweep):
     assert {k: v for k, v in _fingerprint(out).items() if k in before} == before
 
 
-def test_interrupted_cell_is_resumed_and_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+def test_interrupted_cell_is_resumed_and_equals_an_uninterrupted_run(tmp_path):
     import importlib
 
     loop = importlib.import_module("grokscope.training.loop")  # (grokscope.train is also a function's name)
 
     spec = small_spec(axes={"optim.weight_decay": [1.0]}, seeds=1, set={"train.epochs": 40, "train.checkpoint_every": 10})
-    calls = {"n": 0}
-    real = loop.train_step
-
-    def flaky(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 25:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(loop, "train_step", flaky)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_update(25):
         run_sweep(spec, tmp_path / "s", workers=0, progress=False, log=lambda s: None)
-    monkeypatch.setattr(loop, "train_step", real)
     cell = expand(spec)[0]
     assert plan_sweep(spec, tmp_path / "s").states == {cell.name: "partial"}
     res = run_sweep(spec, tmp_path / "s", workers=0, progress=False, log=lambda s: None)

@@ -4,11 +4,14 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from faults_util import interrupted_at_update  # noqa: E402
+
 from grokscope.sweep.index import load_sweep  # noqa: E402
 from grokscope.sweep.layout import SweepDir  # noqa: E402
 from grokscope.sweep.local import run_sweep  # noqa: E402
 from grokscope.sweep.ray_executor import CRASH_ONCE_ENV, RayExecutor, pack_dir, unpack_dir  # noqa: E402
 from grokscope.sweep.spec import make_spec  # noqa: E402
+from grokscope.training import train  # noqa: E402
 
 COLUMNS = ["name", "status", "phase", "train_epoch", "test_epoch", "gap", "grok_epoch", "final_train_acc", "final_test_acc", "final_test_loss"]
 
@@ -44,24 +47,10 @@ def test_ray_gives_the_same_outcomes_as_local_and_retries_a_lost_worker(local_ra
     assert load_sweep(tmp_path / "ray")["phase"].tolist() == remote["phase"].tolist()
 
 
-def test_ray_resumes_a_cell_interrupted_locally(local_ray, tmp_path, monkeypatch):
-    import importlib
-
-    loop = importlib.import_module("grokscope.training.loop")
+def test_ray_resumes_a_cell_interrupted_locally(local_ray, tmp_path):
     s = make_spec(name="r2", base="tiny", set={"train.epochs": 30, "train.checkpoint_every": 10}, axes={"optim.weight_decay": [1.0]}, seeds=1)
-    real = loop.train_step
-    n = {"k": 0}
-
-    def flaky(*a, **k):
-        n["k"] += 1
-        if n["k"] == 15:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(loop, "train_step", flaky)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_at_update(15):
         run_sweep(s, tmp_path / "s", workers=0, progress=False, log=lambda s: None)
-    monkeypatch.setattr(loop, "train_step", real)
     res = run_sweep(s, tmp_path / "s", executor=RayExecutor(threads=1), progress=False, log=lambda s: None)
     assert res.frame["status"].tolist() == ["completed"]
     hows = [e.get("how") for e in SweepDir(tmp_path / "s").events() if e["event"] == "cell"]
@@ -70,7 +59,7 @@ def test_ray_resumes_a_cell_interrupted_locally(local_ray, tmp_path, monkeypatch
     from grokscope.sweep.spec import expand
 
     cell = expand(s)[0]
-    ref = loop.train(cell.config, tmp_path / "ref", progress=False).metrics
+    ref = train(cell.config, tmp_path / "ref", progress=False).metrics
     got = Run(tmp_path / "s" / "cells" / cell.name).metrics
     assert got[["train_loss", "test_acc"]].equals(ref[["train_loss", "test_acc"]])
 
