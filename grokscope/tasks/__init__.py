@@ -33,15 +33,20 @@ def is_sequence_task(task) -> bool:
     return isinstance(task, SequenceTask)
 
 
+def has_task_metrics(task) -> bool:
+    """True when :func:`task_metrics` has anything to say about ``task`` (a multi-task or a sequence task)."""
+    return is_sequence_task(task) or getattr(task, "groups", None) is not None
+
+
 def task_metrics(task, logits: Tensor, loss_dtype: torch.dtype = torch.float64) -> dict[str, float]:
     """Per-group metrics of a multi-task (``{split}_{loss|acc}_op{i}`` for operation i), per answer position of a
     sequence task (:func:`~grokscope.tasks.sequence.sequence_metrics`), else ``{}``.
     ``logits``: [N, d_vocab_out] (sequence tasks: [N, T, d_vocab_out]) over every row of ``task.tokens``."""
+    if not has_task_metrics(task):
+        return {}
     if is_sequence_task(task):
         return sequence_metrics(task, logits, loss_dtype)
-    groups = getattr(task, "groups", None)
-    if groups is None:
-        return {}
+    groups = task.groups
     out: dict[str, float] = {}
     for split, idx in (("train", task.train_idx), ("test", task.test_idx)):
         for i in range(len(task.group_names)):
@@ -54,7 +59,7 @@ def task_metrics(task, logits: Tensor, loss_dtype: torch.dtype = torch.float64) 
 
 
 __all__ = [
-    "Expr", "FormulaError", "ModularTask", "SEQUENCE_KINDS", "SequenceTask", "TableTask", "answer_view", "is_sequence_task",
+    "Expr", "FormulaError", "ModularTask", "SEQUENCE_KINDS", "SequenceTask", "TableTask", "answer_view", "has_task_metrics", "is_sequence_task",
     "make_modular_task", "make_multi_task", "make_parity_task", "make_s5_task", "make_sequence_task", "make_task",
     "parse_formula", "sequence_metrics", "split_indices", "split_rows", "task_metrics",
 ]

@@ -35,7 +35,7 @@ from grokscope.store.run import (
     repair_checkpoint,
     save_checkpoint,
 )
-from grokscope.tasks import SequenceTask, answer_view, is_sequence_task, make_task, task_metrics
+from grokscope.tasks import SequenceTask, answer_view, has_task_metrics, is_sequence_task, make_task, task_metrics
 from grokscope.trackers import TrackerGroup
 from grokscope.training.losses import cross_entropy, get_loss, softmax_collapse
 from grokscope.training.optim import UpdateRules
@@ -273,7 +273,7 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
     # forward (same weights, same rows), so it is computed once, with its graph, and handed to that update
     # (bitwise the same numbers; the fast path has no dropout, so eval and train mode are one function).
     share_forward = path_name == "fast" and batch >= n_train and not cfg.task.fresh_data
-    pending: list[Tensor] = []  # [train logits of the current weights, with graph] until the next update
+    pending: Tensor | None = None  # train logits of the current weights, with their graph, until the next update
 
     def score(logits: Tensor, labels: Tensor) -> tuple[float, float]:
         """Loss (the training objective) and accuracy (of a sequence task: over its scored positions)."""
@@ -285,12 +285,13 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
 
     def all_logits(epoch: int) -> tuple[Tensor, Tensor, Callable[[], Tensor]]:
         """Logits of the current weights: (train rows [N_train, C], test rows, all rows in task order (lazily))."""
+        nonlocal pending
         if not (share_forward and epoch < tc.epochs):
             logits = forward(task.tokens)  # [N, d_vocab_out], all pairs in task order
             return logits[task.train_idx], logits[task.test_idx], lambda: logits
         with torch.enable_grad():
-            pending[:] = [forward(train_x)]  # the next update's forward
-        train_logits = pending[0].detach()
+            pending = forward(train_x)  # the next update's forward
+        train_logits = pending.detach()
         test_logits = forward(task.test_tokens) if task.test_idx.numel() else train_logits[:0]
 
         def in_task_order() -> Tensor:
@@ -309,8 +310,8 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
             out["train_loss"], out["train_acc"] = score(train_logits, train_y)
             if task.test_idx.numel():
                 out["test_loss"], out["test_acc"] = score(test_logits, task.test_labels)
-            if sequence or getattr(task, "groups", None) is not None:  # task_metrics is {} for any other task
-                out.update(task_metrics(task, logits_fn(), loss_dtype))  # per-operation / per-position metrics
+            if has_task_metrics(task):  # per-operation / per-position metrics (logits in task order, built on demand)
+                out.update(task_metrics(task, logits_fn(), loss_dtype))
             if tc.softmax_collapse:
                 sc = softmax_collapse(train_logits, train_y, loss_dtype, tc.loss)
                 out["sc_train"], out["zero_loss_train"] = sc["sc"], sc["zero_loss"]
@@ -345,7 +346,7 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
                     x, y = task.fresh_batch(batch, tc.data_seed, epoch)
                 else:
                     x, y = train_x[idx], train_y[idx]
-                shared = pending.pop() if pending else None  # this update's forward, done by the last evaluation
+                shared, pending = pending, None  # this update's forward, done by the last evaluation (or None)
                 loss = train_step(forward, opt, x, y, lr, loss_dtype, loss_fn=loss_fn, rules=rules, logits=shared)
                 st.update += 1
             st.epoch = epoch
