@@ -138,6 +138,20 @@ def test_gather_sum_gradients_match_autograd_of_a_dense_version():
     assert torch.autograd.gradcheck(lambda t, w: gather_sum(t, w, GatherPlan(idx, 9)), (table, weights))
 
 
+def test_gather_plan_transposed_pattern_is_the_dense_transpose_and_built_only_for_a_gradient():
+    idx = torch.tensor([[0, 3, 8], [1, 2, 8], [0, 7, 8], [4, 5, 6], [0, 3, 6]])
+    values = torch.arange(1.0, idx.numel() + 1).reshape(idx.shape)
+    plan = GatherPlan(idx, 9)
+    table = torch.randn(9, 5)
+    with torch.no_grad():
+        gather_sum(table, values, plan)
+    assert plan._transposed is None  # a forward without gradient does not pay for the table gradient's pattern
+    dense = torch.zeros(5, 9).index_put_((torch.arange(5).repeat_interleave(3), idx.reshape(-1)), values.reshape(-1))
+    assert torch.equal(plan.s_matrix(values).to_dense(), dense)
+    assert torch.equal(plan.st_matrix(values).to_dense(), dense.t())
+    assert plan._transposed is not None
+
+
 def test_fast_path_is_chosen_automatically_and_only_where_it_applies(tmp_path):
     task, model = _setup()
     fwd, name = select_forward(model, task, TrainConfig())

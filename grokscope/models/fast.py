@@ -60,31 +60,31 @@ class GatherPlan:
     """Index structures for one batch of bags: ``idx`` [N, k] rows of a table with ``n_rows`` rows.
 
     ``idx`` must be ascending within each row (then the CSR order of the [N, n_rows] selection matrix
-    is row-major ``(n, j)`` order). Also holds the transposed pattern for the table gradient.
+    is row-major ``(n, j)`` order). The transposed pattern, which only the table gradient reads, is built
+    on first use (a forward without gradient, such as an evaluation over all pairs, never pays for it).
     """
 
     def __init__(self, idx: Tensor, n_rows: int):
         n, k = idx.shape
         self.idx, self.n_rows, self.shape = idx.contiguous(), n_rows, (n, k)
-        flat = self.idx.reshape(-1)
         self.crow = torch.arange(0, n * k + 1, k, dtype=torch.int64)  # S: [N, R], k entries per row
-        self.col = flat
-        # S^T: [R, N]; entries sorted by (row, n); `perm` maps S^T's value order to the (n, j) order.
-        example = torch.arange(n, dtype=torch.int64).repeat_interleave(k)
-        key = flat * n + example
-        self.perm = torch.argsort(key, stable=True)
-        counts = torch.bincount(flat, minlength=n_rows)
-        self.crow_t = torch.zeros(n_rows + 1, dtype=torch.int64)
-        self.crow_t[1:] = counts.cumsum(0)
-        self.col_t = example[self.perm]
+        self.col = self.idx.reshape(-1)
+        self._transposed: tuple[Tensor, Tensor, Tensor] | None = None
 
     def s_matrix(self, values: Tensor) -> Tensor:
         return torch.sparse_csr_tensor(self.crow, self.col, values.reshape(-1), (self.shape[0], self.n_rows), check_invariants=False)
 
     def st_matrix(self, values: Tensor) -> Tensor:
-        return torch.sparse_csr_tensor(
-            self.crow_t, self.col_t, values.reshape(-1)[self.perm], (self.n_rows, self.shape[0]), check_invariants=False
-        )
+        if self._transposed is None:
+            # S^T: [R, N]; entries sorted by (row, n); `perm` maps S^T's value order to the (n, j) order.
+            n, k = self.shape
+            example = torch.arange(n, dtype=torch.int64).repeat_interleave(k)
+            perm = torch.argsort(self.col * n + example, stable=True)
+            crow_t = torch.zeros(self.n_rows + 1, dtype=torch.int64)
+            crow_t[1:] = torch.bincount(self.col, minlength=self.n_rows).cumsum(0)
+            self._transposed = (crow_t, example[perm], perm)
+        crow_t, col_t, perm = self._transposed
+        return torch.sparse_csr_tensor(crow_t, col_t, values.reshape(-1)[perm], (self.n_rows, self.shape[0]), check_invariants=False)
 
 
 class GatherSum(torch.autograd.Function):
