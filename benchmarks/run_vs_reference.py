@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from grokscope.bench import _Reference, loop_rate
+from grokscope.bench import ReferenceLoop, loop_rate
 from grokscope.cli import main as cli_main
 from grokscope.models import build_model
 from grokscope.presets import get_preset
@@ -31,7 +31,7 @@ from grokscope.tasks import make_task
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=None, help="run directory to create (default runs/<name>-<time>)")
+    ap.add_argument("--out", type=Path, default=None, help="run directory to create (default runs/run-vs-reference-<time>)")
     ap.add_argument("--loop-epochs", type=int, default=10, help="epochs of the reference loop before and after (default 10)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
@@ -42,11 +42,12 @@ def main() -> int:
 
     cfg = get_preset("nanda-mainline")
     task = make_task(cfg.task)
-    reference = _Reference(cfg, task, build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx))
+    reference = ReferenceLoop(cfg, task, build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx))
     reference.epoch()  # warm-up
     before = loop_rate(reference, args.loop_epochs)
 
-    argv = ["run", "--quiet"] + (["--out", str(args.out)] if args.out else [])
+    out_dir = args.out or Path("runs") / time.strftime("run-vs-reference-%Y%m%d-%H%M%S")
+    argv = ["run", "--quiet", "--out", str(out_dir)]
     captured = io.StringIO()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(captured):
@@ -58,8 +59,7 @@ def main() -> int:
         return code
 
     out = captured.getvalue()
-    run_dir = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("run:"))
-    meta = Run(run_dir).meta
+    meta = Run(out_dir).meta
     epochs = int(meta["final_epoch"])
     train_s = float(meta["train_seconds"])
     rate = 2 / (1 / before + 1 / after)

@@ -35,7 +35,7 @@ from grokscope.tasks import make_task
 from grokscope.training.loop import loss_and_accuracy, lr_at, make_optimizer, select_forward, train_step
 from grokscope.training.reference import reference_eval, reference_forward, reference_step
 
-__all__ = ["BenchOptions", "register", "run_bench", "fast_step_flops", "reference_step_flops"]
+__all__ = ["BenchOptions", "ReferenceLoop", "loop_rate", "register", "run_bench", "fast_step_flops", "reference_step_flops"]
 
 
 @dataclass
@@ -94,7 +94,10 @@ def _config(opts: BenchOptions, p: int) -> ExperimentConfig:
     return apply_overrides(opts.config, {"task.p": p, "train.fast_path": True})
 
 
-class _Reference:
+class ReferenceLoop:
+    """Row (a): the reference training step (:func:`reference_step`, every layer over the full sequence) and
+    its test evaluation, as a demo loop runs them; ``epoch()`` and ``evaluate()`` are what :func:`loop_rate` times."""
+
     name = "(a) reference (full sequence)"
 
     def __init__(self, cfg: ExperimentConfig, task, model):
@@ -230,7 +233,7 @@ def agreement(cfg: ExperimentConfig, steps: int, dtype: torch.dtype = torch.floa
     """Train (a) and (b) from the same initialisation for ``steps`` steps; the losses and their relative difference."""
     task = make_task(cfg.task)
     base = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx).to(dtype)
-    ref, dflt = _Reference(cfg, task, copy.deepcopy(base)), _Default(cfg, task, copy.deepcopy(base))
+    ref, dflt = ReferenceLoop(cfg, task, copy.deepcopy(base)), _Default(cfg, task, copy.deepcopy(base))
     for _ in range(steps):
         ref.epoch()
         dflt.epoch()
@@ -317,7 +320,7 @@ def scaling(opts: BenchOptions, log: Callable[[str], None]) -> list[dict[str, fl
         cfg = _config(opts, p)
         task = make_task(cfg.task)
         model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
-        ref, dflt = _Reference(cfg, task, copy.deepcopy(model)), _Default(cfg, task, copy.deepcopy(model))
+        ref, dflt = ReferenceLoop(cfg, task, copy.deepcopy(model)), _Default(cfg, task, copy.deepcopy(model))
         ref.epoch()
         dflt.epoch()
         dflt.evaluate()
@@ -358,7 +361,7 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print, log: Calla
     log("matrix-multiply rate ...")
     res["matmul_gflops"] = matmul_rates(n_train, cfg.model.d_mlp, task.d_vocab_out)
 
-    runners: list = [_Reference(cfg, task, copy.deepcopy(model)), _Default(cfg, task, copy.deepcopy(model)), _Ens(cfg, opts.k)]
+    runners: list = [ReferenceLoop(cfg, task, copy.deepcopy(model)), _Default(cfg, task, copy.deepcopy(model)), _Ens(cfg, opts.k)]
     tl_version = transformer_lens_version() if opts.tl else None
     res["transformer_lens"] = tl_version or ("not installed" if opts.tl else "skipped (--no-tl)")
     if tl_version and cfg.model.act_fn == "relu":
