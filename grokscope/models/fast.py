@@ -128,23 +128,19 @@ def gather_sum(table: Tensor, weights: Tensor, plan: GatherPlan) -> Tensor:
 EVAL_CHUNK = 2048  # rows per block of a forward without gradient (fast_logits)
 
 
-def _block_forward(z: Tensor, W_L: Tensor, act_fn: str) -> tuple[Tensor, Tensor, Tensor]:
-    """``logits = direct + act(pre) W_L`` for ``z = [pre | direct]`` [K*N, d_mlp + C] and ``W_L`` [K, d_mlp, C].
-
-    ReLU is applied in place on the ``pre`` columns of ``z`` (no copy). Returns (logits [K, N, C], pre, post),
-    ``pre`` and ``post`` being [K*N, d_mlp] (for ReLU both are the rectified view into ``z``).
-    """
-    K, m, _ = W_L.shape
+def _member_block(z: Tensor, W_L: Tensor, act_fn: str, out: Tensor) -> Tensor:
+    """One member's ``logits = direct + act(pre) W_L`` into ``out`` [n, C], for ``z = [pre | direct]``
+    [n, d_mlp + C] and ``W_L`` [d_mlp, C]. ReLU is applied in place on the ``pre`` columns of ``z`` (no copy).
+    Returns ``post`` [n, d_mlp] (for ReLU the rectified view into ``z``)."""
+    m = W_L.shape[0]
     pre, direct = z[:, :m], z[:, m:]  # views, row stride d_mlp + C
     post = pre.clamp_min_(0) if act_fn == "relu" else activation(act_fn, pre)
-    if K == 1:
-        return torch.addmm(direct, post, W_L[0]).unsqueeze(0), pre, post
-    N = z.shape[0] // K
-    return torch.baddbmm(direct.view(K, N, -1), post.view(K, N, m), W_L), pre, post
+    torch.addmm(direct, post, W_L, out=out)
+    return post
 
 
 def _act_backward(act_fn: str, d_post: Tensor, pre: Tensor, post: Tensor, out: Tensor) -> None:
-    """Write the gradient at ``pre`` (the ops autograd would run) into ``out``, all [K*N, d_mlp]."""
+    """Write the gradient at ``pre`` (the ops autograd would run) into ``out``, all [N, d_mlp]."""
     if act_fn == "relu":
         torch.ops.aten.threshold_backward.grad_input(d_post, post, 0, grad_input=out)
     elif act_fn == "gelu":
@@ -169,16 +165,14 @@ class ExampleBlock(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, table: Tensor, weights: Tensor, W_L: Tensor, plans: list[GatherPlan], act_fn: str) -> Tensor:
-        K, m, C = W_L.shape
+        K, _, C = W_L.shape
         N = plans[0].shape[0]
         tables, w = table.view(K, -1, table.shape[1]), weights.view(K, N, -1)
         logits = torch.empty(K, N, C, dtype=table.dtype)
         ctx.blocks = []  # per member: (z, post or None); not save_for_backward: the backward overwrites them
         for k, plan in enumerate(plans):
             z = F.embedding_bag(plan.idx, tables[k], per_sample_weights=w[k], mode="sum")  # [N, d_mlp + C]
-            pre, direct = z[:, :m], z[:, m:]
-            post = pre.clamp_min_(0) if act_fn == "relu" else activation(act_fn, pre)
-            torch.addmm(direct, post, W_L[k], out=logits[k])
+            post = _member_block(z, W_L[k], act_fn, out=logits[k])
             ctx.blocks.append((z, None if act_fn == "relu" else post))
         ctx.plans, ctx.act_fn = plans, act_fn
         ctx.save_for_backward(table, weights, W_L)
@@ -327,18 +321,16 @@ def fast_logits(tables: dict[str, Tensor], plan: FastPlan, act_fn: str) -> Tenso
     table, W_L = tables["table"], tables["W_L"]  # [K * rows, d_mlp + C], [K, d_mlp, C]
     if torch.is_grad_enabled() and (table.requires_grad or weights.requires_grad or W_L.requires_grad):
         return ExampleBlock.apply(table, weights, W_L, plan.members, act_fn)
-    if K * N <= EVAL_CHUNK:
-        z = F.embedding_bag(plan.gather.idx, table, per_sample_weights=weights, mode="sum")  # [K*N, d_mlp + C]
-        return _block_forward(z, W_L, act_fn)[0]
-    # no gradient, many examples (an evaluation over all p^2 pairs): member by member in row chunks, so the
-    # [chunk, d_mlp + C] block stays in cache between the gather, the activation and the W_L product (for one
-    # model the same operations row by row, so the logits are bitwise those of one pass; ~20% faster at p = 113)
+    # no gradient: member by member in row chunks (a training batch is one chunk; an evaluation over all p^2
+    # pairs several), so the [chunk, d_mlp + C] block stays in cache between the gather, the activation and the
+    # W_L product; the same operations row by row, so the logits are bitwise those of one pass (~20% faster at p = 113)
     logits = torch.empty(K, N, W_L.shape[2], dtype=table.dtype)
     for k in range(K):
-        for start in range(k * N, (k + 1) * N, EVAL_CHUNK):
-            rows = slice(start, min(start + EVAL_CHUNK, (k + 1) * N))
-            z = F.embedding_bag(plan.gather.idx[rows], table, per_sample_weights=weights[rows], mode="sum")
-            logits[k, rows.start - k * N : rows.stop - k * N] = _block_forward(z, W_L[k : k + 1], act_fn)[0][0]
+        for start in range(0, N, EVAL_CHUNK):
+            stop = min(start + EVAL_CHUNK, N)
+            rows = slice(k * N + start, k * N + stop)
+            z = F.embedding_bag(plan.gather.idx[rows], table, per_sample_weights=weights[rows], mode="sum")  # [chunk, d_mlp + C]
+            _member_block(z, W_L[k], act_fn, out=logits[k, start:stop])
     return logits
 
 
