@@ -6,6 +6,7 @@ Metrics at epoch e describe the weights after e epochs; epoch 0 is the initialis
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -294,6 +295,7 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
         train_logits = pending.detach()
         test_logits = forward(task.test_tokens) if task.test_idx.numel() else train_logits[:0]
 
+        @functools.cache  # task metrics and measures may both ask at one epoch
         def in_task_order() -> Tensor:
             logits = torch.empty(task.tokens.shape[0], *train_logits.shape[1:], dtype=train_logits.dtype)
             logits[task.train_idx], logits[task.test_idx] = train_logits, test_logits
