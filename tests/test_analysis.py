@@ -242,7 +242,8 @@ def test_register_adds_the_subcommand():
 
 
 def test_cli_exit_code_2_on_missing_run(tmp_path, capsys):
-    cli = pytest.importorskip("grokscope.cli")
+    import grokscope.cli as cli  # a plain import: a broken package must fail here, not skip
+
     code = cli.main(["analyze", str(tmp_path / "nope")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "nope" in err

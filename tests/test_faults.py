@@ -263,20 +263,26 @@ def test_write_errors_keep_the_old_file_and_name_it(tmp_path, monkeypatch):
         assert db.rows() == [(1, "a", 1.0), (1, "b", 2.0)]  # the half-written step was rolled back
 
 
-def _mount_tmpfs(where: Path, size: str) -> bool:
+def _mount_tmpfs(where: Path, size: str) -> str | None:
+    """Mounts a tmpfs of ``size`` on ``where``; None when mounted, else why not."""
     where.mkdir()
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True).returncode == 0
+    if os.geteuid() != 0:
+        return "not root"
+    if not shutil.which("mount"):
+        return "no mount command"
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True)
+    return None if proc.returncode == 0 else f"mount failed: {proc.stderr.strip()}"
 
 
 @pytest.mark.parametrize("size", ["48k", "160k"])
 def test_a_real_full_filesystem_then_more_space_resumes_identically(size, twin60, tmp_path, capsys):
-    """The same on a real tmpfs that fills up (needs root, else skipped): SQLite's own error (48k: the metrics
-    database fills it) and the kernel's ENOSPC (160k: a checkpoint)."""
+    """The same on a real tmpfs that fills up (needs root, else skipped; CI runs as root, and there a skip fails the
+    session: tests/conftest.py): SQLite's own error (48k: the metrics database fills it) and the kernel's ENOSPC
+    (160k: a checkpoint)."""
     disk = tmp_path / "disk"
-    if not _mount_tmpfs(disk, size):
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    why_not = _mount_tmpfs(disk, size)
+    if why_not:
+        pytest.skip(f"cannot mount a small tmpfs here ({why_not}; needs root)")
     try:
         out = disk / "run"
         assert main(["train", *cli_args(60), "--out", str(out), "--quiet"]) == 2

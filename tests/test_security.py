@@ -134,8 +134,12 @@ def test_a_parsed_formula_is_plain_data():
 
 
 # --------------------------------------------------------------------------- the viewer
+# Only the viewer and report tests need plotly (extra 'plot'): they skip without it through the fixture below and
+# the report test's own check; the source scan and parser tests above run regardless.
 
-pytest.importorskip("plotly")
+
+def _needs_plotly() -> None:
+    pytest.importorskip("plotly", reason="plotly not installed (extra 'plot'): viewer security tests skipped")
 
 EVIL_DIR = "<script>alert(1)<!--<script>"  # no '/': a directory name cannot hold '</script>'
 EVIL_NAME = '<img src=x onerror=alert(2)>"\' <!--<script>'
@@ -144,6 +148,7 @@ OUTSIDE = "OUTSIDE-SECRET-2718"
 
 @pytest.fixture(scope="module")
 def viewer_root(tmp_path_factory):
+    _needs_plotly()
     from figure_runs import copy_run
 
     base = tmp_path_factory.mktemp("viewer-sec")
@@ -290,6 +295,7 @@ def test_the_viewer_binds_loopback_unless_told_otherwise(viewer_root):
 
 
 def test_figure_json_in_a_report_cannot_break_out_of_its_script_element():
+    _needs_plotly()
     import plotly.graph_objects as go
 
     from grokscope.figures.report import _fig_json
