@@ -108,6 +108,8 @@ def summarize(run: Run) -> str:
                 lines.append(f"{split} acc >= 99% first at epoch {int(hit[0]) if len(hit) else 'never'}")
     if meta.get("train_seconds"):
         lines.append(f"time:       {float(meta['train_seconds']):.1f} s training ({meta.get('forward', '?')} forward)")
+    if meta.get("denormals"):
+        lines.append(f"subnormals: {meta['denormals']} (train.flush_denormal)")
     lines.append(f"checkpoints: {len(run.checkpoints)}")
     return "\n".join(lines)
 

@@ -264,6 +264,9 @@ class TrainConfig:
     ``stop_after_grok``: when set to a factor f, training stops at the first logged epoch e with
     e >= f * grok_epoch, where grok_epoch is the first logged epoch with test accuracy >= 99%
     (the clean-up phase of the mainline ends at about 1.5x its grok epoch). ``None`` trains all epochs.
+
+    ``flush_denormal``: flush subnormal floats to zero on every intra-op thread while training
+    (:mod:`grokscope.runtime`); without it a step can run many times slower after grokking on x86 CPUs.
     """
 
     epochs: int = 40000
@@ -278,6 +281,7 @@ class TrainConfig:
     fast_path: bool = True
     loss: str = "cross_entropy"
     softmax_collapse: bool = False
+    flush_denormal: bool = True
 
     def __post_init__(self) -> None:
         if not (1 <= self.epochs <= 10_000_000):

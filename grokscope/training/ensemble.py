@@ -27,6 +27,7 @@ from torch import Tensor
 from grokscope.config import ExperimentConfig
 from grokscope.models import build_model
 from grokscope.models.fast import PARAM_NAMES, PlanCache, fast_logits, fast_tables, is_fast_eligible
+from grokscope.runtime import flush_denormal
 from grokscope.store.files import save_tensors
 from grokscope.store.metrics import MetricsDB
 from grokscope.store.run import METRICS, STATE, Run, save_checkpoint
@@ -231,6 +232,11 @@ def train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progre
     check_ensemble_configs(configs)
     if len(out_dirs) != len(configs):
         raise ValueError(f"train_ensemble: {len(configs)} configs but {len(out_dirs)} output directories")
+    with flush_denormal(configs[0].train.flush_denormal) as denormals:
+        return _train_ensemble(configs, out_dirs, progress, denormals)
+
+
+def _train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progress: bool | None, denormals: str) -> list[Run]:
     ens = Ensemble(configs)
     dirs = [new_run_dir(d, c) for d, c in zip(out_dirs, configs)]
     tc = configs[0].train
@@ -239,7 +245,7 @@ def train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progre
     ckpt_epochs = checkpoint_epochs(tc)
     dbs = [MetricsDB(d / METRICS) for d in dirs]
     for db in dbs:
-        db.set_meta({"status": "running", "forward": "ensemble", "message": "", "ensemble_size": str(K)})
+        db.set_meta({"status": "running", "forward": "ensemble", "message": "", "ensemble_size": str(K), "denormals": denormals})
     grok: list[int | None] = [None] * K
     final = [tc.epochs] * K
     messages = [""] * K

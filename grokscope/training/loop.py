@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from grokscope.config import ExperimentConfig, OptimConfig, TrainConfig
 from grokscope.models import Model, build_model
+from grokscope.runtime import flush_denormal
 from grokscope.store.errors import StoreWriteError
 from grokscope.store.files import atomic_write_bytes, load_tensors, save_tensors
 from grokscope.store.metrics import MetricsDB
@@ -38,6 +39,7 @@ from grokscope.store.run import (
 )
 from grokscope.tasks import SequenceTask, answer_view, has_task_metrics, is_sequence_task, make_task, task_metrics
 from grokscope.trackers import TrackerGroup
+from grokscope.training.adamw import AdamW
 from grokscope.training.losses import cross_entropy, get_loss, softmax_collapse
 from grokscope.training.optim import UpdateRules
 
@@ -76,20 +78,15 @@ def loss_and_accuracy(
     return loss.item(), acc.item()
 
 
-def make_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, optim: OptimConfig) -> AdamW:
     """AdamW over the model's parameters; its own (L2) decay is off when ``optim.decay='l1'`` (see :class:`UpdateRules`)."""
     weight_decay = optim.weight_decay if optim.decay == "l2" else 0.0
-    params = list(model.parameters())
-    kwargs: dict[str, Any] = dict(lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=weight_decay)
-    try:  # one fused kernel per step (CPU support since torch 2.4): ~3x faster than the multi-tensor update
-        return torch.optim.AdamW(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(params, **kwargs)
+    return AdamW(model.parameters(), lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=weight_decay)
 
 
 def train_step(
     forward: Callable[[Tensor], Tensor],
-    opt: torch.optim.Optimizer,
+    opt: AdamW,
     tokens: Tensor,
     labels: Tensor,
     lr: float,
@@ -187,7 +184,8 @@ def resume(path: Path | str, *, progress: bool | None = None, trackers=()) -> Ru
 def _fit_tracked(run_dir: Path, cfg: ExperimentConfig, progress: bool | None, group: TrackerGroup) -> Run:
     """``_fit``, then close the trackers' session with the outcome (they never stop training)."""
     try:
-        run = _fit(run_dir, cfg, progress=progress, trackers=group)
+        with flush_denormal(cfg.train.flush_denormal) as denormals:  # scoped: IEEE semantics again after training
+            run = _fit(run_dir, cfg, progress=progress, trackers=group, denormals=denormals)
     except BaseException as e:
         group.finish("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
         if isinstance(e, StoreWriteError):  # a full disk: the run is intact and resumable
@@ -204,7 +202,7 @@ class _State:
     grok_epoch: int | None = None
 
 
-def _save_state(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, st: _State, rules: UpdateRules | None = None) -> None:
+def _save_state(run_dir: Path, model: nn.Module, opt: AdamW, st: _State, rules: UpdateRules | None = None) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if rules is not None:
         tensors |= {f"rules.{k}": v for k, v in rules.state_tensors().items()}
@@ -217,7 +215,7 @@ def _save_state(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, st:
     save_tensors(run_dir / STATE, tensors, metadata=meta)
 
 
-def _load_state(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, rules: UpdateRules | None = None) -> _State:
+def _load_state(run_dir: Path, model: nn.Module, opt: AdamW, rules: UpdateRules | None = None) -> _State:
     path = run_dir / STATE
     if not path.exists():
         return _State()
@@ -237,7 +235,7 @@ def _load_state(run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, rul
     return _State(epoch=int(meta["epoch"]), update=int(meta["update"]), grok_epoch=None if grok == "None" else int(grok))
 
 
-def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, trackers: TrackerGroup | None = None) -> Run:
+def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, trackers: TrackerGroup | None = None, denormals: str = "") -> Run:
     tc = cfg.train
     loss_dtype = getattr(torch, tc.loss_dtype)
     task = make_task(cfg.task)
@@ -263,7 +261,7 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
         db.close()
         return Run(run_dir)  # nothing left to do
     db.truncate_after(st.epoch if (run_dir / STATE).exists() else -1)
-    db.set_meta({"status": "running", "forward": path_name, "message": ""})
+    db.set_meta({"status": "running", "forward": path_name, "message": "", "denormals": denormals})
     trackers = TrackerGroup() if trackers is None else trackers
     trackers.start(cfg, run_dir, step=st.epoch)
 

@@ -1,0 +1,123 @@
+"""How grokscope's computations run on the CPU: subnormal floats flushed to zero on every intra-op thread.
+
+After grokking, the cross-entropy's gradient holds values far below float32's smallest normal number
+(a wrong class's probability of 1e-40, divided by the batch, cast back from the float64 loss). On many x86
+CPUs a matrix product or an elementwise kernel that reads or writes such *subnormal* numbers takes a
+microcode assist per operation: the same step ran 8x slower after grokking than before it (measured on an
+Intel machine; this module's own check, :func:`flush_denormal`, works the same on every x86).
+
+Flush-to-zero (FTZ) and denormals-are-zero (DAZ) are bits of each thread's MXCSR register, so
+``torch.set_flush_denormal(True)`` covers only the thread that calls it; torch's intra-op worker threads (the
+OpenMP team that runs matrix products and elementwise kernels) keep the slow path. :func:`flush_denormal`
+sets the bits on the calling thread and on every thread of that team, by running one parallel region of the
+OpenMP runtime torch loaded (its ``GOMP_parallel`` entry point, which GNU's and LLVM's runtimes both export),
+each thread calling ``torch.set_flush_denormal`` for itself; worker threads created later inherit the bits
+from the thread that creates them. It then checks the effect: a parallel multiplication whose every product
+is subnormal must come out all zeros.
+
+Scoped, not process-wide: the context manager restores the previous state when it exits, so code around a
+training run (a notebook, a user's own model) keeps IEEE semantics. What changes inside is only that values
+below 1.18e-38 (float32) become zero; every loss, metric and measure grokscope reports is many orders of
+magnitude above that. Runs record the setting (``train.flush_denormal``), so a resumed run uses what the fresh
+run used, and is bitwise the same.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+
+import torch
+
+__all__ = ["denormal_status", "flush_denormal", "flushes_denormals"]
+
+_lock = threading.Lock()
+_depth = 0  # nesting depth of flush_denormal on this process (it sets process-wide thread state)
+
+
+@cache
+def _openmp_parallel():
+    """The ``GOMP_parallel`` function of the OpenMP runtime torch uses, or None when it cannot be found."""
+    lib_dir = os.path.join(os.path.dirname(torch.__file__), "lib")
+    candidates = []
+    for pattern in ("libgomp*.so*", "libomp*.so*", "libiomp5*.so*", "libomp*.dylib", "libiomp5*.dylib"):
+        candidates += sorted(glob.glob(os.path.join(lib_dir, pattern)))
+    candidates += ["libgomp.so.1", "libomp.so", "libiomp5.so"]  # loaded from the system by torch's own libraries
+    for name in candidates:
+        try:
+            lib = ctypes.CDLL(name)  # the already-loaded library when torch loaded it (same path or soname)
+            fn = lib.GOMP_parallel
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        fn.restype = None
+        return fn
+    return None
+
+
+def _on_every_thread(flag: bool) -> None:
+    """``torch.set_flush_denormal(flag)`` on this thread and on every thread of torch's OpenMP team."""
+    torch.set_flush_denormal(flag)
+    parallel = _openmp_parallel()
+    if parallel is None:
+        return
+
+    @ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+    def region(_data):  # runs once on each thread of the team (the caller is thread 0)
+        torch.set_flush_denormal(flag)
+
+    parallel(ctypes.cast(region, ctypes.c_void_p), None, 0, 0)  # 0 threads: the team torch's next region gets
+
+
+def _flushed_fraction() -> float:
+    """The fraction of a parallel product of subnormal results that came out zero (1.0: every thread flushes)."""
+    n = 65536 * max(4, torch.get_num_threads())  # chunks of at least torch's grain size (32768) for every thread
+    tiny = torch.full((n,), 1e-30, dtype=torch.float32)
+    return float(((tiny * 1e-10) == 0).to(torch.float64).mean())  # 1e-40: subnormal in float32
+
+
+def flushes_denormals() -> bool:
+    """True when every intra-op thread flushes subnormals to zero right now."""
+    return _flushed_fraction() == 1.0
+
+
+def denormal_status() -> str:
+    """One line on how subnormals are handled right now (recorded in a run's meta, shown by ``grokscope show``)."""
+    frac = _flushed_fraction()
+    threads = torch.get_num_threads()
+    if frac == 1.0:
+        return f"flushed to zero on all {threads} threads"
+    if frac == 0.0:
+        return "kept (IEEE subnormals)"
+    return f"flushed on some of {threads} threads only (the OpenMP runtime was not found)"
+
+
+@contextmanager
+def flush_denormal(enabled: bool = True) -> Iterator[str]:
+    """Flush subnormals to zero on every intra-op thread inside the block; yields :func:`denormal_status`.
+
+    ``enabled=False`` changes nothing (yields the status as it is). Nested uses are fine: the outermost one
+    restores the state it found. On CPUs without the flag (not x86) it changes nothing.
+    """
+    global _depth
+    if not enabled:
+        yield denormal_status()
+        return
+    with _lock:
+        outer = _depth == 0
+        was_on = flushes_denormals() if outer else True
+        if outer and not was_on:
+            _on_every_thread(True)
+        _depth += 1
+    try:
+        yield denormal_status()
+    finally:
+        with _lock:
+            _depth -= 1
+            if outer and not was_on:
+                _on_every_thread(False)
