@@ -17,9 +17,10 @@ import io
 import logging
 import os
 import shutil
+import socket
 import tarfile
 import tempfile
-import threading
+import warnings
 from pathlib import Path
 
 from grokscope.sweep.jobs import CellResult, Job
@@ -27,9 +28,13 @@ from grokscope.sweep.layout import SweepDir, SweepError
 
 __all__ = ["RayExecutor", "pack_dir", "unpack_dir"]
 
-# Testing hook: when set to a directory, the first job to run creates a marker file there and its worker
-# process exits abruptly half a second later, in the middle of training (tests that Ray retries lost workers).
+# Testing hook (tests of lost workers and retries), a directory named in this variable of the workers' environment.
+# Every attempt of a job appends "PID CELL..." to ``attempts.log`` there. The first job to start (the one that creates
+# the file ``crashed``) ends its worker process abruptly at its CRASH_AT_WRITE-th metrics write, in the middle of
+# training (or on finishing, should it write fewer), so its first attempt never returns and Ray must retry it. A job
+# with a cell named in the file ``crash-always`` crashes the same way on every attempt (its retries run out).
 CRASH_ONCE_ENV = "GROKSCOPE_SWEEP_TEST_CRASH_ONCE"
+CRASH_AT_WRITE = 3
 
 
 def pack_dir(d: Path | str) -> bytes:
@@ -87,17 +92,9 @@ def ray_job(job: Job, threads: int | None) -> list[tuple[CellResult, bytes | Non
     """The Ray task: run ``job`` in a temporary directory, return each cell's result and packed run."""
     from grokscope.sweep.local import _guarded
 
-    marker_dir = os.environ.get(CRASH_ONCE_ENV)
-    if marker_dir:
-        marker = Path(marker_dir) / "crashed"
-        try:
-            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            pass
-        else:
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
-            threading.Timer(0.5, os._exit, args=(1,)).start()
+    crash = _test_crash_planned(job)
+    if crash:
+        _crash_at_metrics_write(CRASH_AT_WRITE)
 
     tmp = Path(tempfile.mkdtemp(prefix="grokscope-sweep-"))
     try:
@@ -113,9 +110,63 @@ def ray_job(job: Job, threads: int | None) -> list[tuple[CellResult, bytes | Non
                 out.append((r, pack_dir(d)))
             else:
                 out.append((r, None))
+        if crash:  # the job wrote fewer metrics rows than CRASH_AT_WRITE: still never return from this attempt
+            os._exit(1)
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _test_crash_planned(job: Job) -> bool:
+    """The testing hook (see CRASH_ONCE_ENV): log this attempt; True when it must crash."""
+    hook_dir = os.environ.get(CRASH_ONCE_ENV)
+    if not hook_dir:
+        return False
+    d = Path(hook_dir)
+    with open(d / "attempts.log", "a") as f:
+        f.write(f"{os.getpid()} {' '.join(job.names)}\n")
+    always = d / "crash-always"
+    if always.is_file() and set(always.read_text().split()) & set(job.names):
+        return True
+    try:
+        fd = os.open(d / "crashed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, f"{os.getpid()} {' '.join(job.names)}".encode())
+    os.close(fd)
+    return True
+
+
+def _crash_at_metrics_write(n: int) -> None:
+    """Exit this process abruptly right after its n-th metrics write (a worker lost in the middle of training)."""
+    from grokscope.store.metrics import MetricsDB
+
+    real, calls = MetricsDB.log, [0]
+
+    def log(self, step, values):
+        real(self, step, values)
+        calls[0] += 1
+        if calls[0] >= n:
+            os._exit(1)
+
+    MetricsDB.log = log  # the process dies with the patch: it never serves another task
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Raise :class:`SweepError` (one line) when nothing takes a TCP connection at the host:port of a Ray address:
+    ``ray.init`` retries an unreachable cluster address (host:port) forever instead of failing."""
+    hostport = address[len("ray://"):] if address.startswith("ray://") else address
+    if "://" in hostport:
+        return
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return  # "auto", "local" or a form Ray resolves itself
+    host = host.strip("[]")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise SweepError(f"--address {address}: cannot connect to Ray (nothing answers at {host}:{port}: {reason})") from None
 
 
 class RayExecutor:
@@ -142,10 +193,15 @@ class RayExecutor:
 
         if not ray.is_initialized():
             num_cpus = max(1, (self.workers or 1) * self.threads) if self.address is None else None  # a cluster has its own
+            if self.address is not None:
+                _check_reachable(self.address)
             try:
-                ray.init(address=self.address, num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+                with warnings.catch_warnings():  # Ray Client warns before it raises; the error below says it in one line
+                    warnings.simplefilter("ignore", UserWarning)
+                    ray.init(address=self.address, num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
             except Exception as e:  # noqa: BLE001 - connection problems are user errors
-                raise SweepError(f"--address {self.address}: cannot connect to Ray ({type(e).__name__}: {e})") from None
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                raise SweepError(f"--address {self.address}: cannot connect to Ray ({type(e).__name__}: {first})") from None
             self._started = True
         if not self.workers:
             cpus = int(ray.cluster_resources().get("CPU", 1))
