@@ -76,8 +76,52 @@ def test_sae_on_a_constructed_network_reconstructs_and_splices():
     d = rep.to_dict()
     assert d["config"]["kind"] == "l1" and "per_key_frequency" in d["features"]
     assert "reconstruction" in rep.summary()
-    same = compare_saes(sae, sae, rep, rep)
-    assert same.mean_max_cosine == pytest.approx(1.0, abs=1e-5) and same.matched == same.n_live_a
+    # against itself with its features in reverse order (and their report rows with them): every live feature finds its
+    # own direction at a reversed index, so the frequencies are compared only if the matching follows the index
+    from types import SimpleNamespace
+
+    from grokscope.interp.sae import SAE
+
+    rev = SAE(rep.d, sae.cfg)
+    with torch.no_grad():
+        rev.W_dec.copy_(sae.W_dec.flip(0))
+    f = rep.features
+    rep_rev = SimpleNamespace(step=8, features=SimpleNamespace(frequency=f.frequency[::-1], aligned=f.aligned[::-1]))
+    live = [i for i, k in enumerate(f.frequency) if k > 0]
+    c = compare_saes(sae, rev, rep, rep_rev)
+    assert (c.step_a, c.step_b, c.n_live_a, c.n_live_b) == (7, 8, len(live), len(live)) and len(live) > 0
+    assert c.mean_max_cosine == pytest.approx(1.0, abs=1e-5) and c.matched == len(live)
+    assert c.same_frequency == sum(f.aligned[i] for i in live) > 0
+
+
+def test_compare_saes_on_hand_built_decoders():
+    """Decoder rows with known overlaps (e_i: unit vectors of R^6): A's live rows e1, e2, e3 meet B's live rows at
+    |cos| = cos(0.3), 1 (a sign flip) and 0.6; B's dead row equals e3 exactly and must not be matched; A's dead row is
+    left out. Mean best |cos| = (cos 0.3 + 1 + 0.6) / 3, two matches at 0.9, one of them with the same frequency."""
+    from types import SimpleNamespace
+
+    from grokscope.interp.sae import SAE
+
+    e = torch.eye(6)
+    theta = 0.3
+    a, b = SAE(6, SAEConfig(n_features=4, k=1)), SAE(6, SAEConfig(n_features=4, k=1, seed=1))
+    with torch.no_grad():
+        a.W_dec.copy_(torch.stack([e[0], e[1], e[2], e[3]]))
+        b.W_dec.copy_(torch.stack([-e[1], math.cos(theta) * e[0] + math.sin(theta) * e[4], 0.6 * e[2] + 0.8 * e[5], 3.0 * e[2]]))
+
+    def report(step, frequency, aligned):
+        return SimpleNamespace(step=step, features=SimpleNamespace(frequency=frequency, aligned=aligned))
+
+    rep_a = report(3, [2, 5, 7, 0], [True, True, False, False])  # row 3 dead
+    rep_b = report(9, [4, 2, 7, 0], [True, True, True, False])  # row 3 (= 3 e3) dead
+    c = compare_saes(a, b, rep_a, rep_b)
+    assert (c.step_a, c.step_b, c.n_live_a, c.n_live_b, c.threshold) == (3, 9, 3, 3, 0.9)
+    assert c.mean_max_cosine == pytest.approx((math.cos(theta) + 1 + 0.6) / 3, rel=1e-6)
+    assert c.matched == 2  # e1 (cos 0.955) and e2 (|cos| 1); e3 only reaches 0.6
+    assert c.same_frequency == 1  # e1 <-> b1 both at frequency 2; e2 (5) <-> b0 (4) differ
+    without = compare_saes(a, b)  # no reports: every row is live, so B's 3 e3 now matches e3, and A's e4 finds nothing
+    assert without.n_live_a == 4 and without.matched == 3 and without.same_frequency == 0
+    assert without.mean_max_cosine == pytest.approx((math.cos(theta) + 1 + 1 + 0) / 4, rel=1e-6)
 
 
 def test_sae_config_validation():
