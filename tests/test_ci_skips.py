@@ -71,7 +71,7 @@ def _inner_session(pytester, monkeypatch, ci: str | None, tests: str = INNER_TES
         monkeypatch.delenv("CI", raising=False)
     else:
         monkeypatch.setenv("CI", ci)
-    return pytester.runpytest_subprocess("-rs", "-p", "no:cacheprovider")
+    return pytester.runpytest_subprocess("-rfEs", "-p", "no:cacheprovider")
 
 
 def test_under_ci_an_unexpected_skip_fails_the_session_and_is_named(pytester, monkeypatch):
