@@ -3,10 +3,11 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from grokscope.analysis.zoo import operand_asymmetry, sparser_basis, spectra_both_bases, task_structure
+from grokscope.analysis.zoo import sparser_basis, spectra_both_bases, task_structure
 from grokscope.cli import main
 from grokscope.config import apply_overrides
 from grokscope.presets import get_preset
@@ -23,13 +24,49 @@ def _analyze(run, capsys):
     return json.loads((run.dir / "analysis.json").read_text()), capsys.readouterr().out
 
 
+def _spectra_reference(w_e, p: int, eta: float = 0.25) -> dict:
+    """The spectra of W_E[:p] computed apart from grokscope's Fourier code: numpy's FFT in the additive basis over Z_p,
+    and over Z_p^* on the tokens reordered as g^0, g^1, ..., g^(p-2) (g: the smallest primitive root, by brute force),
+    the orthonormal cos/sin norms sqrt(2/n) |Re F_k|, sqrt(2/n) |Im F_k| (the Nyquist row sqrt(1/n) |F_(n/2)|), and FFS,
+    FCR by their documented definitions (used: norm > eta * max; FCR: mean min/max of cos and sin over the used)."""
+    w = w_e.detach().to(torch.float64).numpy()[:p]
+    g = next(g for g in range(2, p) if len({pow(g, i, p) for i in range(p - 1)}) == p - 1)
+
+    def pairs(x, n, last):
+        F = np.fft.fft(x, axis=0)
+        return math.sqrt(2 / n) * np.linalg.norm(F[1:last].real, axis=1), math.sqrt(2 / n) * np.linalg.norm(F[1:last].imag, axis=1), F
+
+    def ffs_fcr(c, s):
+        norm = np.hypot(c, s)
+        used = norm > eta * norm.max()
+        return float(used.mean()), float((np.minimum(c, s)[used] / np.maximum(c, s)[used]).mean())
+
+    c_add, s_add, _ = pairs(w, p, (p - 1) // 2 + 1)
+    n = p - 1
+    c_log, s_log, G = pairs(w[[pow(g, i, p) for i in range(n)]], n, n // 2)
+    out = {"generator": g, "norms_add": np.hypot(c_add, s_add).tolist(), "norms_log": np.hypot(c_log, s_log).tolist(),
+           "nyquist_log": math.sqrt(1 / n) * float(np.linalg.norm(G[n // 2].real))}
+    out["ffs_add"], out["fcr_add"] = ffs_fcr(c_add, s_add)
+    out["ffs_log"], out["fcr_log"] = ffs_fcr(c_log, s_log)
+    margin = 0.1  # sparser_basis: lower FFS by more than this
+    out["sparser_basis"] = ("additive" if out["ffs_add"] < out["ffs_log"] - margin
+                            else "discrete-log" if out["ffs_log"] < out["ffs_add"] - margin else "neither")
+    return out
+
+
+def _assert_spectra_match(sp: dict, ref: dict) -> None:
+    for key in ("ffs_add", "fcr_add", "ffs_log", "fcr_log", "nyquist_log"):
+        assert sp[key] == pytest.approx(ref[key], rel=1e-9, abs=1e-12), key
+    assert sp["norms_add"] == pytest.approx(ref["norms_add"], rel=1e-9) and sp["norms_log"] == pytest.approx(ref["norms_log"], rel=1e-9)
+    assert sp["generator"] == ref["generator"] and sp.get("sparser_basis", sparser_basis(sp)) == ref["sparser_basis"]
+
+
 def test_multiplication_gets_spectra_in_both_bases(tmp_path, capsys):
     p = 11
     run = _tiny_run(tmp_path, **{"task.formula": "a*b", "task.p": p})
     data, out = _analyze(run, capsys)
     sp = data["zoo"]["spectra"]
-    want = spectra_both_bases(run.load_model().W_E, p)
-    assert sp["ffs_add"] == pytest.approx(want["ffs_add"]) and sp["ffs_log"] == pytest.approx(want["ffs_log"])
+    _assert_spectra_match(sp, _spectra_reference(run.load_model().W_E, p))
     assert len(sp["norms_add"]) == (p - 1) // 2 and len(sp["norms_log"]) == (p - 1) // 2 - 1 and sp["generator"] == 2
     assert "key_frequencies" in data  # the Fourier analysis still runs on the full grid
     assert "additive basis" in out and "discrete-log basis (g = 2)" in out
@@ -52,8 +89,18 @@ def test_subtraction_gets_operand_asymmetry_and_addition_does_not(tmp_path, caps
     data, out = _analyze(sub, capsys)
     model, task = sub.load_model(), sub.task()
     _, cache = model.run_with_cache(task.tokens)
-    want = operand_asymmetry(cache["blocks.0.mlp.hook_post"][:, -1], p)  # tokens are in grid order
-    assert data["zoo"]["asymmetry"]["asymmetry"] == pytest.approx(want["asymmetry"])
+    # by the definition, in numpy: rows (a, b) in grid order (a slow), centred; the row of (b, a) for each (a, b)
+    X = cache["blocks.0.mlp.hook_post"][:, -1].detach().to(torch.float64).numpy()
+    X = X - X.mean(axis=0)
+    swapped = X[[b * p + a for a in range(p) for b in range(p)]]
+    total = float((X**2).sum())
+    by_a = np.repeat(X.reshape(p, p, -1).mean(axis=1), p, axis=0)  # each row replaced by the mean of its a-row
+    by_b = np.tile(X.reshape(p, p, -1).mean(axis=0), (p, 1))  # ... of its b-column
+    got = data["zoo"]["asymmetry"]
+    assert got["asymmetry"] == pytest.approx(math.sqrt(float(((X - swapped) ** 2).sum()) / total), rel=1e-9)
+    assert got["energy_a"] == pytest.approx(float((by_a**2).sum()) / total, rel=1e-9)
+    assert got["energy_b"] == pytest.approx(float((by_b**2).sum()) / total, rel=1e-9)
+    assert 0.05 < got["asymmetry"]  # subtraction is not symmetric: the check above is not of a zero
     assert "operand asymmetry" in out
     add, _ = _analyze(_tiny_run(tmp_path, "add", **{"task.p": p}), capsys)
     assert add["zoo"] == {"kind": "modular"}
@@ -115,6 +162,9 @@ def test_sparser_basis_finds_the_basis_an_embedding_was_built_in():
     assert sparser_basis(spectra_both_bases(multiplicative, p)) == "discrete-log"
     noise = torch.randn(p, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert sparser_basis(spectra_both_bases(noise, p)) == "neither"
+    # the numbers behind the verdicts, against the numpy reference (sparse spectra: FFS and FCR over a few used frequencies)
+    for w in (additive, multiplicative, noise, additive + 0.3 * multiplicative):
+        _assert_spectra_match(spectra_both_bases(w, p), _spectra_reference(w, p))
 
 
 def test_a_polynomial_gets_spectra_and_its_structure(tmp_path, capsys):
@@ -123,7 +173,7 @@ def test_a_polynomial_gets_spectra_and_its_structure(tmp_path, capsys):
     data, out = _analyze(run, capsys)
     zoo = data["zoo"]
     assert zoo["structure"] == {"sum_only": False, "product_only": False, "product_shift": None, "separable": True, "symmetric": True}
-    assert zoo["spectra"]["sparser_basis"] == sparser_basis(spectra_both_bases(run.load_model().W_E, p))
+    _assert_spectra_match(zoo["spectra"], _spectra_reference(run.load_model().W_E, p))
     assert "task structure: g(a) + h(b), symmetric in a, b" in out and "sparser basis:" in out
 
 
