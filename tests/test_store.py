@@ -1,3 +1,4 @@
+import math
 import os
 import sqlite3
 
@@ -61,8 +62,17 @@ def test_run_handle_exposes_config_metrics_checkpoints_and_models(tmp_path, tiny
     run = train(tiny_config, tmp_path / "r", progress=False)
     again = load_run(tmp_path / "r")
     assert again.config == tiny_config
-    assert list(again.metrics.columns[:0]) == [] and {"train_loss", "test_acc"} <= set(again.metrics.columns)
-    assert again.metrics.index.name == "step"
+    # the wide frame is the database's rows, read here with plain SQL: a column per name, a row per step, each stored
+    # value in its cell and NaN exactly where a metric was not logged at a step
+    m = again.metrics
+    conn = sqlite3.connect(tmp_path / "r" / "metrics.sqlite")
+    stored = conn.execute("SELECT step, name, value FROM metrics").fetchall()
+    conn.close()
+    assert {"train_loss", "test_acc", "restricted_loss"} <= set(m.columns) == {name for _, name, _ in stored}
+    assert list(m.index) == sorted({step for step, _, _ in stored}) == list(range(0, 51, 5)) and m.index.name == "step"
+    assert all(math.isnan(m.at[step, name]) if value is None else m.at[step, name] == value for step, name, value in stored)
+    assert int(m.notna().to_numpy().sum()) == sum(value is not None for _, _, value in stored)
+    assert m["restricted_loss"].notna().tolist() == [step % 25 == 0 for step in m.index]  # measures every 25 epochs
     assert again.checkpoints == run.checkpoints and again.checkpoints[-1] == 50
     sd = again.load_state_dict(25)
     assert "blocks.0.attn.W_Q" in sd
