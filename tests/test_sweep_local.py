@@ -207,30 +207,67 @@ def _cells_done(out: Path) -> list[str]:
     return [e["cell"] for e in SweepDir(out).events() if e["event"] == "cell" and e["status"] == "completed"]
 
 
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, process group) of a process from /proc, None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return fields[0], int(fields[2])
+
+
+def _alive(pid: int) -> bool:
+    st = _stat(pid)
+    return st is not None and st[0] not in ("Z", "X")  # a zombie has exited (it waits for a reaper)
+
+
+def _group(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid``."""
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    return [p for p in pids if (st := _stat(p)) is not None and st[1] == pgid and st[0] not in ("Z", "X")]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads process groups from /proc (Linux)")
 def test_killing_the_driver_then_rerunning_finishes_without_redoing_cells(tmp_path):
     """Acceptance: kill -9 the sweep driver mid-sweep; the same command finishes the grid, finished cells untouched."""
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"name": "k", "base": "tiny", "set": {"train.epochs": 100, "train.checkpoint_every": 25},
                                 "axes": {"optim.weight_decay": [0.0, 0.5, 1.0, 2.0, 3.0, 4.0]}, "seeds": 2, "outcome": {"tau": 10}}))
-    # 12 cells in jobs of 2 on 2 workers: when the driver dies, at most the two jobs in flight finish, so on a fast
-    # machine too some cells are left for the second session
+    # 12 cells in jobs of 2 on 2 workers. Once two cells are finished, the driver and workers are frozen (SIGSTOP),
+    # the finished cells read, the driver SIGKILLed: the workers die of their parent-death signal, so no cell finishes
+    # after the read (the set read is the set on disk after the kill), and most cells are left for the second session
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "grokscope", "sweep", str(spec), "--out", str(out), "--workers", "2", "--ensemble-size", "2", "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 300
-        while len(_cells_done(out)) < 2 and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        assert proc.poll() is None, "the sweep finished before it could be killed: " + proc.stderr.read().decode()[-500:]
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    time.sleep(1.0)  # workers get SIGTERM when the driver dies (and hold cell locks until they exit)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     from grokscope.sweep.layout import run_is_done
 
-    first = {d.name for d in (out / "cells").iterdir() if run_is_done(d)}  # finished on disk (the index may lag)
+    try:
+        deadline = time.monotonic() + 600  # only bounds a hang
+        while len(_cells_done(out)) < 2 and proc.poll() is None:
+            assert time.monotonic() < deadline, "no cell finished"
+            time.sleep(0.05)
+        assert proc.poll() is None, "the sweep finished before it could be killed: " + proc.stderr.read().decode()[-500:]
+        # freeze the driver and its workers, so that what is finished on disk cannot change until the kill lands
+        os.killpg(proc.pid, signal.SIGSTOP)
+        group = _group(proc.pid)
+        assert proc.pid in group and len(group) >= 3, group  # the driver and its two workers (at least)
+        first = {d.name for d in (out / "cells").iterdir() if run_is_done(d)}  # finished on disk (the index may lag)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        assert proc.returncode == -signal.SIGKILL  # the kill was delivered: the driver died of it, mid-sweep
+        os.killpg(proc.pid, signal.SIGCONT)  # the workers wake to their parent-death SIGTERM and must exit
+        while [p for p in group if _alive(p)]:
+            assert time.monotonic() < deadline, f"workers still alive after the driver died: {[p for p in group if _alive(p)]}"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None or [p for p in _group(proc.pid)]:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=60)
+    # the state was frozen when read: at least the two cells seen finishing, not all 12 (6 jobs of 2 on 2 workers)
     assert set(_cells_done(out)) <= first and 2 <= len(first) < 12
     before = {k: v for k, v in _fingerprint(out).items() if k.split("/")[1] in first}
     n_events = len(SweepDir(out).events())
