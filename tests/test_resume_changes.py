@@ -134,8 +134,6 @@ def test_fewer_epochs_still_past_the_resume_point_equal_a_straight_run_of_the_ne
     assert_same_run(straight, resumed)
 
 
-@pytest.mark.xfail(strict=True, reason="loop._fit: with train.epochs below the resume point the loop runs no epoch and marks "
-                   "the run completed at the new final epoch, while its metrics and checkpoints go on past it (issue 18)")
 def test_fewer_epochs_than_the_resume_point_is_one_clear_error_that_changes_nothing(tmp_path, cfg, capsys):
     run_dir = _interrupted(cfg, tmp_path / "run", update=47)
     assert _state_epoch(run_dir) == 40
@@ -165,8 +163,6 @@ def test_fewer_epochs_than_the_resume_point_loses_no_stored_row_or_checkpoint(tm
         assert hashlib.sha256((run_dir / "checkpoints" / f"step_{s:08d}.safetensors").read_bytes()).hexdigest() == digest, s
 
 
-@pytest.mark.xfail(strict=True, reason="loop._fit returns a completed run unchanged whenever its state is at its final epoch, "
-                   "so more epochs in config.json are silently ignored (issue 18)")
 def test_more_epochs_for_a_completed_run_train_the_added_epochs(tmp_path, cfg):
     run_dir = tmp_path / "run"
     train(apply_overrides(cfg, {"train.epochs": 40}), run_dir, progress=False)
@@ -185,8 +181,6 @@ def test_more_epochs_for_a_completed_run_train_the_added_epochs(tmp_path, cfg):
 SHAPE_CHANGES = {"d_mlp": {"model.d_mlp": 32}, "p": {"task.p": 17}, "n_layers": {"model.n_layers": 2}}
 
 
-@pytest.mark.xfail(strict=True, reason="loop._load_state: model.load_state_dict raises torch's multi-line RuntimeError "
-                   "(a traceback from the CLI, exit 1) instead of a RunError (issue 18)")
 @pytest.mark.parametrize("change", list(SHAPE_CHANGES))
 def test_a_changed_shape_on_resume_is_one_clear_error_with_exit_code_2(tmp_path, cfg, capsys, change):
     run_dir = _interrupted(cfg, tmp_path / "run", update=27)

@@ -7,10 +7,12 @@ Metrics at epoch e describe the weights after e epochs; epoch 0 is the initialis
 from __future__ import annotations
 
 import functools
+import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -195,6 +197,28 @@ def _fit_tracked(run_dir: Path, cfg: ExperimentConfig, progress: bool | None, gr
     return run
 
 
+class _Clock:
+    """Seconds spent in each part of a training session, for the run's meta (``seconds``: where the time went)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, part: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - t0
+
+    def parts(self) -> dict[str, float]:
+        """Disjoint parts: the evaluation's time excludes the progress measures it ran."""
+        out = dict(self.seconds)
+        if "evaluation" in out:
+            out["evaluation"] -= out.get("measures", 0.0)
+        return {k: round(v, 3) for k, v in out.items()}
+
+
 @dataclass
 class _State:
     epoch: int = 0
@@ -223,7 +247,9 @@ def _load_state(run_dir: Path, model: nn.Module, opt: AdamW, rules: UpdateRules 
         tensors, meta = load_tensors(path)
     except ValueError as e:
         raise RunError(f"{e}; the run cannot resume from it (retrain into a new directory)") from None
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    _check_state_fits(path, weights, model.state_dict())
+    model.load_state_dict(weights)
     if rules is not None:
         rules.load_state_tensors({k[6:]: v for k, v in tensors.items() if k.startswith("rules.")})
     params = dict(model.named_parameters())
@@ -233,6 +259,22 @@ def _load_state(run_dir: Path, model: nn.Module, opt: AdamW, rules: UpdateRules 
             opt.state[params[pname]][field] = value.clone()
     grok = meta.get("grok_epoch", "None")
     return _State(epoch=int(meta["epoch"]), update=int(meta["update"]), grok_epoch=None if grok == "None" else int(grok))
+
+
+def _check_state_fits(path: Path, stored: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
+    """One line (RunError) when the resume point's weights do not fit the model config.json describes: the model's
+    shape or the task changed since the run was trained (torch would raise a multi-line RuntimeError)."""
+    for name in sorted(stored.keys() | expected.keys()):
+        have, want = stored.get(name), expected.get(name)
+        if have is not None and want is not None and have.shape == want.shape:
+            continue
+        if have is not None and want is not None:
+            what = f"{name} has shape {list(have.shape)} there but {list(want.shape)} in the model of {CONFIG}"
+        else:
+            what = f"{name} is {'missing there' if have is None else f'not in the model of {CONFIG}'}"
+        raise RunError(f"{path}: the resume point does not fit the model of {path.parent / CONFIG} ({what}); the model's shape or "
+                       f"the task was changed after training began: restore {CONFIG}, or train the new config into a new directory "
+                       f"(grokscope train --config {path.parent / CONFIG} --out NEW_DIR)")
 
 
 def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, trackers: TrackerGroup | None = None, denormals: str = "") -> Run:
@@ -249,6 +291,9 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
         loss_fn = _on_answers(loss_fn)
     remove_stale_temporaries(run_dir)  # a SIGKILL during an atomic write leaves its temporary file behind
     st = _load_state(run_dir, model, opt, rules)
+    if st.epoch > tc.epochs:  # config.json edited: the run has trained past its new length
+        raise RunError(f"{run_dir / CONFIG}: train.epochs is {tc.epochs}, below the epoch the run resumes from ({st.epoch}); "
+                       f"set train.epochs to {st.epoch} or more to continue it, or train the new config into a new directory")
     if (run_dir / STATE).exists():  # the checkpoint at the resume point has the state's weights: rebuild it if damaged
         repair_checkpoint(run_dir, st.epoch, model.state_dict())
     forward, path_name = select_forward(model, task, tc)
@@ -257,7 +302,8 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
 
     db = MetricsDB(run_dir / METRICS)
     meta = db.meta()
-    if meta.get("status") in ("completed", "failed") and st.epoch > 0 and meta.get("final_epoch") == str(st.epoch):
+    done = st.epoch >= tc.epochs or (tc.stop_after_grok is not None and st.grok_epoch is not None and st.epoch >= tc.stop_after_grok * st.grok_epoch)
+    if meta.get("status") in ("completed", "failed") and st.epoch > 0 and meta.get("final_epoch") == str(st.epoch) and (done or meta["status"] == "failed"):
         db.close()
         return Run(run_dir)  # nothing left to do
     db.truncate_after(st.epoch if (run_dir / STATE).exists() else -1)
@@ -301,10 +347,12 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
 
         return train_logits, test_logits, in_task_order
 
+    clock = _Clock()
+
     def evaluate(epoch: int) -> dict[str, float]:
         """Train/test loss and accuracy (and progress measures when due) of the current weights."""
         model.eval()
-        with torch.no_grad():
+        with clock("evaluation"), torch.no_grad():
             train_logits, test_logits, logits_fn = all_logits(epoch)
             out = {}
             out["train_loss"], out["train_acc"] = score(train_logits, train_y)
@@ -316,22 +364,27 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
                 sc = softmax_collapse(train_logits, train_y, loss_dtype, tc.loss)
                 out["sc_train"], out["zero_loss_train"] = sc["sc"], sc["zero_loss"]
             if measure is not None and epoch % tc.measure_every == 0:
-                out.update(measure(model, task, logits_fn()))
+                with clock("measures"):
+                    out.update(measure(model, task, logits_fn()))
         model.train()
         return out
 
     def save(epoch: int) -> None:
-        save_checkpoint(run_dir, epoch, model.state_dict())
+        with clock("checkpoints"):
+            save_checkpoint(run_dir, epoch, model.state_dict())
+            _save_state(run_dir, model, opt, st, rules)
 
+    def log(epoch: int, values: dict[str, float]) -> None:
+        with clock("metrics_store"):
+            db.log(epoch, values)
+            trackers.log(epoch, values)  # after the SQLite write: a tracker never holds a row the store lacks
+
+    t0 = time.perf_counter()
     if st.epoch == 0:
-        values = evaluate(0)
-        db.log(0, values)
-        trackers.log(0, values)  # after the SQLite write: a tracker never holds a row the store lacks
+        log(0, evaluate(0))
         save(0)
-        _save_state(run_dir, model, opt, st, rules)
 
     bar = _progress_bar(tc.epochs, st.epoch, progress, cfg.name)
-    t0 = time.perf_counter()
     final_epoch, message = tc.epochs, ""
     try:
         model.train()
@@ -347,7 +400,8 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
                 else:
                     x, y = train_x[idx], train_y[idx]
                 shared, pending = pending, None  # this update's forward, done by the last evaluation (or None)
-                loss = train_step(forward, opt, x, y, lr, loss_dtype, loss_fn=loss_fn, rules=rules, logits=shared)
+                with clock("updates"):
+                    loss = train_step(forward, opt, x, y, lr, loss_dtype, loss_fn=loss_fn, rules=rules, logits=shared)
                 st.update += 1
             st.epoch = epoch
             if not math.isfinite(loss.item()):
@@ -360,15 +414,13 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
             stop = False
             if epoch % tc.log_every == 0 or epoch == tc.epochs:
                 values = evaluate(epoch)
-                db.log(epoch, values)
-                trackers.log(epoch, values)
+                log(epoch, values)
                 if st.grok_epoch is None and values.get("test_acc", 0.0) >= GROK_THRESHOLD:
                     st.grok_epoch = epoch
                 stop = tc.stop_after_grok is not None and st.grok_epoch is not None and epoch >= tc.stop_after_grok * st.grok_epoch
                 bar.set_postfix(train_acc=f"{values['train_acc']:.3f}", test_acc=f"{values.get('test_acc', float('nan')):.3f}", refresh=False)
             if epoch in ckpt_epochs or stop:
                 save(epoch)
-                _save_state(run_dir, model, opt, st, rules)
             bar.update(1)
             if stop:
                 final_epoch = epoch
@@ -387,6 +439,7 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
             "final_epoch": str(final_epoch),
             "grok_epoch": "" if st.grok_epoch is None else str(st.grok_epoch),
             "train_seconds": f"{elapsed:.2f}",
+            "seconds": json.dumps(clock.parts() | {"other": round(elapsed - sum(clock.parts().values()), 3)}),
         }
     )
     db.close()
