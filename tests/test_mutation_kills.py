@@ -503,3 +503,124 @@ def test_checkpoint_scores_of_an_exact_network():
         logits = model(task.tokens).double().numpy()
     y, tr = task.labels.numpy(), task.train_idx.numpy()
     assert scores["train_loss"] == pytest.approx(_ce(logits[tr], y[tr]), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------- store: damaged safetensors files
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda raw: raw[:5], "(5 bytes, shorter than a header)"),
+        (lambda raw: raw[:7], "(7 bytes, shorter than a header)"),
+        (lambda raw: raw[: 8 + int.from_bytes(raw[:8], "little") - 3], "(truncated: the header alone needs"),
+        (lambda raw: raw + b"\0" * 8, "(extra bytes at the end:"),
+        (lambda raw: raw[:-1], "(truncated: "),
+    ],
+    ids=["5 bytes", "7 bytes", "inside the header", "extra bytes", "last byte cut"],
+)
+def test_each_kind_of_damage_gets_its_own_diagnosis(tmp_path, damage, message):
+    """Kills short-file-bound, header-bound and extra-bytes-accepted: every damage is reported, and by what it
+    is (the checksum would catch some of them too, but with a message that misleads)."""
+    from grokscope.store.errors import DamagedFileError
+    from grokscope.store.files import check_tensors_file, load_tensors, save_tensors
+
+    path = tmp_path / "t.safetensors"
+    save_tensors(path, {"w": torch.arange(6.0)}, {"k": "v"})
+    path.write_bytes(damage(path.read_bytes()))
+    for read in (check_tensors_file, load_tensors):
+        with pytest.raises(DamagedFileError) as e:
+            read(path)
+        assert message in str(e.value) and str(path) in str(e.value)
+
+
+def test_non_finite_metric_values_are_stored_as_null(tmp_path):
+    """Kills nan-stored: SQLite turns a NaN into NULL by itself, but keeps infinities; the store documents NULL for
+    every non-finite value (a diverged loss reads back as missing, not as inf)."""
+    from grokscope.store.metrics import MetricsDB
+
+    with MetricsDB(tmp_path / "m.sqlite") as db:
+        db.log(3, {"a": float("inf"), "b": float("-inf"), "c": float("nan"), "d": 1.5})
+        assert db.rows() == [(3, "a", None), (3, "b", None), (3, "c", None), (3, "d", 1.5)]
+
+
+def test_logging_a_step_again_replaces_its_values(tmp_path):
+    """Kills insert-or-ignore and meta-insert-or-ignore: a second 'analyze --all-steps' rewrites the _fixed metrics
+    of every step, and the run's status moves from running to done: the newest value wins."""
+    from grokscope.store.metrics import MetricsDB
+
+    with MetricsDB(tmp_path / "m.sqlite") as db:
+        db.log(5, {"excluded_loss_fixed": 1.0, "a": 7.0})
+        db.log(5, {"excluded_loss_fixed": 2.0})
+        db.set_meta({"status": "running"})
+        db.set_meta({"status": "done"})
+        assert db.rows() == [(5, "a", 7.0), (5, "excluded_loss_fixed", 2.0)]
+        assert db.meta() == {"status": "done"}
+
+
+def test_last_step_is_the_largest_logged(tmp_path):
+    """Kills last-step-min (check_run uses it to tell a run that has trained)."""
+    from grokscope.store.metrics import MetricsDB
+
+    with MetricsDB(tmp_path / "m.sqlite") as db:
+        assert db.last_step() is None
+        for step in (0, 10, 5):
+            db.log(step, {"a": float(step)})
+        assert db.last_step() == 10
+
+
+def test_a_run_loads_its_last_checkpoint_by_default(tmp_path, tiny_config):
+    """Kills load-first-checkpoint: checkpoints 0, 10 and 20 hold different tensors; no step means 20."""
+    from grokscope.store.run import CONFIG, load_run, save_checkpoint
+
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / CONFIG).write_text(tiny_config.to_json())
+    for step in (20, 0, 10):
+        save_checkpoint(run_dir, step, {"w": torch.full((2,), float(step))})
+    run = load_run(run_dir)
+    assert run.checkpoints == [0, 10, 20]
+    assert torch.equal(run.load_state_dict()["w"], torch.full((2,), 20.0))
+    assert torch.equal(run.load_state_dict(10)["w"], torch.full((2,), 10.0))
+
+
+def test_write_json_refuses_hidden_and_nested_names(tmp_path, tiny_config):
+    """Kills write-json-dotfile: '.name' is the prefix of the atomic writes' temporaries (and hidden), '/' leaves
+    the run folder."""
+    from grokscope.store.run import CONFIG, load_run
+
+    (tmp_path / CONFIG).write_text(tiny_config.to_json())
+    run = load_run(tmp_path)
+    for name in (".config.json.x.tmp", ".hidden", "sub/x.json"):
+        with pytest.raises(ValueError, match="invalid file name"):
+            run.write_json(name, {})
+    assert run.write_json("ok.json", {"a": 1}) == tmp_path / "ok.json"
+
+
+def test_repair_checkpoint_leaves_an_intact_checkpoint_alone(tmp_path):
+    """Kills repair-always: it rewrites a checkpoint only when it is missing or damaged, and says whether it did."""
+    from grokscope.store.run import checkpoint_path, repair_checkpoint, save_checkpoint
+
+    state = {"w": torch.arange(4.0)}
+    save_checkpoint(tmp_path, 10, state)
+    path = checkpoint_path(tmp_path, 10)
+    ino = path.stat().st_ino
+    assert repair_checkpoint(tmp_path, 10, state) is False
+    assert path.stat().st_ino == ino  # not replaced by an atomic write
+    path.write_bytes(path.read_bytes()[:-3])
+    assert repair_checkpoint(tmp_path, 10, state) is True and path.stat().st_ino != ino
+    assert repair_checkpoint(tmp_path, 20, state) is True and checkpoint_path(tmp_path, 20).is_file()
+
+
+def test_resuming_a_trained_run_without_its_metrics_database_is_refused(tmp_path, tiny_config):
+    """Kills state-epoch-missing-metrics: a resume point at epoch 5 and no metrics.sqlite: resuming would train on
+    with the curves of epochs 0-5 gone."""
+    from grokscope.store.errors import DamagedFileError
+    from grokscope.store.files import save_tensors
+    from grokscope.store.run import CONFIG, STATE, check_run
+
+    (tmp_path / CONFIG).write_text(tiny_config.to_json())
+    save_tensors(tmp_path / STATE, {"w": torch.zeros(2)}, {"epoch": "5"})
+    check_run(tmp_path)  # reading is fine
+    with pytest.raises(DamagedFileError, match="metrics.sqlite: missing, although the run has trained to epoch 5"):
+        check_run(tmp_path, resume=True)
