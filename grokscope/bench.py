@@ -99,6 +99,7 @@ class ReferenceLoop:
     its test evaluation, as a demo loop runs them; ``epoch()`` and ``evaluate()`` are what :func:`loop_rate` times."""
 
     name = "(a) reference (full sequence)"
+    fixed_lr: float | None = None  # when set, every update uses it (0: time a trained model without moving it)
 
     def __init__(self, cfg: ExperimentConfig, task, model):
         self.cfg, self.task, self.model = cfg, task, model
@@ -106,8 +107,11 @@ class ReferenceLoop:
         self.update = 0
         self.x, self.y = task.train_tokens, task.train_labels
 
+    def lr(self) -> float:
+        return lr_at(self.update, self.cfg.optim) if self.fixed_lr is None else self.fixed_lr
+
     def epoch(self) -> float:
-        loss = reference_step(self.model, self.opt, self.x, self.y, lr_at(self.update, self.cfg.optim))
+        loss = reference_step(self.model, self.opt, self.x, self.y, self.lr())
         self.update += 1
         return loss
 
@@ -115,7 +119,7 @@ class ReferenceLoop:
         reference_eval(self.model, self.task.test_tokens, self.task.test_labels)
 
 
-class _Default:
+class _Default(ReferenceLoop):
     name = "(b) grokscope default path"
 
     def __init__(self, cfg: ExperimentConfig, task, model):
@@ -128,7 +132,7 @@ class _Default:
         self.x, self.y = task.train_tokens, task.train_labels
 
     def epoch(self) -> float:
-        loss = train_step(self.forward, self.opt, self.x, self.y, lr_at(self.update, self.cfg.optim), self.loss_dtype)
+        loss = train_step(self.forward, self.opt, self.x, self.y, self.lr(), self.loss_dtype)
         self.update += 1
         return loss.item()
 
@@ -172,7 +176,7 @@ def transformer_lens_version() -> str | None:
         return "?"
 
 
-class _TL:
+class _TL(ReferenceLoop):
     """TransformerLens HookedTransformer with the same weights; attention/unembed biases frozen at 0 as in grokscope."""
 
     def __init__(self, cfg: ExperimentConfig, task, model):
@@ -192,7 +196,7 @@ class _TL:
 
     def epoch(self) -> float:
         for g in self.opt.param_groups:
-            g["lr"] = lr_at(self.update, self.cfg.optim)
+            g["lr"] = self.lr()
         logits = self.model(self.x)[:, -1]
         loss = F.cross_entropy(logits.to(torch.float64), self.y)
         loss.backward()
@@ -446,6 +450,29 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print, log: Calla
 # --------------------------------------------------------------------------- CLI
 
 
+def _whole_run(opts: BenchOptions, args: argparse.Namespace) -> dict[str, Any]:
+    """``--whole-run``: :func:`grokscope.bench_run.whole_run_phases` on the mainline (``--p``, ``--run-epochs``)."""
+    from grokscope.bench_run import render_whole_run, whole_run_phases
+    from grokscope.cli import UserError
+
+    if args.peer_epochs < 1:
+        raise UserError(f"--peer-epochs: must be >= 1, got {args.peer_epochs}")
+    if args.out is not None and args.out.exists():
+        raise UserError(f"--out {args.out}: already exists; give a new directory")
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    cfg = _config(opts, opts.p) if args.p or args.quick else opts.config
+    tl = opts.tl and transformer_lens_version() is not None
+    epochs = args.run_epochs  # None: to 1.5x the grok epoch, as grokscope run
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out or Path(tmp) / "run"
+        res = whole_run_phases(cfg, out, epochs=epochs, peer_epochs=args.peer_epochs, tl=tl,
+                               log=lambda s: print(s, file=sys.stderr, flush=True))
+        res["threads"] = torch.get_num_threads()
+    render_whole_run(res)
+    return res
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
@@ -466,6 +493,15 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice; quick 1)")
     p.add_argument("--no-tl", action="store_true", help="skip TransformerLens even when it is installed")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every number as JSON")
+    p.add_argument(
+        "--whole-run",
+        action="store_true",
+        help="instead: train the whole mainline as 'grokscope run' does (to 1.5x the grok epoch, or --run-epochs) and time it "
+        "phase by phase (memorisation, circuit formation, cleanup, after) against the reference and TransformerLens loops "
+        "timed from the run's own checkpoints (~6 minutes on 2 cores)",
+    )
+    p.add_argument("--out", type=Path, help="--whole-run: the run directory to create (default: a temporary one, removed after)")
+    p.add_argument("--peer-epochs", type=int, default=5, help="--whole-run: epochs each peer loop is timed per phase (default 5)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -483,7 +519,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise UserError(f"--{name.replace('_', '-')}: must be >= 1, got {kw[name]}")
     opts = BenchOptions.quick_options(**kw) if args.quick else BenchOptions(**{k: v for k, v in kw.items() if v is not None})
     opts.tl = not args.no_tl
-    res = run_bench(opts)
+    if args.whole_run:
+        res = _whole_run(opts, args)
+    else:
+        if args.out is not None:
+            raise UserError("--out: only with --whole-run")
+        res = run_bench(opts)
     if args.json:
         args.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
     return 0

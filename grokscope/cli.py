@@ -61,6 +61,27 @@ def add_log_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads (default: torch's choice, one per core). Results are the same for any N; on a machine "
+        "shared with other jobs, fewer threads than cores keep the run from competing with itself (docs/speed.md)",
+    )
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    n = getattr(args, "threads", None)
+    if n is None:
+        return
+    if n < 1:
+        raise UserError(f"--threads: must be >= 1, got {n}")
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def trackers_from_args(args: argparse.Namespace) -> list:
     from grokscope.trackers import TrackerError, make_trackers
 
@@ -120,6 +141,7 @@ def summarize(run: Run) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from grokscope.training import resume, train
 
+    apply_threads(args)
     if args.resume is not None:
         if args.preset or args.config or args.overrides or args.epochs is not None or args.out:
             raise UserError("--resume continues a run with its own config; drop --preset/--config/--set/--epochs/--out")
@@ -137,6 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     trackers = trackers_from_args(args)
+    apply_threads(args)
     if args.epochs is None and not any(o.startswith("train.stop_after_grok") for o in args.overrides):
         cfg = apply_overrides(cfg, {"train.stop_after_grok": 1.5})
     what = f"{cfg.task.formula} mod {cfg.task.p}" if cfg.task.kind == "modular" else f"task {cfg.task.kind}"
@@ -203,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run directory to create (default runs/<name>-<time>)")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run exactly where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_arg(p)
     add_log_arg(p)
     p.set_defaults(func=cmd_train)
 
@@ -215,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, preset_default="nanda-mainline")
     p.add_argument("--out", type=Path, help="run directory to create (default runs/<name>-<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_arg(p)
     add_log_arg(p)
     p.set_defaults(func=cmd_run)
 

@@ -91,7 +91,7 @@ def denormal_status() -> str:
     frac = _flushed_fraction()
     threads = torch.get_num_threads()
     if frac == 1.0:
-        return f"flushed to zero on all {threads} threads"
+        return "flushed to zero on the one thread" if threads == 1 else f"flushed to zero on all {threads} threads"
     if frac == 0.0:
         return "kept (IEEE subnormals)"
     return f"flushed on some of {threads} threads only (the OpenMP runtime was not found)"

@@ -117,9 +117,12 @@ def analyze_run(
     metrics = None
     if all_steps:
         assert analysis is not None  # all_steps is False for an unsupported task
-        fixed = fixed_key_measures(
-            [(s, functools.partial(run.load_model, s)) for s in steps], task, key_freqs=analysis.key_frequencies
-        )
+        from grokscope.runtime import flush_denormal
+
+        with flush_denormal(getattr(run.config.train, "flush_denormal", True)):  # as in training: no subnormal slow path
+            fixed = fixed_key_measures(
+                [(s, functools.partial(run.load_model, s)) for s in steps], task, key_freqs=analysis.key_frequencies
+            )
         if write:
             for s, row in fixed.iterrows():
                 run.write_metrics(int(s), {k: float(v) for k, v in row.items() if v == v})
