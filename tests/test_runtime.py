@@ -1,0 +1,132 @@
+"""Subnormals flushed to zero on every intra-op thread (grokscope.runtime), and what it buys after grokking."""
+
+import statistics
+import time
+
+import pytest
+import torch
+
+import grokscope
+from grokscope.runtime import denormal_status, flush_denormal, flushes_denormals
+from grokscope.training.loop import make_optimizer, select_forward, train_step
+from grokscope.training.losses import cross_entropy
+
+FLT_MIN = torch.finfo(torch.float32).tiny
+
+
+@pytest.fixture
+def two_threads():
+    """Two intra-op threads (the conftest runs tests with one): the flag must reach the worker thread too."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(n)
+
+
+def _parallel_products_flushed() -> float:
+    """Independent of runtime.py's own probe: an elementwise product of 2^20 float32 numbers whose every
+    result is subnormal (1e-20 * 1e-20), split by torch across its threads; the fraction that came out 0."""
+    a = torch.full((1 << 20,), 1e-20)
+    return float((a * a == 0).double().mean())
+
+
+def test_flush_reaches_every_thread_and_is_restored(two_threads):
+    assert _parallel_products_flushed() == 0.0  # IEEE by default: 1e-40 is representable as a subnormal
+    with flush_denormal() as status:
+        assert _parallel_products_flushed() == 1.0, "some intra-op thread still produces subnormals"
+        assert flushes_denormals() and status == "flushed to zero on all 2 threads"
+        with flush_denormal():  # nested: still on, and the inner exit leaves it on
+            assert _parallel_products_flushed() == 1.0
+        assert _parallel_products_flushed() == 1.0
+    assert _parallel_products_flushed() == 0.0
+    assert denormal_status() == "kept (IEEE subnormals)"
+
+
+def test_the_main_thread_flag_alone_leaves_the_worker_thread_slow(two_threads):
+    """Why runtime.py exists: torch.set_flush_denormal covers the calling thread only (half of the work)."""
+    torch.set_flush_denormal(True)
+    try:
+        frac = _parallel_products_flushed()
+    finally:
+        torch.set_flush_denormal(False)
+    assert 0.0 < frac < 1.0
+
+
+def test_disabled_changes_nothing_and_an_exception_restores(two_threads):
+    with flush_denormal(False) as status:
+        assert status == "kept (IEEE subnormals)" and _parallel_products_flushed() == 0.0
+    with pytest.raises(RuntimeError), flush_denormal():
+        raise RuntimeError("boom")
+    assert _parallel_products_flushed() == 0.0
+
+
+def _confident(model, scale: float):
+    """The model with its unembedding scaled: logit gaps of hundreds of nats, as after grokking and clean-up."""
+    with torch.no_grad():
+        model.unembed.W_U.mul_(scale)
+    return model
+
+
+def test_a_confident_models_loss_gradient_is_subnormal_without_the_flush_and_clean_with_it(two_threads):
+    cfg = grokscope.apply_overrides(grokscope.get_preset("tiny"), {"task.p": 23})
+    task = grokscope.make_task(cfg.task)
+    model = _confident(grokscope.build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx), 300.0)
+    fwd, _ = select_forward(model, task, cfg.train)
+
+    def subnormal_fraction() -> float:
+        logits = fwd(task.train_tokens)
+        logits.retain_grad()
+        cross_entropy(logits, task.train_labels).backward()
+        g = logits.grad
+        model.zero_grad()
+        return float(((g != 0) & (g.abs() < FLT_MIN)).double().mean())
+
+    assert subnormal_fraction() > 0.01  # the situation of a grokked run: many float32 subnormals in d logits
+    with flush_denormal():
+        assert subnormal_fraction() == 0.0
+
+
+def _step_ms(fwd, opt, task, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        train_step(fwd, opt, task.train_tokens, task.train_labels, 0.0, torch.float64)
+        out.append(1e3 * (time.perf_counter() - t0))
+    return out
+
+
+def test_a_post_grok_step_is_not_slower_than_an_early_one(two_threads):
+    """A ratio in one process, not a timed test: the step of a model as confident as a cleaned-up one against the
+    step of a fresh model, interleaved, medians. On CPUs with a subnormal penalty this was 5-10x without the flush."""
+    cfg = grokscope.apply_overrides(grokscope.get_preset("nanda-mainline"), {"task.p": 53, "model.d_mlp": 256})
+    task = grokscope.make_task(cfg.task)
+
+    def build(scale):
+        model = grokscope.build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
+        model = _confident(model, scale)
+        fwd, path = select_forward(model, task, cfg.train)
+        assert path == "fast"
+        return fwd, make_optimizer(model, cfg.optim)
+
+    early, late = build(1.0), build(300.0)
+    with flush_denormal(cfg.train.flush_denormal):
+        _step_ms(*early, task, 2), _step_ms(*late, task, 2)  # warm-up: plans, allocator
+        t_early, t_late = [], []
+        for _ in range(7):
+            t_early += _step_ms(*early, task, 3)
+            t_late += _step_ms(*late, task, 3)
+    ratio = statistics.median(t_late) / statistics.median(t_early)
+    assert ratio <= 1.5, f"post-grok step {ratio:.2f}x the early step"
+
+
+def test_a_run_records_and_shows_the_choice(tmp_path, capsys):
+    from grokscope.cli import main
+
+    cfg = grokscope.apply_overrides(grokscope.get_preset("tiny"), {"train.epochs": 3})
+    run = grokscope.train(cfg, tmp_path / "on", progress=False)
+    assert run.meta["denormals"].startswith("flushed to zero")
+    off = grokscope.train(grokscope.apply_overrides(cfg, {"train.flush_denormal": False}), tmp_path / "off", progress=False)
+    assert off.meta["denormals"] == "kept (IEEE subnormals)"
+    assert main(["show", str(tmp_path / "on")]) == 0
+    assert "subnormals: flushed to zero" in capsys.readouterr().out
+    assert _parallel_products_flushed() == 0.0  # training left the process as it found it
