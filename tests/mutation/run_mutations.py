@@ -152,9 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    if git_diff(package_dirs) != diff_before:
-        raise SystemExit("git diff of grokscope/{measures,analysis,store} in the checkout changed during the run")
-
     print("\npackage    killed / total   score")
     for pkg in PACKAGES:
         rs = [r for r in results if r["package"] == pkg and r["status"] != "invalid"]
@@ -169,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"INVALID {r['id']}: {r['detail']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
+    if git_diff(package_dirs) != diff_before:
+        # this script writes only under the temporary copy; someone else changed (or committed) these files meanwhile
+        print("NOTE: git diff of grokscope/{measures,analysis,store} in the checkout changed during the run (not by this "
+              "script, which writes only to its copy): rerun for results on the new code")
+        return 2
     return 1 if invalid else 0
 
 
