@@ -11,14 +11,6 @@ The public API::
     grokscope.to_hooked_transformer(run)          # TransformerLens (extra 'tl'; imported only when called)
 """
 
-import os as _os
-
-# Before torch loads its OpenMP runtime (which reads this once): worker threads that wait for work sleep
-# instead of spinning. On a machine where another process wants a core, spinning threads made every step
-# 10-40x slower; sleeping costs little when the machine is idle (docs/speed.md, "A shared machine"). An
-# explicit OMP_WAIT_POLICY wins; when torch was imported before grokscope this has no effect.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _dist_version
 

@@ -66,20 +66,17 @@ def add_threads_arg(p: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         metavar="N",
-        help="torch threads (default: torch's choice, one per core). Results are the same for any N; on a machine "
-        "shared with other jobs, fewer threads than cores keep the run from competing with itself (docs/speed.md)",
+        help="a fixed number of torch threads. Default: adaptive between 1 and one per core, by the measured step time "
+        "(on a machine shared with other jobs, one thread can be 5-10x faster than two). The numbers do not depend on it "
+        "(docs/speed.md)",
     )
 
 
-def apply_threads(args: argparse.Namespace) -> None:
+def threads_from_args(args: argparse.Namespace) -> int | None:
     n = getattr(args, "threads", None)
-    if n is None:
-        return
-    if n < 1:
+    if n is not None and n < 1:
         raise UserError(f"--threads: must be >= 1, got {n}")
-    import torch
-
-    torch.set_num_threads(n)
+    return n
 
 
 def trackers_from_args(args: argparse.Namespace) -> list:
@@ -129,6 +126,8 @@ def summarize(run: Run) -> str:
                 lines.append(f"{split} acc >= 99% first at epoch {int(hit[0]) if len(hit) else 'never'}")
     if meta.get("train_seconds"):
         lines.append(f"time:       {float(meta['train_seconds']):.1f} s training ({meta.get('forward', '?')} forward)")
+    if meta.get("threads"):
+        lines.append(f"threads:    {meta['threads']}")
     if meta.get("denormals"):
         lines.append(f"subnormals: {meta['denormals']} (train.flush_denormal)")
     lines.append(f"checkpoints: {len(run.checkpoints)}")
@@ -141,14 +140,14 @@ def summarize(run: Run) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from grokscope.training import resume, train
 
-    apply_threads(args)
+    threads = threads_from_args(args)
     if args.resume is not None:
         if args.preset or args.config or args.overrides or args.epochs is not None or args.out:
             raise UserError("--resume continues a run with its own config; drop --preset/--config/--set/--epochs/--out")
-        run = resume(args.resume, progress=not args.quiet and None, trackers=trackers_from_args(args))
+        run = resume(args.resume, progress=not args.quiet and None, trackers=trackers_from_args(args), threads=threads)
     else:
         cfg = config_from_args(args)
-        run = train(cfg, args.out, progress=not args.quiet and None, trackers=trackers_from_args(args))
+        run = train(cfg, args.out, progress=not args.quiet and None, trackers=trackers_from_args(args), threads=threads)
     print(summarize(run))
     return 0
 
@@ -159,13 +158,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     trackers = trackers_from_args(args)
-    apply_threads(args)
+    threads = threads_from_args(args)
     if args.epochs is None and not any(o.startswith("train.stop_after_grok") for o in args.overrides):
         cfg = apply_overrides(cfg, {"train.stop_after_grok": 1.5})
     what = f"{cfg.task.formula} mod {cfg.task.p}" if cfg.task.kind == "modular" else f"task {cfg.task.kind}"
     print(f"training {cfg.name}: {what}, up to {cfg.train.epochs} epochs"
           + (f", stopping at {cfg.train.stop_after_grok} x the grok epoch" if cfg.train.stop_after_grok else ""), flush=True)
-    run = train(cfg, args.out, progress=not args.quiet and None, trackers=trackers)
+    run = train(cfg, args.out, progress=not args.quiet and None, trackers=trackers, threads=threads)
     print(summarize(run))
     _maybe_analysis_summary(run)
     try:

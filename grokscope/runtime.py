@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import statistics
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ from functools import cache
 
 import torch
 
-__all__ = ["denormal_status", "flush_denormal", "flushes_denormals"]
+__all__ = ["ThreadGovernor", "denormal_status", "flush_denormal", "flushes_denormals"]
 
 _lock = threading.Lock()
 _depth = 0  # nesting depth of flush_denormal on this process (it sets process-wide thread state)
@@ -121,3 +122,83 @@ def flush_denormal(enabled: bool = True) -> Iterator[str]:
             _depth -= 1
             if outer and not was_on:
                 _on_every_thread(False)
+
+
+class ThreadGovernor:
+    """Picks the intra-op thread count of a training loop by measuring its own updates.
+
+    torch's OpenMP threads wait for each other at the end of every parallel region. When another process wants
+    one of the cores, a waiting thread spins or sleeps while the thread it waits for is descheduled, and a
+    2-thread step ran 10-50x slower than on an idle machine, and 5-10x slower than the same step on one thread
+    (docs/speed.md, "A shared machine"). The governor times the updates in windows of ``window`` updates at the
+    current count. When a window's median is ``slack`` times the best median seen at that count (or every
+    ``probe_every`` updates, so it notices when the machine frees up), it times one window at the other count
+    (1 or ``threads``) and keeps whichever was faster. Results do not depend on the thread count (the fast
+    path's updates and the logged metrics are bitwise the same at 1 and 2 threads; tests/test_runtime.py), so
+    switching changes only speed. The cost on an idle machine: one window at one thread per ``probe_every``
+    updates (~0.5%).
+
+    Use as a context manager: the thread count found on entry is restored on exit.
+    """
+
+    def __init__(self, threads: int | None = None, *, window: int = 16, probe_every: int = 2000, slack: float = 1.6):
+        self.max_threads = threads or torch.get_num_threads()
+        self.window, self.probe_every, self.slack = window, probe_every, slack
+        self.current = self.max_threads
+        self.samples: list[float] = []
+        self.best: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.probing: int | None = None  # the count the other (probe) window runs at
+        self.since_probe = 0
+        self.switches = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_threads > 1
+
+    def __enter__(self) -> ThreadGovernor:
+        self.entry_threads = torch.get_num_threads()
+        if self.enabled:
+            torch.set_num_threads(self.current)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.set_num_threads(self.entry_threads)
+
+    def _set(self, n: int) -> None:
+        if n != torch.get_num_threads():
+            torch.set_num_threads(n)
+
+    def record(self, seconds: float) -> None:
+        """One update took ``seconds`` (at the count set now); may change the thread count for the next ones."""
+        if not self.enabled:
+            return
+        self.samples.append(seconds)
+        if len(self.samples) < self.window:
+            return
+        median = statistics.median(self.samples)
+        self.samples = []
+        n = torch.get_num_threads()
+        self.last[n] = median
+        self.best[n] = min(self.best.get(n, median), median)
+        if self.probing is not None:  # a probe window just ended: keep the faster of the two counts
+            other = self.current
+            if median < self.last.get(other, float("inf")):
+                self.current = n
+                self.switches += 1
+            else:  # the current count stays: its last window is the new normal (no probe after every slow window)
+                self.best[other] = self.last[other]
+            self.probing = None
+            self._set(self.current)
+            return
+        self.since_probe += self.window
+        slow = median > self.slack * self.best[n]
+        if slow or self.since_probe >= self.probe_every:
+            self.since_probe = 0
+            self.probing = 1 if self.current == self.max_threads else self.max_threads
+            self._set(self.probing)
+
+    def describe(self) -> str:
+        if not self.enabled:
+            return f"{torch.get_num_threads()} (fixed)"
+        return f"adaptive 1-{self.max_threads}: {self.current} at the end, {self.switches} switches"

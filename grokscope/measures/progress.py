@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -205,8 +206,9 @@ def gini(values: Tensor) -> float:
 
 def sum_sq_weights(model: Model) -> float:
     """Sum over every parameter of its squared entries (W_pos, biases and the "=" row of W_E included)."""
+    # numpy's pairwise sum: the same bits whatever torch's thread count (torch splits a large sum by thread)
     with torch.no_grad():
-        return float(sum(float((w.detach().to(torch.float64) ** 2).sum()) for w in model.parameters()))
+        return float(sum(float(np.sum(w.detach().to(torch.float64).numpy() ** 2)) for w in model.parameters()))
 
 
 def ffs_fcr(w_e: Tensor, eta: float = FFS_ETA) -> tuple[float, float]:

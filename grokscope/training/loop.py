@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from grokscope.config import ExperimentConfig, OptimConfig, TrainConfig
 from grokscope.models import Model, build_model
-from grokscope.runtime import flush_denormal
+from grokscope.runtime import ThreadGovernor, flush_denormal
 from grokscope.store.errors import StoreWriteError
 from grokscope.store.files import atomic_write_bytes, load_tensors, save_tensors
 from grokscope.store.metrics import MetricsDB
@@ -166,28 +166,32 @@ def new_run_dir(out: Path | str | None, config: ExperimentConfig) -> Path:
     return out
 
 
-def train(config: ExperimentConfig, out: Path | str | None = None, *, progress: bool | None = None, trackers=()) -> Run:
+def train(config: ExperimentConfig, out: Path | str | None = None, *, progress: bool | None = None, trackers=(), threads: int | None = None) -> Run:
     """Train ``config`` into a new run directory (default ``runs/<name>-<time>``) and return the run.
-    ``trackers``: names ("wandb", "tensorboard", "mlflow") or objects that mirror each logged row (grokscope.trackers)."""
+    ``trackers``: names ("wandb", "tensorboard", "mlflow") or objects that mirror each logged row (grokscope.trackers).
+    ``threads``: a fixed intra-op thread count; None adapts between 1 and torch's count (:class:`ThreadGovernor`)."""
     group = TrackerGroup(trackers)  # a missing tracker library fails here, before anything is written
     run_dir = new_run_dir(out, config)
-    return _fit_tracked(run_dir, config, progress, group)
+    return _fit_tracked(run_dir, config, progress, group, threads)
 
 
-def resume(path: Path | str, *, progress: bool | None = None, trackers=()) -> Run:
+def resume(path: Path | str, *, progress: bool | None = None, trackers=(), threads: int | None = None) -> Run:
     """Continue an interrupted run from its last saved state; the result equals an uninterrupted run.
     Trackers receive the rows logged after the resume point only."""
     group = TrackerGroup(trackers)
     run = Run(path)
     check_run(run.dir, resume=True)  # a damaged file: one line naming it and how to recover, before any write
-    return _fit_tracked(run.dir, run.config, progress, group)
+    return _fit_tracked(run.dir, run.config, progress, group, threads)
 
 
-def _fit_tracked(run_dir: Path, cfg: ExperimentConfig, progress: bool | None, group: TrackerGroup) -> Run:
+def _fit_tracked(run_dir: Path, cfg: ExperimentConfig, progress: bool | None, group: TrackerGroup, threads: int | None = None) -> Run:
     """``_fit``, then close the trackers' session with the outcome (they never stop training)."""
     try:
-        with flush_denormal(cfg.train.flush_denormal) as denormals:  # scoped: IEEE semantics again after training
-            run = _fit(run_dir, cfg, progress=progress, trackers=group, denormals=denormals)
+        if threads is not None:
+            torch.set_num_threads(threads)  # before the flush reaches every thread of the team
+        governor = ThreadGovernor(1 if threads is not None else None)  # a fixed count: a governor that does nothing
+        with flush_denormal(cfg.train.flush_denormal) as denormals, governor:  # scoped: IEEE again after training
+            run = _fit(run_dir, cfg, progress=progress, trackers=group, denormals=denormals, governor=governor)
     except BaseException as e:
         group.finish("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
         if isinstance(e, StoreWriteError):  # a full disk: the run is intact and resumable
@@ -209,7 +213,10 @@ class _Clock:
         try:
             yield
         finally:
-            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - t0
+            self.add(part, time.perf_counter() - t0)
+
+    def add(self, part: str, seconds: float) -> None:
+        self.seconds[part] = self.seconds.get(part, 0.0) + seconds
 
     def parts(self) -> dict[str, float]:
         """Disjoint parts: the evaluation's time excludes the progress measures it ran."""
@@ -277,7 +284,10 @@ def _check_state_fits(path: Path, stored: dict[str, Tensor], expected: dict[str,
                        f"(grokscope train --config {path.parent / CONFIG} --out NEW_DIR)")
 
 
-def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, trackers: TrackerGroup | None = None, denormals: str = "") -> Run:
+def _fit(
+    run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, trackers: TrackerGroup | None = None, denormals: str = "",
+    governor: ThreadGovernor | None = None,
+) -> Run:
     tc = cfg.train
     loss_dtype = getattr(torch, tc.loss_dtype)
     task = make_task(cfg.task)
@@ -307,6 +317,7 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
         db.close()
         return Run(run_dir)  # nothing left to do
     db.truncate_after(st.epoch if (run_dir / STATE).exists() else -1)
+    governor = governor or ThreadGovernor(1)
     db.set_meta({"status": "running", "forward": path_name, "message": "", "denormals": denormals})
     trackers = TrackerGroup() if trackers is None else trackers
     trackers.start(cfg, run_dir, step=st.epoch)
@@ -400,8 +411,11 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
                 else:
                     x, y = train_x[idx], train_y[idx]
                 shared, pending = pending, None  # this update's forward, done by the last evaluation (or None)
-                with clock("updates"):
-                    loss = train_step(forward, opt, x, y, lr, loss_dtype, loss_fn=loss_fn, rules=rules, logits=shared)
+                t_update = time.perf_counter()
+                loss = train_step(forward, opt, x, y, lr, loss_dtype, loss_fn=loss_fn, rules=rules, logits=shared)
+                t_update = time.perf_counter() - t_update
+                clock.add("updates", t_update)
+                governor.record(t_update)  # may change the thread count (never the numbers)
                 st.update += 1
             st.epoch = epoch
             if not math.isfinite(loss.item()):
@@ -439,6 +453,7 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
             "final_epoch": str(final_epoch),
             "grok_epoch": "" if st.grok_epoch is None else str(st.grok_epoch),
             "train_seconds": f"{elapsed:.2f}",
+            "threads": governor.describe(),
             "seconds": json.dumps(clock.parts() | {"other": round(elapsed - sum(clock.parts().values()), 3)}),
         }
     )
