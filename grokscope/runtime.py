@@ -131,17 +131,17 @@ class ThreadGovernor:
     one of the cores, a waiting thread spins or sleeps while the thread it waits for is descheduled, and a
     2-thread step ran 10-50x slower than on an idle machine, and 5-10x slower than the same step on one thread
     (docs/speed.md, "A shared machine"). The governor times the updates in windows of ``window`` updates at the
-    current count. When a window's median is ``slack`` times the best median seen at that count (or every
-    ``probe_every`` updates, so it notices when the machine frees up), it times one window at the other count
-    (1 or ``threads``) and keeps whichever was faster. Results do not depend on the thread count (the fast
+    current count. After the first window, when a window's median is ``slack`` times the best median seen at that
+    count, and every ``probe_every`` updates (so it notices when the machine frees up), it times one window at
+    the other count (1 or ``threads``) and keeps whichever was faster. Results do not depend on the thread count (the fast
     path's updates and the logged metrics are bitwise the same at 1 and 2 threads; tests/test_runtime.py), so
     switching changes only speed. The cost on an idle machine: one window at one thread per ``probe_every``
-    updates (~0.5%).
+    updates (~1%).
 
     Use as a context manager: the thread count found on entry is restored on exit.
     """
 
-    def __init__(self, threads: int | None = None, *, window: int = 16, probe_every: int = 2000, slack: float = 1.6):
+    def __init__(self, threads: int | None = None, *, window: int = 16, probe_every: int = 500, slack: float = 1.6):
         self.max_threads = threads or torch.get_num_threads()
         self.window, self.probe_every, self.slack = window, probe_every, slack
         self.current = self.max_threads
@@ -149,7 +149,7 @@ class ThreadGovernor:
         self.best: dict[int, float] = {}
         self.last: dict[int, float] = {}
         self.probing: int | None = None  # the count the other (probe) window runs at
-        self.since_probe = 0
+        self.since_probe = probe_every  # the first window is followed by a probe: a machine can be busy from the start
         self.switches = 0
 
     @property

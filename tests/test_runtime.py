@@ -130,3 +130,79 @@ def test_a_run_records_and_shows_the_choice(tmp_path, capsys):
     assert main(["show", str(tmp_path / "on")]) == 0
     assert "subnormals: flushed to zero" in capsys.readouterr().out
     assert _parallel_products_flushed() == 0.0  # training left the process as it found it
+
+
+# --------------------------------------------------------------------------- the thread governor
+
+
+class _Threads:
+    """torch.set_num_threads / get_num_threads stand-ins, so the governor's decisions are tested without a clock."""
+
+    def __init__(self, monkeypatch, n):
+        self.n = n
+        monkeypatch.setattr(torch, "get_num_threads", lambda: self.n)
+        monkeypatch.setattr(torch, "set_num_threads", self.set)
+
+    def set(self, n):
+        self.n = n
+
+
+def _feed(gov, threads, cost, updates):
+    """``updates`` updates whose seconds are ``cost[thread count]`` at the count in force."""
+    for _ in range(updates):
+        gov.record(cost[threads.n])
+
+
+def test_governor_falls_back_to_one_thread_when_two_get_slow_and_returns_when_they_recover(monkeypatch):
+    from grokscope.runtime import ThreadGovernor
+
+    threads = _Threads(monkeypatch, 2)
+    gov = ThreadGovernor(window=4, probe_every=40, slack=1.6)
+    with gov:
+        _feed(gov, threads, {2: 0.010, 1: 0.015}, 20)  # idle machine: two threads are faster
+        assert threads.n == 2 and gov.switches == 0
+        _feed(gov, threads, {2: 0.200, 1: 0.030}, 16)  # a competing process: two threads spin, one is 6x faster
+        assert threads.n == 1 and gov.current == 1 and gov.switches == 1
+        _feed(gov, threads, {2: 0.010, 1: 0.015}, 60)  # the machine frees up: the periodic probe finds two faster
+        assert threads.n == 2 and gov.switches == 2
+    assert "adaptive 1-2: 2 at the end, 2 switches" == gov.describe()
+
+
+def test_governor_keeps_the_count_when_the_other_is_no_faster_and_restores_on_exit(monkeypatch):
+    from grokscope.runtime import ThreadGovernor
+
+    threads = _Threads(monkeypatch, 2)
+    gov = ThreadGovernor(window=4, probe_every=1000, slack=1.6)
+    with gov:
+        _feed(gov, threads, {2: 0.010, 1: 0.015}, 8)
+        _feed(gov, threads, {2: 0.030, 1: 0.045}, 8)  # everything 3x slower: the probe at one thread loses
+        assert threads.n == 2 and gov.switches == 0
+        probes = []
+        monkeypatch.setattr(gov, "_set", lambda n: (probes.append(n), threads.set(n)))
+        _feed(gov, threads, {2: 0.030, 1: 0.045}, 40)  # the slower step is the new normal: no probe every window
+        assert probes == []
+        threads.n = 1  # e.g. left at one thread by a probe when an exception ends the loop
+    assert threads.n == 2  # the count found on entry
+    assert ThreadGovernor(1).describe().endswith("(fixed)") and not ThreadGovernor(1).enabled
+
+
+def test_a_run_whose_thread_count_changes_every_few_updates_equals_a_one_thread_run(tmp_path, monkeypatch, two_threads):
+    """The governor may switch at any update: the weights and every logged number must not notice."""
+    import grokscope.training.loop as loop
+    from grokscope.runtime import ThreadGovernor
+
+    class Flapping(ThreadGovernor):
+        def record(self, seconds):
+            self.calls = getattr(self, "calls", 0) + 1
+            torch.set_num_threads(1 if self.calls % 3 else 2)
+
+    cfg = grokscope.apply_overrides(grokscope.get_preset("quick"), {"task.p": 29, "train.epochs": 60, "train.measure_every": 20,
+                                                                    "train.checkpoint_every": 30})
+    fixed = grokscope.train(cfg, tmp_path / "fixed", progress=False, threads=1)
+    monkeypatch.setattr(loop, "ThreadGovernor", Flapping)
+    flapping = grokscope.train(cfg, tmp_path / "flapping", progress=False)
+    a, b = fixed.metrics, flapping.metrics
+    assert list(a.columns) == list(b.columns) and a.equals(b)
+    for step in fixed.checkpoints:
+        sa, sb = fixed.load_model(step).state_dict(), flapping.load_model(step).state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
