@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import shutil
+import sqlite3
 import subprocess
 
 import pytest
@@ -46,6 +49,72 @@ def test_report_holds_every_built_figure(report):
     for r in results:
         if r.figure is None and r.applicable:
             assert f'id="fig-{r.key}"' in html  # a note says why it is missing
+
+
+def expected_figures(run_dir) -> set[str]:
+    """The figures the report of this run must draw, derived from what the run holds (config.json read as JSON,
+    the metric names read with plain sqlite3, the files beside them), not from the figure registry."""
+    arch = json.loads((run_dir / "config.json").read_text())["model"]["arch"]
+    con = sqlite3.connect(f"file:{run_dir / 'metrics.sqlite'}?mode=ro", uri=True)
+    try:
+        cols = {r[0] for r in con.execute("SELECT DISTINCT name FROM metrics WHERE value IS NOT NULL")}
+    finally:
+        con.close()
+    assert any((run_dir / "checkpoints").iterdir()) and "train_loss" in cols
+    want = {"curves", "fourier_norms", "neurons", "logit_fourier", "clusters"}  # metrics and checkpoints suffice
+    want |= {"attention"} if arch == "transformer" else {"stars", "star_trajectory"}
+    if cols & {"excluded_loss", "restricted_loss", "gini_W_E", "gini_W_L", "sum_sq_weights", "ffs", "fcr"}:
+        want.add("progress")
+    if cols & {"excluded_loss", "restricted_loss"}:
+        want.add("ablations")
+    if (run_dir / "analysis.json").is_file() and json.loads((run_dir / "analysis.json").read_text()).get("key_frequencies"):
+        want |= {"interference", "logit_coefficients"}
+    if any(re.fullmatch(r"excluded_loss_k\d+(_fixed)?", c) for c in cols):
+        want.add("excluded_per_k")
+    for name, keys in {"interp_patch.json": ("interp_patching", "interp_attribution"), "interp_probe.json": ("interp_probes",),
+                       "interp_sae.json": ("interp_sae",)}.items():
+        if (run_dir / name).is_file():
+            want |= set(keys)
+    return want
+
+
+def _typed(arr) -> list:
+    if isinstance(arr, dict) and "bdata" in arr:
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(arr["bdata"]), dtype=np.dtype(arr["dtype"])).tolist()
+    return list(arr)
+
+
+@pytest.mark.parametrize("name", ["tiny", "mlp"])
+def test_report_draws_each_expected_figure_once(name, tmp_path):
+    """One figure-data script (each drawn by the single Plotly.newPlot call of RENDER_JS), one plot div and one
+    table-of-contents link per figure the run should show: a figure dropped, duplicated or added fails here."""
+    run = copy_run(name, tmp_path / name)
+    run.write_json("analysis.json", {"key_frequencies": [2, 5]})
+    if name == "mlp":
+        run.write_metrics(30, {"excluded_loss_k2": 1.5, "excluded_loss_k5": 2.5})
+    want = expected_figures(run.dir)
+    html = write_report(run).read_text(encoding="utf-8")
+    toc = re.findall(r'href="#fig-([\w-]+)"', re.search(r'<nav class="toc">(.*?)</nav>', html, re.S).group(1))
+    scripts = re.findall(r'<script type="application/json" class="figure-data" data-target="plot-([\w-]+)">', html)
+    divs = re.findall(r'<div class="plot" id="plot-([\w-]+)">', html)
+    assert len(scripts) == len(set(scripts)) == len(want), (sorted(scripts), sorted(want))
+    assert set(scripts) == want
+    assert toc == scripts == divs  # the same figures, in the same order
+    render = html[html.index("var pending = Array.prototype.slice.call(document.querySelectorAll('script.figure-data'))"):]
+    assert render.count("Plotly.newPlot(") == 1  # one call, looped over every figure-data script
+    # the embedded curves are the database's rows
+    blob = re.search(r'data-target="plot-curves">(.*?)</script>', html, re.S).group(1)
+    traces = json.loads(blob)["data"]
+    con = sqlite3.connect(f"file:{run.dir / 'metrics.sqlite'}?mode=ro", uri=True)
+    try:
+        for t in traces:
+            rows = con.execute("SELECT step, value FROM metrics WHERE name = ? AND value IS NOT NULL ORDER BY step", (t["meta"],)).fetchall()
+            assert _typed(t["x"]) == [r[0] for r in rows] and _typed(t["y"]) == pytest.approx([r[1] for r in rows], rel=1e-12), t["meta"]
+    finally:
+        con.close()
+    assert sorted(t["meta"] for t in traces) == ["test_acc", "test_loss", "train_acc", "train_loss"]
 
 
 def test_report_header_states_config_grok_phases_table5(report):
