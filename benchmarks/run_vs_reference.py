@@ -12,7 +12,7 @@ minute of peer loops.
 Targets (2 cores, ratios measured side by side in one run):
 
 * the slowest phase runs at >= 0.9x the first phase's epochs/s (no slowdown after grokking);
-* the whole ``grokscope run``, training, analysis and report, in <= 5 minutes;
+* the whole ``grokscope run``, training, analysis and report, in <= 5 minutes (<= 15 with ``--epochs 40000``);
 * the run >= 15x the TransformerLens demo loop over the same epochs, phase by phase.
 """
 
@@ -57,8 +57,9 @@ def main() -> int:
     slowest = min(r["run_eps"] for r in rows) / rows[0]["run_eps"]
     print()
     print(f"slowest phase / first phase: {slowest:.2f} ({'PASS' if slowest >= 0.9 else 'FAIL'}, target >= 0.9)")
-    print(f"grokscope run, training + analysis + report: {total:.0f} s ({'PASS' if total <= 300 else 'FAIL'}, target <= 300 s; "
-          "the interpreter's start-up and imports not included)")
+    limit = {None: 300, 40000: 900}.get(args.epochs)  # to 1.5x the grok epoch: 5 minutes; the paper's 40k epochs: 15
+    verdict = "" if limit is None else f"{'PASS' if total <= limit else 'FAIL'}, target <= {limit} s; "
+    print(f"grokscope run, training + analysis + report: {total:.0f} s ({verdict}the interpreter's start-up and imports not included)")
     if tl:
         tl_s = sum((r["end"] - r["start"]) / r["transformer_lens_eps"] for r in rows)
         print(f"TransformerLens demo loop over the same {epochs} epochs, phase by phase: {tl_s:.0f} s = {tl_s / train_s:.1f}x the run's "

@@ -103,7 +103,7 @@ class ReferenceLoop:
 
     def __init__(self, cfg: ExperimentConfig, task, model):
         self.cfg, self.task, self.model = cfg, task, model
-        self.opt = make_optimizer(model, cfg.optim)
+        self.opt: Any = make_optimizer(model, cfg.optim)  # TransformerLens's row uses torch.optim.AdamW
         self.update = 0
         self.x, self.y = task.train_tokens, task.train_labels
 

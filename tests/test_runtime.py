@@ -206,3 +206,39 @@ def test_a_run_whose_thread_count_changes_every_few_updates_equals_a_one_thread_
     for step in fixed.checkpoints:
         sa, sb = fixed.load_model(step).state_dict(), flapping.load_model(step).state_dict()
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_an_ensemble_whose_thread_count_flaps_equals_a_one_thread_ensemble(tmp_path, monkeypatch, two_threads):
+    import grokscope.training.ensemble as ensemble
+    from grokscope.runtime import ThreadGovernor
+    from grokscope.training.ensemble import train_ensemble
+
+    class Flapping(ThreadGovernor):
+        def record(self, seconds):
+            self.calls = getattr(self, "calls", 0) + 1
+            torch.set_num_threads(1 if self.calls % 3 else 2)
+
+    base = grokscope.apply_overrides(grokscope.get_preset("quick"), {"task.p": 23, "train.epochs": 30, "train.measure_every": 10,
+                                                                     "train.checkpoint_every": 15})
+    cfgs = [grokscope.apply_overrides(base, {"model.init_seed": s, "name": f"m{s}"}) for s in (0, 1)]
+    torch.set_num_threads(1)
+    fixed = train_ensemble(cfgs, [tmp_path / "fixed0", tmp_path / "fixed1"], progress=False)
+    torch.set_num_threads(2)
+    monkeypatch.setattr(ensemble, "ThreadGovernor", Flapping)
+    flapping = train_ensemble(cfgs, [tmp_path / "flap0", tmp_path / "flap1"], progress=False)
+    for a, b in zip(fixed, flapping):
+        assert a.metrics.equals(b.metrics)
+        sa, sb = a.load_model(30).state_dict(), b.load_model(30).state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_threads_flag_fixes_the_count_and_refuses_nonsense(tmp_path, capsys, two_threads):
+    from grokscope.cli import main
+
+    assert main(["train", "--preset", "tiny", "--epochs", "2", "--threads", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert "--threads: must be >= 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(["train", "--preset", "tiny", "--epochs", "2", "--threads", "1", "--quiet", "--out", str(tmp_path / "one")]) == 0
+    assert "threads:    1 (fixed)" in capsys.readouterr().out
+    assert torch.get_num_threads() == 2  # the caller's count again after the run
+    assert main(["train", "--preset", "tiny", "--epochs", "2", "--quiet", "--out", str(tmp_path / "adaptive")]) == 0
+    assert "threads:    adaptive 1-2" in capsys.readouterr().out

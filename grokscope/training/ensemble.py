@@ -27,7 +27,7 @@ from torch import Tensor
 from grokscope.config import ExperimentConfig
 from grokscope.models import build_model
 from grokscope.models.fast import PARAM_NAMES, PlanCache, fast_logits, fast_tables, is_fast_eligible
-from grokscope.runtime import flush_denormal
+from grokscope.runtime import ThreadGovernor, flush_denormal
 from grokscope.store.files import save_tensors
 from grokscope.store.metrics import MetricsDB
 from grokscope.store.run import METRICS, STATE, Run, save_checkpoint
@@ -232,11 +232,14 @@ def train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progre
     check_ensemble_configs(configs)
     if len(out_dirs) != len(configs):
         raise ValueError(f"train_ensemble: {len(configs)} configs but {len(out_dirs)} output directories")
-    with flush_denormal(configs[0].train.flush_denormal) as denormals:
-        return _train_ensemble(configs, out_dirs, progress, denormals)
+    governor = ThreadGovernor()  # one thread when a busy machine makes two slower (never changes the numbers)
+    with flush_denormal(configs[0].train.flush_denormal) as denormals, governor:
+        return _train_ensemble(configs, out_dirs, progress, denormals, governor)
 
 
-def _train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progress: bool | None, denormals: str) -> list[Run]:
+def _train_ensemble(
+    configs: list[ExperimentConfig], out_dirs: list[Path], progress: bool | None, denormals: str, governor: ThreadGovernor
+) -> list[Run]:
     ens = Ensemble(configs)
     dirs = [new_run_dir(d, c) for d, c in zip(out_dirs, configs)]
     tc = configs[0].train
@@ -282,7 +285,9 @@ def _train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progr
     t0 = time.perf_counter()
     try:
         for epoch in range(1, tc.epochs + 1):
+            t_step = time.perf_counter()
             losses = ens.step()
+            governor.record(time.perf_counter() - t_step)
             finite = torch.isfinite(losses)
             for k in range(K):
                 if ens.active[k] and not finite[k]:
@@ -326,6 +331,7 @@ def _train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progr
                 "final_epoch": str(final[k]),
                 "grok_epoch": "" if grok[k] is None else str(grok[k]),
                 "train_seconds": f"{elapsed:.2f}",
+                "threads": governor.describe(),
             }
         )
         db.close()

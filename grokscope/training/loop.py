@@ -185,7 +185,9 @@ def resume(path: Path | str, *, progress: bool | None = None, trackers=(), threa
 
 
 def _fit_tracked(run_dir: Path, cfg: ExperimentConfig, progress: bool | None, group: TrackerGroup, threads: int | None = None) -> Run:
-    """``_fit``, then close the trackers' session with the outcome (they never stop training)."""
+    """``_fit``, then close the trackers' session with the outcome (they never stop training).
+    ``threads``: a fixed count for this run (the caller's count is restored after); None: adaptive."""
+    callers_threads = torch.get_num_threads()
     try:
         if threads is not None:
             torch.set_num_threads(threads)  # before the flush reaches every thread of the team
@@ -197,6 +199,8 @@ def _fit_tracked(run_dir: Path, cfg: ExperimentConfig, progress: bool | None, gr
         if isinstance(e, StoreWriteError):  # a full disk: the run is intact and resumable
             e.add_hint(f"nothing stored was lost: {'free some space' if e.disk_full else 'fix that'}, then continue with 'grokscope train --resume {run_dir}'")
         raise
+    finally:
+        torch.set_num_threads(callers_threads)
     group.finish("completed")
     return run
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from grokscope.models.transformer import activation
+from grokscope.training.adamw import AdamW
 
 __all__ = ["reference_forward", "reference_step", "reference_eval"]
 
@@ -42,7 +43,7 @@ def reference_forward(model, tokens: Tensor) -> Tensor:
     return logits[:, -1]
 
 
-def reference_step(model, opt: torch.optim.Optimizer, tokens: Tensor, labels: Tensor, lr: float) -> float:
+def reference_step(model, opt: torch.optim.Optimizer | AdamW, tokens: Tensor, labels: Tensor, lr: float) -> float:
     """One full-batch AdamW update through :func:`reference_forward`; the loss (float64 cross-entropy) before it."""
     for group in opt.param_groups:
         group["lr"] = lr
