@@ -6,10 +6,12 @@ They run in order in one output directory, as a user would run them: 01 trains t
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,9 +37,25 @@ def outputs(tmp_path_factory) -> dict:
     return {"out": work / "out", "logs": logs}
 
 
+def _script_literal(script: str, target: str):
+    """The literal assigned to ``target`` in an example script, or the iterable of the comprehension assigned to it."""
+    tree = ast.parse((EXAMPLES / script).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == target for t in node.targets):
+            value = node.value
+            if isinstance(value, ast.DictComp):
+                return [ast.literal_eval(e) for e in value.generators[0].iter.elts]
+            return [ast.literal_eval(k) for k in value.keys]
+    raise AssertionError(f"no {target} in {script}")
+
+
 def test_reproduce_paper_figures_writes_the_figures(outputs):
     html = (outputs["out"] / "paper_figures.html").read_text()
-    assert html.count("Plotly.newPlot") == 8  # every figure of the script was drawn (none unavailable)
+    builders = _script_literal(SCRIPTS[0], "BUILDERS")  # the figures the script asks for, read from its source
+    assert len(builders) >= 8
+    assert re.findall(r"<h2>(\w+)</h2>", html) == builders  # each drawn once, in order (none unavailable)
+    assert html.count("Plotly.newPlot") == len(builders)  # to_html writes one newPlot call per figure
+    assert outputs["logs"][SCRIPTS[0]].count("drawn: " + ", ".join(builders)) == 1
     assert html.count("<script") >= 8 and "plotly.js" in html.lower()  # plotly.js embedded: opens offline
     analysis = json.loads((outputs["out"] / "runs" / "tiny-wd1.0" / "analysis.json").read_text())
     assert analysis["key_frequencies"] and analysis["phases"]["grok_epoch"] is not None  # the tiny run groks
@@ -65,7 +83,9 @@ def test_compare_two_runs_table_and_figures(outputs):
     assert not weak["grok_epoch"] or float(weak["grok_epoch"]) > float(strong["grok_epoch"])  # less decay groks later
     assert float(weak["sum_sq_weights"]) > float(strong["sum_sq_weights"])
     html = (outputs["out"] / "compare_two_runs.html").read_text()
-    assert html.count("Plotly.newPlot") == 5
+    metrics = _script_literal(SCRIPTS[2], "figures")  # the metrics the script overlays, read from its source
+    assert len(metrics) == len(set(metrics)) >= 5
+    assert html.count("Plotly.newPlot") == len(metrics)  # to_html writes one newPlot call per figure
     assert "tiny-wd1.0" in html and "tiny-wd0.1" in html  # both runs are in the overlays
     assert len(list((outputs["out"] / "runs").iterdir())) == 2  # 01 and 02 reused one run, 03 added one
 
