@@ -103,7 +103,9 @@ def flush_denormal(enabled: bool = True) -> Iterator[str]:
     """Flush subnormals to zero on every intra-op thread inside the block; yields :func:`denormal_status`.
 
     ``enabled=False`` changes nothing (yields the status as it is). Nested uses are fine: the outermost one
-    restores the state it found. On CPUs without the flag (not x86) it changes nothing.
+    restores the state it found. On CPUs without the flag (not x86) it changes nothing, and where the flag cannot
+    reach every thread (an OpenMP runtime without ``GOMP_parallel``) it is not set at all: a flush on some threads
+    only would make the numbers depend on which thread computed which rows.
     """
     global _depth
     if not enabled:
@@ -112,15 +114,19 @@ def flush_denormal(enabled: bool = True) -> Iterator[str]:
     with _lock:
         outer = _depth == 0
         was_on = flushes_denormals() if outer else True
-        if outer and not was_on:
+        changed = outer and not was_on
+        if changed:
             _on_every_thread(True)
+            if _flushed_fraction() < 1.0:  # some threads flush and others not: numbers would depend on the thread
+                _on_every_thread(False)  # count and the scheduling, so flush on none (IEEE, as without the flag)
+                changed = False
         _depth += 1
     try:
         yield denormal_status()
     finally:
         with _lock:
             _depth -= 1
-            if outer and not was_on:
+            if changed:
                 _on_every_thread(False)
 
 

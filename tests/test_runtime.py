@@ -242,3 +242,13 @@ def test_threads_flag_fixes_the_count_and_refuses_nonsense(tmp_path, capsys, two
     assert torch.get_num_threads() == 2  # the caller's count again after the run
     assert main(["train", "--preset", "tiny", "--epochs", "2", "--quiet", "--out", str(tmp_path / "adaptive")]) == 0
     assert "threads:    adaptive 1-2" in capsys.readouterr().out
+
+
+def test_without_the_openmp_entry_point_nothing_is_flushed(monkeypatch, two_threads):
+    """Flushing on the calling thread alone would make the numbers depend on which thread ran which rows."""
+    import grokscope.runtime as runtime
+
+    monkeypatch.setattr(runtime, "_openmp_parallel", lambda: None)
+    with flush_denormal() as status:
+        assert status == "kept (IEEE subnormals)" and _parallel_products_flushed() == 0.0
+    assert _parallel_products_flushed() == 0.0
