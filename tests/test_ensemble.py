@@ -121,3 +121,33 @@ def test_an_interrupted_ensemble_releases_its_databases_at_once(tmp_path, base, 
     for d in dirs:
         wal = d / "metrics.sqlite-wal"
         assert not wal.exists() or wal.stat().st_size == 0, d
+
+
+def test_each_member_is_updated_by_the_single_runs_adamw_bit_for_bit(base):
+    """Given the same gradients, a member's update is the single run's AdamW (grokscope.training.adamw), exactly;
+    a frozen member is left alone."""
+    from grokscope.training.adamw import AdamW
+
+    configs = [apply_overrides(base, {"optim.lr": lr, "optim.weight_decay": wd}) for lr, wd in ((1e-3, 1.0), (3e-3, 0.1))]
+    ens = Ensemble(configs)
+    singles = []
+    for k, c in enumerate(configs):
+        params = [ens.w[n][k].detach().clone().requires_grad_() for n in ens.names]
+        singles.append((params, AdamW(params, lr=c.optim.lr, betas=c.optim.betas, eps=c.optim.eps, weight_decay=c.optim.weight_decay)))
+    gen = torch.Generator().manual_seed(0)
+    lrs = torch.tensor([c.optim.lr for c in configs], dtype=torch.float64)
+    for _ in range(4):
+        for n in ens.names:
+            ens.w[n].grad = torch.randn(ens.w[n].shape, generator=gen) * 1e-3
+        ens._adamw(lrs)
+        for k, (params, opt) in enumerate(singles):
+            for p, n in zip(params, ens.names):
+                p.grad = ens.w[n].grad[k].clone()
+            opt.step()
+    for k, (params, _) in enumerate(singles):
+        for p, n in zip(params, ens.names):
+            assert torch.equal(p.detach(), ens.w[n][k].detach()), (k, n)
+    frozen = {n: ens.w[n][1].detach().clone() for n in ens.names}
+    ens.active[1] = False
+    ens._adamw(lrs)
+    assert all(torch.equal(frozen[n], ens.w[n][1].detach()) for n in ens.names)

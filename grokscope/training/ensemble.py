@@ -1,9 +1,9 @@
 """Train K models at once as one batched computation; each member is stored as its own run.
 
 The members' parameters are stacked on a leading K axis and go through the batched fast path of
-:mod:`grokscope.models.fast` in one forward and one backward. One vectorised AdamW updates every stacked
-tensor with per-member learning rate and weight decay, doing the same floating-point operations as
-``torch.optim.AdamW`` (single-tensor implementation) does for one model. Members may differ in
+:mod:`grokscope.models.fast` in one forward and one backward. Each member's slices are then updated by the
+AdamW of every single run (:func:`grokscope.training.adamw.adamw_update`, torch's fused kernel) with the
+member's own learning rate and weight decay, so a member's update rule is the single run's, bit for bit. Members may differ in
 ``model.init_seed``, ``task.split_seed``, ``task.train_fraction``, ``train.data_seed``, ``optim.lr``,
 ``optim.weight_decay`` and ``name``; each member trains on its own split (padded to the largest split,
 the padding weighted 0), so a member equals a single run of its config (to rounding).
@@ -15,7 +15,6 @@ resumed alone with :func:`grokscope.resume`.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from grokscope.store.files import save_tensors
 from grokscope.store.metrics import MetricsDB
 from grokscope.store.run import METRICS, STATE, Run, save_checkpoint
 from grokscope.tasks import ModularTask, make_task
+from grokscope.training.adamw import adamw_update
 from grokscope.training.loop import (
     GROK_THRESHOLD,
     _measure_fn,
@@ -140,7 +140,8 @@ class Ensemble:
         self.active = torch.ones(K, dtype=torch.bool)  # members still training (others are frozen)
         self.exp_avg = {n: torch.zeros_like(self.w[n]) for n in self.names}
         self.exp_avg_sq = {n: torch.zeros_like(self.w[n]) for n in self.names}
-        self.n_steps = 0  # AdamW step count (torch's state "step")
+        # one float32 step counter per member and weight, as the single run's AdamW keeps them
+        self.steps = [[torch.zeros((), dtype=torch.float32) for _ in self.names] for _ in range(K)]
         self.update = 0  # updates made (drives the warm-up)
 
     # -- computation ---------------------------------------------------------------------------
@@ -178,23 +179,18 @@ class Ensemble:
 
     @torch.no_grad()
     def _adamw(self, lr: Tensor) -> None:
-        """torch.optim.AdamW's single-tensor update, vectorised over members (same operations, same order)."""
-        beta1, beta2 = self.betas
-        self.n_steps += 1
-        step = float(self.n_steps)
-        bias_correction1 = 1 - beta1**step
-        bias_correction2_sqrt = math.sqrt(1 - beta2**step)
-        decay = 1 - lr * self.wd  # [K] float64, as torch computes the Python scalar
-        neg_step_size = -(lr / bias_correction1)
-        for n in self.names:
-            p, g, m, v = self.w[n], self.w[n].grad, self.exp_avg[n], self.exp_avg_sq[n]
-            assert g is not None  # self.names are the trainable weights, and step() follows a backward pass
-            shape = (self.K,) + (1,) * (p.ndim - 1)
-            p.mul_(decay.to(p.dtype).view(shape))
-            m.lerp_(g, 1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            denom = (v.sqrt() / bias_correction2_sqrt).add_(self.eps)
-            p.add_(neg_step_size.to(p.dtype).view(shape) * m / denom)
+        """Each active member's update: the single run's AdamW on the member's slices of the stacked weights,
+        moments and gradients, with its own learning rate and weight decay. Frozen members are left alone."""
+        for k in range(self.K):
+            if not bool(self.active[k]):
+                continue
+            grads = [self.w[n].grad for n in self.names]
+            assert all(g is not None for g in grads)  # self.names are the trainable weights; step() follows a backward
+            adamw_update(
+                [self.w[n][k] for n in self.names], [g[k] for g in grads], [self.exp_avg[n][k] for n in self.names],  # type: ignore[index]
+                [self.exp_avg_sq[n][k] for n in self.names], self.steps[k], lr=float(lr[k]), betas=self.betas, eps=self.eps,
+                weight_decay=float(self.wd[k]),
+            )
 
     # -- members as single models ----------------------------------------------------------------
     def member_state_dict(self, k: int) -> dict[str, Tensor]:
@@ -216,7 +212,7 @@ class Ensemble:
         """Member k's AdamW state keyed as the training loop saves it (``optim.<param>.<field>``)."""
         out = {}
         for n in self.names:
-            out[f"optim.{n}.step"] = torch.tensor(float(self.n_steps))
+            out[f"optim.{n}.step"] = self.steps[k][self.names.index(n)].clone()
             out[f"optim.{n}.exp_avg"] = self.exp_avg[n][k].detach()
             out[f"optim.{n}.exp_avg_sq"] = self.exp_avg_sq[n][k].detach()
         return out
