@@ -58,7 +58,7 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "tiny": tiny,
 }
 
-from grokscope.presets_zoo import ZOO_PRESETS  # noqa: E402  (the task and model zoo, issue 7)
+from grokscope.presets_zoo import ZOO_PRESETS  # noqa: E402  (the task and model zoo)
 
 PRESETS.update(ZOO_PRESETS)
 

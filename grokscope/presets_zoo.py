@@ -1,4 +1,4 @@
-"""Presets of the task and model zoo (issue 7): the grokking literature beyond the mainline.
+"""Presets of the task and model zoo: the grokking literature beyond the mainline.
 
 Each entry is a function returning an :class:`ExperimentConfig` at the paper's size, registered in
 :data:`grokscope.presets.PRESETS` under the name in :data:`ZOO_PRESETS`. Docstrings start with a one-line

@@ -67,7 +67,8 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 
-#: How each ambiguity of REFERENCE.md section 2 is resolved (written into every analysis.json).
+#: How each ambiguity of the paper is resolved (docs/measures.md, "Ambiguities of the paper, and our choices");
+#: written into every analysis.json.
 CHOICES: dict[str, str] = {
     "A1": "restricted/excluded keep/remove 2 directions per key k, cos/sin(w_k c*) with c* the correct answer "
     "(= cos/sin(w_k(a+b)) for a+b), as in the original code; the ablation table also reports "

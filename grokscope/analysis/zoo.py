@@ -1,4 +1,4 @@
-"""Per-task analyses of the zoo (issue 7): spectra in the additive and discrete-log bases (multiplication, division
+"""Per-task analyses of the zoo: spectra in the additive and discrete-log bases (multiplication, division
 and polynomials, with the exact pattern structure of the task's table), operand asymmetry (subtraction), the input bits that sparse-parity neurons read, and the scores of a
 checkpoint per answer position or operation. :func:`zoo_analysis` picks the ones that fit a task (``grokscope
 analyze`` stores them under ``"zoo"``); :func:`render_zoo` prints them.

@@ -1,4 +1,4 @@
-"""The PAIR explorable's "star" plots for MLP models (REFERENCE.md section 5).
+"""The PAIR explorable's "star" plots for MLP models (docs/figures.md).
 
 Per checkpoint, collapse the input path H = W_E[:p] @ W_in [p, d_mlp] and the output path O = W_out @ W_U
 [d_mlp, p], and take their Fourier coefficients F @ H and F @ O^T ([p basis rows, d_mlp]). At the final

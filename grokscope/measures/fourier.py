@@ -1,6 +1,6 @@
 """Fourier toolkit over Z_p (and over Z_p^* through the discrete logarithm). Pure functions, float64.
 
-Layout (REFERENCE.md section 2): the real orthonormal basis ``F`` over Z_p (p odd) is a [p, p] matrix whose
+Layout (docs/measures.md, "Fourier toolkit"): the real orthonormal basis ``F`` over Z_p (p odd) is a [p, p] matrix whose
 row 0 is the constant 1/sqrt(p) and whose rows 2k-1 and 2k are cos(w_k x) and sin(w_k x), w_k = 2 pi k / p,
 each L2-normalised, for k = 1..(p-1)/2. ``F @ x`` gives the coefficients of a vector x indexed by residues;
 ``F.T @ coeffs`` inverts it (F is orthogonal).
