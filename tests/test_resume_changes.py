@@ -219,3 +219,24 @@ def test_an_unchanged_config_resumed_through_the_cli_equals_a_straight_run(tmp_p
     assert "status:     completed" in out and "epochs:     60 of 60" in out
     assert_same_run(train(cfg, tmp_path / "straight", progress=False), load_run(run_dir))
     assert json.loads((run_dir / "config.json").read_text()) == cfg.to_dict()
+
+
+def test_loading_a_checkpoint_after_a_shape_edit_is_one_line(tmp_path, capsys):
+    """analyze and the figures load checkpoints through Run.load_model: an edited config.json is one clear line."""
+    import json
+
+    from grokscope.cli import main
+    from grokscope.presets import tiny
+    from grokscope.store.run import Run, RunError
+    from grokscope.training import train
+
+    cfg = tiny()
+    run = train(type(cfg).from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "epochs": 4}}), tmp_path / "r", progress=False)
+    data = json.loads((run.dir / "config.json").read_text())
+    data["model"]["d_mlp"] = data["model"]["d_mlp"] * 2
+    (run.dir / "config.json").write_text(json.dumps(data))
+    with pytest.raises(RunError, match="does not fit the model of config.json .*blocks.0.mlp.W_in"):
+        Run(run.dir).load_model()
+    assert main(["analyze", str(run.dir), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the model" in err and len(err.strip().splitlines()) == 1
