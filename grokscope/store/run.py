@@ -166,7 +166,7 @@ class Run:
         model = build_model(self.config.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
         state = self.load_state_dict(step)
         expected = model.state_dict()
-        resized = [f"{k} {list(v.shape)} vs {list(expected[k].shape)}" for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+        resized = [f"{k} {list(v.shape)} vs {list(expected[k].shape)}" for k, v in sorted(state.items()) if k in expected and v.shape != expected[k].shape]
         if resized:  # torch would raise a multi-line RuntimeError
             raise RunError(f"{self.dir}: the checkpoint does not fit the model of {CONFIG} ({resized[0]}; {len(resized)} tensors differ): "
                            f"was {CONFIG} edited after training? restore it")
