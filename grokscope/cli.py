@@ -126,6 +126,12 @@ def summarize(run: Run) -> str:
                 lines.append(f"{split} acc >= 99% first at epoch {int(hit[0]) if len(hit) else 'never'}")
     if meta.get("train_seconds"):
         lines.append(f"time:       {float(meta['train_seconds']):.1f} s training ({meta.get('forward', '?')} forward)")
+    if meta.get("seconds"):
+        try:
+            parts = json.loads(meta["seconds"])
+            lines.append("time split: " + ", ".join(f"{k.replace('_', ' ')} {float(v):.1f} s" for k, v in parts.items()))
+        except (ValueError, TypeError, AttributeError):
+            pass  # written by another version: the summary goes on without it
     if meta.get("threads"):
         lines.append(f"threads:    {meta['threads']}")
     if meta.get("denormals"):

@@ -1,5 +1,6 @@
 """Subnormals flushed to zero on every intra-op thread (grokscope.runtime), and what it buys after grokking."""
 
+import json
 import statistics
 import time
 
@@ -130,7 +131,12 @@ def test_a_run_records_and_shows_the_choice(tmp_path, capsys):
     off = grokscope.train(grokscope.apply_overrides(cfg, {"train.flush_denormal": False}), tmp_path / "off", progress=False)
     assert off.meta["denormals"] == "kept (IEEE subnormals)"
     assert main(["show", str(tmp_path / "on")]) == 0
-    assert "subnormals: flushed to zero" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "subnormals: flushed to zero" in shown
+    parts = json.loads(run.meta["seconds"])
+    assert {"updates", "evaluation", "checkpoints", "metrics_store", "other"} <= parts.keys()
+    assert sum(parts.values()) == pytest.approx(float(run.meta["train_seconds"]), abs=0.02)  # disjoint, and all of it
+    assert "time split: " + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in parts.items()) in shown
     assert _parallel_products_flushed() == 0.0  # training left the process as it found it
 
 
