@@ -444,3 +444,42 @@ def test_sae_features_plot_the_hand_built_features(sae_data):
     assert float(got["L0"]) == pytest.approx(float(np.mean((ft > 0).sum(1))), abs=0.051)
     assert int(got["dead"]) == int(np.sum((ft > 0).sum(0) == 0)) == 1
     assert float(got["spliced test acc"]) == pytest.approx(spliced, abs=6e-5)
+
+
+# =========================================================================== the report's builders
+
+def test_report_specs_read_each_command_file_and_plot_the_same_values(tmp_path, patched, probed, sae_data):
+    """Each report entry reads its own command's JSON from the run (after a JSON round trip the plotted values are
+    those checked above) and is not applicable until that file exists."""
+    import json
+    from types import SimpleNamespace
+
+    from grokscope.figures._data import FigureNotApplicable
+
+    run = SimpleNamespace(dir=tmp_path, read_json=lambda name: json.loads((tmp_path / name).read_text()))
+    files = {"interp_patch.json": patched[0], "interp_probe.json": probed[1], "interp_sae.json": sae_data[2]}
+    builders = {"interp_patching": (ifig.patch_heatmaps, "interp_patch.json"),
+                "interp_attribution": (ifig.attribution_scatter, "interp_patch.json"),
+                "interp_probes": (ifig.probe_curves, "interp_probe.json"),
+                "interp_sae": (ifig.sae_features, "interp_sae.json")}
+    specs = {key: build for key, _, _, build in ifig.report_specs()}
+    assert set(specs) == set(builders)
+    for build in specs.values():
+        with pytest.raises(FigureNotApplicable):
+            build(run)
+    for name, data in files.items():
+        (tmp_path / name).write_text(json.dumps(data))
+    for key, build in specs.items():
+        builder, name = builders[key]
+        got, want = build(run), builder(files[name])
+        assert len(got.data) == len(want.data) > 0, key
+        for g, w_ in zip(got.data, want.data):
+            assert g.type == w_.type and g.name == w_.name, key
+            for axis in ("x", "y", "z"):
+                a, b = getattr(g, axis, None), getattr(w_, axis, None)
+                if b is None:
+                    assert a is None, (key, axis)
+                elif isinstance(b[0] if len(b) else 0, str):
+                    assert list(a) == list(b), (key, axis)
+                else:
+                    np.testing.assert_allclose(values(a), values(b), rtol=0, atol=1e-12, err_msg=f"{key} {axis}")
