@@ -240,3 +240,9 @@ def test_an_unreachable_ray_address_is_one_error_line_and_exit_2(tmp_path):
         assert proc.returncode == 2, (address, proc.returncode, err[-2000:])
         assert err.count("\n") == 0 and err.startswith(f"grokscope sweep: error: --address {address}: cannot connect to Ray"), err
         assert not (out / "index.sqlite").exists() and not (out / "cells").exists()
+        assert not out.exists()  # the directory the command created is gone again: a failed connect leaves nothing
+    kept = tmp_path / "existing"  # a directory the user made before is left where it was
+    kept.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "grokscope", "sweep", str(spec), "--out", str(kept), "--executor", "ray",
+                           "--address", f"127.0.0.1:{port}", "--quiet"], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2 and kept.is_dir() and not any(kept.iterdir())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -178,6 +179,25 @@ def plan_sweep(spec: SweepSpec, out: Path | str, *, workers: int = 1, ensemble: 
     return SweepPlan(spec, cells, states, jobs)
 
 
+def _make_executor(executor: str | Executor, workers: int | None, threads: int | None, address: str | None) -> Executor:
+    """The executor named (or given), prepared (e.g. connected to Ray, so the plan knows how many tasks run at once)."""
+    ex: Executor
+    if isinstance(executor, str):
+        if executor == "local":
+            ex = LocalExecutor(workers, threads)
+        elif executor == "ray":
+            from grokscope.sweep.ray_executor import RayExecutor
+
+            ex = RayExecutor(address=address, workers=workers, threads=threads)
+        else:
+            raise SweepError(f"--executor: unknown executor {executor!r}; known: local, ray")
+    else:
+        ex = executor
+    if hasattr(ex, "prepare"):
+        ex.prepare()
+    return ex
+
+
 def run_sweep(
     spec: SweepSpec,
     out: Path | str,
@@ -201,20 +221,14 @@ def run_sweep(
     cells = expand(spec)
     by_name = {c.name: c for c in cells}
     sd = SweepDir(out)
+    created = not sd.path.exists()
     sd.create()
-    if isinstance(executor, str):
-        if executor == "local":
-            ex: Executor = LocalExecutor(workers, threads)
-        elif executor == "ray":
-            from grokscope.sweep.ray_executor import RayExecutor
-
-            ex = RayExecutor(address=address, workers=workers, threads=threads)
-        else:
-            raise SweepError(f"--executor: unknown executor {executor!r}; known: local, ray")
-    else:
-        ex = executor
-    if hasattr(ex, "prepare"):
-        ex.prepare()  # e.g. connect to Ray, so the plan knows how many tasks run at once
+    try:
+        ex = _make_executor(executor, workers, threads, address)
+    except BaseException:
+        if created:  # nothing was written yet: leave no empty directory behind (e.g. an unreachable --address)
+            shutil.rmtree(sd.path, ignore_errors=True)
+        raise
     n_workers = getattr(ex, "workers", None) or available_cores()
 
     t_start = time.perf_counter()
