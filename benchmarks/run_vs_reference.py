@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from grokscope.bench import transformer_lens_version
+from grokscope.bench_loops import transformer_lens_version
 from grokscope.bench_run import render_whole_run, whole_run_phases
 from grokscope.presets import get_preset
 

@@ -28,12 +28,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from grokscope.bench_loops import (
+    DefaultLoop,
+    EnsembleLoop,
+    ReferenceLoop,
+    TransformerLensLoop,
+    loop_rate,
+    transformer_lens_version,
+)
 from grokscope.config import ExperimentConfig, apply_overrides
 from grokscope.models import build_model
 from grokscope.presets import nanda_mainline
 from grokscope.tasks import make_task
-from grokscope.training.loop import loss_and_accuracy, lr_at, make_optimizer, select_forward, train_step
-from grokscope.training.reference import reference_eval, reference_forward, reference_step
+from grokscope.training.loop import select_forward
+from grokscope.training.reference import reference_forward
 
 __all__ = ["BenchOptions", "ReferenceLoop", "loop_rate", "register", "run_bench", "fast_step_flops", "reference_step_flops"]
 
@@ -94,123 +102,6 @@ def _config(opts: BenchOptions, p: int) -> ExperimentConfig:
     return apply_overrides(opts.config, {"task.p": p, "train.fast_path": True})
 
 
-class ReferenceLoop:
-    """Row (a): the reference training step (:func:`reference_step`, every layer over the full sequence) and
-    its test evaluation, as a demo loop runs them; ``epoch()`` and ``evaluate()`` are what :func:`loop_rate` times."""
-
-    name = "(a) reference (full sequence)"
-    fixed_lr: float | None = None  # when set, every update uses it (0: time a trained model without moving it)
-
-    def __init__(self, cfg: ExperimentConfig, task, model):
-        self.cfg, self.task, self.model = cfg, task, model
-        self.opt: Any = make_optimizer(model, cfg.optim)  # TransformerLens's row uses torch.optim.AdamW
-        self.update = 0
-        self.x, self.y = task.train_tokens, task.train_labels
-
-    def lr(self) -> float:
-        return lr_at(self.update, self.cfg.optim) if self.fixed_lr is None else self.fixed_lr
-
-    def epoch(self) -> float:
-        loss = reference_step(self.model, self.opt, self.x, self.y, self.lr())
-        self.update += 1
-        return loss
-
-    def evaluate(self) -> None:
-        reference_eval(self.model, self.task.test_tokens, self.task.test_labels)
-
-
-class _Default(ReferenceLoop):
-    name = "(b) grokscope default path"
-
-    def __init__(self, cfg: ExperimentConfig, task, model):
-        self.cfg, self.task, self.model = cfg, task, model
-        self.opt = make_optimizer(model, cfg.optim)
-        self.forward, self.path = select_forward(model, task, cfg.train)
-        self.name = f"(b) grokscope default ({self.path})"
-        self.update = 0
-        self.loss_dtype = getattr(torch, cfg.train.loss_dtype)
-        self.x, self.y = task.train_tokens, task.train_labels
-
-    def epoch(self) -> float:
-        loss = train_step(self.forward, self.opt, self.x, self.y, self.lr(), self.loss_dtype)
-        self.update += 1
-        return loss.item()
-
-    def evaluate(self) -> None:
-        """What the loop does at a log epoch: logits over every pair, train and test loss and accuracy."""
-        t = self.task
-        with torch.no_grad():
-            logits = self.forward(t.tokens)
-            loss_and_accuracy(logits[t.train_idx], t.train_labels, self.loss_dtype)
-            loss_and_accuracy(logits[t.test_idx], t.test_labels, self.loss_dtype)
-
-
-class _Ens:
-    def __init__(self, cfg: ExperimentConfig, k: int):
-        from grokscope.training.ensemble import Ensemble
-
-        self.k = k
-        self.name = f"(c) ensemble K={k} (aggregate)"
-        self.ens = Ensemble([apply_overrides(cfg, {"model.init_seed": cfg.model.init_seed + i}) for i in range(k)])
-
-    def epoch(self) -> float:
-        return float(self.ens.step()[0])
-
-    def evaluate(self) -> None:
-        logits = self.ens.all_logits()
-        for k, t in enumerate(self.ens.tasks):
-            loss_and_accuracy(logits[k][t.train_idx], t.train_labels, self.ens.loss_dtype)
-            loss_and_accuracy(logits[k][t.test_idx], t.test_labels, self.ens.loss_dtype)
-
-
-def transformer_lens_version() -> str | None:
-    try:
-        from importlib.metadata import version
-
-        import transformer_lens  # noqa: F401
-    except Exception:
-        return None
-    try:
-        return version("transformer-lens")
-    except Exception:
-        return "?"
-
-
-class _TL(ReferenceLoop):
-    """TransformerLens HookedTransformer with the same weights; attention/unembed biases frozen at 0 as in grokscope."""
-
-    def __init__(self, cfg: ExperimentConfig, task, model):
-        from grokscope.interop import hooked_from_state_dict
-
-        self.model = hooked_from_state_dict(cfg, model.state_dict()).train()
-        for name, param in self.model.named_parameters():
-            if name.split(".")[-1] in ("b_Q", "b_K", "b_V", "b_O", "b_U"):
-                param.requires_grad_(False)
-        self.cfg, self.task = cfg, task
-        self.opt = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad], lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
-        )
-        self.update = 0
-        self.x, self.y = task.train_tokens, task.train_labels
-        self.name = f"(d) TransformerLens {transformer_lens_version()}"
-
-    def epoch(self) -> float:
-        for g in self.opt.param_groups:
-            g["lr"] = self.lr()
-        logits = self.model(self.x)[:, -1]
-        loss = F.cross_entropy(logits.to(torch.float64), self.y)
-        loss.backward()
-        self.opt.step()
-        self.opt.zero_grad()
-        self.update += 1
-        return loss.item()
-
-    def evaluate(self) -> None:
-        with torch.inference_mode():
-            logits = self.model(self.task.test_tokens)[:, -1]
-            F.cross_entropy(logits.to(torch.float64), self.task.test_labels).item()
-
-
 # --------------------------------------------------------------------------- timing helpers
 
 
@@ -237,7 +128,7 @@ def agreement(cfg: ExperimentConfig, steps: int, dtype: torch.dtype = torch.floa
     """Train (a) and (b) from the same initialisation for ``steps`` steps; the losses and their relative difference."""
     task = make_task(cfg.task)
     base = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx).to(dtype)
-    ref, dflt = ReferenceLoop(cfg, task, copy.deepcopy(base)), _Default(cfg, task, copy.deepcopy(base))
+    ref, dflt = ReferenceLoop(cfg, task, copy.deepcopy(base)), DefaultLoop(cfg, task, copy.deepcopy(base))
     for _ in range(steps):
         ref.epoch()
         dflt.epoch()
@@ -279,15 +170,6 @@ def whole_run(cfg: ExperimentConfig, epochs: int) -> dict[str, float]:
     return {"epochs": epochs, "seconds": total, "per_epoch": total / epochs}
 
 
-def loop_rate(runner, epochs: int) -> float:
-    """Epochs per second of ``runner`` as a demo loop: one training epoch and a test evaluation, ``epochs`` times."""
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        runner.epoch()
-        runner.evaluate()
-    return epochs / (time.perf_counter() - t0)
-
-
 def bracketed_whole_run(cfg: ExperimentConfig, epochs: int, loops: list, loop_epochs: int) -> dict[str, Any]:
     """:func:`whole_run`, with each of ``loops`` timed as a demo loop (:func:`loop_rate`) just before and just
     after it, so the ratios compare runs made at the same time (a shared machine's speed drifts over minutes).
@@ -324,7 +206,7 @@ def scaling(opts: BenchOptions, log: Callable[[str], None]) -> list[dict[str, fl
         cfg = _config(opts, p)
         task = make_task(cfg.task)
         model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
-        ref, dflt = ReferenceLoop(cfg, task, copy.deepcopy(model)), _Default(cfg, task, copy.deepcopy(model))
+        ref, dflt = ReferenceLoop(cfg, task, copy.deepcopy(model)), DefaultLoop(cfg, task, copy.deepcopy(model))
         ref.epoch()
         dflt.epoch()
         dflt.evaluate()
@@ -365,19 +247,19 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print, log: Calla
     log("matrix-multiply rate ...")
     res["matmul_gflops"] = matmul_rates(n_train, cfg.model.d_mlp, task.d_vocab_out)
 
-    runners: list = [ReferenceLoop(cfg, task, copy.deepcopy(model)), _Default(cfg, task, copy.deepcopy(model)), _Ens(cfg, opts.k)]
+    runners: list = [ReferenceLoop(cfg, task, copy.deepcopy(model)), DefaultLoop(cfg, task, copy.deepcopy(model)), EnsembleLoop(cfg, opts.k)]
     tl_version = transformer_lens_version() if opts.tl else None
     res["transformer_lens"] = tl_version or ("not installed" if opts.tl else "skipped (--no-tl)")
     if tl_version and cfg.model.act_fn == "relu":
         try:
-            runners.append(_TL(cfg, task, copy.deepcopy(model)))
+            runners.append(TransformerLensLoop(cfg, task, copy.deepcopy(model)))
         except Exception as e:  # an incompatible TransformerLens: say so and go on
             res["transformer_lens"] = f"{tl_version}: failed ({type(e).__name__}: {e})"
     log(f"timing {len(runners)} contenders: {opts.repeats} rounds of {opts.epochs} epochs ...")
     times = _per_epoch_times(runners, opts.epochs, opts.repeats, log)
     rows = []
     for r in runners:
-        scale = r.k if isinstance(r, _Ens) else 1
+        scale = r.k if isinstance(r, EnsembleLoop) else 1
         t = times[r.name]
         rows.append({"name": r.name, "train_eps": scale / t["train"], "eval_eps": scale / t["eval"], "members": scale})
     res["rows"] = rows

@@ -85,16 +85,16 @@ def _nearest(values: list[int], target: float) -> int:
 def _peers(cfg: ExperimentConfig, run: Any, step: int, epochs: int, tl: bool) -> dict[str, float]:
     """Demo-loop epochs/s of grokscope's step, the reference and TransformerLens, from ``run``'s checkpoint at
     ``step``, at learning rate 0 (one warm-up epoch each, then ``epochs`` timed epochs with a test evaluation)."""
-    from grokscope.bench import _TL, ReferenceLoop, _Default, loop_rate
+    from grokscope.bench_loops import DefaultLoop, ReferenceLoop, TransformerLensLoop, loop_rate
 
     cfg = apply_overrides(cfg, {"train.fast_path": True})
     task = run.task()
     runners: dict[str, Any] = {
-        "grokscope": _Default(cfg, task, run.load_model(step)),
+        "grokscope": DefaultLoop(cfg, task, run.load_model(step)),
         "reference": ReferenceLoop(cfg, task, run.load_model(step)),
     }
     if tl:
-        runners["transformer_lens"] = _TL(cfg, task, run.load_model(step))
+        runners["transformer_lens"] = TransformerLensLoop(cfg, task, run.load_model(step))
     rates = {}
     for name, r in runners.items():
         r.fixed_lr = 0.0

@@ -62,7 +62,9 @@ def test_the_bracketing_loop_rate_is_total_epochs_over_total_time(monkeypatch):
         clock["per_epoch"] = 0.25  # the machine is faster after the run
         return {"epochs": epochs, "seconds": 1.0, "per_epoch": 1.0 / epochs}
 
-    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: clock["t"]))
+    import grokscope.bench_loops as loops
+
+    monkeypatch.setattr(loops, "time", SimpleNamespace(perf_counter=lambda: clock["t"]))  # loop_rate's clock
     monkeypatch.setattr(bench, "whole_run", whole_run)
     res = bench.bracketed_whole_run(nanda_mainline(), 10, [Runner()], loop_epochs=4)
     loop = res["loops"]["(a) reference"]

@@ -3,7 +3,7 @@ training diverges (the index against values read straight from the run's own dat
 that cannot be reached (one error line, exit code 2, at once).
 
 Faults in the spawned worker processes are planned on the job's own state through :func:`hook_guarded`, which the
-tests put in place of the executor's ``_guarded``: the worker imports it from this module (spawned workers get the
+tests put in place of the executor's ``run_job_guarded``: the worker imports it from this module (spawned workers get the
 test process's ``sys.path``) and reads the plan from the environment variable HOOK_ENV.
 """
 
@@ -21,13 +21,14 @@ from pathlib import Path
 
 import pytest
 
+from grokscope.sweep import jobs as jobs_mod
 from grokscope.sweep import local as local_mod
 from grokscope.sweep.layout import LOCKS_DIR, SweepDir
 from grokscope.sweep.local import plan_sweep, run_sweep
 from grokscope.sweep.spec import expand, make_spec
 
 HOOK_ENV = "GROKSCOPE_TEST_SWEEP_HOOK"
-REAL_GUARDED = local_mod._guarded
+REAL_GUARDED = jobs_mod.run_job_guarded
 
 
 def quiet(_: str) -> None:
@@ -38,7 +39,7 @@ def quiet(_: str) -> None:
 
 
 def hook_guarded(job, cells_root, threads):
-    """The executor's ``_guarded`` with a planned fault (HOOK_ENV = "ACTION CELL N MARKER_DIR") for a job holding
+    """The executor's ``run_job_guarded`` with a planned fault (HOOK_ENV = "ACTION CELL N MARKER_DIR") for a job holding
     CELL: ``raise`` raises in the job (outside any cell's training); ``kill`` SIGKILLs this worker process right
     after the job's N-th metrics write, having written its pid to MARKER_DIR/killed."""
     action, cell, n, marker_dir = os.environ[HOOK_ENV].split()
@@ -46,12 +47,12 @@ def hook_guarded(job, cells_root, threads):
         def boom(*args, **kwargs):
             raise RuntimeError(f"planned failure in the job of {cell}")
 
-        real_execute = local_mod.execute_job
-        local_mod.execute_job = boom  # this process only: _guarded looks it up at call time
+        real_execute = jobs_mod.execute_job
+        jobs_mod.execute_job = boom  # this process only: run_job_guarded looks it up at call time
         try:
             return REAL_GUARDED(job, cells_root, threads)
         finally:
-            local_mod.execute_job = real_execute  # the worker process may run the next job
+            jobs_mod.execute_job = real_execute  # the worker process may run the next job
     elif cell in job.names and action == "kill":
         from grokscope.store.metrics import MetricsDB
 
@@ -131,7 +132,7 @@ def test_a_job_that_raises_in_a_worker_is_an_error_row_and_is_retried_next_run(t
     spec, (victim, other) = two_cells("je")
     out = tmp_path / "s"
     monkeypatch.setenv(HOOK_ENV, f"raise {victim} 0 {tmp_path}")
-    monkeypatch.setattr(local_mod, "_guarded", hook_guarded)
+    monkeypatch.setattr(local_mod, "run_job_guarded", hook_guarded)
     res = run_sweep(spec, out, workers=2, ensemble=False, progress=False, log=quiet)
     assert res.errors == {victim: f"RuntimeError: planned failure in the job of {victim}"}
     rows = index_rows(out)
@@ -142,7 +143,7 @@ def test_a_job_that_raises_in_a_worker_is_an_error_row_and_is_retried_next_run(t
     cell_events = {e["cell"]: e["status"] for e in SweepDir(out).events() if e["event"] == "cell"}
     assert cell_events == {victim: "error", other: "completed"}
 
-    monkeypatch.setattr(local_mod, "_guarded", REAL_GUARDED)
+    monkeypatch.setattr(local_mod, "run_job_guarded", REAL_GUARDED)
     again = run_sweep(spec, out, workers=0, ensemble=False, progress=False, log=quiet)
     assert again.ran == 1 and not again.errors
     assert {n: r["status"] for n, r in index_rows(out).items()} == {victim: "completed", other: "completed"}
@@ -156,7 +157,7 @@ def test_a_killed_local_worker_is_an_error_row_and_the_next_run_resumes_its_cell
     out = tmp_path / "s"
     (tmp_path / "hook").mkdir()
     monkeypatch.setenv(HOOK_ENV, f"kill {victim} 2 {tmp_path / 'hook'}")
-    monkeypatch.setattr(local_mod, "_guarded", hook_guarded)
+    monkeypatch.setattr(local_mod, "run_job_guarded", hook_guarded)
     res = run_sweep(spec, out, workers=1, ensemble=False, progress=False, log=quiet)
     pid = int((tmp_path / "hook" / "killed").read_text())  # the kill was delivered, by the worker itself
     with pytest.raises(ProcessLookupError):
@@ -171,7 +172,7 @@ def test_a_killed_local_worker_is_an_error_row_and_the_next_run_resumes_its_cell
     assert plan_sweep(spec, out).states[victim] == "partial"
     assert lock_is_free(out, victim) and lock_is_free(out, other)
 
-    monkeypatch.setattr(local_mod, "_guarded", REAL_GUARDED)
+    monkeypatch.setattr(local_mod, "run_job_guarded", REAL_GUARDED)
     again = run_sweep(spec, out, workers=0, ensemble=False, progress=False, log=quiet)
     assert again.ran == 2 and not again.errors
     hows = {e["cell"]: e["how"] for e in SweepDir(out).events() if e["event"] == "cell" and e["status"] == "completed"}

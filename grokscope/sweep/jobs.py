@@ -19,7 +19,7 @@ from typing import Any
 
 from grokscope.config import ExperimentConfig, field_paths
 
-__all__ = ["CellResult", "Job", "ensemble_support", "execute_job", "plan_jobs"]
+__all__ = ["CellResult", "Job", "available_cores", "ensemble_support", "execute_job", "plan_jobs", "run_job_guarded"]
 
 TRAIN, RESUME, ENSEMBLE = "train", "resume", "ensemble"
 
@@ -179,6 +179,23 @@ def execute_job(job: Job, cells_root: Path | str, *, lock_dir: Path | str | None
                 continue
             results.append(_one(root / name, cfg, name))
     return results
+
+
+def run_job_guarded(job: Job, cells_root: Path | str, threads: int | None) -> list[CellResult]:
+    """:func:`execute_job` that turns a job-level exception into per-cell errors (they are retried on the next
+    run): what every executor runs on its workers."""
+    try:
+        return execute_job(job, cells_root, threads=threads)
+    except Exception as e:  # noqa: BLE001
+        return [CellResult(n, "error", 0.0, job.kind, f"{type(e).__name__}: {e}") for n in job.names]
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _empty(d: Path) -> bool:

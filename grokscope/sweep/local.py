@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
-import os
 import shutil
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from grokscope.sweep.index import SweepIndex, read_cell_outcome
-from grokscope.sweep.jobs import CellResult, Job, execute_job, plan_jobs, worker_init
+from grokscope.sweep.jobs import CellResult, Job, available_cores, plan_jobs, run_job_guarded, worker_init
 from grokscope.sweep.layout import DONE, NEW, PARTIAL, SweepDir, SweepError
 from grokscope.sweep.outcome import PHASES
 from grokscope.sweep.spec import Cell, SweepSpec, expand
@@ -38,13 +37,6 @@ class Executor(Protocol):
     name: str
 
     def run(self, jobs: list[Job], sweep: SweepDir, on_done: OnDone) -> None: ...
-
-
-def available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class LocalExecutor:
@@ -72,7 +64,7 @@ class LocalExecutor:
             before = torch.get_num_threads()
             try:
                 for job in jobs:
-                    on_done(job, _guarded(job, sweep.cells, self.threads))
+                    on_done(job, run_job_guarded(job, sweep.cells, self.threads))
             finally:
                 torch.set_num_threads(before)
             return
@@ -81,7 +73,7 @@ class LocalExecutor:
         futures: dict[cf.Future, Job] = {}
         try:
             for job in jobs:
-                futures[pool.submit(_guarded, job, str(sweep.cells), None)] = job
+                futures[pool.submit(run_job_guarded, job, str(sweep.cells), None)] = job
             for fut in cf.as_completed(futures):
                 job = futures[fut]
                 try:
@@ -93,14 +85,6 @@ class LocalExecutor:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
-
-
-def _guarded(job: Job, cells_root, threads) -> list[CellResult]:
-    """``execute_job`` that turns a job-level exception into per-cell errors (they are retried on the next run)."""
-    try:
-        return execute_job(job, cells_root, threads=threads)
-    except Exception as e:  # noqa: BLE001
-        return [CellResult(n, "error", 0.0, job.kind, f"{type(e).__name__}: {e}") for n in job.names]
 
 
 # --------------------------------------------------------------------------- driver

@@ -90,7 +90,7 @@ def _checkpoint_wal(d: Path) -> None:
 
 def ray_job(job: Job, threads: int | None) -> list[tuple[CellResult, bytes | None]]:
     """The Ray task: run ``job`` in a temporary directory, return each cell's result and packed run."""
-    from grokscope.sweep.local import _guarded
+    from grokscope.sweep.jobs import run_job_guarded
 
     crash = _test_crash_planned(job)
     if crash:
@@ -102,7 +102,7 @@ def ray_job(job: Job, threads: int | None) -> list[tuple[CellResult, bytes | Non
         root.mkdir()
         for name, blob in job.payload.items():
             unpack_dir(blob, root / name)
-        results = _guarded(job, root, threads)
+        results = run_job_guarded(job, root, threads)
         out: list[tuple[CellResult, bytes | None]] = []
         for r in results:
             d = root / r.name
@@ -179,7 +179,7 @@ class RayExecutor:
             import ray  # noqa: F401
         except ImportError:
             raise SweepError("--executor ray needs Ray: pip install 'grokscope[ray]'") from None
-        from grokscope.sweep.local import available_cores
+        from grokscope.sweep.jobs import available_cores
 
         self.address = address
         self.threads = threads or 1

@@ -1,0 +1,149 @@
+"""The contenders of ``grokscope bench``: each trains the mainline as one implementation does, an epoch at a time.
+
+:class:`ReferenceLoop` (row a: :mod:`grokscope.training.reference`, every layer over the full sequence),
+:class:`DefaultLoop` (row b: the training loop's own ``select_forward`` and ``train_step``), :class:`EnsembleLoop`
+(row c: K seeds as one batched computation) and :class:`TransformerLensLoop` (row d: a ``HookedTransformer`` with
+the same weights, trained as its demo notebook does). Each has ``epoch()`` (one training epoch) and ``evaluate()``
+(what a demo loop evaluates every epoch); :func:`loop_rate` times them as a demo loop. ``fixed_lr`` (0: time a
+trained model without moving it) is how ``grokscope bench --whole-run`` times them from a run's checkpoints.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from grokscope.config import ExperimentConfig, apply_overrides
+from grokscope.training.loop import loss_and_accuracy, lr_at, make_optimizer, select_forward, train_step
+from grokscope.training.reference import reference_eval, reference_step
+
+__all__ = ["DefaultLoop", "EnsembleLoop", "ReferenceLoop", "TransformerLensLoop", "loop_rate", "transformer_lens_version"]
+
+
+class ReferenceLoop:
+    """Row (a): the reference training step (:func:`reference_step`, every layer over the full sequence) and
+    its test evaluation, as a demo loop runs them; ``epoch()`` and ``evaluate()`` are what :func:`loop_rate` times."""
+
+    name = "(a) reference (full sequence)"
+    fixed_lr: float | None = None  # when set, every update uses it (0: time a trained model without moving it)
+
+    def __init__(self, cfg: ExperimentConfig, task, model):
+        self.cfg, self.task, self.model = cfg, task, model
+        self.opt: Any = make_optimizer(model, cfg.optim)  # TransformerLens's row uses torch.optim.AdamW
+        self.update = 0
+        self.x, self.y = task.train_tokens, task.train_labels
+
+    def lr(self) -> float:
+        return lr_at(self.update, self.cfg.optim) if self.fixed_lr is None else self.fixed_lr
+
+    def epoch(self) -> float:
+        loss = reference_step(self.model, self.opt, self.x, self.y, self.lr())
+        self.update += 1
+        return loss
+
+    def evaluate(self) -> None:
+        reference_eval(self.model, self.task.test_tokens, self.task.test_labels)
+
+
+class DefaultLoop(ReferenceLoop):
+    name = "(b) grokscope default path"
+
+    def __init__(self, cfg: ExperimentConfig, task, model):
+        self.cfg, self.task, self.model = cfg, task, model
+        self.opt = make_optimizer(model, cfg.optim)
+        self.forward, self.path = select_forward(model, task, cfg.train)
+        self.name = f"(b) grokscope default ({self.path})"
+        self.update = 0
+        self.loss_dtype = getattr(torch, cfg.train.loss_dtype)
+        self.x, self.y = task.train_tokens, task.train_labels
+
+    def epoch(self) -> float:
+        loss = train_step(self.forward, self.opt, self.x, self.y, self.lr(), self.loss_dtype)
+        self.update += 1
+        return loss.item()
+
+    def evaluate(self) -> None:
+        """What the loop does at a log epoch: logits over every pair, train and test loss and accuracy."""
+        t = self.task
+        with torch.no_grad():
+            logits = self.forward(t.tokens)
+            loss_and_accuracy(logits[t.train_idx], t.train_labels, self.loss_dtype)
+            loss_and_accuracy(logits[t.test_idx], t.test_labels, self.loss_dtype)
+
+
+class EnsembleLoop:
+    def __init__(self, cfg: ExperimentConfig, k: int):
+        from grokscope.training.ensemble import Ensemble
+
+        self.k = k
+        self.name = f"(c) ensemble K={k} (aggregate)"
+        self.ens = Ensemble([apply_overrides(cfg, {"model.init_seed": cfg.model.init_seed + i}) for i in range(k)])
+
+    def epoch(self) -> float:
+        return float(self.ens.step()[0])
+
+    def evaluate(self) -> None:
+        logits = self.ens.all_logits()
+        for k, t in enumerate(self.ens.tasks):
+            loss_and_accuracy(logits[k][t.train_idx], t.train_labels, self.ens.loss_dtype)
+            loss_and_accuracy(logits[k][t.test_idx], t.test_labels, self.ens.loss_dtype)
+
+
+def transformer_lens_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        import transformer_lens  # noqa: F401
+    except Exception:
+        return None
+    try:
+        return version("transformer-lens")
+    except Exception:
+        return "?"
+
+
+class TransformerLensLoop(ReferenceLoop):
+    """TransformerLens HookedTransformer with the same weights; attention/unembed biases frozen at 0 as in grokscope."""
+
+    def __init__(self, cfg: ExperimentConfig, task, model):
+        from grokscope.interop import hooked_from_state_dict
+
+        self.model = hooked_from_state_dict(cfg, model.state_dict()).train()
+        for name, param in self.model.named_parameters():
+            if name.split(".")[-1] in ("b_Q", "b_K", "b_V", "b_O", "b_U"):
+                param.requires_grad_(False)
+        self.cfg, self.task = cfg, task
+        self.opt = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad], lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
+        )
+        self.update = 0
+        self.x, self.y = task.train_tokens, task.train_labels
+        self.name = f"(d) TransformerLens {transformer_lens_version()}"
+
+    def epoch(self) -> float:
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr()
+        logits = self.model(self.x)[:, -1]
+        loss = F.cross_entropy(logits.to(torch.float64), self.y)
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad()
+        self.update += 1
+        return loss.item()
+
+    def evaluate(self) -> None:
+        with torch.inference_mode():
+            logits = self.model(self.task.test_tokens)[:, -1]
+            F.cross_entropy(logits.to(torch.float64), self.task.test_labels).item()
+
+
+def loop_rate(runner, epochs: int) -> float:
+    """Epochs per second of ``runner`` as a demo loop: one training epoch and a test evaluation, ``epochs`` times."""
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        runner.epoch()
+        runner.evaluate()
+    return epochs / (time.perf_counter() - t0)

@@ -1,0 +1,117 @@
+"""The package's import graph, read from the source: no module imports, directly or through others, a module that
+imports it back (imports inside functions count: a lazy import is still a dependency)."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "grokscope"
+
+
+def module_sources(root: Path = PACKAGE) -> dict[str, str]:
+    """{dotted module name: source} for every module of the package (a package is its ``__init__``)."""
+    out = {}
+    for f in sorted(root.rglob("*.py")):
+        parts = f.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = f.read_text()
+    return out
+
+
+def import_graph(sources: dict[str, str], top: str = "grokscope") -> dict[str, set[str]]:
+    """Module -> the package modules it imports (``from pkg import name`` counts as ``pkg.name`` when that is a module)."""
+
+    def resolve(name: str) -> str | None:
+        while name and name not in sources:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {m: set() for m in sources}
+    for module, text in sources.items():
+        is_package = any(m.startswith(module + ".") for m in sources)
+        package = module if is_package else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(text)):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package
+                    for _ in range(node.level - 1):
+                        up = up.rpartition(".")[0]
+                    base = f"{up}.{base}" if base else up
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in sources else base for a in node.names]
+            for t in targets:
+                if t == top or t.startswith(top + "."):
+                    r = resolve(t)
+                    if r is not None and r != module:
+                        graph[module].add(r)
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles = []
+    counter = 0
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = counter
+        counter += 1
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            v, children = work[-1]
+            w = next(children, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = counter
+                    counter += 1
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                component = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    component.append(w)
+                    if w == v:
+                        break
+                if len(component) > 1:
+                    cycles.append(sorted(component))
+    return cycles
+
+
+def test_the_checker_finds_planted_cycles_and_resolves_relative_and_lazy_imports():
+    sources = {
+        "grokscope": "",
+        "grokscope.a": "from grokscope.b import f\n",
+        "grokscope.b": "def f():\n    from grokscope import c  # lazy\n",
+        "grokscope.c": "from .a import g\nimport torch\n",
+        "grokscope.d": "import grokscope.a\n",
+        "grokscope.sub": "from . import e\n",
+        "grokscope.sub.e": "from ..d import x\n",
+    }
+    graph = import_graph(sources)
+    assert graph["grokscope.b"] == {"grokscope.c"} and graph["grokscope.c"] == {"grokscope.a"}
+    assert graph["grokscope.sub"] == {"grokscope.sub.e"} and graph["grokscope.sub.e"] == {"grokscope.d"}
+    assert import_cycles(graph) == [["grokscope.a", "grokscope.b", "grokscope.c"]]
+    assert import_cycles({"x": {"y"}, "y": set()}) == []
+
+
+def test_the_package_has_no_import_cycles():
+    graph = import_graph(module_sources())
+    assert len(graph) > 50 and graph["grokscope.training.loop"] >= {"grokscope.runtime", "grokscope.training.adamw"}
+    assert import_cycles(graph) == []
