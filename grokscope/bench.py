@@ -335,7 +335,7 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print, log: Calla
 def _whole_run(opts: BenchOptions, args: argparse.Namespace) -> dict[str, Any]:
     """``--whole-run``: :func:`grokscope.bench_run.whole_run_phases` on the mainline (``--p``, ``--run-epochs``)."""
     from grokscope.bench_run import render_whole_run, whole_run_phases
-    from grokscope.cli import UserError
+    from grokscope.cli_args import UserError
 
     if args.peer_epochs < 1:
         raise UserError(f"--peer-epochs: must be >= 1, got {args.peer_epochs}")
@@ -388,7 +388,7 @@ def register(subparsers) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from grokscope.cli import UserError
+    from grokscope.cli_args import UserError
 
     kw = dict(
         p=args.p, epochs=args.epochs, repeats=args.repeats, k=args.k, agree_steps=args.agree_steps, agree_p=args.agree_p,

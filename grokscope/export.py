@@ -215,7 +215,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from grokscope.cli import UserError
+    from grokscope.cli_args import UserError
 
     try:
         paths = export(args.path, args.format, args.out)

@@ -251,7 +251,7 @@ def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
 
 
 def _refuse_checkpoint_args(args: argparse.Namespace) -> None:
-    from grokscope.cli import UserError
+    from grokscope.cli_args import UserError
 
     given = [f for f, v in (("--preset", getattr(args, "preset", None)), ("--config", getattr(args, "config", None)),
                             ("--set", getattr(args, "overrides", None)), ("--out", getattr(args, "out", None))) if v]
@@ -296,7 +296,7 @@ def _new_out_dir(out: Path) -> Path:
 def cmd_analyze_checkpoint(args: argparse.Namespace) -> int:
     """``grokscope analyze --checkpoint FILE --preset NAME``: analyse a state dict grokscope did not train."""
     from grokscope.analysis.tables import render_analysis
-    from grokscope.cli import UserError, config_from_args
+    from grokscope.cli_args import UserError, config_from_args
     from grokscope.interop import _analyze
     from grokscope.measures.progress import MeasureError
     from grokscope.store import RunError, atomic_write_json, save_checkpoint

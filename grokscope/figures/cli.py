@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from grokscope.cli import UserError
+    from grokscope.cli_args import UserError
     from grokscope.store.run import Run
 
     if (Path(args.run) / "sweep.json").is_file():  # a sweep directory: the sweep report (grokscope.sweep.figures)
@@ -47,7 +47,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep_report(args: argparse.Namespace) -> int:
-    from grokscope.cli import UserError
+    from grokscope.cli_args import UserError
 
     try:
         from grokscope.sweep.figures import write_sweep_report

@@ -91,7 +91,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _ints(text: str, flag: str) -> list[int]:
-    from grokscope.cli import UserError
+    from grokscope.cli_args import UserError
 
     try:
         return sorted({int(x) for x in text.replace(" ", "").split(",") if x})
@@ -103,7 +103,7 @@ def _open(args: argparse.Namespace):
     """(run, task, step, model, key frequencies) with one-line errors."""
     import torch
 
-    from grokscope.cli import UserError
+    from grokscope.cli_args import UserError
     from grokscope.measures.progress import MeasureError, check_task, key_frequencies
     from grokscope.store import load_run
 
@@ -139,7 +139,7 @@ def _write(run, args, name: str, data: dict) -> None:
 
 
 def cmd_patch(args: argparse.Namespace) -> int:
-    from grokscope.cli import UserError
+    from grokscope.cli_args import UserError
     from grokscope.interp.attribution import attribution_patching, compare_with_activation_patching
     from grokscope.interp.patching import SWEEPS, cluster_patching, make_corruption
 
@@ -187,7 +187,7 @@ def cmd_patch(args: argparse.Namespace) -> int:
 
 
 def _steps(run, text: str | None, default: int) -> list[int]:
-    from grokscope.cli import UserError
+    from grokscope.cli_args import UserError
 
     steps = run.checkpoints
     if text is None:
@@ -211,7 +211,7 @@ def _steps(run, text: str | None, default: int) -> list[int]:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from grokscope.cli import UserError
+    from grokscope.cli_args import UserError
     from grokscope.interp.probes import ProbeSeries, probe_model
 
     run, task, step, model, keys = _open(args)
@@ -242,7 +242,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_sae(args: argparse.Namespace) -> int:
-    from grokscope.cli import UserError
+    from grokscope.cli_args import UserError
     from grokscope.interp.sae import SAEConfig, compare_saes, sae_on_checkpoint
 
     run, task, step, model, keys = _open(args)

@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from grokscope.cli import UserError
+    from grokscope.cli_args import UserError
     from grokscope.serve.server import ServeError, serve
 
     if not args.dir.is_dir():

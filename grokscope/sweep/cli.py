@@ -46,7 +46,7 @@ def register(sub) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from grokscope.cli import UserError
+    from grokscope.cli_args import UserError
     from grokscope.sweep.layout import SweepDir, is_sweep_dir
     from grokscope.sweep.presets import describe_sweep_presets, get_sweep_preset
     from grokscope.sweep.spec import load_spec
