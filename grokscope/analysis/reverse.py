@@ -29,20 +29,20 @@ from grokscope.measures.progress import (
     KEY_FREQ_RULES,
     NEURON_FVE_THRESHOLD,
     MeasureError,
-    _block_fractions,
-    _grid_order,
-    _neuron_energy,
-    _post_hook_name,
+    block_fractions,
     check_task,
     cross_entropy,
     ffs_fcr,
     gini,
+    grid_order,
     key_frequencies,
     label_wave_fit,
     logit_table,
     mlp_activations,
+    neuron_energy,
     neuron_logit_map,
     number_embedding,
+    post_hook_name,
     sum_sq_weights,
 )
 from grokscope.models import MLPModel, Model, VectorMLP, has_blocks
@@ -324,7 +324,7 @@ def attention_fits(model: Model, task: Any) -> list[HeadFit]:
     if not has_blocks(model):
         return []
     p = task.p
-    grid = _grid_order(task)
+    grid = grid_order(task)
     with torch.no_grad():
         _, cache = model.run_with_cache(task.tokens)
     fits = []
@@ -403,7 +403,7 @@ def analyze_checkpoint(
                 raise MeasureError(f"unknown key-frequency rule {rule!r}; known: {', '.join(KEY_FREQ_RULES)}")
             freqs, used_rule = by_rule[rule], rule
 
-        grid = _grid_order(task)
+        grid = grid_order(task)
         labels = task.labels[grid]
         inv = torch.empty_like(grid)
         inv[grid] = torch.arange(grid.shape[0])
@@ -449,12 +449,12 @@ def analyze_checkpoint(
 
         # Neurons.
         acts = mlp_activations(model, task)  # [N, d_mlp]
-        energy = _neuron_energy(acts, p)
-        fracs = _block_fractions(energy, p, quadratic=False)  # [K, d_mlp]
+        energy = neuron_energy(acts, p)
+        fracs = block_fractions(energy, p, quadratic=False)  # [K, d_mlp]
         best, arg = fracs.max(dim=0)
         nfreq = arg + 1
         explained = best >= NEURON_FVE_THRESHOLD
-        best_quad = _block_fractions(energy, p, quadratic=True).max(dim=0).values
+        best_quad = block_fractions(energy, p, quadratic=True).max(dim=0).values
         del energy
         clusters: dict[int, int] = {}
         for k in nfreq[explained].tolist():
@@ -480,7 +480,7 @@ def analyze_checkpoint(
 
         # Neurons replaced by their polynomial fits.
         fitted = neuron_polynomial_fits(acts, p, nfreq, explained)[task.pair_index]  # task order
-        hook = _post_hook_name(model)
+        hook = post_hook_name(model)
 
         def replace(x: Tensor, name: str) -> Tensor:
             x = x.clone()

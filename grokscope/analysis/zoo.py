@@ -183,9 +183,9 @@ def _formula_ops(text: str) -> set[str]:
 
 def _hidden_on_grid(model: Model, task: Any) -> Tensor | None:
     """Last-layer MLP activations at the last position in grid order [p*p, d_mlp], or None without an MLP."""
-    from grokscope.measures.progress import _post_hook_name
+    from grokscope.measures.progress import post_hook_name
 
-    name = _post_hook_name(model)
+    name = post_hook_name(model)
     with torch.no_grad():
         _, cache = model.run_with_cache(task.tokens)
     if name not in cache:

@@ -512,13 +512,13 @@ def cluster_patching(
     ``n_random`` random neuron sets of the same size; also the union of all key clusters."""
     from grokscope.measures.progress import (
         NEURON_FVE_THRESHOLD,
-        _post_hook_name,
         mlp_activations,
         neuron_frequency_fractions,
+        post_hook_name,
     )
 
     thr = NEURON_FVE_THRESHOLD if threshold is None else threshold
-    hook = _post_hook_name(model)
+    hook = post_hook_name(model)
     pos = -1 if hasattr(model, "blocks") else None
     fr = neuron_frequency_fractions(mlp_activations(model, task), task.p)
     best, arg = fr.max(dim=0)

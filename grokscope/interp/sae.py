@@ -305,7 +305,7 @@ def evaluate_sae(
 ) -> SAEReport:
     """Reconstruction, sparsity, dead features, frequency alignment and spliced-in test accuracy of ``sae``."""
     from grokscope.interp.probes import default_hook
-    from grokscope.measures.progress import _grid_order
+    from grokscope.measures.progress import grid_order
 
     hook = hook or default_hook(model)
     x = _grid_acts(model, task, hook, position).to(torch.float32)  # task order
@@ -325,7 +325,7 @@ def evaluate_sae(
             from grokscope.measures.progress import neuron_logit_map
 
             effect = sae.W_dec.detach().to(torch.float64) @ neuron_logit_map(model, task.p)
-        feats = feature_frequencies(f[_grid_order(task)], task.p, key_freqs, logit_effect=effect)
+        feats = feature_frequencies(f[grid_order(task)], task.p, key_freqs, logit_effect=effect)
     te = task.test_idx
     tokens, labels = task.tokens[te], task.labels[te]
     acc, loss = {}, {}

@@ -42,11 +42,13 @@ __all__ = [
     "MeasureError",
     "NEURON_FVE_THRESHOLD",
     "W_E_NORM_FRACTION",
+    "block_fractions",
     "check_task",
     "cross_entropy",
     "ffs_fcr",
     "fixed_key_measures",
     "gini",
+    "grid_order",
     "key_frequencies",
     "key_frequencies_from_logits",
     "key_frequencies_from_norms",
@@ -54,9 +56,11 @@ __all__ = [
     "label_wave_fit",
     "logit_table",
     "mlp_activations",
+    "neuron_energy",
     "neuron_frequency_fractions",
     "neuron_logit_map",
     "number_embedding",
+    "post_hook_name",
     "progress_measures",
     "restricted_excluded",
     "sum_sq_weights",
@@ -108,7 +112,7 @@ def check_task(task: Any) -> int:
     return p
 
 
-def _grid_order(task: Any) -> Tensor:
+def grid_order(task: Any) -> Tensor:
     """Permutation taking task rows to grid rows: grid[i] = rows[perm[i]] with i = a*p + b."""
     perm = torch.empty_like(task.pair_index)
     perm[task.pair_index] = torch.arange(task.pair_index.shape[0])
@@ -123,7 +127,8 @@ def _mlp_of(model: Model) -> MLP | _MLPWeights:
     raise MeasureError(f"{type(model).__name__} has no MLP (expected .blocks[i].mlp or .mlp)")
 
 
-def _post_hook_name(model: Model) -> str:
+def post_hook_name(model: Model) -> str:
+    """The hook name of the last MLP's activations (``hook_post``) of a transformer or an MLP model."""
     if has_blocks(model):
         return f"blocks.{len(model.blocks) - 1}.mlp.hook_post"
     return "mlp.hook_post"
@@ -163,17 +168,17 @@ def logit_table(model: Model, task: Any, logits: Tensor | None = None) -> Tensor
     if logits.shape[0] != task.tokens.shape[0] or logits.shape[1] < p:
         raise MeasureError(f"logits must be [{task.tokens.shape[0]}, {p}] in task.tokens order, got {tuple(logits.shape)}")
     table = logits.detach()[:, :p].to(torch.float64)
-    return table[_grid_order(task)]
+    return table[grid_order(task)]
 
 
 def mlp_activations(model: Model, task: Any) -> Tensor:
     """Last MLP layer's post-activations at the last position, grid order: [p*p, d_mlp] float64."""
     with torch.no_grad():
         _, cache = model.run_with_cache(task.tokens)
-    acts = cache[_post_hook_name(model)]
+    acts = cache[post_hook_name(model)]
     if acts.dim() == 3:
         acts = acts[:, -1]
-    return acts.detach().to(torch.float64)[_grid_order(task)]
+    return acts.detach().to(torch.float64)[grid_order(task)]
 
 
 def cross_entropy(table: Tensor, labels: Tensor) -> tuple[float, float]:
@@ -283,17 +288,19 @@ def neuron_frequency_fractions(acts: Tensor, p: int, *, quadratic: bool = False)
     i.e. adds the 4 components (0, 2j-1), (0, 2j), (2j-1, 0), (2j, 0) of the harmonic j = 2k mod p: every
     polynomial of degree <= 2 in the four waves. A constant neuron gets 0.
     """
-    return _block_fractions(_neuron_energy(acts, p), p, quadratic=quadratic)
+    return block_fractions(neuron_energy(acts, p), p, quadratic=quadratic)
 
 
-def _neuron_energy(acts: Tensor, p: int) -> Tensor:
+def neuron_energy(acts: Tensor, p: int) -> Tensor:
     """Squared 2D-DFT coefficients of each neuron over the grid, mean component zeroed: [p, p, d_mlp]."""
     energy = fourier_transform_2d(acts.to(torch.float64).reshape(p, p, -1)) ** 2
     energy[0, 0] = 0.0
     return energy
 
 
-def _block_fractions(energy: Tensor, p: int, *, quadratic: bool) -> Tensor:
+def block_fractions(energy: Tensor, p: int, *, quadratic: bool) -> Tensor:
+    """Per key frequency k, each neuron's share of its energy [p, p, d] (from :func:`neuron_energy`) in the 3x3
+    block of (const, cos k, sin k) in both inputs (``quadratic``: plus the harmonic 2k on each input alone): [K, d]."""
     total = energy.sum(dim=(0, 1))  # [d]
     fracs = []
     for k in range(1, n_frequencies(p) + 1):
@@ -475,7 +482,7 @@ def progress_measures(
         if bad:
             raise MeasureError(f"key frequencies must be in 1..{n_frequencies(p)} for p={p}, got {bad}")
         table = logit_table(model, task, logits)
-        grid = _grid_order(task)
+        grid = grid_order(task)
         labels = task.labels[grid]
         inv = torch.empty_like(grid)
         inv[grid] = torch.arange(grid.shape[0])

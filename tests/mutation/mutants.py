@@ -93,7 +93,7 @@ MUTANTS: list[Mutant] = [
     M("n-key-freqs-off-by-one", PR, 'out["n_key_freqs"] = float(len(freqs))', 'out["n_key_freqs"] = float(len(freqs) - 1)', "n_key_freqs off by one"),
     M("fixed-key-from-first-checkpoint", PR, "final if final is not None else items[-1][1]", "final if final is not None else items[0][1]",
       "second pass takes the key set from the first checkpoint"),
-    M("logit-table-no-grid-order", PR, "    return table[_grid_order(task)]\n", "    return table\n", "logit table left in task order"),
+    M("logit-table-no-grid-order", PR, "    return table[grid_order(task)]\n", "    return table\n", "logit table left in task order"),
     M("check-task-no-full-grid", PR, "if not task.is_full_grid:", "if False:", "drop the full-grid check"),
     # ------------------------------------------------------------------ measures/fourier.py
     M("basis-sin-norm-constant", FO, "rows.append(torch.sin(angle) * math.sqrt(2.0 / n))", "rows.append(torch.sin(angle) * math.sqrt(1.0 / n))",
