@@ -252,10 +252,10 @@ def analyze_model(
     (see :func:`from_hooked_transformer`). Train/test numbers use the split of ``config.task``. ``run`` and
     ``phases`` are None (no run, no training curves). Raises ConfigError or MeasureError (ValueErrors).
     """
-    return _analyze(model_or_state_dict, config, key_freqs=key_freqs, rule=rule)[2]
+    return model_analysis(model_or_state_dict, config, key_freqs=key_freqs, rule=rule)[2]
 
 
-def _analyze(
+def model_analysis(
     model_or_state_dict: Any,
     config: ExperimentConfig,
     *,

@@ -298,9 +298,9 @@ def test_figure_json_in_a_report_cannot_break_out_of_its_script_element():
     _needs_plotly()
     import plotly.graph_objects as go
 
-    from grokscope.figures.report import _fig_json
+    from grokscope.figures.report import fig_json
 
     label = "</script><!--<script>alert(4)"
-    text = _fig_json(go.Figure(go.Scatter(x=[1], y=[2], name=label), layout={"title": {"text": label + "<br>x"}}))
+    text = fig_json(go.Figure(go.Scatter(x=[1], y=[2], name=label), layout={"title": {"text": label + "<br>x"}}))
     assert "<" not in text
     assert json.loads(text)["data"][0]["name"] == label  # the browser's JSON.parse gets the text back unchanged

@@ -297,7 +297,7 @@ def cmd_analyze_checkpoint(args: argparse.Namespace) -> int:
     """``grokscope analyze --checkpoint FILE --preset NAME``: analyse a state dict grokscope did not train."""
     from grokscope.analysis.tables import render_analysis
     from grokscope.cli_args import UserError, config_from_args
-    from grokscope.interop import _analyze
+    from grokscope.interop import model_analysis
     from grokscope.measures.progress import MeasureError
     from grokscope.store import RunError, atomic_write_json, save_checkpoint
     from grokscope.training.loop import new_run_dir
@@ -315,7 +315,7 @@ def cmd_analyze_checkpoint(args: argparse.Namespace) -> int:
     out = _new_out_dir(Path(args.out) if args.out is not None else path.with_name(path.stem + "-analysis"))
     state = load_state_file(path)
     try:
-        model, analysis, data = _analyze(state, cfg, key_freqs=_parse_freqs(args.key_freqs), rule=args.rule, step=0, where=str(path))
+        model, analysis, data = model_analysis(state, cfg, key_freqs=_parse_freqs(args.key_freqs), rule=args.rule, step=0, where=str(path))
     except MeasureError as e:
         raise RunError(f"{path}: cannot analyse this config: {e}") from None
     # Everything checked: write a run directory (config, the checkpoint as step 0, analysis.json).

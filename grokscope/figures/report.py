@@ -273,7 +273,7 @@ def _script_safe(json_text: str) -> str:
     return json_text.replace("<", "\\u003c")
 
 
-def _fig_json(fig) -> str:
+def fig_json(fig) -> str:
     import plotly.io as pio
 
     return _script_safe(pio.to_json(fig, validate=False, remove_uids=True))
@@ -317,7 +317,7 @@ def build_report(
         sections.append(
             f'<section class="fig" id="fig-{_esc(r.key)}"><h2>{_esc(r.title)}</h2><p class="caption">{_esc(r.caption)}</p>'
             f'<div class="plot" id="plot-{_esc(r.key)}"></div>'
-            f'<script type="application/json" class="figure-data" data-target="plot-{_esc(r.key)}">{_fig_json(r.figure)}</script></section>'
+            f'<script type="application/json" class="figure-data" data-target="plot-{_esc(r.key)}">{fig_json(r.figure)}</script></section>'
         )
     plotly_tag = plotly_script_tag(plotly_src)
     live = ""

@@ -31,7 +31,7 @@ from grokscope.models import Model, has_blocks, has_mlp
 if TYPE_CHECKING:
     import pandas
 
-    from grokscope.models.mlp import _MLPWeights
+    from grokscope.models.mlp import MLPWeights
     from grokscope.models.transformer import MLP
 
 __all__ = [
@@ -119,7 +119,7 @@ def grid_order(task: Any) -> Tensor:
     return perm
 
 
-def _mlp_of(model: Model) -> MLP | _MLPWeights:
+def _mlp_of(model: Model) -> MLP | MLPWeights:
     if has_blocks(model):
         return model.blocks[-1].mlp
     if has_mlp(model):

@@ -10,21 +10,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from grokscope.config import ModelConfig
-from grokscope.models.transformer import Embed, Unembed, _Hooked, activation, init_weights
+from grokscope.models.transformer import Embed, HookedModule, Unembed, activation, init_weights
 
 if TYPE_CHECKING:
 
-    class _MLPWeights(nn.Module):
+    class MLPWeights(nn.Module):
         """What mypy sees of the models' ``mlp``: a bare ``nn.Module`` (at run time it is one) holding two parameters."""
 
         W_in: nn.Parameter
         W_out: nn.Parameter
 
 else:
-    _MLPWeights = nn.Module
+    MLPWeights = nn.Module
 
 
-class MLPModel(_Hooked):
+class MLPModel(HookedModule):
     """PAIR-style MLP: hidden = act(W_E[a] @ W_in + W_E[b] @ W_in); logits = hidden @ W_out @ W_U.
 
     With ``tie_unembed`` the unembedding is W_E[:d_vocab_out].T (no separate W_U). No biases.
@@ -41,7 +41,7 @@ class MLPModel(_Hooked):
         self.cfg = cfg
         self.d_vocab, self.d_vocab_out, self.n_ctx = d_vocab, d_vocab_out, n_ctx
         self.embed = Embed(d_vocab, cfg.d_model)
-        self.mlp = _MLPWeights()
+        self.mlp = MLPWeights()
         self.mlp.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp))
         self.mlp.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
         if not cfg.tie_unembed:
@@ -83,7 +83,7 @@ def circle_embedding(d_vocab: int, p: int) -> Tensor:
     return w / math.sqrt(p / 2)
 
 
-class VectorMLP(_Hooked):
+class VectorMLP(HookedModule):
     """One hidden layer on the tokens read as numbers (sparse parity): logits = act(x W_in) W_out, no biases
     (the task appends a constant-1 input). ``mlp.W_in`` [n_ctx, d_mlp] ~ N(0, 1/n_ctx), ``mlp.W_out``
     [d_mlp, d_vocab_out] ~ N(0, 1/d_mlp), both times ``cfg.init_scale``; ``d_model`` is unused.
@@ -94,7 +94,7 @@ class VectorMLP(_Hooked):
         super().__init__()
         self.cfg = cfg
         self.d_vocab, self.d_vocab_out, self.n_ctx = d_vocab, d_vocab_out, n_ctx
-        self.mlp = _MLPWeights()
+        self.mlp = MLPWeights()
         gen = torch.Generator().manual_seed(cfg.init_seed)
         w_in = torch.randn(n_ctx, cfg.d_mlp, generator=gen) / math.sqrt(n_ctx)
         w_out = torch.randn(cfg.d_mlp, d_vocab_out, generator=gen) / math.sqrt(cfg.d_mlp)

@@ -39,7 +39,7 @@ def activation(name: str, x: Tensor) -> Tensor:
     raise ValueError(f"model.act_fn: unknown activation {name!r}")
 
 
-class _Hooked(nn.Module):
+class HookedModule(nn.Module):
     """Shared hook plumbing: ``self.hook(name, x)`` caches and/or replaces an activation when asked to."""
 
     # set by every model's __init__
@@ -162,7 +162,7 @@ else:
     _Blocks = nn.ModuleList
 
 
-class Transformer(_Hooked):
+class Transformer(HookedModule):
     """A HookedTransformer-compatible attention+MLP transformer without LayerNorm.
 
     ``cfg.attn_only``: blocks without MLPs (TransformerLens ``attn_only=True``; no ``mlp`` keys or hooks).
@@ -242,7 +242,7 @@ class Transformer(_Hooked):
         return self.unembed.W_U
 
 
-def init_weights(model: _Hooked, seed: int) -> None:
+def init_weights(model: HookedModule, seed: int) -> None:
     """As in the paper's code: every matrix ~ N(0, 1/d_model) except W_U ~ N(0, 1/d_vocab); biases 0.
 
     Parameters are drawn in state-dict order from one generator seeded with ``seed``; then every parameter is

@@ -327,7 +327,7 @@ def wall_time(events: list[dict]) -> float:
 def build_sweep_report(sweep_dir: Path | str, *, plotly_src: str | None = None, refresh: bool = True) -> str:
     """The sweep report as HTML text (``plotly_src`` None embeds plotly.js, else references that URL)."""
     from grokscope.config import field_paths
-    from grokscope.figures.report import CSS, RENDER_JS, _fig_json, plotly_script_tag
+    from grokscope.figures.report import CSS, RENDER_JS, fig_json, plotly_script_tag
     from grokscope.sweep.index import load_sweep
     from grokscope.sweep.layout import SweepDir
 
@@ -360,7 +360,7 @@ def build_sweep_report(sweep_dir: Path | str, *, plotly_src: str | None = None, 
         sections.append(
             f'<section class="fig" id="fig-{_esc(key)}"><h2>{_esc(title)}</h2><p class="caption">{_esc(caption)}</p>'
             f'<div class="plot" id="plot-{_esc(key)}"></div>'
-            f'<script type="application/json" class="figure-data" data-target="plot-{_esc(key)}">{_fig_json(fig)}</script></section>'
+            f'<script type="application/json" class="figure-data" data-target="plot-{_esc(key)}">{fig_json(fig)}</script></section>'
         )
     if not sections:
         sections.append('<section class="fig"><p class="note">No finished cells yet: run the sweep first.</p></section>')

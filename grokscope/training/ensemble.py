@@ -34,11 +34,11 @@ from grokscope.tasks import ModularTask, make_task
 from grokscope.training.adamw import adamw_update
 from grokscope.training.loop import (
     GROK_THRESHOLD,
-    _measure_fn,
-    _progress_bar,
     checkpoint_epochs,
     loss_and_accuracy,
+    measure_fn,
     new_run_dir,
+    progress_bar,
 )
 
 __all__ = ["Ensemble", "ENSEMBLE_FIELDS", "check_ensemble_configs", "train_ensemble"]
@@ -240,7 +240,7 @@ def _train_ensemble(
     dirs = [new_run_dir(d, c) for d, c in zip(out_dirs, configs)]
     tc = configs[0].train
     K = ens.K
-    measure = _measure_fn(configs[0]) if tc.measure_every else None
+    measure = measure_fn(configs[0]) if tc.measure_every else None
     ckpt_epochs = checkpoint_epochs(tc)
     dbs = [MetricsDB(d / METRICS) for d in dirs]
     for db in dbs:
@@ -277,7 +277,7 @@ def _train_ensemble(
         dbs[k].log(0, row)
         save(k, 0)
 
-    bar = _progress_bar(tc.epochs, 0, progress, f"ensemble of {K}")
+    bar = progress_bar(tc.epochs, 0, progress, f"ensemble of {K}")
     t0 = time.perf_counter()
     try:
         for epoch in range(1, tc.epochs + 1):

@@ -311,7 +311,7 @@ def _fit(
     if (run_dir / STATE).exists():  # the checkpoint at the resume point has the state's weights: rebuild it if damaged
         repair_checkpoint(run_dir, st.epoch, model.state_dict())
     forward, path_name = select_forward(model, task, tc)
-    measure = _measure_fn(cfg) if tc.measure_every else None
+    measure = measure_fn(cfg) if tc.measure_every else None
     ckpt_epochs = checkpoint_epochs(tc)
 
     db = MetricsDB(run_dir / METRICS)
@@ -399,7 +399,7 @@ def _fit(
         log(0, evaluate(0))
         save(0)
 
-    bar = _progress_bar(tc.epochs, st.epoch, progress, cfg.name)
+    bar = progress_bar(tc.epochs, st.epoch, progress, cfg.name)
     final_epoch, message = tc.epochs, ""
     try:
         model.train()
@@ -483,7 +483,7 @@ def _on_answers(loss_fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
     return loss
 
 
-def _measure_fn(cfg: ExperimentConfig):
+def measure_fn(cfg: ExperimentConfig):
     """The progress-measure function for this run, or None when measures do not apply or are unavailable."""
     if cfg.task.kind != "modular" or cfg.model.arch == "vector_mlp" or cfg.model.attn_only:
         return None  # the measures need a modular p*p grid and a model with an MLP
@@ -501,7 +501,7 @@ def _measure_fn(cfg: ExperimentConfig):
     return measure
 
 
-def _progress_bar(total: int, initial: int, enabled: bool | None, name: str):
+def progress_bar(total: int, initial: int, enabled: bool | None, name: str):
     from tqdm.auto import tqdm
 
     disable = (not sys.stderr.isatty()) if enabled is None else (not enabled)
