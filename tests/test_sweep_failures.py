@@ -247,3 +247,23 @@ def test_an_unreachable_ray_address_is_one_error_line_and_exit_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "grokscope", "sweep", str(spec), "--out", str(kept), "--executor", "ray",
                            "--address", f"127.0.0.1:{port}", "--quiet"], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 2 and kept.is_dir() and not any(kept.iterdir())
+
+
+def test_a_cell_killed_while_its_run_directory_was_created_starts_anew(tmp_path):
+    """A SIGKILL between the mkdir of a cell's run directory and the rename of its config.json leaves the directory
+    with only the write's temporary file: the next run treats the cell as new (it does not refuse the sweep);
+    anything else in a cell that is not a run is still refused."""
+    from grokscope.config import ExperimentConfig
+    from grokscope.sweep.layout import NEW, SweepError
+
+    sd = SweepDir(tmp_path / "s")
+    sd.create()
+    cell = sd.cell_dir("c")
+    cell.mkdir(parents=True)
+    (cell / ".config.json.k3j2l1.tmp").write_text('{"name": "half')  # what atomic_write_bytes leaves mid-write
+    assert sd.cell_state("c", ExperimentConfig()) == NEW
+    assert cell.is_dir() and not any(cell.iterdir())  # the temporary is gone, so the run directory can be created
+    (cell / "notes.txt").write_text("mine")
+    with pytest.raises(SweepError, match="is not a run directory"):
+        sd.cell_state("c", ExperimentConfig())
+    assert (cell / "notes.txt").read_text() == "mine"

@@ -28,7 +28,7 @@ from types import ModuleType
 
 from grokscope.config import ConfigError, ExperimentConfig
 from grokscope.store.files import atomic_write_bytes
-from grokscope.store.run import Run, RunError, is_run_dir
+from grokscope.store.run import CONFIG, Run, RunError, is_run_dir
 
 SPEC_FILE = "sweep.json"
 INDEX_FILE = "index.sqlite"
@@ -151,7 +151,11 @@ class SweepDir:
         if not d.exists():
             return NEW
         if not is_run_dir(d):
-            if d.is_dir() and not any(d.iterdir()):
+            if d.is_dir() and all(_config_temporary(p) for p in d.iterdir()):
+                # empty, or a cell killed while its run directory was being created (between the mkdir and the
+                # rename of config.json): nothing of a run is there yet, so the cell starts anew
+                for p in d.iterdir():
+                    p.unlink(missing_ok=True)
                 return NEW
             raise SweepError(f"{d}: is not a run directory; move it away and re-run the sweep")
         try:
@@ -196,3 +200,7 @@ def run_is_done(path: Path) -> bool:
     except RunError:
         return False
 
+
+def _config_temporary(path: Path) -> bool:
+    """A temporary file of an atomic write of config.json (``store.files.atomic_write_bytes``)."""
+    return path.is_file() and path.name.startswith(f".{CONFIG}.") and path.name.endswith(".tmp")
