@@ -24,6 +24,7 @@ from grokscope.cli_args import (  # noqa: F401 (UserError, config_from_args, ...
     trackers_from_args,
 )
 from grokscope.config import ConfigError, apply_overrides
+from grokscope.measures.phases import GROK_ACC
 from grokscope.presets import describe_presets, get_preset
 from grokscope.store.run import Run, RunError
 from grokscope.tasks.formula import FormulaError
@@ -40,6 +41,11 @@ class _Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------- commands
 
 
+def _progress(args: argparse.Namespace) -> bool | None:
+    """``--quiet``: no progress bar (False); else None: a bar when stderr is a terminal."""
+    return False if args.quiet else None
+
+
 def summarize(run: Run) -> str:
     """A few lines on a run: where it is, how far it got, whether and when it grokked."""
     meta = run.meta
@@ -54,7 +60,7 @@ def summarize(run: Run) -> str:
         for split in ("train", "test"):
             col = f"{split}_acc"
             if col in m:
-                hit = m.index[m[col] >= 0.99]
+                hit = m.index[m[col] >= GROK_ACC]
                 lines.append(f"{split} acc >= 99% first at epoch {int(hit[0]) if len(hit) else 'never'}")
     if meta.get("train_seconds"):
         lines.append(f"time:       {float(meta['train_seconds']):.1f} s training ({meta.get('forward', '?')} forward)")
@@ -82,10 +88,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.preset or args.config or args.overrides or args.epochs is not None or args.out:
             raise UserError("--resume continues a run with its own config; drop --preset/--config/--set/--epochs/--out")
-        run = resume(args.resume, progress=not args.quiet and None, trackers=trackers_from_args(args), threads=threads)
+        run = resume(args.resume, progress=_progress(args), trackers=trackers_from_args(args), threads=threads)
     else:
         cfg = config_from_args(args)
-        run = train(cfg, args.out, progress=not args.quiet and None, trackers=trackers_from_args(args), threads=threads)
+        run = train(cfg, args.out, progress=_progress(args), trackers=trackers_from_args(args), threads=threads)
     print(summarize(run))
     return 0
 
@@ -102,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     what = f"{cfg.task.formula} mod {cfg.task.p}" if cfg.task.kind == "modular" else f"task {cfg.task.kind}"
     print(f"training {cfg.name}: {what}, up to {cfg.train.epochs} epochs"
           + (f", stopping at {cfg.train.stop_after_grok} x the grok epoch" if cfg.train.stop_after_grok else ""), flush=True)
-    run = train(cfg, args.out, progress=not args.quiet and None, trackers=trackers, threads=threads)
+    run = train(cfg, args.out, progress=_progress(args), trackers=trackers, threads=threads)
     print(summarize(run))
     _maybe_analysis_summary(run)
     try:

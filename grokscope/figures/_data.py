@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from grokscope.measures.phases import GROK_ACC
 from grokscope.models.fast import fast_forward
 from grokscope.store.run import Run, RunError
 
-GROK_THRESHOLD = 0.99
+GROK_THRESHOLD = GROK_ACC
 
 
 class FigureUnavailable(Exception):

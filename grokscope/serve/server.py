@@ -33,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from grokscope.measures.phases import GROK_ACC
 from grokscope.store.run import Run, RunError, is_run_dir
 
 MAX_DEPTH = 4
@@ -121,7 +122,7 @@ def run_summary(run_id: str, path: Path) -> dict:
                 continue
             info["epoch"] = max(info["epoch"] or 0, step)
             last[name] = value
-            if grok is None and name == "test_acc" and value >= 0.99:
+            if grok is None and name == "test_acc" and value >= GROK_ACC:
                 grok = step
         info.update({k: last.get(k) for k in LIVE_COLUMNS})
         info["grok_epoch"] = int(grok) if grok not in (None, "") else None
@@ -153,7 +154,7 @@ def metrics_payload(run: Run, columns: list[str] | None = None, since: int | Non
         cols[name][index[step]] = v
     grok: str | int | None = meta.get("grok_epoch") or None
     if grok is None and "test_acc" in cols:
-        grok = next((s for s, v in zip(steps, cols["test_acc"]) if v is not None and v >= 0.99), None)
+        grok = next((s for s, v in zip(steps, cols["test_acc"]) if v is not None and v >= GROK_ACC), None)
     return {
         "status": meta.get("status", "new"),
         "message": meta.get("message", ""),

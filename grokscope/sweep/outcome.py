@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from grokscope.measures.phases import GROK_ACC
+
 __all__ = [
     "PHASES",
     "PHASE_COLORS",
@@ -106,7 +108,7 @@ def outcome_from_metrics(
     threshold: float = 0.9,
     tau: int | None = None,
     budget: int | None = None,
-    grok_threshold: float = 0.99,
+    grok_threshold: float = GROK_ACC,
 ) -> Outcome:
     """The outcome of a run from its logged metrics: ``steps`` ascending, ``columns`` name -> values aligned
     with ``steps`` (NaN where not logged). ``epochs`` is the run's configured length (the default budget)."""

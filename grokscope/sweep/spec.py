@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from grokscope.config import ConfigError, ExperimentConfig, apply_overrides, field_paths
+from grokscope.measures.phases import GROK_ACC
 
 __all__ = [
     "Axis",
@@ -90,7 +91,7 @@ class OutcomeParams:
     threshold: float = 0.9
     tau: int | None = None
     budget: int | None = None
-    grok_threshold: float = 0.99
+    grok_threshold: float = GROK_ACC
 
     def __post_init__(self) -> None:
         for name in ("threshold", "grok_threshold"):

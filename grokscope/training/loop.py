@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from grokscope.config import ExperimentConfig, OptimConfig, TrainConfig
+from grokscope.measures.phases import GROK_ACC
 from grokscope.models import Model, build_model
 from grokscope.runtime import ThreadGovernor, flush_denormal
 from grokscope.store.errors import StoreWriteError
@@ -45,7 +46,7 @@ from grokscope.training.adamw import AdamW
 from grokscope.training.losses import cross_entropy, get_loss, softmax_collapse
 from grokscope.training.optim import UpdateRules
 
-GROK_THRESHOLD = 0.99
+GROK_THRESHOLD = GROK_ACC  # test accuracy of the grok epoch, one constant for every layer
 
 
 class TrainingDiverged(RuntimeError):
@@ -258,15 +259,15 @@ def _load_state(run_dir: Path, model: nn.Module, opt: AdamW, rules: UpdateRules 
         tensors, meta = load_tensors(path)
     except ValueError as e:
         raise RunError(f"{e}; the run cannot resume from it (retrain into a new directory)") from None
-    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     _check_state_fits(path, weights, model.state_dict())
     model.load_state_dict(weights)
     if rules is not None:
-        rules.load_state_tensors({k[6:]: v for k, v in tensors.items() if k.startswith("rules.")})
+        rules.load_state_tensors({k.removeprefix("rules."): v for k, v in tensors.items() if k.startswith("rules.")})
     params = dict(model.named_parameters())
     for key, value in tensors.items():
         if key.startswith("optim."):
-            pname, _, field = key[6:].rpartition(".")
+            pname, _, field = key.removeprefix("optim.").rpartition(".")
             opt.state[params[pname]][field] = value.clone()
     grok = meta.get("grok_epoch", "None")
     return _State(epoch=int(meta["epoch"]), update=int(meta["update"]), grok_epoch=None if grok == "None" else int(grok))
