@@ -183,11 +183,8 @@ def bracketed_whole_run(cfg: ExperimentConfig, epochs: int, loops: list, loop_ep
 
 
 def measure_cost(cfg: ExperimentConfig, repeats: int = 3) -> float | None:
-    """Seconds of one call of the progress measures (None when the measures module is not there)."""
-    try:
-        from grokscope.measures.progress import progress_measures
-    except ImportError:
-        return None
+    """Seconds of one call of the progress measures (None when they fail on this config)."""
+    from grokscope.measures.progress import progress_measures
     task = make_task(cfg.task)
     model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx).eval()
     fwd, _ = select_forward(model, task, cfg.train)

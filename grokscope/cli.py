@@ -9,7 +9,7 @@ import argparse
 import importlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -113,21 +113,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     _maybe_analysis_summary(run)
     try:
         from grokscope.figures.report import write_report
-    except ImportError:
+    except ImportError as e:
+        _only_an_extra(e)
         print("report:     skipped (install the plot extra: pip install -e '.[plot]')")
     else:
         print(f"report:     {write_report(run)}")
     return 0
 
 
+def _only_an_extra(e: ImportError) -> None:
+    """Re-raise ``e`` unless what is missing is a third-party package (an extra): a broken grokscope module must
+    fail loudly, not turn a command or a report into a skip."""
+    if (e.name or "").split(".")[0] in ("grokscope", ""):
+        raise e
+
+
 def _maybe_analysis_summary(run: Run) -> None:
-    try:
-        mod = importlib.import_module("grokscope.analysis.cli")
-    except ImportError:
-        return
-    hook: Callable[[Run], None] | None = getattr(mod, "print_run_summary", None)
-    if hook is not None:
-        hook(run)
+    from grokscope.analysis.cli import print_run_summary
+
+    print_run_summary(run)
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -198,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     for module in PLUGIN_COMMANDS:
         try:
             mod = importlib.import_module(module)
-        except ImportError:
+        except ImportError as e:  # a feature whose extra is missing has no command; a broken module fails here
+            _only_an_extra(e)
             continue
         mod.register(sub)
     return parser

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -123,15 +122,11 @@ def select_forward(model: Model, task, train: TrainConfig) -> tuple[Callable[[Te
     if is_sequence_task(task):
         return model.forward_all, "sequence"
     if train.fast_path:
-        fast_forward: Callable[[Any, Any], Callable[[Tensor], Tensor] | None] | None
-        try:
-            from grokscope.models.fast import fast_forward
-        except ImportError:
-            fast_forward = None
-        if fast_forward is not None:
-            fn = fast_forward(model, task)
-            if fn is not None:
-                return fn, "fast"
+        from grokscope.models.fast import fast_forward
+
+        fn = fast_forward(model, task)
+        if fn is not None:
+            return fn, "fast"
     return model, "general"
 
 
@@ -485,13 +480,10 @@ def _on_answers(loss_fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
 
 
 def measure_fn(cfg: ExperimentConfig):
-    """The progress-measure function for this run, or None when measures do not apply or are unavailable."""
+    """The progress-measure function for this run, or None when the measures do not apply to it."""
     if cfg.task.kind != "modular" or cfg.model.arch == "vector_mlp" or cfg.model.attn_only:
         return None  # the measures need a modular p*p grid and a model with an MLP
-    try:
-        from grokscope.measures.progress import progress_measures
-    except ImportError:
-        return None
+    from grokscope.measures.progress import progress_measures
 
     def measure(model, task, logits):
         try:
