@@ -10,6 +10,16 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test, the caller's count again after it: on a shared 2-core machine two threads thrash
+    on small tensors (modules that need it: ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def tiny_config():
     from grokscope.presets import tiny
 

@@ -5,20 +5,12 @@ import re
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from grokscope.bench import BenchOptions, fast_step_flops, reference_step_flops
 from grokscope.cli import main
 from grokscope.presets import nanda_mainline
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two threads thrash on these small tensors."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_bench_quick_prints_ratios(tmp_path, capsys):

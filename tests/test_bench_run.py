@@ -3,19 +3,12 @@
 import json
 
 import pytest
-import torch
 
 from grokscope.bench_run import WallStamps, phase_segments, segment_seconds
 from grokscope.cli import main
 from grokscope.measures.phases import Phases
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _phases(mem, circ, clean):

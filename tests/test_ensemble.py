@@ -8,14 +8,7 @@ from grokscope.store.run import Run
 from grokscope.training import train
 from grokscope.training.ensemble import Ensemble, train_ensemble
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two threads thrash on these small tensors."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

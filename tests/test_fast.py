@@ -10,14 +10,7 @@ from grokscope.tasks import make_task
 from grokscope.training.loop import select_forward
 from grokscope.training.reference import reference_forward
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two threads thrash on these small tensors."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _setup(act="relu", dtype=torch.float32, p=13, seed=0, **model_kw):

@@ -22,12 +22,7 @@ from grokscope.tasks import make_task
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(task, *, seed=0, d_model=12, n_heads=3, d_head=5, d_mlp=16, act="relu", **kw):
