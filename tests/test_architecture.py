@@ -17,6 +17,22 @@ def module_sources(root: Path = PACKAGE) -> dict[str, str]:
     return out
 
 
+def from_imports(sources: dict[str, str]):
+    """(module, ``from`` statement, the absolute module it imports from) for every ``from ... import`` of every
+    module, relative imports resolved against the module's package."""
+    for module, text in sources.items():
+        package = module if any(m.startswith(module + ".") for m in sources) else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package
+                    for _ in range(node.level - 1):
+                        up = up.rpartition(".")[0]
+                    base = f"{up}.{base}" if base else up
+                yield module, node, base
+
+
 def import_graph(sources: dict[str, str], top: str = "grokscope") -> dict[str, set[str]]:
     """Module -> the package modules it imports (``from pkg import name`` counts as ``pkg.name`` when that is a module)."""
 
@@ -25,27 +41,17 @@ def import_graph(sources: dict[str, str], top: str = "grokscope") -> dict[str, s
             name = name.rpartition(".")[0]
         return name or None
 
-    graph: dict[str, set[str]] = {m: set() for m in sources}
+    targets: list[tuple[str, str]] = []  # (importer, imported name)
     for module, text in sources.items():
-        is_package = any(m.startswith(module + ".") for m in sources)
-        package = module if is_package else module.rpartition(".")[0]
-        for node in ast.walk(ast.parse(text)):
-            targets: list[str] = []
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    up = package
-                    for _ in range(node.level - 1):
-                        up = up.rpartition(".")[0]
-                    base = f"{up}.{base}" if base else up
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in sources else base for a in node.names]
-            for t in targets:
-                if t == top or t.startswith(top + "."):
-                    r = resolve(t)
-                    if r is not None and r != module:
-                        graph[module].add(r)
+        targets += [(module, a.name) for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Import) for a in node.names]
+    for module, node, base in from_imports(sources):
+        targets += [(module, f"{base}.{a.name}" if f"{base}.{a.name}" in sources else base) for a in node.names]
+    graph: dict[str, set[str]] = {m: set() for m in sources}
+    for module, t in targets:
+        if t == top or t.startswith(top + "."):
+            r = resolve(t)
+            if r is not None and r != module:
+                graph[module].add(r)
     return graph
 
 
@@ -142,21 +148,13 @@ PRIVATE_IMPORTS_LEFT = {
 
 def private_imports(sources: dict[str, str]) -> set[tuple[str, str]]:
     """(importer, "module.name") for every ``from grokscope... import _name`` (relative imports resolved)."""
-    out = set()
-    for module, text in sources.items():
-        package = module if any(m.startswith(module + ".") for m in sources) else module.rpartition(".")[0]
-        for node in ast.walk(ast.parse(text)):
-            if not isinstance(node, ast.ImportFrom):
-                continue
-            base = node.module or ""
-            if node.level:
-                up = package
-                for _ in range(node.level - 1):
-                    up = up.rpartition(".")[0]
-                base = f"{up}.{base}" if base else up
-            if base.startswith("grokscope"):
-                out |= {(module, f"{base}.{a.name}") for a in node.names if a.name.startswith("_") and a.name != "__version__"}
-    return out
+    return {
+        (module, f"{base}.{a.name}")
+        for module, node, base in from_imports(sources)
+        if base.startswith("grokscope")
+        for a in node.names
+        if a.name.startswith("_") and a.name != "__version__"
+    }
 
 
 def test_the_private_import_checker_sees_plain_and_relative_imports():

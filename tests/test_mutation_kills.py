@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_progress import _random_model, _task  # the same tiny tasks and random models as the measures' tests
 
 from grokscope.analysis.construct import quadratic_mlp_addition
-from grokscope.config import ModelConfig, TaskConfig
 from grokscope.measures.fourier import basis_index, frequency_of_index
 from grokscope.measures.phases import detect_phases, grok_epoch
 from grokscope.measures.progress import (
@@ -28,17 +28,6 @@ from grokscope.measures.progress import (
     progress_measures,
     restricted_excluded,
 )
-from grokscope.models import build_model
-from grokscope.tasks import make_task
-
-
-def _task(p=13, formula="a+b", frac=0.3):
-    return make_task(TaskConfig(p=p, formula=formula, train_fraction=frac))
-
-
-def _random_model(task, seed=0):
-    cfg = ModelConfig(arch="transformer", d_model=32, n_heads=2, d_head=16, d_mlp=64, init_seed=seed)
-    return build_model(cfg, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3).eval()
 
 
 def _grid_wave(p: int, k: int, fn, axis: str) -> torch.Tensor:

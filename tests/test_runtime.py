@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import grokscope
-from grokscope.runtime import denormal_status, flush_denormal, flushes_denormals
+from grokscope.runtime import ThreadGovernor, denormal_status, flush_denormal, flushes_denormals
 from grokscope.training.loop import make_optimizer, select_forward, train_step
 from grokscope.training.losses import cross_entropy
 
@@ -194,20 +194,22 @@ def test_governor_keeps_the_count_when_the_other_is_no_faster_and_restores_on_ex
     assert ThreadGovernor(1).describe().endswith("(fixed)") and not ThreadGovernor(1).enabled
 
 
+class _Flapping(ThreadGovernor):
+    """A governor that changes the thread count every few updates (1, 1, 2, 1, 1, 2, ...), whatever they cost."""
+
+    def record(self, seconds):
+        self.calls = getattr(self, "calls", 0) + 1
+        torch.set_num_threads(1 if self.calls % 3 else 2)
+
+
 def test_a_run_whose_thread_count_changes_every_few_updates_equals_a_one_thread_run(tmp_path, monkeypatch, two_threads):
     """The governor may switch at any update: the weights and every logged number must not notice."""
     import grokscope.training.loop as loop
-    from grokscope.runtime import ThreadGovernor
-
-    class Flapping(ThreadGovernor):
-        def record(self, seconds):
-            self.calls = getattr(self, "calls", 0) + 1
-            torch.set_num_threads(1 if self.calls % 3 else 2)
 
     cfg = grokscope.apply_overrides(grokscope.get_preset("quick"), {"task.p": 29, "train.epochs": 60, "train.measure_every": 20,
                                                                     "train.checkpoint_every": 30})
     fixed = grokscope.train(cfg, tmp_path / "fixed", progress=False, threads=1)
-    monkeypatch.setattr(loop, "ThreadGovernor", Flapping)
+    monkeypatch.setattr(loop, "ThreadGovernor", _Flapping)
     flapping = grokscope.train(cfg, tmp_path / "flapping", progress=False)
     a, b = fixed.metrics, flapping.metrics
     assert list(a.columns) == list(b.columns) and a.equals(b)
@@ -218,13 +220,7 @@ def test_a_run_whose_thread_count_changes_every_few_updates_equals_a_one_thread_
 
 def test_an_ensemble_whose_thread_count_flaps_equals_a_one_thread_ensemble(tmp_path, monkeypatch, two_threads):
     import grokscope.training.ensemble as ensemble
-    from grokscope.runtime import ThreadGovernor
     from grokscope.training.ensemble import train_ensemble
-
-    class Flapping(ThreadGovernor):
-        def record(self, seconds):
-            self.calls = getattr(self, "calls", 0) + 1
-            torch.set_num_threads(1 if self.calls % 3 else 2)
 
     base = grokscope.apply_overrides(grokscope.get_preset("quick"), {"task.p": 23, "train.epochs": 30, "train.measure_every": 10,
                                                                      "train.checkpoint_every": 15})
@@ -232,7 +228,7 @@ def test_an_ensemble_whose_thread_count_flaps_equals_a_one_thread_ensemble(tmp_p
     torch.set_num_threads(1)
     fixed = train_ensemble(cfgs, [tmp_path / "fixed0", tmp_path / "fixed1"], progress=False)
     torch.set_num_threads(2)
-    monkeypatch.setattr(ensemble, "ThreadGovernor", Flapping)
+    monkeypatch.setattr(ensemble, "ThreadGovernor", _Flapping)
     flapping = train_ensemble(cfgs, [tmp_path / "flap0", tmp_path / "flap1"], progress=False)
     for a, b in zip(fixed, flapping):
         assert a.metrics.equals(b.metrics)
