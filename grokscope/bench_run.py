@@ -153,21 +153,19 @@ def whole_run_phases(
 
 def _after_training(run: Any) -> dict[str, float]:
     """Seconds of the analysis summary and the report that ``grokscope run`` writes after training."""
+    from grokscope.analysis.cli import print_run_summary
+    from grokscope.cli_args import raise_unless_extra
+
     out: dict[str, float] = {}
     with contextlib.redirect_stdout(io.StringIO()):
         t0 = time.perf_counter()
-        try:
-            from grokscope.analysis.cli import print_run_summary
-        except ImportError:
-            pass
-        else:
-            print_run_summary(run)
-            out["analysis_seconds"] = time.perf_counter() - t0
+        print_run_summary(run)
+        out["analysis_seconds"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         try:
             from grokscope.figures.report import write_report
-        except ImportError:
-            pass
+        except ImportError as e:  # the plot extra is missing: no report, as grokscope run says
+            raise_unless_extra(e)
         else:
             write_report(run)
             out["report_seconds"] = time.perf_counter() - t0

@@ -20,6 +20,7 @@ from grokscope.cli_args import (  # noqa: F401 (UserError, config_from_args, ...
     add_log_arg,
     add_threads_arg,
     config_from_args,
+    raise_unless_extra,
     threads_from_args,
     trackers_from_args,
 )
@@ -114,18 +115,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         from grokscope.figures.report import write_report
     except ImportError as e:
-        _only_an_extra(e)
+        raise_unless_extra(e)
         print("report:     skipped (install the plot extra: pip install -e '.[plot]')")
     else:
         print(f"report:     {write_report(run)}")
     return 0
-
-
-def _only_an_extra(e: ImportError) -> None:
-    """Re-raise ``e`` unless what is missing is a third-party package (an extra): a broken grokscope module must
-    fail loudly, not turn a command or a report into a skip."""
-    if (e.name or "").split(".")[0] in ("grokscope", ""):
-        raise e
 
 
 def _maybe_analysis_summary(run: Run) -> None:
@@ -203,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             mod = importlib.import_module(module)
         except ImportError as e:  # a feature whose extra is missing has no command; a broken module fails here
-            _only_an_extra(e)
+            raise_unless_extra(e)
             continue
         mod.register(sub)
     return parser

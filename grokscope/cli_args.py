@@ -13,8 +13,8 @@ from grokscope.config import ConfigError, ExperimentConfig, apply_overrides, par
 from grokscope.presets import get_preset
 
 __all__ = [
-    "EXIT_USAGE", "UserError", "add_config_args", "add_log_arg", "add_threads_arg", "config_from_args", "threads_from_args",
-    "trackers_from_args",
+    "EXIT_USAGE", "UserError", "add_config_args", "add_log_arg", "add_threads_arg", "config_from_args", "raise_unless_extra",
+    "threads_from_args", "trackers_from_args",
 ]
 
 EXIT_USAGE = 2
@@ -94,3 +94,10 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     if args.epochs is not None:
         overrides["train.epochs"] = args.epochs
     return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+def raise_unless_extra(e: ImportError) -> None:
+    """Re-raise ``e`` unless what is missing is a third-party package (an extra): a broken grokscope module must
+    fail loudly, not turn a command or a report into a skip."""
+    if (e.name or "").split(".")[0] in ("grokscope", ""):
+        raise e

@@ -171,10 +171,10 @@ def test_no_new_private_name_is_imported_across_modules():
 def test_a_missing_extra_is_skipped_but_a_broken_grokscope_module_is_an_error():
     import pytest
 
-    from grokscope.cli import _only_an_extra
+    from grokscope.cli_args import raise_unless_extra
 
-    _only_an_extra(ModuleNotFoundError("No module named 'plotly'", name="plotly"))  # an extra: the caller skips
+    raise_unless_extra(ModuleNotFoundError("No module named 'plotly'", name="plotly"))  # an extra: the caller skips
     for broken in (ImportError("cannot import name 'x' from 'grokscope.figures.report'", name="grokscope.figures.report"),
                    ImportError("something inside failed")):  # no module named: not provably an extra
         with pytest.raises(ImportError):
-            _only_an_extra(broken)
+            raise_unless_extra(broken)
