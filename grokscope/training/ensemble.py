@@ -181,11 +181,11 @@ class Ensemble:
     def _adamw(self, lr: Tensor) -> None:
         """Each active member's update: the single run's AdamW on the member's slices of the stacked weights,
         moments and gradients, with its own learning rate and weight decay. Frozen members are left alone."""
+        grads = [self.w[n].grad for n in self.names]
+        assert all(g is not None for g in grads)  # self.names are the trainable weights; step() follows a backward
         for k in range(self.K):
             if not bool(self.active[k]):
                 continue
-            grads = [self.w[n].grad for n in self.names]
-            assert all(g is not None for g in grads)  # self.names are the trainable weights; step() follows a backward
             adamw_update(
                 [self.w[n][k] for n in self.names], [g[k] for g in grads], [self.exp_avg[n][k] for n in self.names],  # type: ignore[index]
                 [self.exp_avg_sq[n][k] for n in self.names], self.steps[k], lr=float(lr[k]), betas=self.betas, eps=self.eps,
@@ -211,8 +211,8 @@ class Ensemble:
     def member_optim_state(self, k: int) -> dict[str, Tensor]:
         """Member k's AdamW state keyed as the training loop saves it (``optim.<param>.<field>``)."""
         out = {}
-        for n in self.names:
-            out[f"optim.{n}.step"] = self.steps[k][self.names.index(n)].clone()
+        for n, step in zip(self.names, self.steps[k]):
+            out[f"optim.{n}.step"] = step.clone()
             out[f"optim.{n}.exp_avg"] = self.exp_avg[n][k].detach()
             out[f"optim.{n}.exp_avg_sq"] = self.exp_avg_sq[n][k].detach()
         return out
