@@ -261,7 +261,9 @@ def test_a_cell_killed_while_its_run_directory_was_created_starts_anew(tmp_path)
     cell = sd.cell_dir("c")
     cell.mkdir(parents=True)
     (cell / ".config.json.k3j2l1.tmp").write_text('{"name": "half')  # what atomic_write_bytes leaves mid-write
-    assert sd.cell_state("c", ExperimentConfig()) == NEW
+    temporary = cell / ".config.json.k3j2l1.tmp"
+    assert sd.cell_state("c", ExperimentConfig()) == NEW and temporary.exists()  # a state query (--dry-run) writes nothing
+    sd.clean_leftovers()  # what a run does first, under the driver lock
     assert cell.is_dir() and not any(cell.iterdir())  # the temporary is gone, so the run directory can be created
     (cell / "notes.txt").write_text("mine")
     with pytest.raises(SweepError, match="is not a run directory"):

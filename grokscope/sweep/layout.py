@@ -153,9 +153,8 @@ class SweepDir:
         if not is_run_dir(d):
             if d.is_dir() and all(_config_temporary(p) for p in d.iterdir()):
                 # empty, or a cell killed while its run directory was being created (between the mkdir and the
-                # rename of config.json): nothing of a run is there yet, so the cell starts anew
-                for p in d.iterdir():
-                    p.unlink(missing_ok=True)
+                # rename of config.json): nothing of a run is there yet, so the cell starts anew (clean_leftovers
+                # removes the temporary before a run)
                 return NEW
             raise SweepError(f"{d}: is not a run directory; move it away and re-run the sweep")
         try:
@@ -168,12 +167,18 @@ class SweepDir:
         return DONE if status in ("completed", "failed") else PARTIAL
 
     def clean_leftovers(self) -> None:
-        """Remove temporary directories left by an interrupted transfer (``.incoming-*``, ``.trash-*``)."""
+        """Remove temporary directories left by an interrupted transfer (``.incoming-*``, ``.trash-*``), and the
+        config.json temporary of a cell killed while its run directory was being created (so the cell's run can be
+        created there)."""
         if not self.cells.is_dir():
             return
         for p in self.cells.iterdir():
             if p.name.startswith((".incoming-", ".trash-")):
                 shutil.rmtree(p, ignore_errors=True)
+            elif p.is_dir() and not is_run_dir(p):
+                for q in p.iterdir():
+                    if _config_temporary(q):
+                        q.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
