@@ -35,22 +35,34 @@ from torch import Tensor
 
 from grokscope.models.transformer import Transformer, activation
 
-__all__ = ["FastPlan", "GatherPlan", "PlanCache", "fast_forward", "fast_logits", "fast_tables", "gather_sum", "is_fast_eligible", "model_tensors"]
+__all__ = [
+    "FastPlan", "GatherPlan", "PlanCache", "fast_forward", "fast_ineligibility", "fast_logits", "fast_tables", "gather_sum",
+    "is_fast_eligible", "model_tensors",
+]
+
+
+def fast_ineligibility(model, task) -> str | None:
+    """Why :func:`fast_forward` does not cover this model and task, or None when it does."""
+    if not isinstance(model, Transformer):
+        return f"the fast path covers the transformer, not {type(model).__name__}"
+    if model.cfg.n_layers != 1 or model.n_ctx != 3:
+        return f"the fast path covers one layer on [a, b, =]; this model has {model.cfg.n_layers} layers, n_ctx {model.n_ctx}"
+    if getattr(model.cfg, "attn_only", False) or getattr(model.cfg, "dropout", 0.0) > 0:
+        return "the fast path has no attention-only or dropout variant"
+    tokens = getattr(task, "tokens", None)
+    if tokens is None or tokens.ndim != 2 or tokens.shape[1] != 3 or tokens.shape[0] == 0:
+        return "the task's inputs are not [a, b, =] rows"
+    eq = getattr(task, "p", None)
+    if eq is None or getattr(task, "d_vocab", None) != model.d_vocab or getattr(task, "d_vocab_out", None) != model.d_vocab_out:
+        return "the task has no '=' token p, or its vocabulary is not the model's"
+    if not (bool((tokens[:, 2] == eq).all()) and int(tokens[:, :2].max()) < model.d_vocab and int(tokens.min()) >= 0):
+        return "the task's inputs do not all end in '=' with operands in the vocabulary"
+    return None
 
 
 def is_fast_eligible(model, task) -> bool:
     """True when :func:`fast_forward` covers this model and task."""
-    if not isinstance(model, Transformer) or model.cfg.n_layers != 1 or model.n_ctx != 3:
-        return False
-    if getattr(model.cfg, "attn_only", False) or getattr(model.cfg, "dropout", 0.0) > 0:
-        return False
-    tokens = getattr(task, "tokens", None)
-    if tokens is None or tokens.ndim != 2 or tokens.shape[1] != 3 or tokens.shape[0] == 0:
-        return False
-    eq = getattr(task, "p", None)
-    if eq is None or getattr(task, "d_vocab", None) != model.d_vocab or getattr(task, "d_vocab_out", None) != model.d_vocab_out:
-        return False
-    return bool((tokens[:, 2] == eq).all()) and int(tokens[:, :2].max()) < model.d_vocab and int(tokens.min()) >= 0
+    return fast_ineligibility(model, task) is None
 
 
 # --------------------------------------------------------------------------- gather-sum with its own backward
