@@ -28,7 +28,7 @@ from grokscope.config import ConfigError, apply_overrides
 from grokscope.measures.phases import GROK_ACC
 from grokscope.presets import describe_presets, get_preset
 from grokscope.store.run import Run, RunError
-from grokscope.tasks.formula import FormulaError
+from grokscope.formula import FormulaError
 
 # Subcommands that live with their feature: module path -> each exposes register(subparsers).
 PLUGIN_COMMANDS = ("grokscope.analysis.cli", "grokscope.bench", "grokscope.export", "grokscope.figures.cli", "grokscope.interp.cli", "grokscope.serve.cli", "grokscope.sweep.cli")

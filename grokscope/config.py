@@ -104,7 +104,7 @@ class TaskConfig:
             self._check_sequence()
             return
         # Parsing validates the formula (and prime p for division) with a clear message.
-        from grokscope.tasks.formula import FormulaError, parse_formula
+        from grokscope.formula import FormulaError, parse_formula
 
         formulas = [f.strip() for f in self.formula.split(";")] if self.kind == "multi" else [self.formula]
         if self.kind == "multi" and (len(formulas) < 2 or len(formulas) > 16 or len(set(formulas)) != len(formulas)):

@@ -178,3 +178,53 @@ def test_a_missing_extra_is_skipped_but_a_broken_grokscope_module_is_an_error():
                    ImportError("something inside failed")):  # no module named: not provably an extra
         with pytest.raises(ImportError):
             raise_unless_extra(broken)
+
+
+#: The floors of the package, lowest first (docs/architecture.md draws them). A module may import from its own floor
+#: and the floors below, never from a floor above; the most specific pattern decides a module's floor, and every
+#: feature package's ``cli`` module is on the top floor.
+FLOORS: dict[str, int] = {
+    # 0 the language: configs, the formula grammar they validate, how computations run
+    "grokscope.config": 0, "grokscope.formula": 0, "grokscope.runtime": 0,
+    # 1 pure math: datasets, models, measures; presets (functions returning configs)
+    "grokscope.tasks": 1, "grokscope.models": 1, "grokscope.measures": 1, "grokscope.presets": 1,
+    "grokscope.presets_zoo": 1,
+    # 2 training and storage: the loop, the run directory, trackers, conversions, what every command line shares
+    "grokscope.training": 2, "grokscope.store": 2, "grokscope.trackers": 2, "grokscope.interop": 2,
+    "grokscope.cli_args": 2,
+    # 3 reverse engineering of checkpoints
+    "grokscope.analysis": 3, "grokscope.interp": 3,
+    # 4 pictures, sweeps, the viewer, exports and benchmarks
+    "grokscope.figures": 4, "grokscope.sweep": 4, "grokscope.serve": 4, "grokscope.export": 4, "grokscope.bench": 4,
+    "grokscope.bench_loops": 4, "grokscope.bench_run": 4,
+    # 5 the command line and the public API
+    "grokscope.cli": 5, "grokscope.__main__": 5, "grokscope": 5,
+}
+
+
+def floor_of(module: str) -> int:
+    if module.rpartition(".")[2] == "cli":
+        return 5
+    name = module
+    while name not in FLOORS:
+        if "." not in name:
+            raise AssertionError(f"{module} is on no floor: add it to FLOORS (and docs/architecture.md)")
+        name = name.rpartition(".")[0]
+    return FLOORS[name]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    return {(m, t) for m, targets in graph.items() for t in targets if floor_of(t) > floor_of(m)}
+
+
+def test_the_floor_checker_sees_an_upward_import():
+    graph = {"grokscope.config": {"grokscope.tasks.modular"}, "grokscope.sweep.cli": {"grokscope.sweep.local"},
+             "grokscope.tasks.modular": {"grokscope.config"}, "grokscope.sweep.local": set()}
+    assert upward_imports(graph) == {("grokscope.config", "grokscope.tasks.modular")}
+    assert floor_of("grokscope.analysis.cli") == 5 and floor_of("grokscope.measures.names") == 1
+
+
+def test_no_module_imports_from_a_floor_above_its_own():
+    graph = import_graph(module_sources())
+    found = upward_imports(graph)
+    assert not found, "imports from a higher floor:\n" + "\n".join(f"  {m} (floor {floor_of(m)}) -> {t} (floor {floor_of(t)})" for m, t in sorted(found))

@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grokscope.tasks.formula import FormulaError, parse_formula
+from grokscope.formula import FormulaError, parse_formula
 
 
 def _grid(p):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from grokscope.config import ConfigError, ExperimentConfig, apply_overrides, field_paths, parse_override
 from grokscope.presets import tiny
-from grokscope.tasks.formula import MAX_LENGTH, FormulaError, parse_formula
+from grokscope.formula import MAX_LENGTH, FormulaError, parse_formula
 
 PRIMES = [5, 7, 11, 13, 17]
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import grokscope
-from grokscope.tasks.formula import FormulaError, parse_formula
+from grokscope.formula import FormulaError, parse_formula
 
 SOURCE = Path(grokscope.__file__).parent
 

@@ -167,7 +167,7 @@ def checkpoint_scores(model: Model, task: Any, loss_dtype: torch.dtype = torch.f
 
 
 def _formula_ops(text: str) -> set[str]:
-    from grokscope.tasks.formula import parse_formula
+    from grokscope.formula import parse_formula
 
     ops: set[str] = set()
 

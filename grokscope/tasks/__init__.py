@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from grokscope.config import TaskConfig
-from grokscope.tasks.formula import Expr, FormulaError, parse_formula
+from grokscope.formula import Expr, FormulaError, parse_formula
 from grokscope.tasks.modular import ModularTask, make_modular_task, split_indices, split_rows
 from grokscope.tasks.sequence import SEQUENCE_KINDS, SequenceTask, answer_view, make_sequence_task, sequence_metrics
 from grokscope.tasks.zoo import TableTask, make_multi_task, make_parity_task, make_s5_task

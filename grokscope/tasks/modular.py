@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from grokscope.config import TaskConfig
-from grokscope.tasks.formula import parse_formula
+from grokscope.formula import parse_formula
 
 
 class SplitViews:

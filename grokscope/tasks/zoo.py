@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from grokscope.config import TaskConfig
-from grokscope.tasks.formula import parse_formula
+from grokscope.formula import parse_formula
 from grokscope.tasks.modular import SplitViews, split_rows
 
 __all__ = ["S5_PERMUTATIONS", "TableTask", "make_multi_task", "make_parity_task", "make_s5_task", "s5_table"]
