@@ -27,7 +27,7 @@ from pathlib import Path
 
 # Columns and meta keys that record when, where or how fast, never what was computed.
 VOLATILE = {"seconds", "started", "finished", "wall", "wall_seconds", "host", "hostname", "threads", "created",
-            "updated", "train_seconds", "elapsed", "duration", "path", "run_dir", "time", "pid", "version", "git", "torch"}
+            "updated", "train_seconds", "elapsed", "duration", "path", "run_dir", "time", "run", "pid", "version", "git", "torch"}
 
 
 def _cli(*args: str) -> None:
