@@ -26,8 +26,29 @@ import tempfile
 from pathlib import Path
 
 # Columns and meta keys that record when, where or how fast, never what was computed.
-VOLATILE = {"seconds", "started", "finished", "wall", "wall_seconds", "host", "hostname", "threads", "created",
-            "updated", "train_seconds", "elapsed", "duration", "path", "run_dir", "time", "run", "pid", "version", "git", "torch"}
+VOLATILE = {
+    "seconds",
+    "started",
+    "finished",
+    "wall",
+    "wall_seconds",
+    "host",
+    "hostname",
+    "threads",
+    "created",
+    "updated",
+    "train_seconds",
+    "elapsed",
+    "duration",
+    "path",
+    "run_dir",
+    "time",
+    "run",
+    "pid",
+    "version",
+    "git",
+    "torch",
+}
 
 
 def _cli(*args: str) -> None:
@@ -74,8 +95,9 @@ def _tensors(path: Path) -> str:
 
 def run_fingerprint(run: Path) -> dict:
     metrics = _table(run / "metrics.sqlite", "metrics")
-    meta = {k: v for k, v in dict(_raw(run / "metrics.sqlite", "SELECT key, value FROM meta")).items()
-            if k not in VOLATILE}
+    meta = {
+        k: v for k, v in dict(_raw(run / "metrics.sqlite", "SELECT key, value FROM meta")).items() if k not in VOLATILE
+    }
     files = {p.relative_to(run).as_posix(): _tensors(p) for p in sorted(run.rglob("*.safetensors"))}
     return {"metrics": _digest(metrics), "metric_rows": len(metrics), "meta": meta, "tensors": files}
 

@@ -43,7 +43,10 @@ def main() -> int:
     print(f"run:                      {run.dir}")
     print(f"forward path:             {run.meta.get('forward')}")
     print(f"epochs trained:           {int(m.index[-1])}  ({run.meta.get('message') or 'all epochs'})")
-    print(f"wall time:                {wall:.0f} s  ({1000 * wall / max(1, int(m.index[-1])):.1f} ms/epoch incl. evaluation and measures)")
+    print(
+        f"wall time:                {wall:.0f} s  ({1000 * wall / max(1, int(m.index[-1])):.1f} ms/epoch incl. "
+        "evaluation and measures)"
+    )
     print(f"train acc >= 99% first:   epoch {train99}   (paper: ~1.4k)")
     print(f"test acc >= 99% first:    epoch {test99}   (paper: grokking ~10k)")
     print(f"final train/test loss:    {last['train_loss']:.3e} / {last['test_loss']:.3e}")

@@ -29,7 +29,9 @@ def _time_train_epochs(cfg, n_epochs: int) -> float:
 
     task = make_task(cfg.task)
     model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas
+    )
     x, y = task.train_tokens, task.train_labels
     for i in range(n_epochs + 3):
         if i == 3:
@@ -66,7 +68,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse", type=Path, help="analyse this existing run instead of training")
     ap.add_argument("--stop-after-grok", type=float, default=1.5, help="train.stop_after_grok (0: train all epochs)")
     ap.add_argument("--epochs", type=int, help="override train.epochs")
-    ap.add_argument("--e2e-epochs", type=int, default=1000, help="epochs for the end-to-end overhead comparison (0: skip)")
+    ap.add_argument(
+        "--e2e-epochs", type=int, default=1000, help="epochs for the end-to-end overhead comparison (0: skip)"
+    )
     args = ap.parse_args(argv)
 
     import grokscope
@@ -92,7 +96,11 @@ def main(argv=None) -> int:
         out = args.out or Path(tempfile.mkdtemp(prefix="gs-bench-")) / cfg.name
         t0 = time.perf_counter()
         run = grokscope.train(cfg, out, progress=False)
-        print(f"trained {cfg.name} into {run.dir}: {time.perf_counter() - t0:.1f} s, last epoch {int(run.metrics.index[-1])}", flush=True)
+        print(
+            f"trained {cfg.name} into {run.dir}: {time.perf_counter() - t0:.1f} s, last epoch "
+            f"{int(run.metrics.index[-1])}",
+            flush=True,
+        )
 
     task = run.task()
     p = task.p
@@ -104,30 +112,64 @@ def main(argv=None) -> int:
     t_epoch = _time_train_epochs(cfg, 20)
     t_meas, t_meas_fwd = _time_measures(final, task)
     print("\n== measurement overhead ==")
-    print(f"train epoch {t_epoch * 1e3:.1f} ms; progress_measures {t_meas * 1e3:.1f} ms with the loop's logits, {t_meas_fwd * 1e3:.1f} ms with its own forward")
+    print(
+        f"train epoch {t_epoch * 1e3:.1f} ms; progress_measures {t_meas * 1e3:.1f} ms with the loop's logits, "
+        f"{t_meas_fwd * 1e3:.1f} ms with its own forward"
+    )
     ratio = t_meas / (every * t_epoch)
-    print(f"overhead at measure_every={every}: {100 * ratio:.2f}% (with own forward: {100 * t_meas_fwd / (every * t_epoch):.2f}%)")
+    print(
+        f"overhead at measure_every={every}: {100 * ratio:.2f}% (with own forward: "
+        f"{100 * t_meas_fwd / (every * t_epoch):.2f}%)"
+    )
     e2e = None
     if args.e2e_epochs and not args.reuse:
         times = {}
         for me in (every, 0):
-            c = apply_overrides(cfg, {"train.epochs": args.e2e_epochs, "train.measure_every": me, "train.stop_after_grok": None, "name": f"e2e{me}"})
+            c = apply_overrides(
+                cfg,
+                {
+                    "train.epochs": args.e2e_epochs,
+                    "train.measure_every": me,
+                    "train.stop_after_grok": None,
+                    "name": f"e2e{me}",
+                },
+            )
             d = Path(tempfile.mkdtemp(prefix="gs-e2e-")) / "run"
             t0 = time.perf_counter()
             grokscope.train(c, d, progress=False)
             times[me] = time.perf_counter() - t0
         e2e = times[every] / times[0] - 1
-        print(f"end to end, {args.e2e_epochs} epochs: measures every {every}: {times[every]:.1f} s, off: {times[0]:.1f} s -> {100 * e2e:+.1f}% (noisy on a shared machine)")
+        print(
+            f"end to end, {args.e2e_epochs} epochs: measures every {every}: {times[every]:.1f} s, off: {times[0]:.1f} "
+            f"s -> {100 * e2e:+.1f}% (noisy on a shared machine)"
+        )
 
     # ---- second pass with fixed key frequencies --------------------------------------------------
     t0 = time.perf_counter()
     fixed = fixed_key_measures([(s, (lambda s=s: run.load_model(s))) for s in steps], task)
-    print(f"\n== second pass: key frequencies {fixed.attrs['key_frequencies']} ({fixed.attrs['key_freq_rule']}), {len(steps)} checkpoints, {time.perf_counter() - t0:.1f} s ==")
+    print(
+        f"\n== second pass: key frequencies {fixed.attrs['key_frequencies']} ({fixed.attrs['key_freq_rule']}), "
+        f"{len(steps)} checkpoints, {time.perf_counter() - t0:.1f} s =="
+    )
     metrics = run.metrics.join(fixed, how="outer")
     phases = detect_phases(metrics)
     print(render_phases(phases.to_dict()))
 
-    cols = [c for c in ("train_loss", "test_loss", "test_acc", "excluded_loss_fixed", "restricted_loss_fixed", "gini_W_E", "gini_W_L", "sum_sq_weights", "n_key_freqs") if c in metrics]
+    cols = [
+        c
+        for c in (
+            "train_loss",
+            "test_loss",
+            "test_acc",
+            "excluded_loss_fixed",
+            "restricted_loss_fixed",
+            "gini_W_E",
+            "gini_W_L",
+            "sum_sq_weights",
+            "n_key_freqs",
+        )
+        if c in metrics
+    ]
     m = metrics[cols].dropna(subset=["excluded_loss_fixed"]) if "excluded_loss_fixed" in metrics else metrics[cols]
     stride = max(1, len(m) // 25)
     print(f"\n== curves (every {stride}-th measured step) ==")
@@ -148,11 +190,21 @@ def main(argv=None) -> int:
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
 
     print("\n== acceptance (issue 3) ==")
-    check("3..7 key frequencies", 3 <= len(a.key_frequencies) <= 7, f"{a.key_frequencies} by {a.key_freq_rule}; all rules {a.key_frequencies_by_rule}")
-    check("restricted loss < test loss at the end", a.losses["restricted_loss"] < a.losses["test_loss"], f"{a.losses['restricted_loss']:.3e} vs {a.losses['test_loss']:.3e}")
+    check(
+        "3..7 key frequencies",
+        3 <= len(a.key_frequencies) <= 7,
+        f"{a.key_frequencies} by {a.key_freq_rule}; all rules {a.key_frequencies_by_rule}",
+    )
+    check(
+        "restricted loss < test loss at the end",
+        a.losses["restricted_loss"] < a.losses["test_loss"],
+        f"{a.losses['restricted_loss']:.3e} vs {a.losses['test_loss']:.3e}",
+    )
+
     def at(col, step):
         s = metrics[col].dropna()
         return float(s[s.index <= step].iloc[-1]) if step is not None and len(s[s.index <= step]) else float("nan")
+
     me, ge = phases.memorisation_end, phases.grok_epoch
     ex0, ex1 = at("excluded_loss_fixed", me), at("excluded_loss_fixed", ge)
     check("excluded loss rises from memorisation end to grok", ex1 > ex0, f"{ex0:.3g} at {me} -> {ex1:.3g} at {ge}")
@@ -160,25 +212,43 @@ def main(argv=None) -> int:
         if g not in metrics:
             check(f"{g} rises around grok", False, "not measured")
             continue
-        g0, gc, g1, gend = at(g, me), at(g, phases.circuit_formation_end), at(g, phases.cleanup_end or ge), float(metrics[g].dropna().iloc[-1])
-        check(f"{g} rises sharply around grok (half its total rise between circuit-formation end and cleanup end)",
-              gend - g0 >= 0.2 and (g1 - gc) >= 0.5 * (gend - g0),
-              f"{g0:.3f} (mem end) / {gc:.3f} (circ end) / {g1:.3f} (cleanup end) / {gend:.3f} (final)")
+        g0, gc, g1, gend = (
+            at(g, me),
+            at(g, phases.circuit_formation_end),
+            at(g, phases.cleanup_end or ge),
+            float(metrics[g].dropna().iloc[-1]),
+        )
+        check(
+            f"{g} rises sharply around grok (half its total rise between circuit-formation end and cleanup end)",
+            gend - g0 >= 0.2 and (g1 - gc) >= 0.5 * (gend - g0),
+            f"{g0:.3f} (mem end) / {gc:.3f} (circ end) / {g1:.3f} (cleanup end) / {gend:.3f} (final)",
+        )
         # The rate view: the rise per 1k epochs from circuit-formation end to cleanup end (around the grok
         # epoch) against the rate over circuit formation. Both are printed; the first is stricter when Gini
         # keeps rising after the test-loss-based cleanup end.
         ce, cu = phases.circuit_formation_end, phases.cleanup_end or ge
         slow = (gc - g0) / max(1, ce - me) * 1000 if ce and me is not None else float("nan")
         fast = (g1 - gc) / max(1, cu - ce) * 1000 if ce and cu else float("nan")
-        check(f"{g} rises >= 3x faster around grok than during circuit formation", fast >= 3 * slow,
-              f"{fast:.3f} vs {slow:.3f} per 1k epochs ({fast / slow if slow > 0 else float('inf'):.1f}x)")
+        check(
+            f"{g} rises >= 3x faster around grok than during circuit formation",
+            fast >= 3 * slow,
+            f"{fast:.3f} vs {slow:.3f} per 1k epochs ({fast / slow if slow > 0 else float('inf'):.1f}x)",
+        )
     rk, ro, rr = rows["remove all key freqs"].loss, rows["original"].loss, rows["keep only key freqs (restricted)"].loss
     check("removing key freqs: loss > ln p", rk > math.log(p), f"{rk:.3g} vs ln p = {math.log(p):.3f}")
     check("removing all other freqs: loss <= 1.1 x original", rr <= 1.1 * ro, f"{rr:.3e} vs {ro:.3e}")
     frac = a.neurons.n_explained / a.neurons.n_neurons
-    check(">= 75% neurons explained (>= 85% FVE)", frac >= 0.75, f"{a.neurons.n_explained}/{a.neurons.n_neurons} = {100 * frac:.1f}%")
+    check(
+        ">= 75% neurons explained (>= 85% FVE)",
+        frac >= 0.75,
+        f"{a.neurons.n_explained}/{a.neurons.n_neurons} = {100 * frac:.1f}%",
+    )
     check("logit FVE >= 90%", a.logit_fit.fve >= 0.9, f"{100 * a.logit_fit.fve:.2f}%")
-    check("measuring every 100 epochs adds <= 10%", ratio <= 0.10, f"{100 * ratio:.2f}% per-call estimate" + (f"; end to end {100 * e2e:+.1f}%" if e2e is not None else ""))
+    check(
+        "measuring every 100 epochs adds <= 10%",
+        ratio <= 0.10,
+        f"{100 * ratio:.2f}% per-call estimate" + (f"; end to end {100 * e2e:+.1f}%" if e2e is not None else ""),
+    )
     print(f"\n{sum(checks)}/{len(checks)} checks passed")
     return 0 if all(checks) else 1
 

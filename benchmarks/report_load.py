@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
             write_report(args.target)
     with tempfile.TemporaryDirectory() as tmp:
         ref = Path(tmp) / "plotly-only.html"
-        ref.write_text("<!DOCTYPE html><html><body><p>plotly.js only</p><script>" + plotly_js().replace("</script", "<\\/script") + "</script></body></html>")
+        ref.write_text(
+            "<!DOCTYPE html><html><body><p>plotly.js only</p><script>"
+            + plotly_js().replace("</script", "<\\/script")
+            + "</script></body></html>"
+        )
         times: dict[str, list[tuple[float, float]]] = {"ref": [], "report": []}
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox", "--disable-gpu"])
@@ -74,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     size = report.stat().st_size / 1e6
     print(f"report: {report} ({size:.1f} MB), {args.repeats} rounds, medians")
     print(f"(ref) plotly.js only       load {ref_load:5.2f} s")
-    print(f"(report) opened             load {load:5.2f} s  = {load / ref_load:.2f}x ref  (header + first figures drawn)")
+    print(
+        f"(report) opened             load {load:5.2f} s  = {load / ref_load:.2f}x ref  (header + first figures drawn)"
+    )
     print(f"(report) every figure drawn      {drawn:5.2f} s  = {drawn / ref_load:.2f}x ref")
     print(f"all rounds (load, drawn): {[(round(a, 2), round(b, 2)) for a, b in times['report']]}")
     return 0

@@ -32,9 +32,13 @@ from grokscope.presets import get_preset
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=None, help="run directory to create (default runs/run-vs-reference-<time>)")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="run directory to create (default runs/run-vs-reference-<time>)"
+    )
     ap.add_argument("--peer-epochs", type=int, default=5, help="epochs each peer loop is timed per phase (default 5)")
-    ap.add_argument("--epochs", type=int, default=None, help="train exactly this many epochs (default: to 1.5x the grok epoch)")
+    ap.add_argument(
+        "--epochs", type=int, default=None, help="train exactly this many epochs (default: to 1.5x the grok epoch)"
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
     if args.peer_epochs < 1:
@@ -45,8 +49,14 @@ def main() -> int:
     if out_dir.exists():
         ap.error(f"--out {out_dir}: already exists")
     tl = transformer_lens_version() is not None
-    res = whole_run_phases(get_preset("nanda-mainline"), out_dir, epochs=args.epochs, peer_epochs=args.peer_epochs, tl=tl,
-                           log=lambda s: print(s, file=sys.stderr, flush=True))
+    res = whole_run_phases(
+        get_preset("nanda-mainline"),
+        out_dir,
+        epochs=args.epochs,
+        peer_epochs=args.peer_epochs,
+        tl=tl,
+        log=lambda s: print(s, file=sys.stderr, flush=True),
+    )
     print(f"run: {out_dir} ({torch.get_num_threads()} threads, torch {torch.__version__})")
     render_whole_run(res)
 
@@ -59,11 +69,17 @@ def main() -> int:
     print(f"slowest phase / first phase: {slowest:.2f} ({'PASS' if slowest >= 0.9 else 'FAIL'}, target >= 0.9)")
     limit = {None: 300, 40000: 900}.get(args.epochs)  # to 1.5x the grok epoch: 5 minutes; the paper's 40k epochs: 15
     verdict = "" if limit is None else f"{'PASS' if total <= limit else 'FAIL'}, target <= {limit} s; "
-    print(f"grokscope run, training + analysis + report: {total:.0f} s ({verdict}the interpreter's start-up and imports not included)")
+    print(
+        f"grokscope run, training + analysis + report: {total:.0f} s ({verdict}the interpreter's start-up and imports "
+        "not included)"
+    )
     if tl:
         tl_s = sum((r["end"] - r["start"]) / r["transformer_lens_eps"] for r in rows)
-        print(f"TransformerLens demo loop over the same {epochs} epochs, phase by phase: {tl_s:.0f} s = {tl_s / train_s:.1f}x the run's "
-              f"training ({'PASS' if tl_s / train_s >= 15 else 'FAIL'}, target >= 15x)")
+        print(
+            f"TransformerLens demo loop over the same {epochs} epochs, phase by phase: {tl_s:.0f} s = "
+            f"{tl_s / train_s:.1f}x the run's "
+            f"training ({'PASS' if tl_s / train_s >= 15 else 'FAIL'}, target >= 15x)"
+        )
     ref_s = sum((r["end"] - r["start"]) / r["reference_eps"] for r in rows)
     print(f"reference loop over the same epochs: {ref_s:.0f} s = {ref_s / train_s:.1f}x the run's training")
     return 0

@@ -15,5 +15,7 @@ from grokscope.cli import main
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="benchmarks/speed.py")
     register(parser.add_subparsers(dest="command"))
-    parser.parse_args(["bench", *sys.argv[1:]])  # validate (and --help) here; run through the CLI for its error handling
+    parser.parse_args(
+        ["bench", *sys.argv[1:]]
+    )  # validate (and --help) here; run through the CLI for its error handling
     sys.exit(main(["bench", *sys.argv[1:]]))

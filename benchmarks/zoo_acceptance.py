@@ -80,7 +80,10 @@ def item_fixed_circle(out: Path, max_epochs: int | None) -> tuple[str, bool]:
     run, secs = _train("pair-fixed-circle", {"train.stop_after_grok": 1.5}, out, max_epochs)
     _, te, final, last = _curve(run)
     best = float(run.metrics["test_acc"].max())
-    return f"test>=99% at {te}, best test acc {best:.4f}, final {final:.4f} at epoch {last} ({secs:.0f} s)", best >= GROK
+    return (
+        f"test>=99% at {te}, best test acc {best:.4f}, final {final:.4f} at epoch {last} ({secs:.0f} s)",
+        best >= GROK,
+    )
 
 
 def item_mul97(out: Path, max_epochs: int | None) -> tuple[str, bool]:
@@ -111,7 +114,9 @@ def item_sub_vs_add(out: Path, max_epochs: int | None) -> tuple[str, bool]:
 def item_parity(out: Path, max_epochs: int | None) -> tuple[str, bool]:
     res = {}
     for wd in (0.1, 0.01):
-        run, secs = _train("pair-sparse-parity", {"optim.weight_decay": wd, "train.stop_after_grok": 1.0}, out, max_epochs)
+        run, secs = _train(
+            "pair-sparse-parity", {"optim.weight_decay": wd, "train.stop_after_grok": 1.0}, out, max_epochs
+        )
         tr, te, final, last = _curve(run)
         res[wd] = (tr, te, final, last, secs)
     (tr1, te1, _, _, s1), (tr2, te2, f2, l2, s2) = res[0.1], res[0.01]

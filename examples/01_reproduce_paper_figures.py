@@ -59,9 +59,15 @@ TINY_OVERRIDES = {
 if EXISTING:
     run = grokscope.load_run(EXISTING)
 else:
-    cfg = grokscope.apply_overrides(grokscope.get_preset("tiny"), TINY_OVERRIDES) if TINY else grokscope.get_preset("quick")
+    cfg = (
+        grokscope.apply_overrides(grokscope.get_preset("tiny"), TINY_OVERRIDES)
+        if TINY
+        else grokscope.get_preset("quick")
+    )
     run_dir = OUT / "runs" / f"{cfg.name}-wd{cfg.optim.weight_decay}"  # the run 03 compares, so it is trained once
-    run = grokscope.resume(run_dir, progress=False) if run_dir.exists() else grokscope.train(cfg, run_dir, progress=False)
+    run = (
+        grokscope.resume(run_dir, progress=False) if run_dir.exists() else grokscope.train(cfg, run_dir, progress=False)
+    )
 print(run)
 m = run.metrics
 print(m[["train_loss", "test_loss", "train_acc", "test_acc"]].iloc[[0, len(m) // 2, -1]])
@@ -119,6 +125,12 @@ figures["curves"]  # in a notebook, this shows the figure
 # %%
 html_path = OUT / "paper_figures.html"
 html_path.parent.mkdir(parents=True, exist_ok=True)
-parts = [f"<h2>{name}</h2>" + fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, (name, fig) in enumerate(figures.items())]
-html_path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{run.config.name}</title></head><body>{''.join(parts)}</body></html>")
+parts = [
+    f"<h2>{name}</h2>" + fig.to_html(full_html=False, include_plotlyjs=(i == 0))
+    for i, (name, fig) in enumerate(figures.items())
+]
+html_path.write_text(
+    "<!doctype html><html><head><meta "
+    f"charset='utf-8'><title>{run.config.name}</title></head><body>{''.join(parts)}</body></html>"
+)
 print(f"wrote {html_path} ({len(figures)} figures)")

@@ -53,14 +53,27 @@ torch.set_num_threads(1)
 TINY = os.environ.get("GROKSCOPE_EXAMPLE_TINY") == "1" or "--tiny" in sys.argv
 OUT = Path(os.environ.get("GROKSCOPE_EXAMPLE_OUT", "example-output"))
 EXISTING = os.environ.get("GROKSCOPE_EXAMPLE_RUN")
-TINY_OVERRIDES = {"task.p": 23, "task.train_fraction": 0.6, "train.epochs": 400, "train.log_every": 10, "train.measure_every": 50, "train.checkpoint_every": 50}
+TINY_OVERRIDES = {
+    "task.p": 23,
+    "task.train_fraction": 0.6,
+    "train.epochs": 400,
+    "train.log_every": 10,
+    "train.measure_every": 50,
+    "train.checkpoint_every": 50,
+}
 
 if EXISTING:
     run = grokscope.load_run(EXISTING)
 else:
-    cfg = grokscope.apply_overrides(grokscope.get_preset("tiny"), TINY_OVERRIDES) if TINY else grokscope.get_preset("quick")
+    cfg = (
+        grokscope.apply_overrides(grokscope.get_preset("tiny"), TINY_OVERRIDES)
+        if TINY
+        else grokscope.get_preset("quick")
+    )
     run_dir = OUT / "runs" / f"{cfg.name}-wd{cfg.optim.weight_decay}"  # the same run as 01 and 03
-    run = grokscope.resume(run_dir, progress=False) if run_dir.exists() else grokscope.train(cfg, run_dir, progress=False)
+    run = (
+        grokscope.resume(run_dir, progress=False) if run_dir.exists() else grokscope.train(cfg, run_dir, progress=False)
+    )
 task = run.task()
 p = task.p
 model = run.load_model()  # the last checkpoint, eval mode
@@ -94,7 +107,10 @@ comp = component_norms(W_E, dim=0)  # [p]: one norm per basis row
 freq_norms_E = frequency_norms(W_E, dim=0)  # [(p-1)/2]: sqrt(cos_k^2 + sin_k^2), constant excluded
 top = torch.argsort(comp, descending=True)[:6]
 print("largest components of F @ W_E:", [(names[i], round(float(comp[i]), 3)) for i in top])
-print(f"Gini of W_E's frequency norms: {gini(freq_norms_E):.3f} (0 = spread evenly, {(len(freq_norms_E) - 1) / len(freq_norms_E):.3f} = one frequency)")
+print(
+    f"Gini of W_E's frequency norms: {gini(freq_norms_E):.3f} (0 = spread evenly, "
+    f"{(len(freq_norms_E) - 1) / len(freq_norms_E):.3f} = one frequency)"
+)
 
 # %% [markdown]
 # ## 3. Key frequencies
@@ -109,7 +125,9 @@ norms_L = frequency_norms(W_L, dim=1)  # [(p-1)/2]
 order = torch.argsort(norms_L, descending=True)
 print("W_L per-frequency norms, largest first:", [(int(i) + 1, round(float(norms_L[i]), 2)) for i in order[:6]])
 ratios = norms_L[order[:-1]] / norms_L[order[1:]]
-print("largest ratio between neighbours:", round(float(ratios.max()), 2), "after", int(ratios.argmax()) + 1, "frequencies")
+print(
+    "largest ratio between neighbours:", round(float(ratios.max()), 2), "after", int(ratios.argmax()) + 1, "frequencies"
+)
 keys = key_frequencies_from_norms(norms_L)
 print("key frequencies (W_L_dft):", keys)
 for rule in KEY_FREQ_RULES:
@@ -155,7 +173,10 @@ restricted = F.cross_entropy(X @ beta, labels).item()
 excluded = F.cross_entropy((table - key_part)[train_rows], labels[train_rows]).item()
 train_loss = F.cross_entropy(table[train_rows], labels[train_rows]).item()
 print(f"restricted loss: by hand {restricted:.4g}, progress_measures {measures['restricted_loss']:.4g}")
-print(f"excluded loss:   by hand {excluded:.4g}, progress_measures {measures['excluded_loss']:.4g}  (train loss {train_loss:.4g}, chance ln p = {torch.log(torch.tensor(float(p))):.3g})")
+print(
+    f"excluded loss:   by hand {excluded:.4g}, progress_measures {measures['excluded_loss']:.4g}  (train loss "
+    f"{train_loss:.4g}, chance ln p = {torch.log(torch.tensor(float(p))):.3g})"
+)
 for k in keys:
     print(f"  excluded loss with only k={k} removed: {measures[f'excluded_loss_k{k}']:.4g}")
 assert abs(restricted - measures["restricted_loss"]) <= 1e-6 * max(1.0, restricted)

@@ -33,7 +33,14 @@ from grokscope.measures import detect_phases
 torch.set_num_threads(1)
 TINY = os.environ.get("GROKSCOPE_EXAMPLE_TINY") == "1" or "--tiny" in sys.argv
 OUT = Path(os.environ.get("GROKSCOPE_EXAMPLE_OUT", "example-output"))
-TINY_OVERRIDES = {"task.p": 23, "task.train_fraction": 0.6, "train.epochs": 400, "train.log_every": 10, "train.measure_every": 50, "train.checkpoint_every": 50}
+TINY_OVERRIDES = {
+    "task.p": 23,
+    "task.train_fraction": 0.6,
+    "train.epochs": 400,
+    "train.log_every": 10,
+    "train.measure_every": 50,
+    "train.checkpoint_every": 50,
+}
 WEIGHT_DECAYS = (1.0, 0.1)
 
 # %% [markdown]
@@ -42,12 +49,16 @@ WEIGHT_DECAYS = (1.0, 0.1)
 # `apply_overrides` takes the same `key=value` pairs as `--set` on the command line.
 
 # %%
-base = grokscope.apply_overrides(grokscope.get_preset("tiny"), TINY_OVERRIDES) if TINY else grokscope.get_preset("quick")
+base = (
+    grokscope.apply_overrides(grokscope.get_preset("tiny"), TINY_OVERRIDES) if TINY else grokscope.get_preset("quick")
+)
 runs = {}
 for wd in WEIGHT_DECAYS:
     cfg = grokscope.apply_overrides(base, {"optim.weight_decay": wd})
     run_dir = OUT / "runs" / f"{base.name}-wd{wd}"
-    runs[wd] = grokscope.resume(run_dir, progress=False) if run_dir.exists() else grokscope.train(cfg, run_dir, progress=False)
+    runs[wd] = (
+        grokscope.resume(run_dir, progress=False) if run_dir.exists() else grokscope.train(cfg, run_dir, progress=False)
+    )
     print(runs[wd])
 
 # %% [markdown]
@@ -88,9 +99,16 @@ table.to_csv(OUT / "compare_two_runs.csv")
 # `compare_curves(runs, metric)` draws one metric of several runs on one axis (log scale for losses).
 
 # %%
-figures = {metric: gf.compare_curves(list(runs.values()), metric) for metric in ("test_loss", "test_acc", "train_loss", "gini_W_E", "sum_sq_weights")}
+figures = {
+    metric: gf.compare_curves(list(runs.values()), metric)
+    for metric in ("test_loss", "test_acc", "train_loss", "gini_W_E", "sum_sq_weights")
+}
 html_path = OUT / "compare_two_runs.html"
 parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures.values())]
-html_path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>weight decay 1.0 vs 0.1</title></head><body>" + "".join(parts) + "</body></html>")
+html_path.write_text(
+    "<!doctype html><html><head><meta charset='utf-8'><title>weight decay 1.0 vs 0.1</title></head><body>"
+    + "".join(parts)
+    + "</body></html>"
+)
 print(f"wrote {html_path} and {OUT / 'compare_two_runs.csv'}")
 figures["test_loss"]
