@@ -8,27 +8,19 @@ and are changed only by building new ones (:func:`apply_overrides`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import types
-import typing
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
+from grokscope.config_fields import ConfigError, fail, field_paths, flat_dict, from_jsonable, jsonable, parse_override
 
-class ConfigError(ValueError):
-    """A user-facing configuration error; the message names the field and the fix."""
-
+__all__ = [
+    "ConfigError", "ExperimentConfig", "ModelConfig", "OptimConfig", "TaskConfig", "TrainConfig", "apply_overrides",
+    "field_paths", "flat_dict", "parse_override",
+]
 
 MAX_SEED = 2**32 - 1  # seeds feed torch generators (with offsets) that hold signed 64-bit integers
-
-
-def _fail(path: str, msg: str) -> typing.NoReturn:
-    if len(msg) > 300:  # a huge value (a pasted file, say) stays one readable line
-        msg = msg[:300] + "..."
-    raise ConfigError(f"{path}: {msg}")
 
 
 # --------------------------------------------------------------------------- components
@@ -48,9 +40,10 @@ class TaskConfig:
     ``n_train``: the number of training examples (overrides ``train_fraction``); ``None`` uses the fraction.
     ``pairs``: ``"all"`` p*p pairs, or ``"unordered"``: only a <= b (PAIR's symmetric-task datasets; modular only).
 
-    Nanda et al. (2023) Appendix D.3 (:mod:`grokscope.tasks.sequence`; answers at several positions, arch='transformer'):
-    ``kind="digit_addition"``: ``n_digits``-digit a + b, every digit of the sum predicted.
-    ``kind="repeated_subsequence"``: ``seq_len`` tokens out of ``n_tokens``, a block of ``repeat_len`` repeated; predict the copy.
+    Nanda et al. (2023) Appendix D.3 (:mod:`grokscope.tasks.sequence`; answers at several positions,
+    arch='transformer'): ``kind="digit_addition"``: ``n_digits``-digit a + b, every digit of the sum predicted.
+    ``kind="repeated_subsequence"``: ``seq_len`` tokens out of ``n_tokens``, a block of ``repeat_len`` repeated;
+    predict the copy.
     ``kind="skip_trigram"``: ``seq_len - 1`` tokens below ``n_tokens / 2`` but one, then ``=``; predict the big one.
     For these ``n_examples`` distinct sequences are drawn with ``split_seed``; ``fresh_data``: train on a new batch
     (``train.batch_size``, default the train split's size) every epoch instead of the fixed training rows.
@@ -74,29 +67,30 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
-            _fail("task.kind", f"unknown task kind {self.kind!r}; known: {', '.join(repr(k) for k in TASK_KINDS)}")
+            fail("task.kind", f"unknown task kind {self.kind!r}; known: {', '.join(repr(k) for k in TASK_KINDS)}")
         if not (3 <= self.p <= 2000):
-            _fail("task.p", f"must be an integer in 3..2000, got {self.p}")
+            fail("task.p", f"must be an integer in 3..2000, got {self.p}")
         if not (0.0 < self.train_fraction <= 1.0):
-            _fail("task.train_fraction", f"must be in (0, 1], got {self.train_fraction}")
+            fail("task.train_fraction", f"must be in (0, 1], got {self.train_fraction}")
         _check_seed("task.split_seed", self.split_seed)
         if self.n_train is not None and self.n_train < 1:
-            _fail("task.n_train", f"must be >= 1 or null (use train_fraction), got {self.n_train}")
+            fail("task.n_train", f"must be >= 1 or null (use train_fraction), got {self.n_train}")
         if not (1 <= self.n_bits <= 62):
-            _fail("task.n_bits", f"must be an integer in 1..62, got {self.n_bits}")
+            fail("task.n_bits", f"must be an integer in 1..62, got {self.n_bits}")
         if not (1 <= self.parity_k <= self.n_bits):
-            _fail("task.parity_k", f"must be in 1..n_bits ({self.n_bits}), got {self.parity_k}")
-        if self.kind not in SEQUENCE_KINDS and (not (2 <= self.n_examples <= 1_000_000) or self.n_examples > 2**self.n_bits):
-            _fail("task.n_examples", f"must be in 2..min(1000000, 2**n_bits = {2**self.n_bits}), got {self.n_examples}")
+            fail("task.parity_k", f"must be in 1..n_bits ({self.n_bits}), got {self.parity_k}")
+        n_examples, space = self.n_examples, 2**self.n_bits
+        if self.kind not in SEQUENCE_KINDS and (not (2 <= n_examples <= 1_000_000) or n_examples > space):
+            fail("task.n_examples", f"must be in 2..min(1000000, 2**n_bits = {space}), got {n_examples}")
         if self.fresh_data and self.kind not in SEQUENCE_KINDS:
-            _fail("task.fresh_data", f"applies to task.kind {', '.join(repr(k) for k in SEQUENCE_KINDS)} only")
+            fail("task.fresh_data", f"applies to task.kind {', '.join(repr(k) for k in SEQUENCE_KINDS)} only")
         if self.pairs not in ("all", "unordered"):
-            _fail("task.pairs", f"must be 'all' or 'unordered' (a <= b), got {self.pairs!r}")
+            fail("task.pairs", f"must be 'all' or 'unordered' (a <= b), got {self.pairs!r}")
         if self.pairs == "unordered" and self.kind != "modular":
-            _fail("task.pairs", "'unordered' applies to task.kind='modular' only")
+            fail("task.pairs", "'unordered' applies to task.kind='modular' only")
         if self.kind == "s5":
             if self.formula not in S5_FORMULAS:
-                _fail("task.formula", f"for task.kind='s5' use one of {', '.join(S5_FORMULAS)}, got {self.formula!r}")
+                fail("task.formula", f"for task.kind='s5' use one of {', '.join(S5_FORMULAS)}, got {self.formula!r}")
             return
         if self.kind == "sparse_parity":
             return
@@ -104,45 +98,48 @@ class TaskConfig:
             self._check_sequence()
             return
         # Parsing validates the formula (and prime p for division) with a clear message.
-        from grokscope.formula import FormulaError, parse_formula
+        from grokscope.formula import FormulaError, is_prime, parse_formula
 
         formulas = [f.strip() for f in self.formula.split(";")] if self.kind == "multi" else [self.formula]
         if self.kind == "multi" and (len(formulas) < 2 or len(formulas) > 16 or len(set(formulas)) != len(formulas)):
-            _fail("task.formula", f"for task.kind='multi' give 2..16 distinct formulas separated by ';', got {self.formula!r}")
+            fail("task.formula",
+                 f"for task.kind='multi' give 2..16 distinct formulas separated by ';', got {self.formula!r}")
         for text in formulas:
             try:
                 expr = parse_formula(text)
             except FormulaError as e:
-                _fail("task.formula", str(e))
-            if expr.uses_division and not _is_prime(self.p):
-                _fail("task.p", f"the formula {text!r} divides, which needs a prime p; {self.p} is not prime")
+                fail("task.formula", str(e))
+            if expr.uses_division and not is_prime(self.p):
+                fail("task.p", f"the formula {text!r} divides, which needs a prime p; {self.p} is not prime")
 
     def _check_sequence(self) -> None:
         """The fields of the Appendix D.3 tasks; ``n_examples`` must not exceed the number of distinct sequences."""
         if self.kind == "digit_addition":
             if not (1 <= self.n_digits <= 9):
-                _fail("task.n_digits", f"must be an integer in 1..9, got {self.n_digits}")
+                fail("task.n_digits", f"must be an integer in 1..9, got {self.n_digits}")
             space = 10 ** (2 * self.n_digits)
         else:
             if not (2 <= self.seq_len <= 512):
-                _fail("task.seq_len", f"must be an integer in 2..512, got {self.seq_len}")
+                fail("task.seq_len", f"must be an integer in 2..512, got {self.seq_len}")
             if not (2 <= self.n_tokens <= 10_000):
-                _fail("task.n_tokens", f"must be an integer in 2..10000, got {self.n_tokens}")
+                fail("task.n_tokens", f"must be an integer in 2..10000, got {self.n_tokens}")
         if self.kind == "repeated_subsequence":
             T, R = self.seq_len, self.repeat_len
             if not (2 <= R <= T // 2):
-                _fail("task.repeat_len", f"must be in 2..seq_len // 2 = {T // 2} (two copies fit), got {R}")
+                fail("task.repeat_len", f"must be in 2..seq_len // 2 = {T // 2} (two copies fit), got {R}")
             if self.n_tokens < T - R:
-                _fail("task.n_tokens", f"must be >= seq_len - repeat_len = {T - R} (the other tokens are distinct), got {self.n_tokens}")
+                fail("task.n_tokens",
+                     f"must be >= seq_len - repeat_len = {T - R} (the other tokens are distinct), got {self.n_tokens}")
             space = (T - 2 * R + 1) * (T - 2 * R + 2) // 2 * math.perm(self.n_tokens, T - R)
         if self.kind == "skip_trigram":
             if self.n_tokens % 2:
-                _fail("task.n_tokens", f"must be even (tokens below n_tokens / 2 are filler, the others answers), got {self.n_tokens}")
+                fail("task.n_tokens",
+                     f"must be even (tokens below n_tokens / 2 are filler, the others answers), got {self.n_tokens}")
             half = self.n_tokens // 2
             space = (self.seq_len - 1) * half ** (self.seq_len - 1)
         if not (2 <= self.n_examples <= min(1_000_000, space)):
             why = "" if space > 1_000_000 else " (the number of distinct sequences of this task)"
-            _fail("task.n_examples", f"must be in 2..{min(1_000_000, space)}{why}, got {self.n_examples}")
+            fail("task.n_examples", f"must be in 2..{min(1_000_000, space)}{why}, got {self.n_examples}")
 
 
 SEQUENCE_KINDS = ("digit_addition", "repeated_subsequence", "skip_trigram")
@@ -177,30 +174,30 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
-            _fail("model.arch", f"unknown architecture {self.arch!r}; known: {', '.join(repr(a) for a in ARCHS)}")
+            fail("model.arch", f"unknown architecture {self.arch!r}; known: {', '.join(repr(a) for a in ARCHS)}")
         for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp"):
             value = getattr(self, name)
             if not (1 <= value <= 65536):
-                _fail(f"model.{name}", f"must be an integer in 1..65536, got {value}")
+                fail(f"model.{name}", f"must be an integer in 1..65536, got {value}")
         if self.n_layers > 64:
-            _fail("model.n_layers", f"must be <= 64, got {self.n_layers}")
+            fail("model.n_layers", f"must be <= 64, got {self.n_layers}")
         if self.act_fn not in ACT_FNS:
-            _fail("model.act_fn", f"unknown activation {self.act_fn!r}; known: {', '.join(ACT_FNS)}")
+            fail("model.act_fn", f"unknown activation {self.act_fn!r}; known: {', '.join(ACT_FNS)}")
         if self.tie_unembed and self.arch != "mlp":
-            _fail("model.tie_unembed", "tied embeddings are only offered for arch='mlp'")
+            fail("model.tie_unembed", "tied embeddings are only offered for arch='mlp'")
         _check_seed("model.init_seed", self.init_seed)
         if self.attn_only and self.arch != "transformer":
-            _fail("model.attn_only", "an attention-only model needs arch='transformer'")
+            fail("model.attn_only", "an attention-only model needs arch='transformer'")
         if not (0.0 <= self.dropout < 1.0):
-            _fail("model.dropout", f"must be in [0, 1), got {self.dropout}")
+            fail("model.dropout", f"must be in [0, 1), got {self.dropout}")
         if self.dropout > 0 and self.attn_only:
-            _fail("model.dropout", "dropout acts on the MLP hidden layer, which an attention-only model does not have")
+            fail("model.dropout", "dropout acts on the MLP hidden layer, which an attention-only model does not have")
         if not (self.init_scale > 0 and math.isfinite(self.init_scale)):
-            _fail("model.init_scale", f"must be a finite number > 0, got {self.init_scale}")
+            fail("model.init_scale", f"must be a finite number > 0, got {self.init_scale}")
         if self.fixed_embedding not in ("none", "circle"):
-            _fail("model.fixed_embedding", f"must be 'none' or 'circle', got {self.fixed_embedding!r}")
+            fail("model.fixed_embedding", f"must be 'none' or 'circle', got {self.fixed_embedding!r}")
         if self.fixed_embedding == "circle" and (self.arch != "mlp" or self.d_model != 2):
-            _fail("model.fixed_embedding", "'circle' needs arch='mlp' and d_model=2 (one cos and one sin dimension)")
+            fail("model.fixed_embedding", "'circle' needs arch='mlp' and d_model=2 (one cos and one sin dimension)")
 
 
 ARCHS = ("transformer", "mlp", "vector_mlp")
@@ -236,25 +233,25 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            _fail("optim.lr", f"must be a finite number > 0, got {self.lr}")
+            fail("optim.lr", f"must be a finite number > 0, got {self.lr}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            _fail("optim.weight_decay", f"must be a finite number >= 0, got {self.weight_decay}")
+            fail("optim.weight_decay", f"must be a finite number >= 0, got {self.weight_decay}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            _fail("optim.betas", f"must be two numbers in [0, 1), got {list(self.betas)}")
+            fail("optim.betas", f"must be two numbers in [0, 1), got {list(self.betas)}")
         if not (self.eps > 0):
-            _fail("optim.eps", f"must be > 0, got {self.eps}")
+            fail("optim.eps", f"must be > 0, got {self.eps}")
         if self.warmup_steps < 0:
-            _fail("optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+            fail("optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         if self.decay not in ("l2", "l1"):
-            _fail("optim.decay", f"must be 'l2' (decoupled AdamW decay) or 'l1' (decoupled L1), got {self.decay!r}")
+            fail("optim.decay", f"must be 'l2' (decoupled AdamW decay) or 'l1' (decoupled L1), got {self.decay!r}")
         if self.grad_filter not in ("none", "ema", "ma"):
-            _fail("optim.grad_filter", f"must be 'none', 'ema' or 'ma' (Grokfast), got {self.grad_filter!r}")
+            fail("optim.grad_filter", f"must be 'none', 'ema' or 'ma' (Grokfast), got {self.grad_filter!r}")
         if not (0.0 <= self.filter_alpha < 1.0):
-            _fail("optim.filter_alpha", f"must be in [0, 1), got {self.filter_alpha}")
+            fail("optim.filter_alpha", f"must be in [0, 1), got {self.filter_alpha}")
         if not (self.filter_lambda >= 0 and math.isfinite(self.filter_lambda)):
-            _fail("optim.filter_lambda", f"must be a finite number >= 0, got {self.filter_lambda}")
+            fail("optim.filter_lambda", f"must be a finite number >= 0, got {self.filter_lambda}")
         if not (1 <= self.filter_window <= 10_000):
-            _fail("optim.filter_window", f"must be an integer in 1..10000, got {self.filter_window}")
+            fail("optim.filter_window", f"must be an integer in 1..10000, got {self.filter_window}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -285,21 +282,21 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not (1 <= self.epochs <= 10_000_000):
-            _fail("train.epochs", f"must be an integer in 1..10000000, got {self.epochs}")
+            fail("train.epochs", f"must be an integer in 1..10000000, got {self.epochs}")
         if self.batch_size is not None and self.batch_size < 1:
-            _fail("train.batch_size", f"must be >= 1 or null (full batch), got {self.batch_size}")
+            fail("train.batch_size", f"must be >= 1 or null (full batch), got {self.batch_size}")
         if self.loss_dtype not in ("float32", "float64"):
-            _fail("train.loss_dtype", f"must be 'float32' or 'float64', got {self.loss_dtype!r}")
+            fail("train.loss_dtype", f"must be 'float32' or 'float64', got {self.loss_dtype!r}")
         for name in ("log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
-                _fail(f"train.{name}", f"must be >= 1, got {getattr(self, name)}")
+                fail(f"train.{name}", f"must be >= 1, got {getattr(self, name)}")
         if self.measure_every < 0:
-            _fail("train.measure_every", f"must be >= 0 (0 turns progress measures off), got {self.measure_every}")
+            fail("train.measure_every", f"must be >= 0 (0 turns progress measures off), got {self.measure_every}")
         if self.stop_after_grok is not None and not (self.stop_after_grok >= 1.0):
-            _fail("train.stop_after_grok", f"must be a factor >= 1 or null, got {self.stop_after_grok}")
+            fail("train.stop_after_grok", f"must be a factor >= 1 or null, got {self.stop_after_grok}")
         _check_seed("train.data_seed", self.data_seed)
         if self.loss not in ("cross_entropy", "stablemax"):
-            _fail("train.loss", f"must be 'cross_entropy' or 'stablemax', got {self.loss!r}")
+            fail("train.loss", f"must be 'cross_entropy' or 'stablemax', got {self.loss!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -314,28 +311,29 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         if self.task.kind == "sparse_parity" and self.model.arch != "vector_mlp":
-            _fail("model.arch", "task.kind='sparse_parity' reads its bits as a vector: use arch='vector_mlp'")
+            fail("model.arch", "task.kind='sparse_parity' reads its bits as a vector: use arch='vector_mlp'")
         if self.model.arch == "vector_mlp" and self.task.kind != "sparse_parity":
-            _fail("model.arch", "arch='vector_mlp' is for task.kind='sparse_parity'")
+            fail("model.arch", "arch='vector_mlp' is for task.kind='sparse_parity'")
         if self.task.kind in SEQUENCE_KINDS and self.model.arch != "transformer":
-            _fail("model.arch", f"task.kind={self.task.kind!r} is scored at several positions: use arch='transformer'")
+            fail("model.arch", f"task.kind={self.task.kind!r} is scored at several positions: use arch='transformer'")
         if self.task.kind in SEQUENCE_KINDS and self.train.softmax_collapse:
-            _fail("train.softmax_collapse", f"is not available for task.kind={self.task.kind!r} (answers at several positions)")
+            fail("train.softmax_collapse",
+                 f"is not available for task.kind={self.task.kind!r} (answers at several positions)")
         if self.model.arch == "mlp" and self.task.kind == "multi":
-            _fail("model.arch", "arch='mlp' reads two operands only; a multi-task needs arch='transformer'")
+            fail("model.arch", "arch='mlp' reads two operands only; a multi-task needs arch='transformer'")
         if not self.name or len(self.name) > 200 or any(c in self.name for c in "/\\\0\n"):
-            _fail("name", f"must be 1..200 characters without '/', '\\\\', NUL or newline, got {self.name!r}")
+            fail("name", f"must be 1..200 characters without '/', '\\\\', NUL or newline, got {self.name!r}")
 
     # -- JSON round trip ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return _to_jsonable(self)
+        return jsonable(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
     @classmethod
     def from_dict(cls, data: Any) -> ExperimentConfig:
-        return _build(cls, data, "")
+        return from_jsonable(cls, data)
 
     @classmethod
     def from_json(cls, text: str) -> ExperimentConfig:
@@ -353,127 +351,8 @@ class ExperimentConfig:
 
 def _check_seed(path: str, seed: int) -> None:
     if not (0 <= seed <= MAX_SEED):
-        _fail(path, f"must be an integer in 0..{MAX_SEED}, got {seed}")
+        fail(path, f"must be an integer in 0..{MAX_SEED}, got {seed}")
 
-
-def _is_prime(n: int) -> bool:
-    if n < 2:
-        return False
-    return all(n % d for d in range(2, math.isqrt(n) + 1))
-
-
-def _to_jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, tuple):
-        return [_to_jsonable(v) for v in obj]
-    return obj
-
-
-def _coerce(tp: Any, value: Any, path: str) -> Any:
-    """Check ``value`` (parsed JSON) against the annotation ``tp``; return it in the field's type."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, path)
-            except ConfigError as e:
-                errors.append(str(e))
-        _fail(path, f"expected {_type_name(tp)}, got {value!r}")
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            _fail(path, f"expected a list of {len(args)} numbers, got {value!r}")
-        return tuple(_coerce(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path)
-    if tp is bool:
-        if not isinstance(value, bool):
-            _fail(path, f"expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            _fail(path, f"expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(path, f"expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            _fail(path, f"expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config annotation {tp!r} at {path}")  # a bug, not a user error
-
-
-def _type_name(tp: Any) -> str:
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    names = [getattr(a, "__name__", str(a)) for a in args]
-    return " or ".join(names) + " or null"
-
-
-def _build(cls: Any, data: Any, prefix: str) -> Any:
-    where = prefix or "config"
-    if not isinstance(data, dict):
-        _fail(where, f"expected an object, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            _fail(f"{prefix}.{key}" if prefix else key, f"unknown field; known: {', '.join(sorted(known))}")
-    kwargs = {k: _coerce(hints[k], v, f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def field_paths(config: ExperimentConfig) -> dict[str, Any]:
-    """All settable dotted paths of a config and their current values."""
-    out: dict[str, Any] = {}
-
-    def walk(obj: Any, prefix: str) -> None:
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            path = f"{prefix}{f.name}"
-            if dataclasses.is_dataclass(value):
-                walk(value, path + ".")
-            else:
-                out[path] = value
-
-    walk(config, "")
-    return out
-
-
-def flat_dict(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested mapping (a config's ``to_dict()``) as ``{"task.p": 113, ...}``: dotted keys, leaves unchanged."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(flat_dict(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """Parse ``key=value``; the value is read as JSON when it parses, else as a plain string."""
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected key=value, for example optim.weight_decay=0.3")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    try:
-        value = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError):
-        value = raw
-    if raw.strip().lower() in ("none", "null"):
-        value = None
-    return key, value
 
 
 def apply_overrides(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:

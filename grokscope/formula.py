@@ -17,6 +17,7 @@ representative in 0..p-1, as in Power et al. (2022): ``x/y if y is odd else x-y`
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -53,6 +54,13 @@ class Expr:
         valid = torch.ones_like(a, dtype=torch.bool)
         values = _eval(self.tree, a, b, p, valid)
         return values % p, valid
+
+
+def is_prime(n: int) -> bool:
+    """Whether ``n`` is a prime (trial division; ``p`` is at most a few thousand)."""
+    if n < 2:
+        return False
+    return all(n % d for d in range(2, math.isqrt(n) + 1))
 
 
 def _any_node(tree: tuple, op: str) -> bool:
