@@ -12,6 +12,7 @@ from grokscope.interp.attribution import (
     pearson,
     spearman,
 )
+from grokscope.interp.patch_sweeps import sweep_heads, sweep_neurons, sweep_positions
 from grokscope.interp.patching import (
     PatchSetup,
     Site,
@@ -19,9 +20,6 @@ from grokscope.interp.patching import (
     patch_activation,
     patch_sites,
     site_mask,
-    sweep_heads,
-    sweep_neurons,
-    sweep_positions,
 )
 from grokscope.models import Transformer
 from grokscope.tasks import make_task

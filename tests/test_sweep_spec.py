@@ -12,10 +12,10 @@ from grokscope.sweep.spec import (
     cell_name,
     config_hash,
     expand,
-    load_spec,
     make_spec,
     spec_from_dict,
 )
+from grokscope.sweep.spec_files import load_spec
 
 
 def spec(**kw):

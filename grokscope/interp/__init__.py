@@ -1,7 +1,7 @@
 """Instruments of mechanistic interpretability, checkable against the known Fourier circuit.
 
-- :mod:`~grokscope.interp.patching`: activation patching (any named activation, by position / head / unit),
-  sweeps over heads, neurons and positions, frequency-cluster patching.
+- :mod:`~grokscope.interp.patching`: activation patching (any named activation, by position / head / unit);
+  :mod:`~grokscope.interp.patch_sweeps`: sweeps over heads, neurons and positions, frequency-cluster patching.
 - :mod:`~grokscope.interp.attribution`: attribution patching (one forward + backward pass) and its agreement
   with activation patching.
 - :mod:`~grokscope.interp.probes`: closed-form ridge probes to cos/sin(w_k a), (w_k b), (w_k (a+b)) and the answer.
@@ -17,21 +17,23 @@ from grokscope.interp.attribution import (
     attribution_sweep,
     compare_with_activation_patching,
 )
-from grokscope.interp.patching import (
+from grokscope.interp.patch_sweeps import (
     ClusterPatching,
-    PatchResult,
-    PatchSetup,
     PatchSweep,
-    Site,
     cluster_patching,
-    logit_diff,
-    make_corruption,
-    patch_activation,
-    patch_sites,
     sweep,
     sweep_heads,
     sweep_neurons,
     sweep_positions,
+)
+from grokscope.interp.patching import (
+    PatchResult,
+    PatchSetup,
+    Site,
+    logit_diff,
+    make_corruption,
+    patch_activation,
+    patch_sites,
 )
 from grokscope.interp.probes import ProbeReport, ProbeSeries, fit_ridge, probe_checkpoints, probe_model
 from grokscope.interp.sae import SAE, SAEConfig, SAEReport, compare_saes, sae_on_checkpoint, train_sae

@@ -26,15 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from grokscope.interp.patching import (
-    PatchSetup,
-    PatchSweep,
-    Site,
-    logit_diff,
-    site_mask,
-    sweep,
-    sweep_grid,
-)
+from grokscope.interp.patch_sweeps import PatchSweep, sweep, sweep_grid
+from grokscope.interp.patching import PatchSetup, Site, logit_diff, site_mask
 from grokscope.models import Model
 
 __all__ = [

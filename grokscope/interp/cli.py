@@ -141,7 +141,8 @@ def _write(run, args, name: str, data: dict) -> None:
 def cmd_patch(args: argparse.Namespace) -> int:
     from grokscope.cli_args import UserError
     from grokscope.interp.attribution import attribution_patching, compare_with_activation_patching
-    from grokscope.interp.patching import SWEEPS, cluster_patching, make_corruption
+    from grokscope.interp.patch_sweeps import SWEEPS, cluster_patching
+    from grokscope.interp.patching import make_corruption
 
     run, task, step, model, keys = _open(args)
     sweeps = [s for s in args.sweeps.replace(" ", "").split(",") if s]

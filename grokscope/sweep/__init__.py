@@ -13,46 +13,12 @@ from grokscope.sweep.layout import SweepDir, SweepError, is_sweep_dir
 from grokscope.sweep.local import LocalExecutor, SweepPlan, SweepResult, plan_sweep, run_sweep
 from grokscope.sweep.outcome import PHASES, Outcome, first_reach, liu_phase, outcome_from_metrics
 from grokscope.sweep.presets import SWEEP_PRESETS, get_sweep_preset
-from grokscope.sweep.spec import (
-    Axis,
-    Cell,
-    OutcomeParams,
-    SweepSpec,
-    SweepSpecError,
-    expand,
-    load_spec,
-    make_spec,
-    spec_from_dict,
-)
+from grokscope.sweep.spec import Axis, Cell, OutcomeParams, SweepSpec, SweepSpecError, expand, make_spec, spec_from_dict
+from grokscope.sweep.spec_files import load_spec
 
 __all__ = [
-    "PHASES",
-    "SWEEP_PRESETS",
-    "Axis",
-    "Cell",
-    "LocalExecutor",
-    "Outcome",
-    "OutcomeParams",
-    "SweepDir",
-    "SweepError",
-    "SweepIndex",
-    "SweepPlan",
-    "SweepResult",
-    "SweepSpec",
-    "SweepSpecError",
-    "aggregate_seeds",
-    "expand",
-    "first_reach",
-    "get_sweep_preset",
-    "is_sweep_dir",
-    "liu_phase",
-    "load_spec",
-    "load_sweep",
-    "make_spec",
-    "outcome_from_metrics",
-    "plan_sweep",
-    "reclassify",
-    "refresh_index",
-    "run_sweep",
-    "spec_from_dict",
+    "PHASES", "SWEEP_PRESETS", "Axis", "Cell", "LocalExecutor", "Outcome", "OutcomeParams", "SweepDir", "SweepError",
+    "SweepIndex", "SweepPlan", "SweepResult", "SweepSpec", "SweepSpecError", "aggregate_seeds", "expand",
+    "first_reach", "get_sweep_preset", "is_sweep_dir", "liu_phase", "load_spec", "load_sweep", "make_spec",
+    "outcome_from_metrics", "plan_sweep", "reclassify", "refresh_index", "run_sweep", "spec_from_dict",
 ]

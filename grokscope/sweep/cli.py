@@ -49,7 +49,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from grokscope.cli_args import UserError
     from grokscope.sweep.layout import SweepDir, is_sweep_dir
     from grokscope.sweep.presets import describe_sweep_presets, get_sweep_preset
-    from grokscope.sweep.spec import load_spec
+    from grokscope.sweep.spec_files import load_spec
 
     if args.list:
         rows = describe_sweep_presets()

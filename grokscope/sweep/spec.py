@@ -1,6 +1,7 @@
 """Sweep specifications: a base config, axes over config fields, seeds; expanded into named cells.
 
-A spec is written as JSON (always), YAML (when PyYAML is installed) or built by a Python function::
+A spec is written as JSON (always), YAML (when PyYAML is installed) or built by a Python function
+(:func:`~grokscope.sweep.spec_files.load_spec` reads each)::
 
     {
       "name": "wd-x-fraction",
@@ -26,34 +27,20 @@ has a stable name made of its axis values, its seed and a hash of its full confi
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import itertools
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from grokscope.config import ConfigError, ExperimentConfig, apply_overrides, field_paths
-from grokscope.measures.phases import GROK_ACC
+from grokscope.measures import GROK_ACC
+from grokscope.sweep.naming import cell_name, config_hash
 
-__all__ = [
-    "Axis",
-    "Cell",
-    "OutcomeParams",
-    "SweepSpec",
-    "SweepSpecError",
-    "cell_name",
-    "config_hash",
-    "expand",
-    "load_spec",
-    "make_spec",
-    "spec_from_dict",
-]
+__all__ = ["Axis", "Cell", "OutcomeParams", "SweepSpec", "SweepSpecError", "cell_name", "config_hash", "expand",
+           "make_spec", "spec_from_dict"]
 
 
 class SweepSpecError(ConfigError):
@@ -83,7 +70,8 @@ class OutcomeParams:
     """How a run's outcome is read (see :mod:`grokscope.sweep.outcome`).
 
     ``threshold``: accuracy that counts as "reached" for the Liu et al. phase (0.9, their value).
-    ``tau``: the gap threshold in epochs; None means a tenth of the budget (Liu's quick notebooks: B = 10^4, tau = 10^3).
+    ``tau``: the gap threshold in epochs; None means a tenth of the budget (Liu's quick notebooks: B = 10^4,
+    tau = 10^3).
     ``budget``: epochs considered; None means each run's ``train.epochs``.
     ``grok_threshold``: test accuracy of the grok epoch (0.99, as the training loop).
     """
@@ -100,11 +88,13 @@ class OutcomeParams:
                 raise SweepSpecError(f"outcome.{name}: must be a number in (0, 1], got {v!r}")
         for name in ("tau", "budget"):
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "tau" else 1)):
-                raise SweepSpecError(f"outcome.{name}: must be an integer >= {0 if name == 'tau' else 1} or null, got {v!r}")
+            low = 0 if name == "tau" else 1
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+                raise SweepSpecError(f"outcome.{name}: must be an integer >= {low} or null, got {v!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "tau": self.tau, "budget": self.budget, "grok_threshold": self.grok_threshold}
+        return {"threshold": self.threshold, "tau": self.tau, "budget": self.budget,
+                "grok_threshold": self.grok_threshold}
 
 
 @dataclass(frozen=True)
@@ -164,7 +154,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,79}$")
 
 
 def make_spec(**kwargs: Any) -> SweepSpec:
-    """Build a spec from keyword arguments in the file format: ``make_spec(name=..., base="quick", axes={...}, seeds=2)``."""
+    """A spec from keyword arguments in the file format: ``make_spec(name=..., base="quick", axes={...}, seeds=2)``."""
     return spec_from_dict(kwargs)
 
 
@@ -236,7 +226,8 @@ def spec_from_dict(data: Mapping[str, Any]) -> SweepSpec:
                 raise SweepSpecError(f"outcome.{k}: unknown key; known: {', '.join(known)}")
         params = OutcomeParams(**dict(outcome))
 
-    spec = SweepSpec(name=name, base=base, axes=tuple(axes), seeds=seeds, seed_fields=seed_fields, outcome=params, description=description)
+    spec = SweepSpec(name=name, base=base, axes=tuple(axes), seeds=seeds, seed_fields=seed_fields, outcome=params,
+                     description=description)
     expand(spec)  # every cell's config is validated now, before any run starts
     return spec
 
@@ -272,7 +263,8 @@ def _check_field(f: str, paths: Mapping[str, Any], where: str) -> None:
         import difflib
 
         leaf = f.split(".")[-1]
-        close = [p for p in paths if p.split(".")[-1] == leaf] or difflib.get_close_matches(f, list(paths), n=1, cutoff=0.75)
+        close = ([p for p in paths if p.split(".")[-1] == leaf]
+                 or difflib.get_close_matches(f, list(paths), n=1, cutoff=0.75))
         hint = f"; did you mean {close[0]}?" if close else "; see 'grokscope presets NAME' for the fields"
         raise SweepSpecError(f"{where}: unknown config field {f!r}{hint}")
 
@@ -312,7 +304,8 @@ def _number(v: Any, where: str) -> float:
 def _generated(key: str, raw: Mapping[str, Any]) -> list[Any]:
     forms = ("values", "linspace", "logspace", "range")
     if len(raw) != 1 or next(iter(raw)) not in forms:
-        raise SweepSpecError(f"axes.{key}: expected a list, or an object with one of {', '.join(forms)}; got {dict(raw)!r}")
+        raise SweepSpecError(
+            f"axes.{key}: expected a list, or an object with one of {', '.join(forms)}; got {dict(raw)!r}")
     kind, args = next(iter(raw.items()))
     where = f"axes.{key}.{kind}"
     if kind == "values":
@@ -365,7 +358,8 @@ def _axis_values(key: str, fields: tuple[str, ...], raw: Any, paths: Mapping[str
     for i, v in enumerate(values):
         if len(fields) > 1:
             if not isinstance(v, (list, tuple)) or len(v) != len(fields):
-                raise SweepSpecError(f"axes.{key}[{i}]: expected a list of {len(fields)} values (one per field), got {v!r}")
+                raise SweepSpecError(
+                    f"axes.{key}[{i}]: expected a list of {len(fields)} values (one per field), got {v!r}")
             point = tuple(v)
         else:
             point = (v,)
@@ -391,71 +385,7 @@ def _show(point: tuple, fields: tuple[str, ...]) -> str:
     return repr(point[0]) if len(fields) == 1 else repr(list(point))
 
 
-# --------------------------------------------------------------------------- expansion and names
-
-ALIASES = {
-    "optim.weight_decay": "wd",
-    "optim.lr": "lr",
-    "task.train_fraction": "frac",
-    "task.split_seed": "split",
-    "task.p": "p",
-    "task.formula": "op",
-    "model.init_seed": "seed",
-    "model.d_model": "dm",
-    "model.d_mlp": "dmlp",
-    "model.n_heads": "heads",
-    "model.d_head": "dh",
-    "model.arch": "arch",
-    "model.act_fn": "act",
-    "train.epochs": "ep",
-    "train.data_seed": "dseed",
-    "train.batch_size": "bs",
-}
-
-
-def _short(field_path: str, all_fields: Sequence[str]) -> str:
-    if field_path in ALIASES:
-        return ALIASES[field_path]
-    leaf = field_path.split(".")[-1]
-    if sum(1 for f in all_fields if f.split(".")[-1] == leaf) > 1:
-        return field_path.replace(".", "_")
-    return leaf
-
-
-def _fmt_value(v: Any) -> str:
-    if v is None:
-        return "none"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    if isinstance(v, (list, tuple)):
-        return "_".join(_fmt_value(x) for x in v)
-    text = re.sub(r"[^A-Za-z0-9.+]", "_", str(v))
-    return text[:24]
-
-
-def config_hash(config: ExperimentConfig) -> str:
-    """8 hex digits identifying a config apart from its name.
-
-    Computed from the fields that differ from :class:`ExperimentConfig`'s defaults (as canonical JSON), so a field
-    added to the config later with a default does not rename existing cells."""
-    defaults = field_paths(ExperimentConfig())
-    values = field_paths(config)
-    diff = {k: v for k, v in values.items() if k != "name" and (k not in defaults or defaults[k] != v)}
-    text = json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in sorted(diff.items())}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
-def cell_name(point: Sequence[tuple[str, Any]], seed: int | None, config: ExperimentConfig) -> str:
-    """``<short field><value>-...-s<seed>-<hash>``; at most 120 characters, safe as a directory name."""
-    fields = [k for k, _ in point]
-    parts = [f"{_short(k, fields)}{_fmt_value(v)}" for k, v in point]
-    if seed is not None:
-        parts.append(f"s{seed}")
-    readable = "-".join(parts)[:110].rstrip("-_.")
-    h = config_hash(config)
-    return f"{readable}-{h}" if readable else h
+# --------------------------------------------------------------------------- expansion
 
 
 def expand(spec: SweepSpec) -> list[Cell]:
@@ -481,87 +411,8 @@ def expand(spec: SweepSpec) -> list[Cell]:
             name = cell_name(point, seed, cfg)
             cfg = apply_overrides(cfg, {"name": name})
             if name in names:
-                raise SweepSpecError(f"axes: the points {names[name]} and {dict(point)} give the same config (cell {name})")
+                raise SweepSpecError(
+                    f"axes: the points {names[name]} and {dict(point)} give the same config (cell {name})")
             names[name] = repr(dict(point))
             cells.append(Cell(name=name, config=cfg, point=tuple(point), seed=seed, position=len(cells)))
     return cells
-
-
-# --------------------------------------------------------------------------- files
-
-
-def load_spec(source: str | Path) -> SweepSpec:
-    """A spec from a ``.json`` / ``.yaml`` / ``.yml`` file, or a Python function given as ``file.py:func``,
-    ``file.py`` (its ``sweep()`` function) or ``package.module:func``; the function returns a
-    :class:`SweepSpec` or a dict in the file format."""
-    text = str(source)
-    path = Path(text)
-    if text.endswith(".py") or ".py:" in text or (":" in text and not path.exists()):
-        return _spec_from_python(text)
-    if not path.exists():
-        raise SweepSpecError(f"{path}: no such sweep spec file")
-    if path.is_dir():
-        raise SweepSpecError(f"{path}: is a directory, not a sweep spec (to continue a sweep, give its spec again with --out {path})")
-    suffix = path.suffix.lower()
-    try:
-        raw_text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise SweepSpecError(f"{path}: cannot read ({e})") from None
-    if suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise SweepSpecError(f"{path}: YAML specs need PyYAML (pip install pyyaml), or write the spec as JSON") from None
-        try:
-            data = yaml.safe_load(raw_text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise SweepSpecError(f"{path}: not valid YAML{where}") from None
-    else:
-        try:
-            data = json.loads(raw_text)
-        except json.JSONDecodeError as e:
-            raise SweepSpecError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        except RecursionError:
-            raise SweepSpecError(f"{path}: not a sweep spec (JSON nested too deeply)") from None
-    try:
-        return spec_from_dict(data)
-    except SweepSpecError as e:
-        raise SweepSpecError(f"{path}: {e}") from None
-
-
-def _spec_from_python(text: str) -> SweepSpec:
-    target, _, func_name = text.partition(":") if not re.match(r"^[A-Za-z]:\\", text) else (text, "", "")
-    func_name = func_name or "sweep"
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise SweepSpecError(f"{path}: no such Python file")
-        mod_spec = importlib.util.spec_from_file_location(f"_grokscope_sweep_{path.stem}", path)
-        assert mod_spec is not None and mod_spec.loader is not None  # a .py path always gets a source loader
-        module = importlib.util.module_from_spec(mod_spec)
-        try:
-            mod_spec.loader.exec_module(module)
-        except Exception as e:  # noqa: BLE001 - user code: report one line
-            raise SweepSpecError(f"{path}: importing failed ({type(e).__name__}: {e})") from None
-    else:
-        try:
-            module = importlib.import_module(target)
-        except Exception as e:  # noqa: BLE001 - an ImportError, or the module failed while importing: one line
-            raise SweepSpecError(f"{target}: cannot import ({type(e).__name__}: {e})") from None
-    fn: Callable[[], Any] | None = getattr(module, func_name, None)
-    if not callable(fn):
-        raise SweepSpecError(f"{target}: has no function {func_name}() returning a sweep spec")
-    try:
-        result = fn()
-    except SweepSpecError:
-        raise
-    except Exception as e:  # noqa: BLE001 - user code (or a function that is not a spec builder): one line
-        raise SweepSpecError(f"{target}:{func_name}() failed ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
-    if isinstance(result, SweepSpec):
-        expand(result)
-        return result
-    if isinstance(result, Mapping):
-        return spec_from_dict(result)
-    raise SweepSpecError(f"{target}:{func_name}() returned {type(result).__name__}, expected a SweepSpec or a dict")
