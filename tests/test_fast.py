@@ -5,7 +5,7 @@ import torch
 
 from grokscope.config import ModelConfig, TaskConfig, TrainConfig
 from grokscope.models import build_model
-from grokscope.models.fast import GatherPlan, fast_forward, gather_sum
+from grokscope.models.fast import GatherPlan, fast_forward, gather_sum_backward
 from grokscope.tasks import make_task
 from grokscope.training.loop import select_forward
 from grokscope.training.reference import reference_forward
@@ -123,24 +123,26 @@ def test_fast_path_passes_other_batches_to_the_model():
     assert torch.equal(fast(odd), model(odd))
 
 
-def test_gather_sum_gradients_match_autograd_of_a_dense_version():
+def test_gather_sum_backward_matches_autograd_of_the_embedding_bag():
     gen = torch.Generator().manual_seed(0)
     table = torch.randn(9, 5, dtype=torch.float64, generator=gen, requires_grad=True)
     idx = torch.tensor([[0, 3, 8], [1, 2, 8], [0, 7, 8], [4, 5, 6]])
     weights = torch.rand(4, 3, dtype=torch.float64, generator=gen, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t, w: gather_sum(t, w, GatherPlan(idx, 9)), (table, weights))
+    grad_out = torch.randn(4, 5, dtype=torch.float64, generator=gen)
+    out = torch.nn.functional.embedding_bag(idx, table, per_sample_weights=weights, mode="sum")
+    want = torch.autograd.grad(out, (table, weights), grad_out)
+    got = gather_sum_backward(GatherPlan(idx, 9), table, weights, grad_out, (True, True))
+    assert all(torch.allclose(g, w, atol=1e-12) for g, w in zip(got, want))
+    assert gather_sum_backward(GatherPlan(idx, 9), table, weights, grad_out, (False, True))[0] is None
 
 
 def test_gather_plan_transposed_pattern_is_the_dense_transpose_and_built_only_for_a_gradient():
     idx = torch.tensor([[0, 3, 8], [1, 2, 8], [0, 7, 8], [4, 5, 6], [0, 3, 6]])
     values = torch.arange(1.0, idx.numel() + 1).reshape(idx.shape)
     plan = GatherPlan(idx, 9)
-    table = torch.randn(9, 5)
-    with torch.no_grad():
-        gather_sum(table, values, plan)
-    assert plan._transposed is None  # a forward without gradient does not pay for the table gradient's pattern
     dense = torch.zeros(5, 9).index_put_((torch.arange(5).repeat_interleave(3), idx.reshape(-1)), values.reshape(-1))
     assert torch.equal(plan.s_matrix(values).to_dense(), dense)
+    assert plan._transposed is None  # only the table gradient reads the transposed pattern: built on first use
     assert torch.equal(plan.st_matrix(values).to_dense(), dense.t())
     assert plan._transposed is not None
 

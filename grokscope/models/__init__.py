@@ -35,4 +35,5 @@ def has_mlp(model: nn.Module) -> TypeIs[MLPModel | VectorMLP]:
     return hasattr(model, "mlp")
 
 
-__all__ = ["MLPModel", "Model", "Transformer", "VectorMLP", "activation", "build_model", "circle_embedding", "has_blocks", "has_mlp", "init_weights"]
+__all__ = ["MLPModel", "Model", "Transformer", "VectorMLP", "activation", "build_model", "circle_embedding",
+           "has_blocks", "has_mlp", "init_weights"]

@@ -5,13 +5,14 @@ Only the logits at the last position are read and the last token is always ``=``
 call from the current weights, and the per-example work is small. With ``x_i(t) = W_E[t] + W_pos[i]``,
 ``x2 = W_E[=] + W_pos[2]`` and per head ``h``:
 
-* query (constant): ``q_h = x2 W_Q[h] + b_Q[h]``; scores ``s_i(t)_h = (x_i(t) W_K[h] + b_K[h]) . q_h / sqrt(d_head)``:
-  tables ``[d_vocab, n_heads]`` for positions 0 and 1, a constant for position 2.
+* query (constant): ``q_h = x2 W_Q[h] + b_Q[h]``; scores
+  ``s_i(t)_h = (x_i(t) W_K[h] + b_K[h]) . q_h / sqrt(d_head)``: tables ``[d_vocab, n_heads]`` for positions 0
+  and 1, a constant for position 2.
 * attention ``A = softmax(s_0(a), s_1(b), s_2)`` per head (3 scores).
 * values through the OV circuit and on into both readers of the residual stream, ``R = [W_in | W_U]``
   (``[d_model, d_mlp + d_vocab_out]``): ``T_i(t)_h = (x_i(t) W_V[h] + b_V[h]) W_O[h] R``.
   Because the attention weights sum to one, ``sum_i A_i T_i = T_2 + A_0 (T_0 - T_2) + A_1 (T_1 - T_2)``:
-  a weighted sum of ``2 n_heads`` gathered table rows per example (:class:`GatherSum`).
+  a weighted sum of ``2 n_heads`` gathered table rows per example (an ``embedding_bag`` over a :class:`GatherPlan`).
 * ``[pre | direct] = c + sum_h T_2(h) + sum_h A_0h D_0(a)_h + A_1h D_1(b)_h`` with ``D_i = T_i - T_2`` and
   ``c = [(x2 + b_O) W_in + b_in | (x2 + b_O + b_out) W_U + b_U]``.
 * ``logits = direct + act(pre) W_L`` with the folded neuron-logit map ``W_L = W_out W_U``.
@@ -36,8 +37,8 @@ from torch import Tensor
 from grokscope.models.transformer import Transformer, activation
 
 __all__ = [
-    "FastPlan", "GatherPlan", "PlanCache", "fast_forward", "fast_ineligibility", "fast_logits", "fast_tables", "gather_sum",
-    "is_fast_eligible", "model_tensors",
+    "FastPlan", "GatherPlan", "PlanCache", "fast_forward", "fast_ineligibility", "fast_logits", "fast_tables",
+    "gather_sum_backward", "is_fast_eligible", "model_tensors",
 ]
 
 
@@ -46,14 +47,16 @@ def fast_ineligibility(model, task) -> str | None:
     if not isinstance(model, Transformer):
         return f"the fast path covers the transformer, not {type(model).__name__}"
     if model.cfg.n_layers != 1 or model.n_ctx != 3:
-        return f"the fast path covers one layer on [a, b, =]; this model has {model.cfg.n_layers} layers, n_ctx {model.n_ctx}"
+        return (f"the fast path covers one layer on [a, b, =]; this model has {model.cfg.n_layers} layers, "
+                f"n_ctx {model.n_ctx}")
     if getattr(model.cfg, "attn_only", False) or getattr(model.cfg, "dropout", 0.0) > 0:
         return "the fast path has no attention-only or dropout variant"
     tokens = getattr(task, "tokens", None)
     if tokens is None or tokens.ndim != 2 or tokens.shape[1] != 3 or tokens.shape[0] == 0:
         return "the task's inputs are not [a, b, =] rows"
     eq = getattr(task, "p", None)
-    if eq is None or getattr(task, "d_vocab", None) != model.d_vocab or getattr(task, "d_vocab_out", None) != model.d_vocab_out:
+    vocab = (getattr(task, "d_vocab", None), getattr(task, "d_vocab_out", None))
+    if eq is None or vocab != (model.d_vocab, model.d_vocab_out):
         return "the task has no '=' token p, or its vocabulary is not the model's"
     if not (bool((tokens[:, 2] == eq).all()) and int(tokens[:, :2].max()) < model.d_vocab and int(tokens.min()) >= 0):
         return "the task's inputs do not all end in '=' with operands in the vocabulary"
@@ -61,11 +64,11 @@ def fast_ineligibility(model, task) -> str | None:
 
 
 def is_fast_eligible(model, task) -> bool:
-    """True when :func:`fast_forward` covers this model and task."""
+    """True when :func:`fast_forward` covers this model and task (the ensemble trainer's test)."""
     return fast_ineligibility(model, task) is None
 
 
-# --------------------------------------------------------------------------- gather-sum with its own backward
+# --------------------------------------------------------------------------- the gather-sum's sparse backward
 
 
 class GatherPlan:
@@ -84,7 +87,8 @@ class GatherPlan:
         self._transposed: tuple[Tensor, Tensor, Tensor] | None = None
 
     def s_matrix(self, values: Tensor) -> Tensor:
-        return torch.sparse_csr_tensor(self.crow, self.col, values.reshape(-1), (self.shape[0], self.n_rows), check_invariants=False)
+        return torch.sparse_csr_tensor(self.crow, self.col, values.reshape(-1), (self.shape[0], self.n_rows),
+                                       check_invariants=False)
 
     def st_matrix(self, values: Tensor) -> Tensor:
         if self._transposed is None:
@@ -96,26 +100,14 @@ class GatherPlan:
             crow_t[1:] = torch.bincount(self.col, minlength=self.n_rows).cumsum(0)
             self._transposed = (crow_t, example[perm], perm)
         crow_t, col_t, perm = self._transposed
-        return torch.sparse_csr_tensor(crow_t, col_t, values.reshape(-1)[perm], (self.n_rows, self.shape[0]), check_invariants=False)
+        return torch.sparse_csr_tensor(crow_t, col_t, values.reshape(-1)[perm], (self.n_rows, self.shape[0]),
+                                       check_invariants=False)
 
 
-class GatherSum(torch.autograd.Function):
-    """``out[n] = sum_j weights[n, j] * table[idx[n, j]]`` (an embedding bag) with a sparse-matmul backward."""
-
-    @staticmethod
-    def forward(ctx, table: Tensor, weights: Tensor, plan: GatherPlan) -> Tensor:
-        ctx.plan = plan
-        ctx.save_for_backward(table, weights)
-        return F.embedding_bag(plan.idx, table, per_sample_weights=weights, mode="sum")
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        table, weights = ctx.saved_tensors
-        return (*_gather_sum_backward(ctx.plan, table, weights, grad_out.contiguous(), ctx.needs_input_grad[:2]), None)
-
-
-def _gather_sum_backward(plan: GatherPlan, table: Tensor, weights: Tensor, grad_out: Tensor, needs: tuple[bool, ...]):
-    """The gradients (table [R, D], weights [N, k]) of the gather-sum from ``grad_out`` [N, D] (contiguous)."""
+def gather_sum_backward(plan: GatherPlan, table: Tensor, weights: Tensor, grad_out: Tensor, needs: tuple[bool, ...]):
+    """The gradients (table [R, D], weights [N, k]) of the gather-sum
+    ``out[n] = sum_j weights[n, j] * table[idx[n, j]]`` (an ``embedding_bag``) from ``grad_out`` [N, D]
+    (contiguous), each None unless ``needs`` asks for it."""
     d_table = d_weights = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
@@ -128,14 +120,7 @@ def _gather_sum_backward(plan: GatherPlan, table: Tensor, weights: Tensor, grad_
     return d_table, d_weights
 
 
-def gather_sum(table: Tensor, weights: Tensor, plan: GatherPlan) -> Tensor:
-    """Weighted sum of ``plan.idx`` rows of ``table`` per example; differentiable in table and weights."""
-    if torch.is_grad_enabled() and (table.requires_grad or weights.requires_grad):
-        return GatherSum.apply(table, weights, plan)
-    return F.embedding_bag(plan.idx, table, per_sample_weights=weights, mode="sum")
-
-
-# --------------------------------------------------------------------------- the per-example block with its own backward
+# --------------------------------------------------------------------------- the per-example block, own backward
 
 EVAL_CHUNK = 2048  # rows per block of a forward without gradient (fast_logits)
 
@@ -165,14 +150,13 @@ class ExampleBlock(torch.autograd.Function):
     """logits [K, N, C] from the tables: the gather-sum, the activation and the ``W_L`` product in one node,
     with a hand-written backward, for K stacked models one member after another.
 
-    Member by member, because batched over all members the ``[K*N, d_mlp + C]`` block (77 MB for K = 8 at
-    p = 113) cannot stay in cache between the gather, the activation, the ``W_L`` product and the sparse
-    backward; one member's block (9.6 MB) can. ``plans``: each member's gather plan in the row numbers of
-    its own table. The backward writes the gradient of each member's block over the block itself, which
-    nothing needs once ``d W_L`` is formed (a fresh buffer costs its page faults every step, ~1.8 ms at
-    p = 113): ``d logits`` into the ``direct`` columns, ``d logits W_Lᵀ`` through the activation's
-    derivative into the ``pre`` columns, then the gather-sum's sparse products. So the backward runs once
-    per forward (``retain_graph`` is refused with an error).
+    Member by member, because batched over all members the ``[K*N, d_mlp + C]`` block cannot stay in cache
+    between the gather, the activation, the ``W_L`` product and the sparse backward; one member's block can.
+    ``plans``: each member's gather plan in the row numbers of its own table. The backward writes the gradient
+    of each member's block over the block itself, which nothing needs once ``d W_L`` is formed (a fresh buffer
+    would cost its page faults every step): ``d logits`` into the ``direct`` columns, ``d logits W_Lᵀ`` through
+    the activation's derivative into the ``pre`` columns, then the gather-sum's sparse products. So the backward
+    runs once per forward (``retain_graph`` is refused with an error).
     """
 
     @staticmethod
@@ -193,7 +177,8 @@ class ExampleBlock(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_logits: Tensor):
         if not ctx.blocks:
-            raise RuntimeError("the fast path's backward reuses its saved activations: backward through it once (no retain_graph)")
+            raise RuntimeError(
+                "the fast path's backward reuses its saved activations: backward through it once (no retain_graph)")
         table, weights, W_L = ctx.saved_tensors
         K, m, C = W_L.shape
         N = ctx.plans[0].shape[0]
@@ -210,7 +195,7 @@ class ExampleBlock(torch.autograd.Function):
             d_post = torch.mm(g, W_L[k].t())
             _act_backward(ctx.act_fn, d_post, pre, post, out=z[:, :m])  # the block's gradient over the block
             z[:, m:] = g
-            d_table, d_w = _gather_sum_backward(plan, tables[k], w[k], z, needs[:2])
+            d_table, d_w = gather_sum_backward(plan, tables[k], w[k], z, needs[:2])
             d_tables.append(d_table)
             d_ws.append(d_w)
         ctx.blocks = []
@@ -242,13 +227,14 @@ PARAM_NAMES = (
 
 
 def model_tensors(model: Transformer) -> dict[str, Tensor]:
-    """The tensors the fast path reads (parameters and the zero bias buffers), by state-dict name, with a leading K=1 axis."""
+    """The tensors the fast path reads (parameters and the zero bias buffers), by state-dict name, with a leading
+    K=1 axis."""
     named = dict(model.named_parameters()) | dict(model.named_buffers())
     return {name: named[name].unsqueeze(0) for name in PARAM_NAMES}
 
 
 def fast_tables(w: dict[str, Tensor], eq_token: int) -> dict[str, Tensor]:
-    """The per-token tables of the fast path for K stacked models, built from the current weights (differentiable).
+    """The per-token tables of the fast path for K stacked models, from the current weights (differentiable).
 
     ``w`` maps the names of :data:`PARAM_NAMES` to tensors with a leading K axis. Returns ``scores``
     [K, 2 * d_vocab, n_heads] (rows: position 0 tokens, then position 1 tokens), ``score_eq`` [K, n_heads],
@@ -276,7 +262,7 @@ def fast_tables(w: dict[str, Tensor], eq_token: int) -> dict[str, Tensor]:
     # in the head's dh-space, not over the D columns of the product.
     dv = torch.einsum("kvd,khde->khve", x01 - x2.unsqueeze(1), W_V)  # [K, H, 2V, dh]
     # rows (position, token, head): the 2 n_heads rows an example gathers are two runs of n_heads neighbours
-    # (a head-major order, which would need no transpose, measured ~7% slower per step)
+    # (a head-major order would need no transpose but scatters an example's rows; it measured slower)
     delta = torch.matmul(dv, ov_r).transpose(1, 2)  # [K, 2V, H, D]
 
     # what every example shares: the residual stream at '=' before attention plus the value '=' sends to
@@ -285,7 +271,8 @@ def fast_tables(w: dict[str, Tensor], eq_token: int) -> dict[str, Tensor]:
     resid = x2 + b_O + torch.einsum("khe,khed->kd", v2, W_O)  # [K, d_model]
     bias = torch.cat([b_in, torch.einsum("kd,kdc->kc", b_out, W_U) + w["unembed.b_U"]], dim=1)  # [K, D]
     const = torch.bmm(resid.unsqueeze(1), readers).squeeze(1) + bias  # [K, D]
-    table = torch.cat([delta.reshape(K, 2 * V * H, -1), const.unsqueeze(1)], dim=1).reshape(K * (2 * V * H + 1), -1)
+    table = torch.cat([delta.reshape(K, 2 * V * H, -1), const.unsqueeze(1)], dim=1)
+    table = table.reshape(K * (2 * V * H + 1), -1)
     return {"scores": scores, "score_eq": score_eq, "table": table, "W_L": torch.bmm(W_out, W_U)}
 
 
@@ -302,10 +289,9 @@ class FastPlan:
         rows = 2 * V * H + 1
         heads = torch.arange(H, dtype=torch.int64)
         base = (member * rows).unsqueeze(-1)  # [K, 1, 1]
-        idx = torch.cat(
-            [base + a.unsqueeze(-1) * H + heads, base + (V + b.unsqueeze(-1)) * H + heads, base + torch.full_like(a, rows - 1).unsqueeze(-1)],
-            dim=-1,
-        )  # [K, N, 2H + 1], ascending in the last axis
+        constant_row = base + torch.full_like(a, rows - 1).unsqueeze(-1)
+        idx = torch.cat([base + a.unsqueeze(-1) * H + heads, base + (V + b.unsqueeze(-1)) * H + heads, constant_row],
+                        dim=-1)  # [K, N, 2H + 1], ascending in the last axis
         self.gather = GatherPlan(idx.reshape(K * N, 2 * H + 1), K * rows)
         self.rows = rows
         self._members: list[GatherPlan] | None = None
@@ -316,7 +302,8 @@ class FastPlan:
         if self._members is None:
             K, N = self.shape
             idx = self.gather.idx.view(K, N, -1)
-            self._members = [self.gather] if K == 1 else [GatherPlan(idx[k] - k * self.rows, self.rows) for k in range(K)]
+            self._members = ([self.gather] if K == 1
+                             else [GatherPlan(idx[k] - k * self.rows, self.rows) for k in range(K)])
         return self._members
 
 
@@ -335,13 +322,14 @@ def fast_logits(tables: dict[str, Tensor], plan: FastPlan, act_fn: str) -> Tenso
         return ExampleBlock.apply(table, weights, W_L, plan.members, act_fn)
     # no gradient: member by member in row chunks (a training batch is one chunk; an evaluation over all p^2
     # pairs several), so the [chunk, d_mlp + C] block stays in cache between the gather, the activation and the
-    # W_L product; the same operations row by row, so the logits are bitwise those of one pass (~20% faster at p = 113)
+    # W_L product; the same operations row by row, so the logits are bitwise those of one pass
     logits = torch.empty(K, N, W_L.shape[2], dtype=table.dtype)
     for k in range(K):
         for start in range(0, N, EVAL_CHUNK):
             stop = min(start + EVAL_CHUNK, N)
             rows = slice(k * N + start, k * N + stop)
-            z = F.embedding_bag(plan.gather.idx[rows], table, per_sample_weights=weights[rows], mode="sum")  # [chunk, d_mlp + C]
+            z = F.embedding_bag(plan.gather.idx[rows], table, per_sample_weights=weights[rows],
+                                mode="sum")  # [chunk, d_mlp + C]
             _member_block(z, W_L[k], act_fn, out=logits[k, start:stop])
     return logits
 
@@ -381,7 +369,8 @@ def fast_forward(model, task) -> Callable[[Tensor], Tensor] | None:
         if tokens.ndim != 2 or tokens.shape[1] != 3 or tokens.shape[0] == 0 or not bool((tokens[:, 2] == eq).all()):
             return model(tokens)
         tables = fast_tables(model_tensors(model), eq)
-        return fast_logits(tables, cache.get(tokens.unsqueeze(0)), act_fn).squeeze(0)  # a view (a select copies in backward)
+        # squeeze: a view (a select would copy in the backward)
+        return fast_logits(tables, cache.get(tokens.unsqueeze(0)), act_fn).squeeze(0)
 
     forward.model = model  # type: ignore[attr-defined]
     return forward

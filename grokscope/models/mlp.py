@@ -15,7 +15,7 @@ from grokscope.models.transformer import Embed, HookedModule, Unembed, activatio
 if TYPE_CHECKING:
 
     class MLPWeights(nn.Module):
-        """What mypy sees of the models' ``mlp``: a bare ``nn.Module`` (at run time it is one) holding two parameters."""
+        """What mypy sees of the models' ``mlp``: a bare ``nn.Module`` (at run time it is one) with two parameters."""
 
         W_in: nn.Parameter
         W_out: nn.Parameter

@@ -72,7 +72,7 @@ class HookedModule(nn.Module):
             self._cache = None
 
     def run_with_hooks(self, tokens: Tensor, fwd_hooks: list[tuple[str, HookFn]]) -> Tensor:
-        """Logits at the last position with hook functions applied; a hook returning a tensor replaces the activation."""
+        """Logits at the last position with hook functions applied (a hook returning a tensor replaces the value)."""
         self._hooks = {}
         for name, fn in fwd_hooks:
             self._hooks.setdefault(name, []).append(fn)
