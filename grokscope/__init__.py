@@ -14,6 +14,7 @@ The public API::
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _dist_version
 
+from grokscope.analysis.run import analyze_model
 from grokscope.config import (
     ConfigError,
     ExperimentConfig,
@@ -23,12 +24,7 @@ from grokscope.config import (
     TrainConfig,
     apply_overrides,
 )
-from grokscope.interop import (
-    analyze_model,
-    from_hooked_transformer,
-    hooked_transformer_config,
-    to_hooked_transformer,
-)
+from grokscope.interop import from_hooked_transformer, hooked_transformer_config, to_hooked_transformer
 from grokscope.models import MLPModel, Transformer, build_model
 from grokscope.presets import PRESETS, get_preset
 from grokscope.store import Run, RunError, load_run
@@ -42,30 +38,8 @@ except _PackageNotFoundError:  # a source tree on sys.path that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
-    "PRESETS",
-    "ConfigError",
-    "ExperimentConfig",
-    "MLPModel",
-    "ModelConfig",
-    "ModularTask",
-    "OptimConfig",
-    "Run",
-    "RunError",
-    "TaskConfig",
-    "TrainConfig",
-    "Transformer",
-    "TrainingDiverged",
-    "analyze_model",
-    "apply_overrides",
-    "build_model",
-    "from_hooked_transformer",
-    "get_preset",
-    "hooked_transformer_config",
-    "load_run",
-    "load_sweep",
-    "make_task",
-    "parse_formula",
-    "resume",
-    "to_hooked_transformer",
-    "train",
+    "PRESETS", "ConfigError", "ExperimentConfig", "MLPModel", "ModelConfig", "ModularTask", "OptimConfig", "Run",
+    "RunError", "TaskConfig", "TrainConfig", "Transformer", "TrainingDiverged", "analyze_model", "apply_overrides",
+    "build_model", "from_hooked_transformer", "get_preset", "hooked_transformer_config", "load_run", "load_sweep",
+    "make_task", "parse_formula", "resume", "to_hooked_transformer", "train",
 ]

@@ -21,7 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from grokscope.analysis.run import print_run_summary
+from grokscope.bench_loops import DefaultLoop, ReferenceLoop, TransformerLensLoop, loop_rate
+from grokscope.cli_args import raise_unless_extra
 from grokscope.config import ExperimentConfig, apply_overrides
+from grokscope.measures import detect_phases
+from grokscope.training import train
 
 __all__ = ["PHASE_NAMES", "WallStamps", "phase_segments", "segment_seconds", "whole_run_phases", "render_whole_run"]
 
@@ -85,8 +90,6 @@ def _nearest(values: list[int], target: float) -> int:
 def _peers(cfg: ExperimentConfig, run: Any, step: int, epochs: int, tl: bool) -> dict[str, float]:
     """Demo-loop epochs/s of grokscope's step, the reference and TransformerLens, from ``run``'s checkpoint at
     ``step``, at learning rate 0 (one warm-up epoch each, then ``epochs`` timed epochs with a test evaluation)."""
-    from grokscope.bench_loops import DefaultLoop, ReferenceLoop, TransformerLensLoop, loop_rate
-
     cfg = apply_overrides(cfg, {"train.fast_path": True})
     task = run.task()
     runners: dict[str, Any] = {
@@ -116,9 +119,6 @@ def whole_run_phases(
 ) -> dict[str, Any]:
     """Train ``cfg`` into ``out`` as ``grokscope run`` does (to 1.5x the grok epoch unless ``epochs``), then the
     analysis summary and the report; return the timings (see the module docstring)."""
-    from grokscope.measures.phases import detect_phases
-    from grokscope.training.loop import train
-
     if epochs is not None:
         cfg = apply_overrides(cfg, {"train.epochs": epochs, "train.stop_after_grok": None})
     elif cfg.train.stop_after_grok is None:
@@ -130,8 +130,9 @@ def whole_run_phases(
     meta = run.meta
     final = int(meta["final_epoch"])
     res: dict[str, Any] = {
-        "config": cfg.name, "final_epoch": final, "grok_epoch": int(meta["grok_epoch"]) if meta.get("grok_epoch") else None,
-        "run_dir": str(run.dir), "denormals": meta.get("denormals", ""), "forward": meta.get("forward", ""),
+        "config": cfg.name, "final_epoch": final,
+        "grok_epoch": int(meta["grok_epoch"]) if meta.get("grok_epoch") else None, "run_dir": str(run.dir),
+        "denormals": meta.get("denormals", ""), "forward": meta.get("forward", ""),
         "train_call_seconds": t_train, "startup_seconds": stamps.stamps[0][1] - t0,
         "parts": json.loads(meta.get("seconds", "{}")),
     }
@@ -145,17 +146,14 @@ def whole_run_phases(
     for (name, start, end), secs in zip(segments, seconds):
         step = _nearest(checkpoints, (start + end) / 2)
         log(f"  {name}: epochs {start}-{end}, peers from checkpoint {step} ...")
-        rows.append({"phase": name, "start": start, "end": end, "seconds": secs, "run_eps": (end - start) / secs, "checkpoint": step}
-                    | {f"{k}_eps": v for k, v in _peers(cfg, run, step, peer_epochs, tl).items()})
+        rows.append({"phase": name, "start": start, "end": end, "seconds": secs, "run_eps": (end - start) / secs,
+                     "checkpoint": step} | {f"{k}_eps": v for k, v in _peers(cfg, run, step, peer_epochs, tl).items()})
     res["phases"] = rows
     return res
 
 
 def _after_training(run: Any) -> dict[str, float]:
     """Seconds of the analysis summary and the report that ``grokscope run`` writes after training."""
-    from grokscope.analysis.cli import print_run_summary
-    from grokscope.cli_args import raise_unless_extra
-
     out: dict[str, float] = {}
     with contextlib.redirect_stdout(io.StringIO()):
         t0 = time.perf_counter()
@@ -182,16 +180,20 @@ def render_whole_run(res: dict[str, Any], out: Callable[[str], None] = print) ->
     out(head + (f" {'TL ep/s':>8} {'x TL':>6}" if tl else ""))
     first = rows[0]["run_eps"] if rows else float("nan")
     for r in rows:
-        line = (f"{r['phase']:18} {r['start']:>6}-{r['end']:<6} {r['run_eps']:9.2f} {r['grokscope_eps']:10.2f} {r['reference_eps']:9.2f} "
-                f"{r['run_eps'] / r['reference_eps']:6.1f}")
+        line = (f"{r['phase']:18} {r['start']:>6}-{r['end']:<6} {r['run_eps']:9.2f} {r['grokscope_eps']:10.2f} "
+                f"{r['reference_eps']:9.2f} {r['run_eps'] / r['reference_eps']:6.1f}")
         if tl:
             line += f" {r['transformer_lens_eps']:8.2f} {r['run_eps'] / r['transformer_lens_eps']:6.1f}"
         out(line)
     train_s = sum(r["seconds"] for r in rows)
     epochs = sum(r["end"] - r["start"] for r in rows)
     ref_s = sum((r["end"] - r["start"]) / r["reference_eps"] for r in rows)
-    out(f"{'whole run':18} {0:>6}-{res['final_epoch']:<6} {epochs / train_s:9.2f} {'':10} {epochs / ref_s:9.2f} {ref_s / train_s:6.1f}"
-        + (f" {epochs / (tl_s := sum((r['end'] - r['start']) / r['transformer_lens_eps'] for r in rows)):8.2f} {tl_s / train_s:6.1f}" if tl else ""))
+    line = (f"{'whole run':18} {0:>6}-{res['final_epoch']:<6} {epochs / train_s:9.2f} {'':10} {epochs / ref_s:9.2f} "
+            f"{ref_s / train_s:6.1f}")
+    if tl:
+        tl_s = sum((r["end"] - r["start"]) / r["transformer_lens_eps"] for r in rows)
+        line += f" {epochs / tl_s:8.2f} {tl_s / train_s:6.1f}"
+    out(line)
     if rows:
         slowest = min(rows, key=lambda r: r["run_eps"])
         out(f"slowest phase / first phase: {slowest['run_eps'] / first:.2f} ({slowest['phase']}); "

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from grokscope.cli_args import (  # noqa: F401 (UserError, config_from_args, ... are also grokscope.cli's names)
+from grokscope.analysis.run import print_run_summary
+from grokscope.cli_args import (
     EXIT_USAGE,
     UserError,
     add_config_args,
@@ -25,21 +26,21 @@ from grokscope.cli_args import (  # noqa: F401 (UserError, config_from_args, ...
     trackers_from_args,
 )
 from grokscope.config import ConfigError, apply_overrides
-from grokscope.measures.phases import GROK_ACC
-from grokscope.presets import describe_presets, get_preset
-from grokscope.store.run import Run, RunError
 from grokscope.formula import FormulaError
+from grokscope.measures import GROK_ACC
+from grokscope.measures.names import TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS
+from grokscope.presets import describe_presets, get_preset
+from grokscope.store import Run, RunError, check_run
+from grokscope.training import TrainingDiverged, resume, train
 
 # Subcommands that live with their feature: module path -> each exposes register(subparsers).
-PLUGIN_COMMANDS = ("grokscope.analysis.cli", "grokscope.bench", "grokscope.export", "grokscope.figures.cli", "grokscope.interp.cli", "grokscope.serve.cli", "grokscope.sweep.cli")
+PLUGIN_COMMANDS = ("grokscope.analysis.cli", "grokscope.bench", "grokscope.export", "grokscope.figures.cli",
+                   "grokscope.interp.cli", "grokscope.serve.cli", "grokscope.sweep.cli")
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 2 (argparse's default prints the usage too)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-
-# --------------------------------------------------------------------------- commands
 
 
 def _progress(args: argparse.Namespace) -> bool | None:
@@ -51,24 +52,26 @@ def summarize(run: Run) -> str:
     """A few lines on a run: where it is, how far it got, whether and when it grokked."""
     meta = run.meta
     m = run.metrics
-    lines = [f"run:        {run.dir}", f"status:     {meta.get('status', 'new')}" + (f" ({meta['message']})" if meta.get("message") else "")]
+    message = f" ({meta['message']})" if meta.get("message") else ""
+    lines = [f"run:        {run.dir}", f"status:     {meta.get('status', 'new')}{message}"]
     if len(m):
         last = m.iloc[-1]
         lines.append(f"epochs:     {int(m.index[-1])} of {run.config.train.epochs}")
-        for split in ("train", "test"):
-            if f"{split}_acc" in m:
-                lines.append(f"{split + ':':11} acc {last[f'{split}_acc']:.4f}  loss {last[f'{split}_loss']:.3e}")
-        for split in ("train", "test"):
-            col = f"{split}_acc"
-            if col in m:
-                hit = m.index[m[col] >= GROK_ACC]
+        splits = (("train", TRAIN_ACC, TRAIN_LOSS), ("test", TEST_ACC, TEST_LOSS))
+        for split, acc, loss in splits:
+            if acc in m:
+                lines.append(f"{split + ':':11} acc {last[acc]:.4f}  loss {last[loss]:.3e}")
+        for split, acc, _ in splits:
+            if acc in m:
+                hit = m.index[m[acc] >= GROK_ACC]
                 lines.append(f"{split} acc >= 99% first at epoch {int(hit[0]) if len(hit) else 'never'}")
     if meta.get("train_seconds"):
         lines.append(f"time:       {float(meta['train_seconds']):.1f} s training ({meta.get('forward', '?')} forward)")
     if meta.get("seconds"):
         try:
             parts = json.loads(meta["seconds"])
-            lines.append("time split: " + ", ".join(f"{k.replace('_', ' ')} {float(v):.1f} s" for k, v in parts.items()))
+            lines.append("time split: " + ", ".join(f"{k.replace('_', ' ')} {float(v):.1f} s"
+                                                    for k, v in parts.items()))
         except (ValueError, TypeError, AttributeError):
             pass  # written by another version: the summary goes on without it
     if meta.get("threads"):
@@ -83,12 +86,11 @@ def summarize(run: Run) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from grokscope.training import resume, train
-
     threads = threads_from_args(args)
     if args.resume is not None:
         if args.preset or args.config or args.overrides or args.epochs is not None or args.out:
-            raise UserError("--resume continues a run with its own config; drop --preset/--config/--set/--epochs/--out")
+            raise UserError("--resume continues a run with its own config; "
+                            "drop --preset/--config/--set/--epochs/--out")
         run = resume(args.resume, progress=_progress(args), trackers=trackers_from_args(args), threads=threads)
     else:
         cfg = config_from_args(args)
@@ -99,19 +101,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job: the nanda-mainline preset to grokking and clean-up, then its summary."""
-    from grokscope.training import train
-
     cfg = config_from_args(args)
     trackers = trackers_from_args(args)
     threads = threads_from_args(args)
     if args.epochs is None and not any(o.startswith("train.stop_after_grok") for o in args.overrides):
         cfg = apply_overrides(cfg, {"train.stop_after_grok": 1.5})
     what = f"{cfg.task.formula} mod {cfg.task.p}" if cfg.task.kind == "modular" else f"task {cfg.task.kind}"
-    print(f"training {cfg.name}: {what}, up to {cfg.train.epochs} epochs"
-          + (f", stopping at {cfg.train.stop_after_grok} x the grok epoch" if cfg.train.stop_after_grok else ""), flush=True)
+    stop = f", stopping at {cfg.train.stop_after_grok} x the grok epoch" if cfg.train.stop_after_grok else ""
+    print(f"training {cfg.name}: {what}, up to {cfg.train.epochs} epochs{stop}", flush=True)
     run = train(cfg, args.out, progress=_progress(args), trackers=trackers, threads=threads)
     print(summarize(run))
-    _maybe_analysis_summary(run)
+    print_run_summary(run)
     try:
         from grokscope.figures.report import write_report
     except ImportError as e:
@@ -120,12 +120,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print(f"report:     {write_report(run)}")
     return 0
-
-
-def _maybe_analysis_summary(run: Run) -> None:
-    from grokscope.analysis.cli import print_run_summary
-
-    print_run_summary(run)
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -141,12 +135,11 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from grokscope.store.run import check_run
-
     run = Run(args.run)
     check_run(run.dir)  # a damaged file: one line naming it and how to recover
     if args.json:
-        print(json.dumps({"config": run.config.to_dict(), "meta": run.meta, "checkpoints": run.checkpoints}, indent=2))
+        print(json.dumps({"config": run.config.to_dict(), "meta": run.meta, "checkpoints": run.checkpoints},
+                         indent=2))
         return 0
     print(run.config.to_json())
     print(summarize(run))
@@ -156,13 +149,15 @@ def cmd_show(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="grokscope",
-        description="Train small networks on algorithmic tasks, watch them grok, and reverse-engineer what they learned.",
+        description="Train small networks on algorithmic tasks, watch them grok, and reverse-engineer what they "
+        "learned.",
         epilog="Start with 'grokscope run' (the Nanda et al. mainline) or 'grokscope train --preset quick'.",
     )
     parser.add_argument("--version", action="version", version=f"grokscope {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a preset or config into a run directory", description="Train a preset (or a config.json) into a new run directory, or resume one.")
+    p = sub.add_parser("train", help="train a preset or config into a run directory",
+                       description="Train a preset (or a config.json) into a new run directory, or resume one.")
     add_config_args(p, preset_default=None)
     p.add_argument("--out", type=Path, help="run directory to create (default runs/<name>-<time>)")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run exactly where it stopped")
@@ -175,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="the main job: reproduce the Nanda et al. grokking run and summarise it",
         description="Train the nanda-mainline preset until it has grokked and cleaned up (train.stop_after_grok=1.5: "
-        "stop at 1.5x the first epoch with test accuracy >= 99%), then print the summary. --epochs N trains exactly N epochs.",
+        "stop at 1.5x the first epoch with test accuracy >= 99%), then print the summary. --epochs N trains exactly "
+        "N epochs.",
     )
     add_config_args(p, preset_default="nanda-mainline")
     p.add_argument("--out", type=Path, help="run directory to create (default runs/<name>-<time>)")
@@ -184,11 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_log_arg(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("presets", help="list presets, or print one as JSON", description="List the presets, or print one preset's config as JSON.")
+    p = sub.add_parser("presets", help="list presets, or print one as JSON",
+                       description="List the presets, or print one preset's config as JSON.")
     p.add_argument("name", nargs="?", help="a preset to print")
     p.set_defaults(func=cmd_presets)
 
-    p = sub.add_parser("show", help="a run's config and a summary of its metrics", description="Print a run's config and a summary of its metrics.")
+    p = sub.add_parser("show", help="a run's config and a summary of its metrics",
+                       description="Print a run's config and a summary of its metrics.")
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_show)
@@ -218,8 +216,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    from grokscope.training.loop import TrainingDiverged
-
     try:
         return int(args.func(args) or 0)
     except (ConfigError, RunError, FormulaError, UserError) as e:

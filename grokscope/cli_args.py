@@ -11,10 +11,11 @@ from pathlib import Path
 
 from grokscope.config import ConfigError, ExperimentConfig, apply_overrides, parse_override
 from grokscope.presets import get_preset
+from grokscope.trackers import TrackerError, make_trackers
 
 __all__ = [
-    "EXIT_USAGE", "UserError", "add_config_args", "add_log_arg", "add_threads_arg", "config_from_args", "raise_unless_extra",
-    "threads_from_args", "trackers_from_args",
+    "EXIT_USAGE", "UserError", "add_config_args", "add_log_arg", "add_threads_arg", "config_from_args",
+    "raise_unless_extra", "threads_from_args", "trackers_from_args",
 ]
 
 EXIT_USAGE = 2
@@ -25,39 +26,26 @@ class UserError(Exception):
 
 
 def add_config_args(p: argparse.ArgumentParser, *, preset_default: str | None) -> None:
-    p.add_argument("--preset", default=preset_default, help="preset name (see 'grokscope presets')" + (f"; default {preset_default}" if preset_default else ""))
+    default = f"; default {preset_default}" if preset_default else ""
+    p.add_argument("--preset", default=preset_default, help=f"preset name (see 'grokscope presets'){default}")
     p.add_argument("--config", type=Path, help="a config.json to start from instead of a preset")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config field, e.g. --set optim.weight_decay=0.3 (repeatable; values are JSON)",
-    )
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config field, e.g. --set optim.weight_decay=0.3 (repeatable; values are JSON)")
     p.add_argument("--epochs", type=int, help="shorthand for --set train.epochs=N")
 
 
 def add_log_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--log",
-        action="append",
-        default=[],
-        metavar="TRACKER",
-        help="also send the metrics to wandb, tensorboard or mlflow (repeatable or comma-separated; NAME=DIR or mlflow=URI "
-        "picks where; needs the extra, e.g. pip install 'grokscope[wandb]'; see docs/trackers.md)",
-    )
+    p.add_argument("--log", action="append", default=[], metavar="TRACKER",
+                   help="also send the metrics to wandb, tensorboard or mlflow (repeatable or comma-separated; "
+                   "NAME=DIR or mlflow=URI picks where; needs the extra, e.g. pip install 'grokscope[wandb]'; "
+                   "see docs/trackers.md)")
 
 
 def add_threads_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--threads",
-        type=int,
-        metavar="N",
-        help="a fixed number of torch threads. Default: adaptive between 1 and one per core, by the measured step time "
-        "(on a machine shared with other jobs, one thread can be 5-10x faster than two). The numbers do not depend on it "
-        "(docs/speed.md)",
-    )
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="a fixed number of torch threads. Default: adaptive between 1 and one per core, by the "
+                   "measured step time (on a machine shared with other jobs, one thread can be 5-10x faster than two). "
+                   "The numbers do not depend on it (docs/speed.md)")
 
 
 def threads_from_args(args: argparse.Namespace) -> int | None:
@@ -68,8 +56,6 @@ def threads_from_args(args: argparse.Namespace) -> int | None:
 
 
 def trackers_from_args(args: argparse.Namespace) -> list:
-    from grokscope.trackers import TrackerError, make_trackers
-
     try:
         return make_trackers(getattr(args, "log", None) or [])
     except TrackerError as e:
@@ -83,7 +69,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         except OSError as e:
             raise UserError(f"--config {args.config}: cannot read ({e.strerror or e})") from None
         except UnicodeDecodeError:
-            raise UserError(f"--config {args.config}: not UTF-8 text; give a config.json (see 'grokscope presets NAME')") from None
+            raise UserError(f"--config {args.config}: not UTF-8 text; "
+                            "give a config.json (see 'grokscope presets NAME')") from None
         except ConfigError as e:
             raise UserError(f"--config {args.config}: {e}") from None
     elif args.preset:

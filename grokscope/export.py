@@ -17,6 +17,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from grokscope.analysis.run import ANALYSIS_FILE
+from grokscope.cli_args import UserError
+from grokscope.store import Run, RunError, atomic_write_bytes, is_run_dir
+from grokscope.sweep.index import load_sweep
+from grokscope.sweep.layout import is_sweep_dir
+
 __all__ = ["FORMATS", "analysis_tables", "cmd_export", "export", "register", "run_tables", "sweep_tables"]
 
 FORMATS = ("csv", "parquet")
@@ -38,7 +46,7 @@ def _num(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
-def analysis_tables(data: dict[str, Any]) -> dict[str, Any]:
+def analysis_tables(data: dict[str, Any]) -> dict[str, pd.DataFrame]:
     """The tables of an analysis.json dict, as DataFrames keyed by table name:
 
     - ``summary``: one row; p, arch, formula, step, key frequencies, the losses, Gini, FFS/FCR, neuron counts, logit FVE
@@ -47,8 +55,6 @@ def analysis_tables(data: dict[str, Any]) -> dict[str, Any]:
     - ``neurons``: one row per MLP neuron: its frequency, FVE (3x3 block and quadratic), ``clustered``
     - ``ablations``, ``attention``, ``star``: their records; ``table5``: the paper's Table 5 row; ``phases``: one row
     Tables the analysis does not have (an empty list, no phases) are left out."""
-    import pandas as pd
-
     out: dict[str, pd.DataFrame] = {}
     neurons = data.get("neurons") or {}
     logit = data.get("logit_fit") or {}
@@ -88,7 +94,9 @@ def analysis_tables(data: dict[str, Any]) -> dict[str, Any]:
         )
 
     by_rule = data.get("key_frequencies_by_rule") or {}
-    rows = [{"rule": r, "frequency": int(k), "chosen": r == data.get("key_freq_rule")} for r, ks_ in by_rule.items() for k in ks_]
+    chosen = data.get("key_freq_rule")
+    rows = [{"rule": rule, "frequency": int(k), "chosen": rule == chosen}
+            for rule, freqs in by_rule.items() for k in freqs]
     if rows:
         out["key_frequencies"] = pd.DataFrame(rows, columns=["rule", "frequency", "chosen"])
 
@@ -118,11 +126,8 @@ def analysis_tables(data: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- runs and sweeps
 
 
-def run_tables(run_dir: Path | str) -> dict[str, Any]:
+def run_tables(run_dir: Path | str) -> dict[str, pd.DataFrame]:
     """``{"metrics": frame with column step, "analysis_<table>": ...}`` of a run directory (raises RunError)."""
-    from grokscope.analysis.cli import ANALYSIS_FILE
-    from grokscope.store.run import Run
-
     run = Run(run_dir)
     tables = {"metrics": run.metrics.reset_index()}
     if (run.dir / ANALYSIS_FILE).is_file():
@@ -133,10 +138,8 @@ def run_tables(run_dir: Path | str) -> dict[str, Any]:
     return tables
 
 
-def sweep_tables(sweep_dir: Path | str) -> dict[str, Any]:
+def sweep_tables(sweep_dir: Path | str) -> dict[str, pd.DataFrame]:
     """``{"index": load_sweep(sweep_dir)}``."""
-    from grokscope.sweep.index import load_sweep
-
     return {"index": load_sweep(sweep_dir)}
 
 
@@ -165,10 +168,6 @@ def _encode(df: Any, fmt: str) -> bytes:
 def export(path: Path | str, fmt: str = "csv", out: Path | str | None = None) -> list[Path]:
     """Write the tables of a run or sweep directory as ``fmt`` files into ``out`` (default ``path/export``);
     returns the paths. Everything is read and encoded before the first file is written."""
-    from grokscope.store.files import atomic_write_bytes
-    from grokscope.store.run import RunError, is_run_dir
-    from grokscope.sweep.layout import is_sweep_dir
-
     path = Path(path)
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt}: choose from {', '.join(FORMATS)}")
@@ -208,15 +207,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "exists, its tables; or a sweep directory's index. Files go to DIR/export/ unless --out is given.",
     )
     p.add_argument("path", type=Path, metavar="RUN|SWEEP", help="a run or sweep directory")
-    p.add_argument("--format", default="csv", choices=FORMATS, help="file format (parquet needs pyarrow; default csv)")
-    p.add_argument("--out", type=Path, metavar="DIR", help="directory for the files (default RUN/export or SWEEP/export)")
+    p.add_argument("--format", default="csv", choices=FORMATS,
+                   help="file format (parquet needs pyarrow; default csv)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="directory for the files (default RUN/export or SWEEP/export)")
     p.set_defaults(func=cmd_export)
     return p
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from grokscope.cli_args import UserError
-
     try:
         paths = export(args.path, args.format, args.out)
     except ExportError as e:

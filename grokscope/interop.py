@@ -7,7 +7,8 @@ are buffers in grokscope: zero for models grokscope trains, loaded as they are (
 TransformerLens trained; every forward of grokscope (the plain one and the fast path) adds them.
 
 TransformerLens is imported only where a ``HookedTransformer`` or its config is built (extra ``tl``):
-:func:`from_hooked_transformer` on a state dict and :func:`analyze_model` work without it.
+:func:`from_hooked_transformer` on a state dict works without it. The analysis of such a model is
+:func:`grokscope.analysis.run.analyze_model`.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ import torch
 from torch import Tensor, nn
 
 from grokscope.config import ConfigError, ExperimentConfig
+from grokscope.models import build_model
+from grokscope.store import Run
+from grokscope.tasks import make_task
 
-__all__ = ["TL_INSTALL_HINT", "analyze_model", "from_hooked_transformer", "hooked_transformer_config", "to_hooked_transformer"]
+__all__ = ["TL_INSTALL_HINT", "from_hooked_transformer", "hooked_transformer_config", "to_hooked_transformer"]
 
 TL_INSTALL_HINT = 'pip install "grokscope[tl]"'
 
@@ -32,40 +36,17 @@ BIAS_BUFFERS = ("b_Q", "b_K", "b_V", "b_O", "b_U")
 #: TransformerLens buffers that are not weights (the causal mask and the -inf fill value); ignored.
 TL_BUFFERS = ("IGNORE", "mask")
 #: ``HookedTransformerConfig`` fields that change the function without changing any state-dict key or shape.
-_SEMANTIC_FIELDS = (
-    "act_fn",
-    "normalization_type",
-    "positional_embedding_type",
-    "attn_only",
-    "use_attn_scale",
-    "attn_scale",
-    "parallel_attn_mlp",
-    "gated_mlp",
-    "attention_dir",
-    "attn_scores_soft_cap",
-    "output_logits_soft_cap",
-    "n_key_value_heads",
-    "use_local_attn",
-    "n_ctx",
-)
+_SEMANTIC_FIELDS = ("act_fn", "normalization_type", "positional_embedding_type", "attn_only", "use_attn_scale",
+                    "attn_scale", "parallel_attn_mlp", "gated_mlp", "attention_dir", "attn_scores_soft_cap",
+                    "output_logits_soft_cap", "n_key_value_heads", "use_local_attn", "n_ctx")
 # Dimension names of each tensor (TransformerLens layout), for shape-mismatch messages.
 _DIMS = {
-    "embed.W_E": ("d_vocab", "d_model"),
-    "pos_embed.W_pos": ("n_ctx", "d_model"),
-    "W_Q": ("n_heads", "d_model", "d_head"),
-    "W_K": ("n_heads", "d_model", "d_head"),
-    "W_V": ("n_heads", "d_model", "d_head"),
-    "W_O": ("n_heads", "d_head", "d_model"),
-    "b_Q": ("n_heads", "d_head"),
-    "b_K": ("n_heads", "d_head"),
-    "b_V": ("n_heads", "d_head"),
-    "b_O": ("d_model",),
-    "W_in": ("d_model", "d_mlp"),
-    "b_in": ("d_mlp",),
-    "W_out": ("d_mlp", "d_model"),
-    "b_out": ("d_model",),
-    "unembed.W_U": ("d_model", "d_vocab_out"),
-    "unembed.b_U": ("d_vocab_out",),
+    "embed.W_E": ("d_vocab", "d_model"), "pos_embed.W_pos": ("n_ctx", "d_model"),
+    "W_Q": ("n_heads", "d_model", "d_head"), "W_K": ("n_heads", "d_model", "d_head"),
+    "W_V": ("n_heads", "d_model", "d_head"), "W_O": ("n_heads", "d_head", "d_model"),
+    "b_Q": ("n_heads", "d_head"), "b_K": ("n_heads", "d_head"), "b_V": ("n_heads", "d_head"), "b_O": ("d_model",),
+    "W_in": ("d_model", "d_mlp"), "b_in": ("d_mlp",), "W_out": ("d_mlp", "d_model"), "b_out": ("d_model",),
+    "unembed.W_U": ("d_model", "d_vocab_out"), "unembed.b_U": ("d_vocab_out",),
 }
 
 
@@ -87,13 +68,12 @@ def _check_representable(config: ExperimentConfig) -> None:
     if m.arch != "transformer":
         raise ConfigError(f"model.arch: a HookedTransformer represents arch='transformer' only, got {m.arch!r}")
     if m.act_fn not in ("relu", "gelu"):
-        raise ConfigError(f"model.act_fn: TransformerLens has no {m.act_fn!r} activation (grokscope's relu and gelu map to its own)")
+        raise ConfigError(f"model.act_fn: TransformerLens has no {m.act_fn!r} activation "
+                          "(grokscope's relu and gelu map to its own)")
 
 
 def _task_shape(config: ExperimentConfig) -> tuple[int, int, int]:
     """(d_vocab, d_vocab_out, n_ctx) of the config's task."""
-    from grokscope.tasks import make_task
-
     task = make_task(config.task)
     return task.d_vocab, task.d_vocab_out, task.n_ctx
 
@@ -101,7 +81,8 @@ def _task_shape(config: ExperimentConfig) -> tuple[int, int, int]:
 def hooked_transformer_config(config: ExperimentConfig, **overrides: Any) -> Any:
     """The ``HookedTransformerConfig`` of the model ``config`` describes (float32 on the CPU unless overridden).
 
-    ``overrides`` go to ``HookedTransformerConfig`` (e.g. ``dtype=torch.float64``, ``seed=0``, ``init_weights=False``).
+    ``overrides`` go to ``HookedTransformerConfig`` (e.g. ``dtype=torch.float64``, ``seed=0``,
+    ``init_weights=False``).
     Raises :class:`ConfigError` for architectures TransformerLens cannot represent (the MLP models, the
     quadratic activation). Dropout has no TransformerLens counterpart and is left out (eval mode is equal).
     """
@@ -111,15 +92,17 @@ def hooked_transformer_config(config: ExperimentConfig, **overrides: Any) -> Any
     d_vocab, d_vocab_out, n_ctx = _task_shape(config)
     kwargs: dict[str, Any] = {
         "n_layers": m.n_layers, "d_model": m.d_model, "d_head": m.d_head, "n_heads": m.n_heads, "d_mlp": m.d_mlp,
-        "d_vocab": d_vocab, "d_vocab_out": d_vocab_out, "n_ctx": n_ctx, "act_fn": m.act_fn, "normalization_type": None,
-        "attn_only": m.attn_only, "positional_embedding_type": "standard", "device": "cpu", "dtype": torch.float32,
+        "d_vocab": d_vocab, "d_vocab_out": d_vocab_out, "n_ctx": n_ctx, "act_fn": m.act_fn,
+        "normalization_type": None, "attn_only": m.attn_only, "positional_embedding_type": "standard",
+        "device": "cpu", "dtype": torch.float32,
     }
     kwargs.update(overrides)
     return tl.HookedTransformerConfig(**kwargs)
 
 
 def hooked_from_state_dict(config: ExperimentConfig, state: Mapping[str, Tensor], **overrides: Any) -> Any:
-    """A ``HookedTransformer`` (eval mode) with the weights of a grokscope-keyed ``state`` (checked against ``config``).
+    """A ``HookedTransformer`` (eval mode) with the weights of a grokscope-keyed ``state`` (checked against
+    ``config``).
 
     ``overrides`` go to :func:`hooked_transformer_config` (``dtype``, ``device``, ...)."""
     tl = _transformer_lens()
@@ -133,24 +116,22 @@ def hooked_from_state_dict(config: ExperimentConfig, state: Mapping[str, Tensor]
     missing, unexpected = model.load_state_dict(full, strict=False)
     missing = [k for k in missing if k.rsplit(".", 1)[-1] not in TL_BUFFERS]
     if missing or unexpected:  # a TransformerLens version with other keys
-        raise ConfigError(f"TransformerLens's state-dict keys differ from grokscope's (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ConfigError(f"TransformerLens's state-dict keys differ from grokscope's (missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]})")
     return model.eval()
 
 
-def to_hooked_transformer(run: Any, step: int | None = None, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Any:
+def to_hooked_transformer(run: Any, step: int | None = None, *, dtype: torch.dtype = torch.float32,
+                          device: str = "cpu") -> Any:
     """A TransformerLens ``HookedTransformer`` with the weights of checkpoint ``step`` (default: the last), eval mode.
 
     ``run`` is a :class:`~grokscope.store.Run` or a run directory. Needs the extra ``tl``.
     """
-    from grokscope.store import Run
-
     run = run if isinstance(run, Run) else Run(Path(run))
     return hooked_from_state_dict(run.config, run.load_state_dict(step), dtype=dtype, device=device)
 
 
 def _blank_model(config: ExperimentConfig) -> nn.Module:
-    from grokscope.models import build_model
-
     d_vocab, d_vocab_out, n_ctx = _task_shape(config)
     return build_model(config.model, d_vocab=d_vocab, d_vocab_out=d_vocab_out, n_ctx=n_ctx)
 
@@ -173,19 +154,24 @@ def _checked_state(state: Mapping[str, Any], model: nn.Module, where: str) -> di
                 missing.append(f"{name} {list(ref.shape)}")
             continue
         if not isinstance(got, Tensor) or not got.is_floating_point():
-            raise ConfigError(f"{where}: {name} must be a floating-point tensor, got {getattr(got, 'dtype', type(got).__name__)}")
+            got_type = getattr(got, "dtype", type(got).__name__)
+            raise ConfigError(f"{where}: {name} must be a floating-point tensor, got {got_type}")
         if tuple(got.shape) != tuple(ref.shape):
             dims = _dims(name)
             named = f" = [{', '.join(dims)}]" if dims else ""
-            raise ConfigError(f"{where}: {name} has shape {list(got.shape)}, the config expects {list(ref.shape)}{named}; make the config describe this model (on the command line: --set model.KEY=VALUE)")
+            raise ConfigError(f"{where}: {name} has shape {list(got.shape)}, the config expects {list(ref.shape)}"
+                              f"{named}; make the config describe this model (on the command line: "
+                              "--set model.KEY=VALUE)")
         if not bool(torch.isfinite(got).all()):
             raise ConfigError(f"{where}: {name} holds NaN or infinite values")
         out[name] = got.detach().to(device=ref.device, dtype=ref.dtype).clone()
     if missing:
-        raise ConfigError(f"{where}: missing {len(missing)} key(s) the config's model needs: {', '.join(missing[:4])}" + (" ..." if len(missing) > 4 else ""))
+        raise ConfigError(f"{where}: missing {len(missing)} key(s) the config's model needs: "
+                          f"{', '.join(missing[:4])}" + (" ..." if len(missing) > 4 else ""))
     extra = [k for k in state if k not in expected and k.rsplit(".", 1)[-1] not in TL_BUFFERS]
     if extra:
-        raise ConfigError(f"{where}: {len(extra)} key(s) the config's model does not have: {', '.join(extra[:4])}" + (" ..." if len(extra) > 4 else "") + _extra_hint(extra, model))
+        raise ConfigError(f"{where}: {len(extra)} key(s) the config's model does not have: {', '.join(extra[:4])}"
+                          + (" ..." if len(extra) > 4 else "") + _extra_hint(extra, model))
     return out
 
 
@@ -209,10 +195,12 @@ def _check_hooked_cfg(tl_cfg: Any, config: ExperimentConfig) -> None:
         a, b = getattr(tl_cfg, name, None), getattr(want, name)
         same = math.isclose(a, b, rel_tol=1e-9) if isinstance(a, float) and isinstance(b, float) else a == b
         if not same:
-            raise ConfigError(f"HookedTransformer cfg.{name} is {a!r}, grokscope's transformer for this config has {b!r}")
+            raise ConfigError(f"HookedTransformer cfg.{name} is {a!r}, "
+                              f"grokscope's transformer for this config has {b!r}")
 
 
-def from_hooked_transformer(model_or_state_dict: Any, config: ExperimentConfig, *, dtype: torch.dtype = torch.float32) -> nn.Module:
+def from_hooked_transformer(model_or_state_dict: Any, config: ExperimentConfig, *, dtype: torch.dtype = torch.float32,
+                            where: str | None = None) -> nn.Module:
     """A grokscope :class:`~grokscope.models.Transformer` (eval mode) with the weights of a TransformerLens model.
 
     ``model_or_state_dict``: a ``HookedTransformer`` (its config is checked too: activation, normalisation,
@@ -220,13 +208,8 @@ def from_hooked_transformer(model_or_state_dict: Any, config: ExperimentConfig, 
     ``config`` gives the architecture and task. Keys and shapes must match it; TransformerLens's ``mask`` and
     ``IGNORE`` buffers are ignored; absent ``b_Q, b_K, b_V, b_O, b_U`` are zero and present ones are kept
     (nonzero when TransformerLens trained them). A mismatch raises :class:`ConfigError` naming the key and
-    both shapes. Works without TransformerLens for a state dict.
+    both shapes (and ``where``, the source, when given). Works without TransformerLens for a state dict.
     """
-    return _to_grokscope(model_or_state_dict, config, dtype=dtype)
-
-
-def _to_grokscope(model_or_state_dict: Any, config: ExperimentConfig, *, dtype: torch.dtype = torch.float32, where: str | None = None) -> nn.Module:
-    """:func:`from_hooked_transformer`; ``where`` names the source in error messages."""
     _check_representable(config)
     if isinstance(model_or_state_dict, nn.Module):
         tl_cfg = getattr(model_or_state_dict, "cfg", None)
@@ -241,41 +224,3 @@ def _to_grokscope(model_or_state_dict: Any, config: ExperimentConfig, *, dtype: 
     model = _blank_model(config).to(dtype)
     model.load_state_dict(_checked_state(state, model, where), strict=True)
     return model.eval()
-
-
-def analyze_model(
-    model_or_state_dict: Any, config: ExperimentConfig, *, key_freqs: list[int] | None = None, rule: str = "W_L_dft"
-) -> dict[str, Any]:
-    """The analysis dict of ``grokscope analyze`` (the analysis.json schema) for a model grokscope did not train.
-
-    ``model_or_state_dict``: a grokscope model, a ``HookedTransformer`` or a TransformerLens state dict
-    (see :func:`from_hooked_transformer`). Train/test numbers use the split of ``config.task``. ``run`` and
-    ``phases`` are None (no run, no training curves). Raises ConfigError or MeasureError (ValueErrors).
-    """
-    return model_analysis(model_or_state_dict, config, key_freqs=key_freqs, rule=rule)[2]
-
-
-def model_analysis(
-    model_or_state_dict: Any,
-    config: ExperimentConfig,
-    *,
-    key_freqs: list[int] | None = None,
-    rule: str = "W_L_dft",
-    step: int | None = None,
-    where: str | None = None,
-) -> tuple[nn.Module, Any, dict[str, Any]]:
-    """(grokscope model, Analysis, analysis dict); the dict has ``run`` None, ``checkpoints`` [], ``phases`` None."""
-    from grokscope.analysis.reverse import analyze_checkpoint
-    from grokscope.measures.progress import check_task
-    from grokscope.models import Transformer
-    from grokscope.tasks import make_task
-
-    task = make_task(config.task)
-    check_task(task)
-    model = model_or_state_dict
-    if not isinstance(model, Transformer):
-        model = _to_grokscope(model_or_state_dict, config, where=where)
-    analysis = analyze_checkpoint(model.eval(), task, key_freqs=key_freqs, rule=rule, step=step)
-    data = analysis.to_dict()
-    data.update(run=None, checkpoints=[], phases=None)
-    return model, analysis, data

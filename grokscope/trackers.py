@@ -232,8 +232,8 @@ def make_trackers(specs: Iterable[str | Tracker] | str | None) -> list[Tracker]:
 def _warn(tracker: Tracker, what: str, e: Exception) -> None:
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
     print(f"grokscope: tracker {getattr(tracker, 'name', type(tracker).__name__)} failed {what} "
-          f"({type(e).__name__}{': ' + msg if msg else ''}); training continues without it, metrics.sqlite keeps every row",
-          file=sys.stderr, flush=True)
+          f"({type(e).__name__}{': ' + msg if msg else ''}); training continues without it, "
+          "metrics.sqlite keeps every row", file=sys.stderr, flush=True)
 
 
 class TrackerGroup:
@@ -247,40 +247,40 @@ class TrackerGroup:
         return bool(self.trackers)
 
     def start(self, config: Any, run_dir: Path, *, step: int = 0) -> None:
-        for t in self.trackers:
+        for tracker in self.trackers:
             try:
-                t.start(config, Path(run_dir), step=step)
+                tracker.start(config, Path(run_dir), step=step)
             except Exception as e:
-                _warn(t, "to start", e)
-                self._close_quietly(t)
+                _warn(tracker, "to start", e)
+                self._close_quietly(tracker)
             else:
-                self.active.append(t)
+                self.active.append(tracker)
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> None:
         if not self.active:
             return
         values = _finite(metrics)
-        for t in list(self.active):
+        for tracker in list(self.active):
             try:
-                t.log(int(step), values)
+                tracker.log(int(step), values)
             except Exception as e:
-                _warn(t, f"at step {step}", e)
-                self.active.remove(t)
-                self._close_quietly(t)
+                _warn(tracker, f"at step {step}", e)
+                self.active.remove(tracker)
+                self._close_quietly(tracker)
 
     def finish(self, status: str) -> None:
         """``status``: completed, failed or interrupted."""
-        for t in self.active:
+        for tracker in self.active:
             try:
-                t.finish(status)
+                tracker.finish(status)
             except Exception as e:
-                _warn(t, "to finish", e)
+                _warn(tracker, "to finish", e)
         self.active = []
 
     @staticmethod
-    def _close_quietly(t: Tracker) -> None:
+    def _close_quietly(tracker: Tracker) -> None:
         try:
-            t.finish("failed")
+            tracker.finish("failed")
         except Exception:
             pass
 

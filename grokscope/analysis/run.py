@@ -1,0 +1,190 @@
+"""The analysis of a run (analysis.json and phases.json, written through the run store API), the end-of-run
+summary of ``grokscope run``, and the analysis of a model or safetensors checkpoint grokscope did not train."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from grokscope.analysis.reverse import Analysis, analyze_checkpoint
+from grokscope.analysis.tables import render_summary
+from grokscope.analysis.zoo import render_zoo, zoo_analysis
+from grokscope.config import ExperimentConfig
+from grokscope.interop import from_hooked_transformer
+from grokscope.measures import MeasureError, check_task, detect_phases, fixed_key_measures, names
+from grokscope.models import Transformer
+from grokscope.runtime import flush_denormal
+from grokscope.store import DamagedFileError, RunError, load_tensors
+from grokscope.tasks import make_task
+
+__all__ = ["ANALYSIS_FILE", "CONVERT_HINT", "PHASES_FILE", "PICKLE_SUFFIXES", "analyze_model", "analyze_run",
+           "load_state_file", "model_analysis", "print_run_summary", "print_zoo"]
+
+ANALYSIS_FILE = "analysis.json"
+PHASES_FILE = "phases.json"
+#: File suffixes of pickle checkpoints (torch.save); grokscope never unpickles.
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
+CONVERT_HINT = 'convert it once in Python: safetensors.torch.save_file(model.state_dict(), "model.safetensors")'
+
+
+def analyze_run(run: Any, *, step: int | None = None, key_freqs: list[int] | None = None, rule: str = "W_L_dft",
+                all_steps: bool = False, write: bool = True) -> tuple[Analysis | None, dict[str, Any]]:
+    """Analyse one checkpoint of an opened run; returns (Analysis, the analysis.json dict).
+
+    ``run`` follows the store API (``config``, ``task()``, ``checkpoints``, ``load_model(step)``, ``metrics``,
+    ``dir``, ``write_json``, ``write_metrics``). Raises the store's RunError (one line) for a run without
+    checkpoints or a missing step. The zoo analyses that fit the task go under ``"zoo"``
+    (:func:`grokscope.analysis.zoo.zoo_analysis`); for a task the Fourier analysis does not cover (not a full
+    modular grid: division, other kinds) they are the whole analysis and Analysis is None.
+    """
+    where = getattr(run, "dir", "run")
+    task = run.task()
+    try:
+        check_task(task)
+        unsupported = None
+    except MeasureError as e:
+        unsupported = str(e)
+    steps = list(run.checkpoints)
+    if not steps:
+        raise RunError(f"{where}: the run has no checkpoints to analyse")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        near = min(steps, key=lambda s: abs(s - step))
+        raise RunError(f"{where}: no checkpoint at step {step} (nearest: {near})")
+    model = run.load_model(step)
+    if unsupported is not None:
+        analysis, data, all_steps = None, _zoo_only(model, task, step, unsupported, all_steps), False
+    else:
+        try:
+            analysis = analyze_checkpoint(model, task, key_freqs=key_freqs, rule=rule, step=step)
+        except MeasureError as e:
+            raise RunError(f"{where}: {e}") from None
+        data = analysis.to_dict()
+        data["zoo"] = zoo_analysis(model, task, scores=False)  # spectra in both bases, operand asymmetry, when they fit
+    data["run"] = str(where)
+    data["checkpoints"] = steps
+
+    if all_steps:
+        assert analysis is not None  # all_steps is False for an unsupported task
+        with flush_denormal(run.config.train.flush_denormal):  # as in training: no subnormal slow path
+            fixed = fixed_key_measures([(s, functools.partial(run.load_model, s)) for s in steps], task,
+                                       key_freqs=analysis.key_frequencies)
+        if write:
+            for s, row in fixed.iterrows():
+                run.write_metrics(int(s), {k: float(v) for k, v in row.items() if v == v})
+        data["fixed_key_measures"] = {"key_frequencies": fixed.attrs["key_frequencies"], "steps": len(fixed)}
+    try:
+        metrics = run.metrics
+    except DamagedFileError:
+        raise
+    except Exception:  # a run without a metrics database still gets analysed; a damaged one is reported
+        metrics = None
+    if metrics is not None and len(metrics):
+        if all_steps and names.fixed(names.EXCLUDED_LOSS) not in metrics.columns:
+            metrics = metrics.join(fixed, how="outer")
+        phases = detect_phases(metrics).to_dict()
+        data["phases"] = phases
+        if write:
+            run.write_json(PHASES_FILE, phases)
+    else:
+        data["phases"] = None
+    if write:
+        run.write_json(ANALYSIS_FILE, data)
+    return analysis, data
+
+
+def _zoo_only(model: nn.Module, task: Any, step: int, reason: str, all_steps: bool) -> dict[str, Any]:
+    """analysis.json of a task outside the Fourier analysis: what :func:`zoo_analysis` fits, and why the rest is not
+    there. Division: the progress measures and fits live on the additive p x p grid, which a/b does not fill; they
+    are not recomputed in the discrete-log basis (no published definition there); the W_E spectra in both bases
+    stand in."""
+    cfg = task.config
+    zoo = zoo_analysis(model, task)
+    if "spectra" in zoo:
+        reason += "; the W_E spectra in the additive and discrete-log bases are reported instead"
+    zoo["skipped"] = {"Fourier analysis and progress measures": reason}
+    if all_steps:
+        zoo["skipped"]["--all-steps"] = "it recomputes the progress measures, which do not apply"
+    formula = cfg.formula if cfg.kind in ("modular", "multi", "s5") else None
+    return {"step": step, "task": cfg.kind, "formula": formula, "zoo": zoo}
+
+
+def print_zoo(data: dict[str, Any]) -> None:
+    """Print the zoo tables of an analysis.json dict, if it has any."""
+    text = render_zoo(data.get("zoo") or {})
+    if text:
+        print(text)
+
+
+def print_run_summary(run: Any, *, all_steps: bool = True) -> None:
+    """End-of-run summary for ``grokscope run``: the second pass with key frequencies fixed from the final
+    checkpoint (``all_steps``), analysis.json/phases.json, then grok epoch, phases, key frequencies, restricted
+    vs test loss and the Table 5 row. A task outside the Fourier analysis prints the zoo analyses that fit it; an
+    error prints one line."""
+    try:
+        analysis, data = analyze_run(run, all_steps=all_steps)
+    except (ValueError, RunError) as e:
+        print(f"analysis:   skipped ({e})")
+        return
+    if analysis is None:
+        print_zoo(data)
+    else:
+        print(render_summary(analysis, data.get("phases")))
+    print(f"analysis:   {Path(run.dir) / ANALYSIS_FILE} (full tables: grokscope analyze {run.dir})")
+
+
+# --------------------------------------------------------------------------- a model grokscope did not train
+
+
+def model_analysis(model_or_state_dict: Any, config: ExperimentConfig, *, key_freqs: list[int] | None = None,
+                   rule: str = "W_L_dft", step: int | None = None,
+                   where: str | None = None) -> tuple[nn.Module, Analysis, dict[str, Any]]:
+    """(grokscope model, Analysis, analysis dict); the dict has ``run`` None, ``checkpoints`` [], ``phases`` None."""
+    task = make_task(config.task)
+    check_task(task)
+    model = model_or_state_dict
+    if not isinstance(model, Transformer):
+        model = from_hooked_transformer(model_or_state_dict, config, where=where)
+    analysis = analyze_checkpoint(model.eval(), task, key_freqs=key_freqs, rule=rule, step=step)
+    data = analysis.to_dict()
+    data.update(run=None, checkpoints=[], phases=None)
+    return model, analysis, data
+
+
+def analyze_model(model_or_state_dict: Any, config: ExperimentConfig, *, key_freqs: list[int] | None = None,
+                  rule: str = "W_L_dft") -> dict[str, Any]:
+    """The analysis dict of ``grokscope analyze`` (the analysis.json schema) for a model grokscope did not train.
+
+    ``model_or_state_dict``: a grokscope model, a ``HookedTransformer`` or a TransformerLens state dict
+    (see :func:`grokscope.interop.from_hooked_transformer`). Train/test numbers use the split of ``config.task``.
+    ``run`` and ``phases`` are None (no run, no training curves). Raises ConfigError or MeasureError (ValueErrors).
+    """
+    return model_analysis(model_or_state_dict, config, key_freqs=key_freqs, rule=rule)[2]
+
+
+def load_state_file(path: Path) -> dict[str, Any]:
+    """The tensors of a safetensors file (never pickle); RunError (one line) for a missing, pickle or damaged file."""
+    path = Path(path)
+    if path.is_dir():
+        raise RunError(f"{path}: a directory; --checkpoint takes a .safetensors file "
+                       "(analyse a run with 'grokscope analyze RUN')")
+    if not path.is_file():
+        raise RunError(f"{path}: no such file")
+    pickle = f"{path}: a pickle checkpoint (torch.save), which grokscope never loads; {CONVERT_HINT}"
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise RunError(pickle)
+    try:
+        tensors, _ = load_tensors(path)
+    except OSError as e:
+        raise RunError(f"{path}: cannot read ({e.strerror or e})") from None
+    except ValueError as e:
+        with path.open("rb") as f:
+            head = f.read(4)
+        if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save's zip archive or a bare pickle
+            raise RunError(pickle) from None
+        raise RunError(f"{e}; --checkpoint takes a safetensors file ({CONVERT_HINT})") from None
+    return tensors
