@@ -107,7 +107,7 @@ def _documented(section: str) -> list[str]:
 @pytest.fixture(scope="module")
 def analysis_json(tmp_path_factory):
     import grokscope
-    from grokscope.analysis.cli import analyze_run
+    from grokscope.analysis.run import analyze_run
 
     run = grokscope.train(grokscope.get_preset("tiny"), tmp_path_factory.mktemp("docs") / "run", progress=False)
     _, data = analyze_run(run, key_freqs=[1, 3], all_steps=True)

@@ -24,7 +24,8 @@ from grokscope import (
     train,
 )
 from grokscope.cli import main
-from grokscope.interop import analyze_model, hooked_transformer_config
+from grokscope.analysis.run import analyze_model
+from grokscope.interop import hooked_transformer_config
 from grokscope.models import build_model
 from grokscope.models.fast import fast_forward
 from grokscope.presets import get_preset, tiny
