@@ -23,8 +23,8 @@ from grokscope import (
     to_hooked_transformer,
     train,
 )
-from grokscope.cli import main
 from grokscope.analysis.run import analyze_model
+from grokscope.cli import main
 from grokscope.interop import hooked_transformer_config
 from grokscope.models import build_model
 from grokscope.models.fast import fast_forward
