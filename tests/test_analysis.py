@@ -11,9 +11,9 @@ import torch
 
 from grokscope.analysis import analyze_checkpoint, attention_fits, neuron_polynomial_fits, render_analysis
 from grokscope.analysis.cli import cmd_analyze, register
-from grokscope.analysis.run import analyze_run, print_run_summary
 from grokscope.analysis.construct import quadratic_mlp_addition, wave_logit_table
 from grokscope.analysis.reverse import logit_wave_fit
+from grokscope.analysis.run import analyze_run, print_run_summary
 from grokscope.config import ExperimentConfig, ModelConfig, TaskConfig
 from grokscope.measures.fourier import fourier_basis
 from grokscope.measures.progress import neuron_frequency_fractions
