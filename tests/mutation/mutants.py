@@ -41,7 +41,7 @@ RV = "grokscope/analysis/reverse.py"
 TB = "grokscope/analysis/tables.py"
 CO = "grokscope/analysis/construct.py"
 ZO = "grokscope/analysis/zoo.py"
-AC = "grokscope/analysis/cli.py"
+AC = "grokscope/analysis/run.py"
 FI = "grokscope/store/files.py"
 ME = "grokscope/store/metrics.py"
 RU = "grokscope/store/run.py"
@@ -155,7 +155,7 @@ MUTANTS: list[Mutant] = [
     M("train-test-swapped", RV, "train_rows, test_rows = inv[task.train_idx], inv[task.test_idx]", "test_rows, train_rows = inv[task.train_idx], inv[task.test_idx]",
       "train and test rows swapped"),
     M("table5-gini-swapped", RV, 'Table5Row(losses["test_loss"], g_we, g_wl,', 'Table5Row(losses["test_loss"], g_wl, g_we,', "Table 5: Gini columns swapped"),
-    # ------------------------------------------------------------------ analysis/tables.py, construct.py, zoo.py, cli.py
+    # ------------------------------------------------------------------ analysis/tables.py, construct.py, zoo.py, run.py
     M("table-width-headers-only", TB, "widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]",
       "widths = [len(h) for h in headers]", "text table widths ignore the cells"),
     M("table-top-ascending", TB, "key=lambda i: -a.W_E_frequency_norms[i])[:top]", "key=lambda i: a.W_E_frequency_norms[i])[:top]",
