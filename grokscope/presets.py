@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from grokscope.config import ConfigError, ExperimentConfig, ModelConfig, OptimConfig, TaskConfig, TrainConfig
+from grokscope.presets_zoo import MAINLINE_MODEL, ZOO_PRESETS
 
 
 def nanda_mainline() -> ExperimentConfig:
@@ -12,7 +13,7 @@ def nanda_mainline() -> ExperimentConfig:
     return ExperimentConfig(
         name="nanda-mainline",
         task=TaskConfig(formula="a+b", p=113, train_fraction=0.3, split_seed=0),
-        model=ModelConfig(arch="transformer", n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu", init_seed=0),
+        model=ModelConfig(**MAINLINE_MODEL),
         optim=OptimConfig(lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98), warmup_steps=10),
         train=TrainConfig(epochs=40_000, loss_dtype="float64", log_every=10, measure_every=100, checkpoint_every=100),
     )
@@ -23,14 +24,15 @@ def quick() -> ExperimentConfig:
     return ExperimentConfig(
         name="quick",
         task=TaskConfig(formula="a+b", p=53, train_fraction=0.4, split_seed=0),
-        model=ModelConfig(arch="transformer", n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu", init_seed=0),
+        model=ModelConfig(**MAINLINE_MODEL),
         optim=OptimConfig(lr=3e-3, weight_decay=1.0, betas=(0.9, 0.98), warmup_steps=10),
         train=TrainConfig(epochs=2_500, loss_dtype="float64", log_every=10, measure_every=100, checkpoint_every=100),
     )
 
 
 def pair_mlp() -> ExperimentConfig:
-    """The PAIR explorable's MLP flavour: a+b mod 67, 40% data, embeddings summed into 24 ReLU neurons, tied unembedding."""
+    """The PAIR explorable's MLP flavour: a+b mod 67, 40% data, embeddings summed into 24 ReLU neurons,
+    tied unembedding."""
     return ExperimentConfig(
         name="pair-mlp",
         task=TaskConfig(formula="a+b", p=67, train_fraction=0.4, split_seed=0),
@@ -56,11 +58,8 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "quick": quick,
     "pair-mlp": pair_mlp,
     "tiny": tiny,
+    **ZOO_PRESETS,
 }
-
-from grokscope.presets_zoo import ZOO_PRESETS  # noqa: E402  (the task and model zoo)
-
-PRESETS.update(ZOO_PRESETS)
 
 
 def get_preset(name: str) -> ExperimentConfig:
@@ -68,9 +67,16 @@ def get_preset(name: str) -> ExperimentConfig:
     try:
         return PRESETS[name]()
     except KeyError:
-        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)} (see 'grokscope presets')") from None
+        known = ", ".join(PRESETS)
+        raise ConfigError(f"unknown preset {name!r}; known presets: {known} (see 'grokscope presets')") from None
 
 
 def describe_presets() -> list[tuple[str, str]]:
-    """(name, one-line description) for every preset."""
-    return [(name, (fn.__doc__ or "").strip().splitlines()[0]) for name, fn in PRESETS.items()]
+    """(name, one-line description: the docstring's first paragraph) for every preset."""
+    return [(name, first_paragraph(fn.__doc__)) for name, fn in PRESETS.items()]
+
+
+def first_paragraph(doc: str | None) -> str:
+    """A docstring's first paragraph as one line (a description wrapped in the source reads unwrapped)."""
+    lines = (doc or "").strip().split("\n\n")[0].splitlines()
+    return " ".join(line.strip() for line in lines)

@@ -15,7 +15,9 @@ from grokscope.config import ExperimentConfig, ModelConfig, OptimConfig, TaskCon
 Preset = Callable[[], ExperimentConfig]
 ZOO_PRESETS: dict[str, Preset] = {}
 
-_MAINLINE_MODEL: dict[str, Any] = dict(arch="transformer", n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu", init_seed=0)
+#: The mainline's 1-layer transformer (Nanda et al. 2023), the model of most presets.
+MAINLINE_MODEL: dict[str, Any] = dict(arch="transformer", n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512,
+                                      act_fn="relu", init_seed=0)
 
 
 def _register(name: str, doc: str, make: Callable[[], ExperimentConfig]) -> None:
@@ -48,7 +50,9 @@ FURUTA_FORMULAS: tuple[tuple[str, str], ...] = (
 )
 
 #: (slug, formulas) of the Furuta multi-task mixtures.
-FURUTA_MIXTURES: tuple[tuple[str, str], ...] = (("add-sub", "a+b;a-b"), ("add-mul", "a+b;a*b"), ("add-sub-mul", "a+b;a-b;a*b"))
+FURUTA_MIXTURES: tuple[tuple[str, str], ...] = (
+    ("add-sub", "a+b;a-b"), ("add-mul", "a+b;a*b"), ("add-sub-mul", "a+b;a-b;a*b"),
+)
 
 
 def furuta(formula: str, name: str, *, kind: str = "modular") -> ExperimentConfig:
@@ -57,28 +61,31 @@ def furuta(formula: str, name: str, *, kind: str = "modular") -> ExperimentConfi
     return ExperimentConfig(
         name=name,
         task=TaskConfig(kind=kind, formula=formula, p=97, train_fraction=0.3, split_seed=0),
-        model=ModelConfig(**_MAINLINE_MODEL),
+        model=ModelConfig(**MAINLINE_MODEL),
         optim=OptimConfig(lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98), warmup_steps=0),
-        train=TrainConfig(epochs=100_000, loss_dtype="float64", log_every=100, measure_every=1000, checkpoint_every=2000),
+        train=TrainConfig(epochs=100_000, loss_dtype="float64", log_every=100, measure_every=1000,
+                          checkpoint_every=2000),
     )
 
 
 _FURUTA_DEVIATIONS = (
-    "Deviations: our model keeps positional embeddings, MLP biases and inputs [a, b, =] (theirs: [x, op, y], no biases or"
-    " positions, p+5 outputs, operands over p+5 values)."
+    "Deviations: our model keeps positional embeddings, MLP biases and inputs [a, b, =] (theirs: [x, op, y], no"
+    " biases or positions, p+5 outputs, operands over p+5 values)."
 )
 
 for _slug, _formula in FURUTA_FORMULAS:
     _register(
         f"furuta-{_slug}",
-        f"Furuta et al. (2024): {_formula} mod 97, 30% data, 1-layer transformer, AdamW wd 1, 100k epochs.\n\n{_FURUTA_DEVIATIONS}",
+        f"Furuta et al. (2024): {_formula} mod 97, 30% data, 1-layer transformer, AdamW wd 1, 100k epochs.\n\n"
+        + _FURUTA_DEVIATIONS,
         _bind(furuta, _formula, f"furuta-{_slug}"),
     )
 for _slug, _formulas in FURUTA_MIXTURES:
     _register(
         f"furuta-multi-{_slug}",
-        f"Furuta et al. (2024) mixture {_formulas.replace(';', ' | ')} mod 97 with an operation token, 30% data; per-task metrics.\n\n"
-        "Inputs [a, op, b, =]; one split over all rows; the loss is the mean over every row (the paper sums).",
+        f"Furuta et al. (2024) mixture {_formulas.replace(';', ' | ')} mod 97 with an operation token, 30% data; "
+        "per-task metrics.\n\nInputs [a, op, b, =]; one split over all rows; the loss is the mean over every row"
+        " (the paper sums).",
         _bind(furuta, _formulas, f"furuta-multi-{_slug}", kind="multi"),
     )
 
@@ -107,7 +114,8 @@ def power(formula: str, name: str, *, kind: str = "modular", train_fraction: flo
         task=task,
         model=ModelConfig(arch="transformer", n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu"),
         optim=OptimConfig(lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98), warmup_steps=10),
-        train=TrainConfig(epochs=epochs, batch_size=batch, loss_dtype="float64", log_every=10, measure_every=100, checkpoint_every=500),
+        train=TrainConfig(epochs=epochs, batch_size=batch, loss_dtype="float64", log_every=10, measure_every=100,
+                          checkpoint_every=500),
     )
 
 
@@ -115,9 +123,9 @@ for _slug, _kind, _formula in POWER_FORMULAS:
     _where = "in S5" if _kind == "s5" else "mod 97"
     _register(
         f"power-{_slug}",
-        f"Power et al. (2022): {_formula} {_where}, 50% data, 2-layer transformer, AdamW wd 1, batch 512, ~1e5 updates.\n\n"
-        "Deviations: inputs [a, b, =] with the loss on the answer only (theirs: <eos> a op b = c <eos>); x/y rows are all"
-        " (a, b) with b != 0 rather than (b c, b); an MLP width of 512 (4x) is assumed.",
+        f"Power et al. (2022): {_formula} {_where}, 50% data, 2-layer transformer, AdamW wd 1, batch 512, "
+        "~1e5 updates.\n\nDeviations: inputs [a, b, =] with the loss on the answer only (theirs: <eos> a op b = c"
+        " <eos>); x/y rows are all (a, b) with b != 0 rather than (b c, b); an MLP width of 512 (4x) is assumed.",
         _bind(power, _formula, f"power-{_slug}", kind=_kind),
     )
 
@@ -130,7 +138,7 @@ def _quick(name: str, **model) -> ExperimentConfig:
     return ExperimentConfig(
         name=name,
         task=TaskConfig(formula="a+b", p=53, train_fraction=0.4, split_seed=0),
-        model=ModelConfig(**(_MAINLINE_MODEL | model)),
+        model=ModelConfig(**(MAINLINE_MODEL | model)),
         optim=OptimConfig(lr=3e-3, weight_decay=1.0, betas=(0.9, 0.98), warmup_steps=10),
         train=TrainConfig(epochs=5_000, loss_dtype="float64", log_every=10, measure_every=100, checkpoint_every=100),
     )
@@ -152,14 +160,16 @@ def quick_quadratic() -> ExperimentConfig:
 
 
 def pair_fixed_circle() -> ExperimentConfig:
-    """PAIR's 5-neuron model: a+b mod 67, frozen frequency-1 circle embedding, 2->5->2, x^2, AdamW lr 1e-2 wd 1e-3, 15k steps.
+    """PAIR's 5-neuron model: a+b mod 67, frozen frequency-1 circle embedding, 2->5->2, x^2, AdamW lr 1e-2 wd 1e-3,
+    15k steps.
 
     As PAIR: only pairs a <= b (2278), 30% of them training. Deviation: x^2 activation (the notebook uses ReLU;
     x^2 is the variant that reliably reaches 99%; see pair-fixed-circle-relu)."""
     return ExperimentConfig(
         name="pair-fixed-circle",
         task=TaskConfig(formula="a+b", p=67, train_fraction=0.3, split_seed=0, pairs="unordered"),
-        model=ModelConfig(arch="mlp", d_model=2, d_mlp=5, act_fn="quadratic", tie_unembed=True, fixed_embedding="circle", init_seed=0),
+        model=ModelConfig(arch="mlp", d_model=2, d_mlp=5, act_fn="quadratic", tie_unembed=True,
+                          fixed_embedding="circle", init_seed=0),
         optim=OptimConfig(lr=1e-2, weight_decay=1e-3, betas=(0.9, 0.98), warmup_steps=0),
         train=TrainConfig(epochs=15_000, loss_dtype="float64", log_every=30, measure_every=0, checkpoint_every=500),
     )
@@ -168,13 +178,15 @@ def pair_fixed_circle() -> ExperimentConfig:
 def pair_fixed_circle_relu() -> ExperimentConfig:
     """PAIR's 5-neuron fixed-circle model with ReLU, as in the notebook (reaches 99% for only some seeds)."""
     cfg = pair_fixed_circle()
-    return ExperimentConfig(name="pair-fixed-circle-relu", task=cfg.task, model=ModelConfig(**(cfg.model.__dict__ | {"act_fn": "relu"})), optim=cfg.optim, train=cfg.train)
+    model = ModelConfig(**(cfg.model.__dict__ | {"act_fn": "relu"}))
+    return ExperimentConfig(name="pair-fixed-circle-relu", task=cfg.task, model=model, optim=cfg.optim, train=cfg.train)
 
 
 # --------------------------------------------------------------------------- regularisers and optimiser variants
 
 
-def _quick_variant(name: str, *, model: dict | None = None, optim: dict | None = None, train: dict | None = None) -> ExperimentConfig:
+def _quick_variant(name: str, *, model: dict | None = None, optim: dict | None = None,
+                   train: dict | None = None) -> ExperimentConfig:
     base = _quick(name, **(model or {}))
     return ExperimentConfig(
         name=name,
@@ -206,23 +218,25 @@ def quick_float32() -> ExperimentConfig:
 
 
 def omnigrok_modadd() -> ExperimentConfig:
-    """Omnigrok's modular addition: the mainline model on a+b mod 113, 30%, AdamW wd 1, 15k epochs (watch the weight norm)."""
+    """Omnigrok's modular addition: the mainline model on a+b mod 113, 30%, AdamW wd 1, 15k epochs
+    (watch the weight norm)."""
     return ExperimentConfig(
         name="omnigrok-modadd",
         task=TaskConfig(formula="a+b", p=113, train_fraction=0.3, split_seed=0),
-        model=ModelConfig(**_MAINLINE_MODEL),
+        model=ModelConfig(**MAINLINE_MODEL),
         optim=OptimConfig(lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98), warmup_steps=10),
         train=TrainConfig(epochs=15_000, loss_dtype="float64", log_every=10, measure_every=100, checkpoint_every=100),
     )
 
 
 def omnigrok_fixed_norm() -> ExperimentConfig:
-    """Omnigrok's constrained run: init scale alpha 0.8, wd 0, weights rescaled to their initial norm after every update."""
+    """Omnigrok's constrained run: init scale alpha 0.8, wd 0, weights rescaled to their initial norm after every
+    update."""
     base = omnigrok_modadd()
     return ExperimentConfig(
         name="omnigrok-fixed-norm",
         task=base.task,
-        model=ModelConfig(**(_MAINLINE_MODEL | {"init_scale": 0.8})),
+        model=ModelConfig(**(MAINLINE_MODEL | {"init_scale": 0.8})),
         optim=OptimConfig(lr=1e-3, weight_decay=0.0, betas=(0.9, 0.98), warmup_steps=10, fixed_norm=True),
         train=base.train,
     )
@@ -237,7 +251,8 @@ def _grokfast(name: str, **optim) -> ExperimentConfig:
         task=TaskConfig(formula="a*b", p=97, train_fraction=0.5, split_seed=0),
         model=ModelConfig(arch="transformer", n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu"),
         optim=OptimConfig(**(_GROKFAST_OPTIM | optim)),
-        train=TrainConfig(epochs=10_000, batch_size=512, loss_dtype="float64", log_every=10, measure_every=0, checkpoint_every=500, stop_after_grok=1.5),
+        train=TrainConfig(epochs=10_000, batch_size=512, loss_dtype="float64", log_every=10, measure_every=0,
+                          checkpoint_every=500, stop_after_grok=1.5),
     )
 
 
@@ -249,35 +264,42 @@ def grokfast_baseline() -> ExperimentConfig:
 
 
 def grokfast_ema() -> ExperimentConfig:
-    """Grokfast EMA filter (alpha 0.98, lambda 2) with wd 0.005 on the README's a*b mod 97 setting (README: 910 vs 39,890 its)."""
+    """Grokfast EMA filter (alpha 0.98, lambda 2) with wd 0.005 on the README's a*b mod 97 setting
+    (README: 910 vs 39,890 its)."""
     return _grokfast("grokfast-ema", weight_decay=0.005, grad_filter="ema", filter_alpha=0.98, filter_lambda=2.0)
 
 
 def grokfast_ma() -> ExperimentConfig:
-    """Grokfast moving-average filter (window 100, lambda 5) with wd 0.01 on the README's a*b mod 97 setting (README: 790 its)."""
+    """Grokfast moving-average filter (window 100, lambda 5) with wd 0.01 on the README's a*b mod 97 setting
+    (README: 790 its)."""
     return _grokfast("grokfast-ma", weight_decay=0.01, grad_filter="ma", filter_window=100, filter_lambda=5.0)
 
 
-def _prieto(name: str, *, loss: str, loss_dtype: str, lr: float, epochs: int, perp_grad: bool = False) -> ExperimentConfig:
+def _prieto(name: str, *, loss: str, loss_dtype: str, lr: float, epochs: int,
+            perp_grad: bool = False) -> ExperimentConfig:
     return ExperimentConfig(
         name=name,
         task=TaskConfig(formula="a+b", p=113, train_fraction=0.4, split_seed=0),
         model=ModelConfig(arch="mlp", d_model=200, d_mlp=200, act_fn="relu", init_seed=0),
         optim=OptimConfig(lr=lr, weight_decay=0.0, betas=(0.9, 0.99), eps=1e-25, warmup_steps=0, perp_grad=perp_grad),
-        train=TrainConfig(epochs=epochs, loss=loss, loss_dtype=loss_dtype, softmax_collapse=True, log_every=10, measure_every=500, checkpoint_every=500),
+        train=TrainConfig(epochs=epochs, loss=loss, loss_dtype=loss_dtype, softmax_collapse=True, log_every=10,
+                          measure_every=500, checkpoint_every=500),
     )
 
 
-_PRIETO_DEVIATIONS = "Deviation: our PAIR-style MLP (summed embeddings, width 200) stands in for their 200-200 MLP on one-hot pairs."
+_PRIETO_DEVIATIONS = ("Deviation: our PAIR-style MLP (summed embeddings, width 200) stands in for their 200-200 MLP"
+                      " on one-hot pairs.")
 
 
 def prieto_softmax_float32() -> ExperimentConfig:
-    """Prieto et al. (2025) control: a+b mod 113, 40%, MLP, AdamW wd 0, float32 softmax CE; watch sc_train (softmax collapse)."""
+    """Prieto et al. (2025) control: a+b mod 113, 40%, MLP, AdamW wd 0, float32 softmax CE; watch sc_train
+    (softmax collapse)."""
     return _prieto("prieto-softmax-float32", loss="cross_entropy", loss_dtype="float32", lr=1e-2, epochs=20_000)
 
 
 def prieto_stablemax() -> ExperimentConfig:
-    """Prieto et al. (2025): StableMax loss (float64), lr 1e-2, no weight decay, on a+b mod 113 with 40% data; 80k epochs."""
+    """Prieto et al. (2025): StableMax loss (float64), lr 1e-2, no weight decay, on a+b mod 113 with 40% data;
+    80k epochs."""
     return _prieto("prieto-stablemax", loss="stablemax", loss_dtype="float64", lr=1e-2, epochs=80_000)
 
 
@@ -296,7 +318,8 @@ for _fn in (prieto_softmax_float32, prieto_stablemax, prieto_perp_adamw):
 
 
 def pair_sparse_parity() -> ExperimentConfig:
-    """PAIR sparse parity: 30 bits, parity of the first 3, fixed 1200 training sequences, MLP 64, L1 decay 0.1, 20k steps.
+    """PAIR sparse parity: 30 bits, parity of the first 3, fixed 1200 training sequences, MLP 64, L1 decay 0.1,
+    20k steps.
 
     Settings from PAIR's sweep defaults (lr 3e-3, betas (0.99, 0.98), full batch) with the post's L1 and the grid's
     wd 0.1 (where 44-45 of 45 grid runs with hidden >= 64 grok); 5000 held-out sequences; 2-way softmax output
@@ -318,8 +341,9 @@ def pair_sparse_parity() -> ExperimentConfig:
 NANDA_D3: tuple[tuple[str, str, dict, dict, int], ...] = (
     ("addition", "5-digit addition, every digit of the 6-digit sum predicted; 1-layer transformer",
      {"kind": "digit_addition", "n_digits": 5}, {}, 700),
-    ("repeat", "repeated subsequence (24 tokens of 32, a block of 6 repeated; predict the copy); 2-layer attention-only",
-     {"kind": "repeated_subsequence", "seq_len": 24, "n_tokens": 32, "repeat_len": 6}, {"n_layers": 2, "attn_only": True}, 512),
+    ("repeat", "repeated subsequence (24 tokens of 32, a block of 6 repeated; predict the copy); 2-layer "
+     "attention-only", {"kind": "repeated_subsequence", "seq_len": 24, "n_tokens": 32, "repeat_len": 6},
+     {"n_layers": 2, "attn_only": True}, 512),
     ("trigram", "skip trigram (11 tokens of 0-19, one >= 10, then '='; predict it); 1-layer attention-only",
      {"kind": "skip_trigram", "seq_len": 12, "n_tokens": 20}, {"attn_only": True}, 512),
 )
@@ -329,20 +353,21 @@ D3_EPOCHS = 20_000
 
 def nanda_d3(slug: str, *, infinite: bool = False) -> ExperimentConfig:
     """An Appendix D.3 task with the mainline hyperparameters (AdamW lr 1e-3, wd 1, betas (0.9, 0.98), 10-update
-    warm-up, full batch, float64 loss): a fixed training set, or (``infinite``) a new batch of the same size every epoch."""
+    warm-up, full batch, float64 loss): a fixed training set, or (``infinite``) a new batch of the same size every
+    epoch."""
     _, _, task, model, n_train = next(row for row in NANDA_D3 if row[0] == slug)
     return ExperimentConfig(
         name=f"nanda-d3-{slug}" + ("-infinite" if infinite else ""),
         task=TaskConfig(**task, n_examples=n_train + D3_HELD_OUT, n_train=n_train, split_seed=0, fresh_data=infinite),
-        model=ModelConfig(**(_MAINLINE_MODEL | model)),
+        model=ModelConfig(**(MAINLINE_MODEL | model)),
         optim=OptimConfig(lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98), warmup_steps=10),
         train=TrainConfig(epochs=D3_EPOCHS, loss_dtype="float64", log_every=10, measure_every=0, checkpoint_every=500),
     )
 
 
 _D3_NOTE = (
-    "Appendix D.3 of Nanda et al. (2023): limited data is needed for grokking. Metrics: loss and accuracy over the answer"
-    " tokens, per answer position ({split}_loss_ans{j}) and whole-sequence accuracy ({split}_seq_acc); "
+    "Appendix D.3 of Nanda et al. (2023): limited data is needed for grokking. Metrics: loss and accuracy over the"
+    " answer tokens, per answer position ({split}_loss_ans{j}) and whole-sequence accuracy ({split}_seq_acc); "
     f"{D3_HELD_OUT} held-out sequences. Sequence lengths, vocabularies, the held-out set and the {D3_EPOCHS}-epoch"
     " budget are our choices (the paper gives none)."
 )
@@ -366,8 +391,8 @@ _trigram.__doc__ = (_trigram.__doc__ or "") + (
 
 
 for _fn in (
-    quick_two_layer, quick_attn_only, quick_quadratic, pair_fixed_circle, pair_fixed_circle_relu, quick_no_decay, quick_dropout,
-    quick_l1, quick_float32, omnigrok_modadd, omnigrok_fixed_norm, grokfast_baseline, grokfast_ema, grokfast_ma,
-    prieto_softmax_float32, prieto_stablemax, prieto_perp_adamw, pair_sparse_parity,
+    quick_two_layer, quick_attn_only, quick_quadratic, pair_fixed_circle, pair_fixed_circle_relu, quick_no_decay,
+    quick_dropout, quick_l1, quick_float32, omnigrok_modadd, omnigrok_fixed_norm, grokfast_baseline, grokfast_ema,
+    grokfast_ma, prieto_softmax_float32, prieto_stablemax, prieto_perp_adamw, pair_sparse_parity,
 ):
     ZOO_PRESETS[_fn.__name__.replace("_", "-")] = _fn

@@ -1,14 +1,11 @@
-"""Preset sweeps, each a function returning a :class:`SweepSpec` (``grokscope sweep --list``).
-
-A preset that needs a config field or task grokscope does not have yet is listed with the reason and raises
-:class:`SweepSpecError` naming what is missing when used.
-"""
+"""Preset sweeps, each a function returning a :class:`SweepSpec` (``grokscope sweep --list``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from grokscope.config import ExperimentConfig, field_paths
+from grokscope.config import ExperimentConfig, apply_overrides
+from grokscope.presets import first_paragraph, get_preset
 from grokscope.sweep.spec import SweepSpec, SweepSpecError, make_spec
 
 __all__ = ["SWEEP_PRESETS", "describe_sweep_presets", "get_sweep_preset", "small_addition"]
@@ -20,9 +17,6 @@ def small_addition() -> ExperimentConfig:
     loss; metrics every 20 epochs, progress measures and checkpoints every 500. Measured here (one seed): with 40%
     of the pairs and weight decay 1 it groks at ~1.5k epochs; with 80% the test accuracy follows within ~100 epochs;
     without weight decay it only memorises."""
-    from grokscope.config import apply_overrides
-    from grokscope.presets import get_preset
-
     return apply_overrides(
         get_preset("quick"),
         {
@@ -75,7 +69,8 @@ def lr_wd() -> SweepSpec:
     """Learning rate (log range) x weight decay on small modular addition, 5 x 4 x 2 seeds."""
     return make_spec(
         name="lr-wd",
-        description="Learning rate x weight decay on the small-addition setting (Liu et al.'s decoder phase diagram uses lr x wd).",
+        description="Learning rate x weight decay on the small-addition setting (Liu et al.'s decoder phase diagram "
+        "uses lr x wd).",
         base=small_addition(),
         axes={"optim.lr": {"logspace": [1e-3, 3e-2, 5]}, "optim.weight_decay": [0.0, 0.3, 1.0, 3.0]},
         seeds=2,
@@ -85,14 +80,12 @@ def lr_wd() -> SweepSpec:
 
 def omnigrok_init_wd() -> SweepSpec:
     """Omnigrok: initialisation scale x weight decay on small modular addition, 5 x 5 x 2 seeds."""
-    base = small_addition()
-    if "model.init_scale" not in field_paths(base):
-        raise SweepSpecError("sweep preset omnigrok-init-wd: needs the config field model.init_scale (initialisation scale alpha), which grokscope does not have yet")
     return make_spec(
         name="omnigrok-init-wd",
-        description="Omnigrok (Liu, Michaud, Tegmark 2023): a large initialisation (alpha > 1) memorises, weight decay then shrinks "
-        "the weights toward the Goldilocks norm: grokking; without weight decay a large init stays memorised.",
-        base=base,
+        description="Omnigrok (Liu, Michaud, Tegmark 2023): a large initialisation (alpha > 1) memorises, weight decay "
+        "then shrinks the weights toward the Goldilocks norm: grokking; without weight decay a large init stays "
+        "memorised.",
+        base=small_addition(),
         axes={"model.init_scale": [0.5, 1.0, 2.0, 4.0, 8.0], "optim.weight_decay": [0.0, 0.1, 0.3, 1.0, 3.0]},
         seeds=2,
         outcome={"threshold": 0.9, "tau": 200},
@@ -101,19 +94,12 @@ def omnigrok_init_wd() -> SweepSpec:
 
 def pair_sparse_parity() -> SweepSpec:
     """PAIR sparse-parity grid: weight decay x hidden width, 5 x 5 x 3 seeds (needs the sparse-parity task)."""
-    from grokscope.config import ConfigError
-    from grokscope.presets import get_preset
-
-    try:
-        base = get_preset("pair-sparse-parity")
-    except ConfigError:
-        raise SweepSpecError("sweep preset pair-sparse-parity: needs the pair-sparse-parity preset (task.kind='sparse_parity'), which grokscope does not have yet") from None
     return make_spec(
         name="pair-sparse-parity",
-        description="PAIR sparse parity (30 bits, parity of 3, 1200 training sequences, L1 decay): weight decay x hidden width. "
-        "PAIR's grid: wd 0.01..1 x hidden 16..258 x train sizes x 9 seeds; at wd 0.1 with hidden >= 64 nearly all runs grok, "
-        "at wd 0.01 with hidden >= 64 all memorise. Seeds set both the init and the data.",
-        base=base,
+        description="PAIR sparse parity (30 bits, parity of 3, 1200 training sequences, L1 decay): weight decay x "
+        "hidden width. PAIR's grid: wd 0.01..1 x hidden 16..258 x train sizes x 9 seeds; at wd 0.1 with hidden >= 64 "
+        "nearly all runs grok, at wd 0.01 with hidden >= 64 all memorise. Seeds set both the init and the data.",
+        base=get_preset("pair-sparse-parity"),
         axes={"optim.weight_decay": [0.01, 0.03, 0.1, 0.3, 1.0], "model.d_mlp": [16, 32, 64, 128, 258]},
         seeds=3,
         seed_fields=["model.init_seed", "task.split_seed"],
@@ -134,7 +120,8 @@ def get_sweep_preset(name: str) -> SweepSpec:
     try:
         fn = SWEEP_PRESETS[name]
     except KeyError:
-        raise SweepSpecError(f"unknown sweep preset {name!r}; known: {', '.join(SWEEP_PRESETS)} (see 'grokscope sweep --list')") from None
+        known = ", ".join(SWEEP_PRESETS)
+        raise SweepSpecError(f"unknown sweep preset {name!r}; known: {known} (see 'grokscope sweep --list')") from None
     return fn()
 
 
@@ -142,7 +129,7 @@ def describe_sweep_presets() -> list[tuple[str, str, str]]:
     """(name, one-line description, availability: 'N cells' or the reason it is unavailable)."""
     out = []
     for name, fn in SWEEP_PRESETS.items():
-        doc = (fn.__doc__ or "").strip().splitlines()[0]
+        doc = first_paragraph(fn.__doc__)
         try:
             spec = fn()
             avail = f"{spec.size} cells"
