@@ -60,7 +60,8 @@ class Run:
         if not self.dir.exists():
             raise RunError(f"{self.dir}: no such run directory")
         if not self.dir.is_dir() or not is_run_dir(self.dir):
-            raise RunError(f"{self.dir}: not a grokscope run (no {CONFIG}); point at a directory made by 'grokscope train'")
+            raise RunError(
+                f"{self.dir}: not a grokscope run (no {CONFIG}); point at a directory made by 'grokscope train'")
         path = self.dir / CONFIG
         try:
             self.config = ExperimentConfig.from_json(path.read_text())
@@ -143,7 +144,7 @@ class Run:
 
     # -- checkpoints -----------------------------------------------------------------------------
     def load_state_dict(self, step: int | None = None) -> dict[str, torch.Tensor]:
-        """The checkpoint tensors at ``step`` (default: the last checkpoint), keyed as a HookedTransformer state dict."""
+        """The checkpoint tensors at ``step`` (default: the last), keyed as a HookedTransformer state dict."""
         steps = self.checkpoints
         if not steps:
             raise RunError(f"{self.dir}: the run has no checkpoints")
@@ -155,7 +156,8 @@ class Run:
         try:
             tensors, _ = load_tensors(checkpoint_path(self.dir, step))
         except DamagedFileError as e:
-            raise DamagedFileError(e.path, f"{e}; {checkpoint_advice(self.dir, step)}, or pick another --step") from None
+            advice = checkpoint_advice(self.dir, step)
+            raise DamagedFileError(e.path, f"{e}; {advice}, or pick another --step") from None
         return tensors
 
     def load_model(self, step: int | None = None) -> Model:
@@ -166,13 +168,15 @@ class Run:
         model = build_model(self.config.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
         state = self.load_state_dict(step)
         expected = model.state_dict()
-        resized = [f"{k} {list(v.shape)} vs {list(expected[k].shape)}" for k, v in sorted(state.items()) if k in expected and v.shape != expected[k].shape]
+        resized = [f"{k} {list(v.shape)} vs {list(expected[k].shape)}" for k, v in sorted(state.items())
+                   if k in expected and v.shape != expected[k].shape]
         if resized:  # torch would raise a multi-line RuntimeError
-            raise RunError(f"{self.dir}: the checkpoint does not fit the model of {CONFIG} ({resized[0]}; {len(resized)} tensors differ): "
-                           f"was {CONFIG} edited after training? restore it")
+            raise RunError(f"{self.dir}: the checkpoint does not fit the model of {CONFIG} ({resized[0]}; "
+                           f"{len(resized)} tensors differ): was {CONFIG} edited after training? restore it")
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise RunError(f"{self.dir}: checkpoint does not match the model (missing {missing}, unexpected {unexpected})")
+            raise RunError(
+                f"{self.dir}: checkpoint does not match the model (missing {missing}, unexpected {unexpected})")
         return model.eval()
 
     # -- writing (used by analysis and sweeps) -----------------------------------------------------
@@ -231,8 +235,8 @@ def checkpoint_advice(run_dir: Path, step: int) -> str:
     epoch = state_epoch(run_dir)
     if epoch is not None and step >= epoch:
         return f"'grokscope train --resume {run_dir}' rebuilds it"
-    return (f"it cannot be rebuilt from this run: move it away (the other files do not depend on it) and, to regenerate it, "
-            f"train the run again into a new directory ({_retrain_hint(run_dir)})")
+    return ("it cannot be rebuilt from this run: move it away (the other files do not depend on it) and, to "
+            f"regenerate it, train the run again into a new directory ({_retrain_hint(run_dir)})")
 
 
 def check_run(run_dir: Path | str, *, resume: bool = False) -> None:
@@ -263,9 +267,10 @@ def check_run(run_dir: Path | str, *, resume: bool = False) -> None:
         try:
             epoch = int(check_tensors_file(state)["epoch"])
         except (DamagedFileError, KeyError, ValueError) as e:
-            why = str(e) if isinstance(e, DamagedFileError) else f"{state}: damaged resume point (no valid epoch in its metadata)"
-            raise DamagedFileError(state, f"{why}; the run cannot continue from it, but its checkpoints and metrics can "
-                                   f"still be read; to train it again: {_retrain_hint(run_dir)}") from None
+            why = (str(e) if isinstance(e, DamagedFileError)
+                   else f"{state}: damaged resume point (no valid epoch in its metadata)")
+            raise DamagedFileError(state, f"{why}; the run cannot continue from it, but its checkpoints and metrics "
+                                   f"can still be read; to train it again: {_retrain_hint(run_dir)}") from None
     steps = run.checkpoints
     for step in steps:
         path = checkpoint_path(run_dir, step)
@@ -278,10 +283,12 @@ def check_run(run_dir: Path | str, *, resume: bool = False) -> None:
     if resume and epoch is None and ((steps and steps[-1] > 0) or (last_logged or 0) > 0):
         raise DamagedFileError(state, f"{state}: missing, although the run has trained (checkpoints up to step "
                                f"{steps[-1] if steps else 0}, metrics up to step {last_logged or 0}); the run cannot "
-                               f"continue without it, but its files can still be read; to train it again: {_retrain_hint(run_dir)}")
+                               "continue without it, but its files can still be read; to train it again: "
+                               + _retrain_hint(run_dir))
     if resume and epoch and not (run_dir / METRICS).is_file():
-        raise DamagedFileError(run_dir / METRICS, f"{run_dir / METRICS}: missing, although the run has trained to epoch "
-                               f"{epoch}; restore it from a copy of the run, or train the run again into a new directory "
+        metrics = run_dir / METRICS
+        raise DamagedFileError(metrics, f"{metrics}: missing, although the run has trained to epoch {epoch}; restore "
+                               "it from a copy of the run, or train the run again into a new directory "
                                f"({_retrain_hint(run_dir)})")
 
 
@@ -301,7 +308,8 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     """Delete the temporary files of atomic writes that a killed training process left behind (the state, the
     config and checkpoints; never other commands' files). Only the process that trains a run may call this."""
     run_dir = Path(run_dir)
-    stale = [*run_dir.glob(f".{STATE}.*.tmp"), *run_dir.glob(f".{CONFIG}.*.tmp"), *(run_dir / CHECKPOINTS).glob(".step_*.safetensors.*.tmp")]
+    stale = [*run_dir.glob(f".{STATE}.*.tmp"), *run_dir.glob(f".{CONFIG}.*.tmp"),
+             *(run_dir / CHECKPOINTS).glob(".step_*.safetensors.*.tmp")]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
