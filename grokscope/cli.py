@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -228,8 +229,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\ngrokscope {args.command}: interrupted; continue with 'grokscope train --resume RUN'", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of our output went away (grokscope show RUN | head): stop quietly
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
 

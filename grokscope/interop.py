@@ -82,9 +82,9 @@ def hooked_transformer_config(config: ExperimentConfig, **overrides: Any) -> Any
     """The ``HookedTransformerConfig`` of the model ``config`` describes (float32 on the CPU unless overridden).
 
     ``overrides`` go to ``HookedTransformerConfig`` (e.g. ``dtype=torch.float64``, ``seed=0``,
-    ``init_weights=False``).
-    Raises :class:`ConfigError` for architectures TransformerLens cannot represent (the MLP models, the
-    quadratic activation). Dropout has no TransformerLens counterpart and is left out (eval mode is equal).
+    ``init_weights=False``). Raises :class:`ConfigError` for architectures TransformerLens cannot represent (the
+    MLP models, the quadratic activation). Dropout has no TransformerLens counterpart and is left out (eval mode
+    is equal).
     """
     _check_representable(config)
     tl = _transformer_lens()
@@ -102,9 +102,7 @@ def hooked_transformer_config(config: ExperimentConfig, **overrides: Any) -> Any
 
 def hooked_from_state_dict(config: ExperimentConfig, state: Mapping[str, Tensor], **overrides: Any) -> Any:
     """A ``HookedTransformer`` (eval mode) with the weights of a grokscope-keyed ``state`` (checked against
-    ``config``).
-
-    ``overrides`` go to :func:`hooked_transformer_config` (``dtype``, ``device``, ...)."""
+    ``config``); ``overrides`` go to :func:`hooked_transformer_config` (``dtype``, ``device``, ...)."""
     tl = _transformer_lens()
     _check_representable(config)
     dtype = overrides.get("dtype", torch.float32)

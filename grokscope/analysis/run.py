@@ -15,13 +15,13 @@ from grokscope.analysis.zoo import render_zoo, zoo_analysis
 from grokscope.config import ExperimentConfig
 from grokscope.interop import from_hooked_transformer
 from grokscope.measures import MeasureError, check_task, detect_phases, fixed_key_measures, names
-from grokscope.models import Transformer
+from grokscope.models import Model, Transformer
 from grokscope.runtime import flush_denormal
 from grokscope.store import DamagedFileError, RunError, load_tensors
 from grokscope.tasks import make_task
 
-__all__ = ["ANALYSIS_FILE", "CONVERT_HINT", "PHASES_FILE", "PICKLE_SUFFIXES", "analyze_model", "analyze_run",
-           "load_state_file", "model_analysis", "print_run_summary", "print_zoo"]
+__all__ = ["ANALYSIS_FILE", "PHASES_FILE", "analyze_model", "analyze_run", "load_state_file", "model_analysis",
+           "print_run_summary", "print_zoo"]
 
 ANALYSIS_FILE = "analysis.json"
 PHASES_FILE = "phases.json"
@@ -97,7 +97,7 @@ def analyze_run(run: Any, *, step: int | None = None, key_freqs: list[int] | Non
     return analysis, data
 
 
-def _zoo_only(model: nn.Module, task: Any, step: int, reason: str, all_steps: bool) -> dict[str, Any]:
+def _zoo_only(model: Model, task: Any, step: int, reason: str, all_steps: bool) -> dict[str, Any]:
     """analysis.json of a task outside the Fourier analysis: what :func:`zoo_analysis` fits, and why the rest is not
     there. Division: the progress measures and fits live on the additive p x p grid, which a/b does not fill; they
     are not recomputed in the discrete-log basis (no published definition there); the W_E spectra in both bases
