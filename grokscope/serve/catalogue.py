@@ -12,11 +12,11 @@ from pathlib import Path
 
 from grokscope.measures import GROK_ACC
 from grokscope.measures.names import TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS
-from grokscope.store.run import Run, RunError, is_run_dir
+from grokscope.store.run import CHECKPOINTS, CONFIG, METRICS, Run, RunError, is_run_dir
 
 MAX_DEPTH = 4
 LIVE_COLUMNS = (TRAIN_LOSS, TRAIN_ACC, TEST_LOSS, TEST_ACC)
-SKIP_DIRS = {"checkpoints", "__pycache__", "node_modules"}
+SKIP_DIRS = {CHECKPOINTS, "__pycache__", "node_modules"}
 
 
 def _find_dirs(root: Path, is_hit, default_name: str, max_depth: int, *, skip=lambda d: False) -> dict[str, Path]:
@@ -74,10 +74,9 @@ def run_summary(run_id: str, path: Path) -> dict:
     info: dict = {"id": run_id, "name": run_id, "status": "?", "epoch": None, "epochs": None, "grok_epoch": None}
     try:
         run = Run(path)
-        info["name"] = run.config.name
-        info["epochs"] = run.config.train.epochs
-        info["task"] = f"{run.config.task.formula} mod {run.config.task.p}"
-        info["arch"] = run.config.model.arch
+        config = run.config
+        info.update(name=config.name, epochs=config.train.epochs, task=f"{config.task.formula} mod {config.task.p}",
+                    arch=config.model.arch)
         meta = run.meta
         info["status"] = meta.get("status", "new")
         rows = [row for row in (run.metric_rows(list(LIVE_COLUMNS)) if meta else []) if row[2] is not None]
@@ -86,8 +85,7 @@ def run_summary(run_id: str, path: Path) -> dict:
         info.update({name: last.get(name) for name in LIVE_COLUMNS})
         info["grok_epoch"] = _grok_epoch(meta.get("grok_epoch"), ((s, v) for s, name, v in rows if name == TEST_ACC))
         info["checkpoints"] = len(run.checkpoints)
-        files = [path / name for name in ("config.json", "metrics.sqlite")]
-        info["mtime"] = max(f.stat().st_mtime for f in files if f.exists())
+        info["mtime"] = max((path / f).stat().st_mtime for f in (CONFIG, METRICS) if (path / f).exists())
     except (RunError, OSError, ValueError) as e:
         info["status"] = "unreadable"
         info["error"] = str(e)
@@ -98,7 +96,7 @@ def metrics_payload(run: Run, columns: list[str] | None = None, since: int | Non
     """The polled JSON: status, progress and the chosen metric columns (non-finite values as null)."""
     meta = run.meta
     names = list(columns) if columns else list(LIVE_COLUMNS)
-    rows = run.metric_rows(names) if (run.dir / "metrics.sqlite").exists() else []
+    rows = run.metric_rows(names) if (run.dir / METRICS).exists() else []
     steps: list[int] = []
     index: dict[int, int] = {}
     cols: dict[str, list] = {n: [] for n in names}
@@ -124,16 +122,7 @@ def metrics_payload(run: Run, columns: list[str] | None = None, since: int | Non
 
 def header_payload(run: Run) -> dict:
     """The report header's facts as JSON (non-finite numbers as null)."""
+    from grokscope.analysis.reverse import json_safe
     from grokscope.figures.report import header_data
 
-    return _jsonable(header_data(run))
-
-
-def _jsonable(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
+    return json_safe(header_data(run))

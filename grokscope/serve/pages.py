@@ -12,6 +12,8 @@ from grokscope.measures.names import TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS
 from grokscope.store.run import Run
 
 PLOTLY_URL = "/static/plotly.min.js"
+NO_RUNS = ('<tr><td colspan="9">No runs found here. Train one: '
+           "<code>grokscope train --preset quick --out DIR/quick</code></td></tr>")
 
 PAGE_CSS = """
 body { font: 14px/1.45 Helvetica, Arial, sans-serif; color: #222; margin: 0; background: #fafbfc; }
@@ -70,42 +72,28 @@ def esc(x) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _fmt(v, kind: str) -> str:
-    if v is None:
-        return "–"
-    if kind == "acc":
-        return f"{v:.3f}"
-    if kind == "loss":
-        return f"{v:.2e}"
-    return str(v)
+def _fmt(value, spec: str = "") -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def _run_row(info: dict) -> str:
     """One row of the run list, from a :func:`~grokscope.serve.catalogue.run_summary`."""
-    rid, status = info["id"], info["status"]
-    epoch, epochs = info["epoch"], info["epochs"]
-    prog = f"{epoch if epoch is not None else 0} / {epochs if epochs is not None else '?'}"
-    about = f'{esc(info.get("name", ""))} · {esc(info.get("task", ""))} · {esc(info.get("arch", ""))}'
-    return (
-        f'<tr data-run="{esc(rid)}"><td><input type="checkbox" name="run" value="{esc(rid)}" form="cmp"></td>'
-        f'<td><a href="{esc("/run/" + quote(rid))}">{esc(rid)}</a><div class="small">{about}</div></td>'
-        f'<td><span class="status {esc(status)}">{esc(status)}</span></td>'
-        f'<td class="num">{esc(prog)}</td><td class="num">{esc(_fmt(info.get(TRAIN_ACC), "acc"))}</td>'
-        f'<td class="num">{esc(_fmt(info.get(TEST_ACC), "acc"))}</td>'
-        f'<td class="num">{esc(_fmt(info.get(TEST_LOSS), "loss"))}</td>'
-        f'<td class="num">{esc(_fmt(info.get("grok_epoch"), ""))}</td>'
-        f'<td class="num">{esc(info.get("checkpoints", "–"))}</td></tr>'
-    )
+    rid, status, epoch, epochs = info["id"], info["status"], info["epoch"], info["epochs"]
+    about = " · ".join(esc(info.get(key, "")) for key in ("name", "task", "arch"))
+    numbers = (f"{epoch if epoch is not None else 0} / {epochs if epochs is not None else '?'}",
+               _fmt(info.get(TRAIN_ACC), ".3f"), _fmt(info.get(TEST_ACC), ".3f"), _fmt(info.get(TEST_LOSS), ".2e"),
+               _fmt(info.get("grok_epoch")), info.get("checkpoints", "–"))
+    return (f'<tr data-run="{esc(rid)}"><td><input type="checkbox" name="run" value="{esc(rid)}" form="cmp"></td>'
+            f'<td><a href="{esc("/run/" + quote(rid))}">{esc(rid)}</a><div class="small">{about}</div></td>'
+            f'<td><span class="status {esc(status)}">{esc(status)}</span></td>'
+            + "".join(f'<td class="num">{esc(number)}</td>' for number in numbers) + "</tr>")
 
 
 def index_page(root: Path, summaries: list[dict], sweep_ids) -> str:
     """The run list (``summaries`` in id order) with a form to compare runs, and the sweeps' links."""
     sweep_items = "".join(f'<li><a href="/sweep/{esc(quote(sid))}">{esc(sid)}</a></li>' for sid in sorted(sweep_ids))
     sweep_html = f'<h2>Sweeps</h2><ul class="sweeps">{sweep_items}</ul>' if sweep_items else ""
-    body = "".join(_run_row(info) for info in summaries) or (
-        '<tr><td colspan="9">No runs found here. Train one: '
-        "<code>grokscope train --preset quick --out DIR/quick</code></td></tr>"
-    )
+    body = "".join(_run_row(info) for info in summaries) or NO_RUNS
     head = "<th>test loss</th><th>grok epoch</th><th>ckpts</th>"
     return f"""<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">\
 <title>grokscope — runs in {esc(root.name)}</title>
@@ -138,10 +126,8 @@ def compare_page(ids: list[str]) -> str:
 
 
 def error_page(status: int, message: str) -> str:
-    return (
-        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{status}</title></head><body><h1>{status}</h1>'
-        f'<p>{esc(message)}</p><p><a href="/">all runs</a></p></body></html>'
-    )
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{status}</title></head><body><h1>{status}</h1>'
+            f'<p>{esc(message)}</p><p><a href="/">all runs</a></p></body></html>')
 
 
 def run_page(run: Run, run_id: str) -> str:

@@ -1,24 +1,21 @@
 """``grokscope serve``: a local, read-only web viewer over a directory of runs (standard library only, plus
-Plotly for the report pages). :data:`ROUTES` lists what it answers (GET/HEAD only; anything else is 405, any other
-path 404); ``<id>`` names a run or sweep found by :mod:`grokscope.serve.catalogue`, which keeps every answer inside
-the root.
+Plotly for the report pages). :data:`ROUTES` lists what it answers to GET/HEAD (any other method: 405, path: 404).
 
-The server binds 127.0.0.1 by default and refuses a non-loopback address unless ``allow_remote=True``; bound to
-loopback it answers only requests whose Host header is a loopback name (a web page elsewhere cannot reach it
-through a DNS name rebound to 127.0.0.1). It never writes anything, serves no directory listing, and serves a file
-only when it resolves inside the root.
+It binds 127.0.0.1 by default and refuses a non-loopback address unless ``allow_remote=True``; bound to loopback it
+answers only requests whose Host header is a loopback name (a web page elsewhere cannot reach it through a DNS name
+rebound to 127.0.0.1). It never writes, lists no directory, and serves a file only when it resolves inside the root.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import ipaddress
 import json
 import re
 import socket
 import threading
-import time
 import webbrowser
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -34,13 +31,14 @@ class ServeError(ValueError):
     """A bad server setting (for example a non-loopback host without allow_remote)."""
 
 
+class NotFound(LookupError):
+    """Answered 404 with its message."""
+
+
 def is_loopback(host: str) -> bool:
-    if host in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    with contextlib.suppress(ValueError):
+        return host in ("localhost", "localhost.localdomain") or ipaddress.ip_address(host.strip("[]")).is_loopback
+    return False
 
 
 class Viewer:
@@ -50,30 +48,29 @@ class Viewer:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise ServeError(f"{root}: not a directory")
-        self._plotly: bytes | None = None
         self._pages: dict[str, tuple[tuple, bytes]] = {}
         self._lock = threading.Lock()
 
-    def runs(self) -> dict[str, Path]:
-        return find_runs(self.root)
-
-    def sweeps(self) -> dict[str, Path]:
-        return find_sweeps(self.root)
-
     def summaries(self) -> list[dict]:
-        return [run_summary(i, p) for i, p in sorted(self.runs().items())]
+        return [run_summary(run_id, path) for run_id, path in sorted(find_runs(self.root).items())]
 
     def lookup(self, run_id: str, *, sweep: bool = False) -> Path | None:
         if not run_id or ".." in run_id.split("/") or run_id.startswith("/") or "\\" in run_id or "\0" in run_id:
             return None
-        return (self.sweeps() if sweep else self.runs()).get(run_id)
+        return (find_sweeps if sweep else find_runs)(self.root).get(run_id)
 
+    def find(self, run_id: str, *, sweep: bool = False) -> Path:
+        """The directory of run (or sweep) ``run_id``; NotFound if there is none."""
+        found = self.lookup(run_id, sweep=sweep)
+        if found is None:
+            raise NotFound("no such sweep" if sweep else "no such run")
+        return found
+
+    @functools.cached_property
     def plotly_js(self) -> bytes:
-        if self._plotly is None:
-            from grokscope.figures.report import plotly_js
+        from grokscope.figures.report import plotly_js
 
-            self._plotly = plotly_js().encode("utf-8")
-        return self._plotly
+        return plotly_js().encode("utf-8")
 
     def run_page(self, run_id: str, path: Path) -> bytes:
         """The run's page, rebuilt when a checkpoint, the status or the analysis changed (16 pages kept)."""
@@ -119,7 +116,6 @@ class Handler(BaseHTTPRequestHandler):
         if not self.quiet:
             super().log_message(format, *args)
 
-    # -- responses --------------------------------------------------------------------------
     def _send(self, status: int, body: bytes, ctype: str, *, cache: str = "no-store") -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
@@ -141,12 +137,9 @@ class Handler(BaseHTTPRequestHandler):
         self._html(error_page(status, message), status)
 
     def do_POST(self) -> None:  # noqa: N802
-        self._error(HTTPStatus.METHOD_NOT_ALLOWED, "the viewer is read-only")
+        self._error(405, "the viewer is read-only")
 
     do_PUT = do_DELETE = do_PATCH = do_POST  # noqa: N815
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self.do_GET()
 
     def do_GET(self) -> None:  # noqa: N802
         try:
@@ -157,6 +150,8 @@ class Handler(BaseHTTPRequestHandler):
             self._error(404, str(e))
         except Exception as e:  # noqa: BLE001 - answer 500 rather than drop the connection
             self._error(500, f"{type(e).__name__}: {e}")
+
+    do_HEAD = do_GET  # noqa: N815 - _send writes no body for HEAD
 
     def _host_allowed(self) -> bool:
         host = (self.headers.get("Host") or "").strip()
@@ -171,17 +166,19 @@ class Handler(BaseHTTPRequestHandler):
                                "(see grokscope serve --allow-remote)")
         parts = urlsplit(self.path)
         path = unquote(parts.path)
-        if ".." in path.split("/") or "\0" in path or "\\" in path:
-            return self._error(404, "not found")
-        for pattern, method in ROUTES:
-            match = pattern.fullmatch(path)
-            if match:
-                return getattr(self, method)(*match.groups(), query=parts.query)
-        return self._error(404, "not found")
+        try:
+            if ".." in path.split("/") or "\0" in path or "\\" in path:
+                raise NotFound("not found")
+            for pattern, method in ROUTES:
+                if match := pattern.fullmatch(path):
+                    return getattr(self, method)(*match.groups(), query=parts.query)
+            raise NotFound("not found")
+        except NotFound as e:
+            self._error(404, str(e))
 
-    # -- the routes ----------------------------------------------------------------------------
+    # The routes: what ROUTES names.
     def show_index(self, *, query: str) -> None:
-        self._html(index_page(self.viewer.root, self.viewer.summaries(), self.viewer.sweeps()))
+        self._html(index_page(self.viewer.root, self.viewer.summaries(), find_sweeps(self.viewer.root)))
 
     def show_run_list(self, *, query: str) -> None:
         self._json(self.viewer.summaries())
@@ -190,51 +187,42 @@ class Handler(BaseHTTPRequestHandler):
         self._send(204, b"", "image/x-icon", cache="max-age=86400")
 
     def show_plotly(self, *, query: str) -> None:
-        self._send(200, self.viewer.plotly_js(), "text/javascript; charset=utf-8", cache="max-age=86400")
+        self._send(200, self.viewer.plotly_js, "text/javascript; charset=utf-8", cache="max-age=86400")
 
     def show_compare(self, *, query: str) -> None:
         ids = [i for i in parse_qs(query).get("run", []) if self.viewer.lookup(i) is not None]
         if not ids:
-            return self._error(404, "no such runs to compare")
+            raise NotFound("no such runs to compare")
         self._html(compare_page(ids))
 
     def show_metrics(self, run_id: str, *, query: str) -> None:
-        run_dir = self.viewer.lookup(run_id)
-        if run_dir is None:
-            return self._error(404, "no such run")
-        run = Run(run_dir)
-        q = parse_qs(query)
+        run, q = Run(self.viewer.find(run_id)), parse_qs(query)
         cols = [c for c in q.get("col", []) if c.replace("_", "").isalnum()] or None
         since = int(q["since"][0]) if q.get("since", [""])[0].isdigit() else None
         self._json(metrics_payload(run, cols, since))
 
     def show_header(self, run_id: str, *, query: str) -> None:
-        run_dir = self.viewer.lookup(run_id)
-        if run_dir is None:
-            return self._error(404, "no such run")
-        self._json(header_payload(Run(run_dir)))
+        self._json(header_payload(Run(self.viewer.find(run_id))))
 
     def show_sweep(self, sweep_id: str, *, query: str) -> None:
-        sweep_dir = self.viewer.lookup(sweep_id, sweep=True)
-        if sweep_dir is None:
-            return self._error(404, "no such sweep")
-        page = sweep_page(sweep_dir)
+        page = sweep_page(self.viewer.find(sweep_id, sweep=True))
         if page is None:
-            return self._error(404, "this sweep has no index yet (it is written when its first cell finishes)")
+            raise NotFound("this sweep has no index yet (it is written when its first cell finishes)")
         self._html(page)
 
     def show_saved_report(self, run_id: str, *, query: str) -> None:
         run_dir = self.viewer.lookup(run_id)
         report = None if run_dir is None else run_dir / "report.html"
         if report is None or not report.is_file() or not report.resolve().is_relative_to(self.viewer.root):
-            return self._error(404, "no saved report for this run (make one: grokscope report RUN)")
+            raise NotFound("no saved report for this run (make one: grokscope report RUN)")
         self._send(200, report.read_bytes(), HTML)
 
     def show_run(self, run_id: str, *, query: str) -> None:
-        run_dir = self.viewer.lookup(run_id)
-        if run_dir is None:
-            return self._error(404, "no such run")
-        self._send(200, self.viewer.run_page(run_id, run_dir), HTML)
+        self._send(200, self.viewer.run_page(run_id, self.viewer.find(run_id)), HTML)
+
+
+class _V6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 def make_server(root: Path | str, host: str = "127.0.0.1", port: int = 8765, *, allow_remote: bool = False,
@@ -245,14 +233,7 @@ def make_server(root: Path | str, host: str = "127.0.0.1", port: int = 8765, *, 
                          "(pass --allow-remote to expose it anyway)")
     viewer = Viewer(root)
     handler = type("BoundHandler", (Handler,), {"viewer": viewer, "quiet": quiet, "check_host": not allow_remote})
-    cls = ThreadingHTTPServer
-    if ":" in host:
-
-        class V6Server(ThreadingHTTPServer):
-            address_family = socket.AF_INET6
-
-        cls = V6Server
-    server = cls((host.strip("[]"), port), handler)
+    server = (_V6Server if ":" in host else ThreadingHTTPServer)((host.strip("[]"), port), handler)
     server.daemon_threads = True
     return server
 
@@ -260,20 +241,13 @@ def make_server(root: Path | str, host: str = "127.0.0.1", port: int = 8765, *, 
 def serve(root: Path | str, host: str = "127.0.0.1", port: int = 8765, *, allow_remote: bool = False,
           quiet: bool = True, open_browser: bool = False) -> None:
     server = make_server(root, host, port, allow_remote=allow_remote, quiet=quiet)
-    h, p = server.server_address[:2]
-    assert isinstance(h, str)  # an AF_INET or AF_INET6 address
-    url = f"http://{'[' + h + ']' if ':' in h else h}:{p}/"
+    address, bound_port = server.server_address[:2]
+    assert isinstance(address, str)  # an AF_INET or AF_INET6 address
+    url = f"http://{'[' + address + ']' if ':' in address else address}:{bound_port}/"
     print(f"grokscope viewer on {url} (serving {Path(root).resolve()}; Ctrl-C to stop)", flush=True)
     if open_browser:
-
-        def open_soon() -> None:
-            time.sleep(0.5)
-            webbrowser.open(url)
-
-        threading.Thread(target=open_soon, daemon=True).start()
-    try:
+        opener = threading.Timer(0.5, webbrowser.open, (url,))
+        opener.daemon = True
+        opener.start()
+    with server, contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
