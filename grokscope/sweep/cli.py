@@ -27,17 +27,22 @@ def register(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("spec", nargs="?", help="sweep spec file (.json/.yaml/.py[:func]) or an existing sweep directory to continue")
+    p.add_argument("spec", nargs="?",
+                   help="sweep spec file (.json/.yaml/.py[:func]) or an existing sweep directory to continue")
     p.add_argument("--preset", help="a preset sweep instead of a spec file (see --list)")
     p.add_argument("--out", type=Path, help="sweep directory (created, or continued when it holds this sweep)")
-    p.add_argument("--executor", choices=("local", "ray"), default="local", help="local processes (default) or a Ray cluster")
-    p.add_argument("--address", help="Ray cluster address (e.g. auto, ray://host:10001); default: start a local Ray instance")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local processes (default) or a Ray cluster")
+    p.add_argument("--address",
+                   help="Ray cluster address (e.g. auto, ray://host:10001); default: start a local Ray instance")
     p.add_argument("--workers", type=int, help="parallel jobs (default: the usable CPU cores; 0 = run in this process)")
     p.add_argument("--threads", type=int, help="torch threads per job (default 1: the cells are the parallelism)")
     p.add_argument("--no-ensemble", action="store_true", help="never pack cells into batched ensembles")
     p.add_argument("--ensemble-size", type=int, default=16, metavar="K", help="largest ensemble (default 16)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a base-config field, e.g. --set train.epochs=500 (repeatable)")
-    p.add_argument("--dry-run", action="store_true", help="print the cells, their state and the planned jobs; run nothing")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a base-config field, e.g. --set train.epochs=500 (repeatable)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the cells, their state and the planned jobs; run nothing")
     p.add_argument("--list", action="store_true", help="list the preset sweeps")
     p.add_argument("--show", action="store_true", help="print the spec (a preset's or a file's) as JSON and exit")
     p.add_argument("--csv", type=Path, help="after the sweep, also export the index to this CSV file")
@@ -67,7 +72,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     elif args.spec:
         if is_sweep_dir(args.spec):
             if out is not None and Path(out).resolve() != Path(args.spec).resolve():
-                raise UserError(f"{args.spec} is a sweep directory; continue it with 'grokscope sweep {args.spec}' (no --out)")
+                raise UserError(
+                    f"{args.spec} is a sweep directory; continue it with 'grokscope sweep {args.spec}' (no --out)")
             out = Path(args.spec)
             spec = SweepDir(out).read_spec()
         else:
@@ -92,7 +98,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         from grokscope.sweep.local import available_cores, plan_sweep
 
-        plan = plan_sweep(spec, out, workers=args.workers or available_cores(), ensemble=not args.no_ensemble, max_ensemble=args.ensemble_size)
+        plan = plan_sweep(spec, out, workers=args.workers or available_cores(), ensemble=not args.no_ensemble,
+                          max_ensemble=args.ensemble_size)
         print(plan.describe())
         print(plan.table())
         return 0
@@ -100,19 +107,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from grokscope.sweep.local import run_sweep, summarize
 
     try:
-        result = run_sweep(
-            spec,
-            out,
-            executor=args.executor,
-            workers=args.workers,
-            threads=args.threads,
-            address=args.address,
-            ensemble=not args.no_ensemble,
-            max_ensemble=args.ensemble_size,
-            progress=False if args.quiet else None,
-        )
+        result = run_sweep(spec, out, executor=args.executor, workers=args.workers, threads=args.threads,
+                           address=args.address, ensemble=not args.no_ensemble, max_ensemble=args.ensemble_size,
+                           progress=False if args.quiet else None)
     except KeyboardInterrupt:
-        print(f"\ngrokscope sweep: interrupted; run the same command again to finish the sweep ({out})", file=sys.stderr)
+        print(f"\ngrokscope sweep: interrupted; run the same command again to finish the sweep ({out})",
+              file=sys.stderr)
         return 130
     print(f"sweep:      {result.dir}")
     print(f"time:       {result.seconds:.1f} s ({result.ran} cells run, {result.skipped} already done)")
@@ -122,7 +122,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"csv:        {args.csv}")
     print(f"report:     grokscope report {result.dir}")
     if result.errors:
-        print(f"grokscope sweep: {len(result.errors)} cells failed (see {result.dir}/index.sqlite, column error); re-run to retry them", file=sys.stderr)
+        print(f"grokscope sweep: {len(result.errors)} cells failed (see {result.dir}/index.sqlite, column error); "
+              "re-run to retry them", file=sys.stderr)
         return 1
     return 0
 

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grokscope.sweep.outcome import PHASES, Outcome, liu_phase, outcome_from_frame
+from grokscope.store.run import CONFIG, Run
+from grokscope.sweep.outcome import BASIC_COLUMNS, PHASES, Outcome, liu_phase, outcome_from_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -88,15 +89,15 @@ class SweepIndex:
         """Record the axis fields and (re)create the ``grid`` view with one column per field."""
         cols = ", ".join(f"json_extract(point, '$.\"{f}\"') AS \"{f}\"" for f in fields)
         with self.conn:
-            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('axes', ?)", (json.dumps(list(fields)),))
+            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('axes', ?)",
+                              (json.dumps(list(fields)),))
             self.conn.execute("DROP VIEW IF EXISTS grid")
             self.conn.execute(f"CREATE VIEW grid AS SELECT {cols + ', ' if cols else ''}* FROM cells")
 
     def set_meta(self, values: dict[str, Any]) -> None:
         with self.conn:
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()]
-            )
+            self.conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                  [(k, json.dumps(v)) for k, v in values.items()])
 
     def meta(self) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta").fetchall()}
@@ -129,10 +130,7 @@ class SweepIndex:
             "budget": o.budget if o else None,
             "tau": o.tau if o else None,
             "threshold": o.threshold if o else None,
-            "final_train_acc": final.get("train_acc"),
-            "final_test_acc": final.get("test_acc"),
-            "final_train_loss": final.get("train_loss"),
-            "final_test_loss": final.get("test_loss"),
+            **{f"final_{name}": final.get(name) for name in BASIC_COLUMNS},
             "seconds": seconds,
             "executor": executor,
             "error": error,
@@ -140,11 +138,10 @@ class SweepIndex:
             "final": json.dumps({k: v for k, v in final.items() if math.isfinite(v)}),
             "updated": time.time(),
         }
-        names = list(row)
+        columns = list(row)
         with self.conn:
-            self.conn.execute(
-                f"INSERT OR REPLACE INTO cells ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})", [row[n] for n in names]
-            )
+            self.conn.execute(f"INSERT OR REPLACE INTO cells ({', '.join(columns)}) "
+                              f"VALUES ({', '.join('?' * len(columns))})", [row[c] for c in columns])
 
     def get(self, name: str) -> dict | None:
         cur = self.conn.execute("SELECT * FROM cells WHERE name = ?", (name,))
@@ -181,10 +178,11 @@ class SweepIndex:
         df = raw.drop(columns=["point", "final", "updated"])
         for f in axes:
             df.insert(df.columns.get_loc("status"), f, [p.get(f) for p in points])
-        extra = sorted({k for fin in finals for k in fin} - {"train_acc", "test_acc", "train_loss", "test_loss"})
+        extra = sorted({k for fin in finals for k in fin} - set(BASIC_COLUMNS))
         for k in extra:
             df[f"final_{k}"] = [fin.get(k, math.nan) for fin in finals]
-        for col in ("train_epoch", "test_epoch", "gap", "grok_epoch", "train_fit_epoch", "last_epoch", "budget", "tau", "seed", "position"):
+        for col in ("train_epoch", "test_epoch", "gap", "grok_epoch", "train_fit_epoch", "last_epoch", "budget", "tau",
+                    "seed", "position"):
             df[col] = df[col].astype("Int64")
         return df.drop(columns=["position"]).reset_index(drop=True)
 
@@ -203,8 +201,6 @@ def _jsonable(v: Any) -> Any:
 
 def read_cell_outcome(run_dir: Path | str, params: OutcomeParams) -> tuple[str, Outcome | None, float | None]:
     """(status, outcome, training seconds) of a cell's run directory. The outcome is None while nothing is logged."""
-    from grokscope.store.run import Run
-
     run = Run(run_dir)
     meta = run.meta
     status = meta.get("status", "new")
@@ -235,10 +231,11 @@ def refresh_index(sweep_dir: Path | str, spec: SweepSpec | None = None) -> Path:
         index.set_axes(spec.axis_fields)
         for cell in cells:
             d = sd.cell_dir(cell.name)
-            if (d / "config.json").is_file():
+            if (d / CONFIG).is_file():
                 status, o, secs = read_cell_outcome(d, spec.outcome)
                 old = index.get(cell.name) or {}
-                index.upsert(cell, status=status, outcome=o, seconds=old.get("seconds", secs), executor=old.get("executor") or "")
+                index.upsert(cell, status=status, outcome=o, seconds=old.get("seconds", secs),
+                             executor=old.get("executor") or "")
             else:
                 index.upsert(cell, status="missing")
         index.delete_except(c.name for c in cells)
@@ -251,7 +248,8 @@ def load_sweep(sweep_dir: Path | str, *, refresh: bool = False) -> pd.DataFrame:
 
     sd = SweepDir(sweep_dir)
     if not is_sweep_dir(sd.path):
-        raise SweepError(f"{sd.path}: not a sweep directory (no sweep.json); make one with 'grokscope sweep SPEC --out DIR'")
+        raise SweepError(
+            f"{sd.path}: not a sweep directory (no sweep.json); make one with 'grokscope sweep SPEC --out DIR'")
     if refresh or not sd.index_path.is_file():
         refresh_index(sd.path)
     with SweepIndex(sd.index_path, readonly=True) as index:
@@ -278,7 +276,8 @@ def reclassify(df: pd.DataFrame, *, tau: int | None = None, budget: int | None =
             continue
         b = int(old_b) if budget is None else int(budget)
         if b > int(old_b):
-            raise ValueError(f"budget {b} exceeds the budget the sweep was read with ({int(old_b)}); re-read the runs instead")
+            raise ValueError(
+                f"budget {b} exceeds the budget the sweep was read with ({int(old_b)}); re-read the runs instead")
         tr = _opt_int(r.get("train_epoch"))
         te = _opt_int(r.get("test_epoch"))
         tr = tr if tr is not None and tr <= b else None
@@ -300,7 +299,8 @@ def _opt_int(v: Any) -> int | None:
     return int(v)
 
 
-def aggregate_seeds(df: pd.DataFrame, by: Sequence[str], metrics: Sequence[str] = ("grok_epoch", "gap", "final_test_acc")) -> pd.DataFrame:
+def aggregate_seeds(df: pd.DataFrame, by: Sequence[str],
+                    metrics: Sequence[str] = ("grok_epoch", "gap", "final_test_acc")) -> pd.DataFrame:
     """One row per point of ``by`` (axis fields): ``n`` seeds, the count of each phase, the majority ``phase``
     (ties broken in the order comprehension, grokking, memorisation, confusion; None when no seed has one) and
     for each metric its mean, std, min, max and ``<metric>_n`` (how many seeds have a value; a cell that never

@@ -78,7 +78,8 @@ class SweepDir:
     def create(self) -> None:
         if self.path.exists() and not self.path.is_dir():
             raise SweepError(f"{self.path}: exists and is not a directory; choose another --out")
-        if self.path.is_dir() and not is_sweep_dir(self.path) and any(p.name != DRIVER_LOCK for p in self.path.iterdir()):
+        if (self.path.is_dir() and not is_sweep_dir(self.path)
+                and any(p.name != DRIVER_LOCK for p in self.path.iterdir())):
             if is_run_dir(self.path):
                 raise SweepError(f"{self.path}: holds a single run, not a sweep; choose another --out")
             raise SweepError(f"{self.path}: exists, is not empty and is not a sweep directory; choose another --out")
@@ -134,7 +135,8 @@ class SweepDir:
                 try:
                     fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    raise SweepError(f"{self.path}: another sweep driver is running on this directory; wait for it or stop it") from None
+                    raise SweepError(f"{self.path}: another sweep driver is running on this directory; wait for it "
+                                     "or stop it") from None
             try:
                 yield
             finally:

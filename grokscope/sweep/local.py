@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from grokscope.sweep.index import SweepIndex, read_cell_outcome
+from grokscope.sweep.index import SweepIndex, aggregate_seeds, read_cell_outcome
 from grokscope.sweep.jobs import CellResult, Job, available_cores, plan_jobs, run_job_guarded, worker_init
-from grokscope.sweep.layout import DONE, NEW, PARTIAL, SweepDir, SweepError
-from grokscope.sweep.outcome import PHASES
+from grokscope.sweep.layout import DONE, NEW, PARTIAL, SPEC_FILE, SweepDir, SweepError
+from grokscope.sweep.outcome import PHASES, resolve_tau
 from grokscope.sweep.spec import Cell, SweepSpec, expand
 
 if TYPE_CHECKING:
@@ -69,7 +69,8 @@ class LocalExecutor:
                 torch.set_num_threads(before)
             return
         ctx = mp.get_context("spawn")
-        pool = cf.ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)), mp_context=ctx, initializer=worker_init, initargs=(self.threads,))
+        pool = cf.ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)), mp_context=ctx, initializer=worker_init,
+                                      initargs=(self.threads,))
         futures: dict[cf.Future, Job] = {}
         try:
             for job in jobs:
@@ -79,7 +80,8 @@ class LocalExecutor:
                 try:
                     results = fut.result()
                 except Exception as e:  # noqa: BLE001 - a worker process died (BrokenProcessPool) or similar
-                    results = [CellResult(n, "error", 0.0, job.kind, f"worker lost: {type(e).__name__}: {e}") for n in job.names]
+                    lost = f"worker lost: {type(e).__name__}: {e}"
+                    results = [CellResult(n, "error", 0.0, job.kind, lost) for n in job.names]
                 on_done(job, results)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -108,7 +110,8 @@ class SweepPlan:
             f"sweep {self.spec.name}: {len(self.cells)} cells = "
             + " x ".join(f"{len(a)} {a.key}" for a in self.spec.axes)
             + (" x " if self.spec.axes else "")
-            + f"{len(self.spec.seeds)} seed{'s' if len(self.spec.seeds) != 1 else ''} ({', '.join(self.spec.seed_fields)})",
+            + f"{len(self.spec.seeds)} seed{'s' if len(self.spec.seeds) != 1 else ''} "
+            + f"({', '.join(self.spec.seed_fields)})",
             f"cells: {c[DONE]} done, {c[PARTIAL]} to resume, {c[NEW]} new",
         ]
         kinds: dict[str, int] = {}
@@ -152,11 +155,12 @@ class SweepResult:
         return {p: int((df["phase"] == p).sum()) for p in PHASES}
 
 
-def plan_sweep(spec: SweepSpec, out: Path | str, *, workers: int = 1, ensemble: bool = True, max_ensemble: int = 16) -> SweepPlan:
+def plan_sweep(spec: SweepSpec, out: Path | str, *, workers: int = 1, ensemble: bool = True,
+               max_ensemble: int = 16) -> SweepPlan:
     """The plan for ``spec`` in ``out`` without running or writing anything."""
     cells = expand(spec)
     sd = SweepDir(out)
-    if sd.path.exists() and not (sd.path / "sweep.json").is_file() and sd.path.is_dir() and any(sd.path.iterdir()):
+    if sd.path.exists() and not (sd.path / SPEC_FILE).is_file() and sd.path.is_dir() and any(sd.path.iterdir()):
         sd.create()  # raises the clear error about a foreign directory
     states = {c.name: sd.cell_state(c.name, c.config) for c in cells}
     jobs = plan_jobs(cells, states, workers=max(1, workers), ensemble=ensemble, max_ensemble=max_ensemble)
@@ -228,14 +232,17 @@ def run_sweep(
             index.set_meta({"name": spec.name, "size": len(cells), "outcome": spec.outcome.to_dict()})
             dropped = index.delete_except(by_name)
             if dropped:
-                log(f"{dropped} cells of an earlier spec are no longer in this sweep's index (their runs stay in {sd.cells})")
+                log(f"{dropped} cells of an earlier spec are no longer in this sweep's index "
+                    f"(their runs stay in {sd.cells})")
             done = [c for c in cells if states[c.name] == DONE]
             for c in done:  # make sure finished cells are indexed with the current outcome parameters
                 row = index.get(c.name)
                 if same_params and _indexed_with(row, c, spec):
                     continue
                 status, o, secs = read_cell_outcome(sd.cell_dir(c.name), spec.outcome)
-                index.upsert(c, status=status, outcome=o, seconds=(row or {}).get("seconds") or secs, executor=(row or {}).get("executor") or "")
+                row = row or {}
+                index.upsert(c, status=status, outcome=o, seconds=row.get("seconds") or secs,
+                             executor=row.get("executor") or "")
             for c in cells:
                 if states[c.name] != DONE and index.get(c.name) is None:
                     index.upsert(c, status="pending")
@@ -261,10 +268,12 @@ def run_sweep(
                         errors[r.name] = r.error
                         bar.write(f"cell {r.name}: {r.error}")
                     index.upsert(cell, status=status, outcome=o, seconds=r.seconds, executor=ex.name, error=r.error)
-                    sd.log_event("cell", cell=r.name, status=status, how=r.how, seconds=round(r.seconds, 3), phase=o.phase if o else None)
+                    sd.log_event("cell", cell=r.name, status=status, how=r.how, seconds=round(r.seconds, 3),
+                                 phase=o.phase if o else None)
                 bar.update(len(results))
                 counts = index.query("SELECT phase, count(*) AS n FROM cells WHERE phase IS NOT NULL GROUP BY phase")
-                bar.set_postfix_str(" ".join(f"{p[:4]}={n}" for p, n in zip(counts["phase"], counts["n"])), refresh=False)
+                postfix = " ".join(f"{p[:4]}={n}" for p, n in zip(counts["phase"], counts["n"]))
+                bar.set_postfix_str(postfix, refresh=False)
 
             try:
                 ex.run(jobs, sd, on_done)
@@ -281,8 +290,6 @@ def run_sweep(
 
 def _indexed_with(row: dict | None, cell: Cell, spec: SweepSpec) -> bool:
     """True when the index row of a finished cell was computed with the spec's outcome parameters."""
-    from grokscope.sweep.outcome import resolve_tau
-
     if not row or row.get("status") not in ("completed", "failed") or row.get("budget") is None:
         return False
     o = spec.outcome
@@ -294,13 +301,12 @@ def _bar(total: int, initial: int, enabled: bool | None, name: str):
     from tqdm.auto import tqdm
 
     disable = (not sys.stderr.isatty()) if enabled is None else (not enabled)
-    return tqdm(total=total, initial=initial, desc=name, unit="cell", disable=disable, dynamic_ncols=True, smoothing=0.1)
+    return tqdm(total=total, initial=initial, desc=name, unit="cell", disable=disable, dynamic_ncols=True,
+                smoothing=0.1)
 
 
 def summarize(frame, spec: SweepSpec | None = None) -> str:
     """Counts per status and phase, and for a sweep with two or more axes a text phase map (seed majority)."""
-    from grokscope.sweep.index import aggregate_seeds
-
     lines = []
     status = frame["status"].value_counts().to_dict() if len(frame) else {}
     lines.append("cells: " + ", ".join(f"{n} {s}" for s, n in status.items()))
@@ -314,7 +320,8 @@ def summarize(frame, spec: SweepSpec | None = None) -> str:
         ys = sorted(frame[y].dropna().unique(), key=_sort_key)
         letter = {"comprehension": "C", "grokking": "G", "memorisation": "M", "confusion": "X", None: "."}
         cellw = max(6, max(len(str(v)) for v in xs) + 1)
-        lines.append(f"phase map (seed majority; C comprehension, G grokking, M memorisation, X confusion); rows {y}, columns {x}:")
+        lines.append("phase map (seed majority; C comprehension, G grokking, M memorisation, X confusion); "
+                     f"rows {y}, columns {x}:")
         lines.append(" " * 10 + "".join(f"{str(v):>{cellw}}" for v in xs))
         for yv in reversed(ys):
             row = f"{str(yv):>10}"

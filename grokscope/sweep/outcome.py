@@ -31,27 +31,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from grokscope.measures.phases import GROK_ACC
+from grokscope.measures import GROK_ACC, names
 
-__all__ = [
-    "PHASES",
-    "PHASE_COLORS",
-    "Outcome",
-    "first_reach",
-    "liu_phase",
-    "outcome_from_metrics",
-    "resolve_tau",
-]
+__all__ = ["BASIC_COLUMNS", "PHASES", "PHASE_COLORS", "Outcome", "first_reach", "liu_phase", "outcome_from_metrics",
+           "resolve_tau"]
 
 PHASES = ("comprehension", "grokking", "memorisation", "confusion")
 # Liu et al.'s colours: green, yellow, purple, black.
 PHASE_COLORS = {"comprehension": "#2ca02c", "grokking": "#f2c500", "memorisation": "#7b3fa0", "confusion": "#111111"}
 
-# The columns of a run's metrics that are not progress measures.
-BASIC_COLUMNS = ("train_acc", "test_acc", "train_loss", "test_loss")
+#: The columns of a run's metrics that are not progress measures (the index stores them as ``final_<name>``).
+BASIC_COLUMNS = (names.TRAIN_ACC, names.TEST_ACC, names.TRAIN_LOSS, names.TEST_LOSS)
 
 
-def first_reach(steps: Sequence[float], values: Sequence[float], threshold: float, budget: int | None = None) -> int | None:
+def first_reach(steps: Sequence[float], values: Sequence[float], threshold: float,
+                budget: int | None = None) -> int | None:
     """The first step (in ascending ``steps``) whose value is >= ``threshold`` and step <= ``budget``; None if none.
     NaN values never reach."""
     for s, v in zip(steps, values):
@@ -88,7 +82,7 @@ class Outcome:
     train_epoch: int | None  # first epoch with train acc >= threshold
     test_epoch: int | None  # first epoch with test acc >= threshold
     gap: int | None  # test_epoch - train_epoch
-    grok_epoch: int | None  # first epoch with test acc >= grok_threshold (0.99)
+    grok_epoch: int | None  # first epoch with test acc >= grok_threshold (GROK_ACC by default)
     train_fit_epoch: int | None  # first epoch with train acc >= grok_threshold
     last_epoch: int  # last logged epoch considered
     budget: int
@@ -114,8 +108,8 @@ def outcome_from_metrics(
     with ``steps`` (NaN where not logged). ``epochs`` is the run's configured length (the default budget)."""
     b = int(budget) if budget is not None else int(epochs)
     t = resolve_tau(tau, b)
-    train = columns.get("train_acc", [math.nan] * len(steps))
-    test = columns.get("test_acc", [math.nan] * len(steps))
+    train = columns.get(names.TRAIN_ACC, [math.nan] * len(steps))
+    test = columns.get(names.TEST_ACC, [math.nan] * len(steps))
     train_epoch = first_reach(steps, train, threshold, b)
     test_epoch = first_reach(steps, test, threshold, b)
     grok = first_reach(steps, test, grok_threshold, b)

@@ -18,12 +18,15 @@ import logging
 import os
 import shutil
 import socket
+import sqlite3
 import tarfile
 import tempfile
 import warnings
 from pathlib import Path
 
-from grokscope.sweep.jobs import CellResult, Job
+from grokscope.store.metrics import MetricsDB
+from grokscope.store.run import CONFIG
+from grokscope.sweep.jobs import CellResult, Job, available_cores, run_job_guarded
 from grokscope.sweep.layout import SweepDir, SweepError
 
 __all__ = ["RayExecutor", "pack_dir", "unpack_dir"]
@@ -46,7 +49,8 @@ def pack_dir(d: Path | str) -> bytes:
     _checkpoint_wal(d)
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for p in sorted(d.rglob("*")):
-            if not p.is_file() or p.name.endswith((".lock", "-shm")) or (p.name.endswith("-wal") and p.stat().st_size == 0):
+            if (not p.is_file() or p.name.endswith((".lock", "-shm"))
+                    or (p.name.endswith("-wal") and p.stat().st_size == 0)):
                 continue
             tar.add(p, arcname=str(p.relative_to(d)), recursive=False)
     return buf.getvalue()
@@ -77,8 +81,6 @@ def install_cell(sweep: SweepDir, name: str, blob: bytes) -> None:
 
 def _checkpoint_wal(d: Path) -> None:
     """Fold SQLite write-ahead logs into the database files before packing (the -wal files are not shipped)."""
-    import sqlite3
-
     for db in d.rglob("*.sqlite"):
         try:
             conn = sqlite3.connect(db)
@@ -90,8 +92,6 @@ def _checkpoint_wal(d: Path) -> None:
 
 def ray_job(job: Job, threads: int | None) -> list[tuple[CellResult, bytes | None]]:
     """The Ray task: run ``job`` in a temporary directory, return each cell's result and packed run."""
-    from grokscope.sweep.jobs import run_job_guarded
-
     crash = _test_crash_planned(job)
     if crash:
         _crash_at_metrics_write(CRASH_AT_WRITE)
@@ -106,7 +106,7 @@ def ray_job(job: Job, threads: int | None) -> list[tuple[CellResult, bytes | Non
         out: list[tuple[CellResult, bytes | None]] = []
         for r in results:
             d = root / r.name
-            if (d / "config.json").is_file():
+            if (d / CONFIG).is_file():
                 out.append((r, pack_dir(d)))
             else:
                 out.append((r, None))
@@ -139,8 +139,6 @@ def _test_crash_planned(job: Job) -> bool:
 
 def _crash_at_metrics_write(n: int) -> None:
     """Exit this process abruptly right after its n-th metrics write (a worker lost in the middle of training)."""
-    from grokscope.store.metrics import MetricsDB
-
     real, calls = MetricsDB.log, [0]
 
     def log(self, step, values):
@@ -166,7 +164,8 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        raise SweepError(f"--address {address}: cannot connect to Ray (nothing answers at {host}:{port}: {reason})") from None
+        raise SweepError(
+            f"--address {address}: cannot connect to Ray (nothing answers at {host}:{port}: {reason})") from None
 
 
 class RayExecutor:
@@ -174,12 +173,12 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, workers: int | None = None, threads: int | None = None, retries: int = 3):
+    def __init__(self, address: str | None = None, workers: int | None = None, threads: int | None = None,
+                 retries: int = 3):
         try:
             import ray  # noqa: F401
         except ImportError:
             raise SweepError("--executor ray needs Ray: pip install 'grokscope[ray]'") from None
-        from grokscope.sweep.jobs import available_cores
 
         self.address = address
         self.threads = threads or 1
@@ -192,16 +191,20 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():
-            num_cpus = max(1, (self.workers or 1) * self.threads) if self.address is None else None  # a cluster has its own
+            # a cluster has its own CPUs
+            num_cpus = max(1, (self.workers or 1) * self.threads) if self.address is None else None
             if self.address is not None:
                 _check_reachable(self.address)
             try:
-                with warnings.catch_warnings():  # Ray Client warns before it raises; the error below says it in one line
+                # Ray Client warns before it raises; the error below says it in one line
+                with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)
-                    ray.init(address=self.address, num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+                    ray.init(address=self.address, num_cpus=num_cpus, include_dashboard=False,
+                             logging_level=logging.WARNING, log_to_driver=False)
             except Exception as e:  # noqa: BLE001 - connection problems are user errors
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                raise SweepError(f"--address {self.address}: cannot connect to Ray ({type(e).__name__}: {first})") from None
+                raise SweepError(
+                    f"--address {self.address}: cannot connect to Ray ({type(e).__name__}: {first})") from None
             self._started = True
         if not self.workers:
             cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -218,7 +221,8 @@ class RayExecutor:
         try:
             for job in jobs:
                 if job.kind == "resume":
-                    job.payload = {n: pack_dir(sweep.cell_dir(n)) for n in job.names if (sweep.cell_dir(n) / "config.json").is_file()}
+                    job.payload = {n: pack_dir(sweep.cell_dir(n)) for n in job.names
+                                   if (sweep.cell_dir(n) / CONFIG).is_file()}
                 pending[task.remote(job, self.threads)] = job
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)

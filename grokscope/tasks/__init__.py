@@ -59,7 +59,8 @@ def task_metrics(task, logits: Tensor, loss_dtype: torch.dtype = torch.float64) 
 
 
 __all__ = [
-    "Expr", "FormulaError", "ModularTask", "SEQUENCE_KINDS", "SequenceTask", "TableTask", "answer_view", "has_task_metrics", "is_sequence_task",
+    "Expr", "FormulaError", "ModularTask", "SEQUENCE_KINDS", "SequenceTask", "TableTask", "answer_view",
+    "has_task_metrics", "is_sequence_task",
     "make_modular_task", "make_multi_task", "make_parity_task", "make_s5_task", "make_sequence_task", "make_task",
     "parse_formula", "sequence_metrics", "split_indices", "split_rows", "task_metrics",
 ]

@@ -32,9 +32,8 @@ from torch import Tensor
 from grokscope.config import SEQUENCE_KINDS, TaskConfig
 from grokscope.tasks.modular import SplitViews, split_rows
 
-__all__ = [
-    "IGNORE", "SEQUENCE_KINDS", "SequenceTask", "answer_view", "make_sequence_task", "sample_sequences", "sequence_metrics",
-]
+__all__ = ["IGNORE", "SEQUENCE_KINDS", "SequenceTask", "answer_view", "make_sequence_task", "sample_sequences",
+           "sequence_metrics"]
 
 IGNORE = -1
 #: Fresh-batch generators are seeded from this offset, far from any split seed (which seeds the fixed dataset).
@@ -125,7 +124,8 @@ def _skip_trigram(cfg: TaskConfig, size: int, gen: torch.Generator) -> tuple[Ten
     return tokens, labels
 
 
-_SAMPLERS = {"digit_addition": _digit_addition, "repeated_subsequence": _repeated_subsequence, "skip_trigram": _skip_trigram}
+_SAMPLERS = {"digit_addition": _digit_addition, "repeated_subsequence": _repeated_subsequence,
+             "skip_trigram": _skip_trigram}
 
 
 def sample_sequences(config: TaskConfig, size: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:

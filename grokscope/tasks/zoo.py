@@ -103,7 +103,8 @@ def make_s5_task(config: TaskConfig) -> TableTask:
     grid = torch.arange(120 * 120, dtype=torch.int64)
     tokens = torch.stack([grid // 120, grid % 120, torch.full_like(grid, 120)], dim=1)
     train_idx, test_idx = split_rows(config, tokens.shape[0])
-    return TableTask(config=config, tokens=tokens, labels=table, train_idx=train_idx, test_idx=test_idx, d_vocab=121, d_vocab_out=120)
+    return TableTask(config=config, tokens=tokens, labels=table, train_idx=train_idx, test_idx=test_idx, d_vocab=121,
+                     d_vocab_out=120)
 
 
 # --------------------------------------------------------------------------- sparse parity
@@ -126,4 +127,5 @@ def make_parity_task(config: TaskConfig) -> TableTask:
     tokens = torch.cat([bits, torch.ones(count, 1, dtype=torch.int64)], dim=1)
     labels = bits[:, : config.parity_k].sum(1) % 2
     train_idx, test_idx = split_rows(config, count)
-    return TableTask(config=config, tokens=tokens, labels=labels, train_idx=train_idx, test_idx=test_idx, d_vocab=2, d_vocab_out=2)
+    return TableTask(config=config, tokens=tokens, labels=labels, train_idx=train_idx, test_idx=test_idx, d_vocab=2,
+                     d_vocab_out=2)
