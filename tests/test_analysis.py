@@ -15,8 +15,8 @@ from grokscope.analysis.construct import quadratic_mlp_addition, wave_logit_tabl
 from grokscope.analysis.reverse import logit_wave_fit
 from grokscope.analysis.run import analyze_run, print_run_summary
 from grokscope.config import ExperimentConfig, ModelConfig, TaskConfig
+from grokscope.measures import neuron_frequency_fractions
 from grokscope.measures.fourier import fourier_basis
-from grokscope.measures.progress import neuron_frequency_fractions
 from grokscope.models import Transformer, build_model
 from grokscope.store import RunError
 from grokscope.tasks import make_task

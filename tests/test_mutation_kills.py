@@ -16,9 +16,7 @@ import torch
 from test_progress import _random_model, _task  # the same tiny tasks and random models as the measures' tests
 
 from grokscope.analysis.construct import quadratic_mlp_addition
-from grokscope.measures.fourier import basis_index, frequency_of_index
-from grokscope.measures.phases import detect_phases, grok_epoch
-from grokscope.measures.progress import (
+from grokscope.measures import (
     NEURON_FVE_THRESHOLD,
     key_frequencies,
     key_frequencies_from_norms,
@@ -28,6 +26,8 @@ from grokscope.measures.progress import (
     progress_measures,
     restricted_excluded,
 )
+from grokscope.measures.fourier import basis_index, frequency_of_index
+from grokscope.measures.phases import detect_phases, grok_epoch
 
 
 def _grid_wave(p: int, k: int, fn, axis: str) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 
 from grokscope.analysis.construct import quadratic_mlp_addition, wave_logit_table
 from grokscope.config import ModelConfig, TaskConfig
-from grokscope.measures.progress import (
+from grokscope.measures import (
     MeasureError,
     cross_entropy,
     ffs_fcr,
@@ -219,14 +219,14 @@ def test_logits_argument_and_fixed_key_freqs():
 
 
 def test_logit_table_without_logits_runs_the_fast_path(monkeypatch):
-    import grokscope.models.fast as fast
-    from grokscope.measures.progress import logit_table
+    import grokscope.models.forward as forward
+    from grokscope.measures import logit_table
 
     task = _task(13)
     model = _random_model(task)
     calls = []
-    real = fast.fast_forward
-    monkeypatch.setattr(fast, "fast_forward", lambda m, t: calls.append(m) or real(m, t))
+    real = forward.fast_forward
+    monkeypatch.setattr(forward, "fast_forward", lambda m, t: calls.append(m) or real(m, t))
     table = logit_table(model, task)
     assert calls == [model]
     with torch.no_grad():

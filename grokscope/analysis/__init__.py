@@ -22,24 +22,7 @@ from grokscope.analysis.reverse import (
 from grokscope.analysis.tables import format_table, render_analysis, render_phases, render_summary, render_table5
 
 __all__ = [
-    "CHOICES",
-    "SCHEMA_VERSION",
-    "AblationRow",
-    "Analysis",
-    "HeadFit",
-    "LogitFit",
-    "NeuronStats",
-    "StarNeuron",
-    "Table5Row",
-    "analyze_checkpoint",
-    "attention_fits",
-    "block_mask_table",
-    "format_table",
-    "logit_wave_fit",
-    "neuron_polynomial_fits",
-    "render_analysis",
-    "render_phases",
-    "render_summary",
-    "render_table5",
-    "star_plot_data",
+    "CHOICES", "SCHEMA_VERSION", "AblationRow", "Analysis", "HeadFit", "LogitFit", "NeuronStats", "StarNeuron",
+    "Table5Row", "analyze_checkpoint", "attention_fits", "block_mask_table", "format_table", "logit_wave_fit",
+    "neuron_polynomial_fits", "render_analysis", "render_phases", "render_summary", "render_table5", "star_plot_data",
 ]

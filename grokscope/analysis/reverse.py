@@ -10,59 +10,50 @@ neuron activations [N, d_mlp]; ``W_E[:p]`` [p, d_model]; ``W_L = W_out @ W_U[:, 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
-from grokscope.measures.fourier import (
-    component_norms,
-    fourier_basis,
-    fourier_transform,
-    fourier_transform_2d,
-    frequency_norms,
-    n_frequencies,
-)
-from grokscope.measures.progress import (
+from grokscope.measures import (
     KEY_FREQ_RULES,
     NEURON_FVE_THRESHOLD,
     MeasureError,
     block_fractions,
     check_task,
+    checked_key_set,
+    component_norms,
     cross_entropy,
     ffs_fcr,
+    fourier_transform,
+    fourier_transform_2d,
+    frequency_norms,
     gini,
     grid_order,
+    grid_rows,
+    inverse_fourier_transform,
     key_frequencies,
     label_wave_fit,
     logit_table,
     mlp_activations,
+    n_frequencies,
+    names,
     neuron_energy,
     neuron_logit_map,
     number_embedding,
     post_hook_name,
+    restricted_excluded,
     sum_sq_weights,
 )
 from grokscope.models import MLPModel, Model, VectorMLP, has_blocks
 
 __all__ = [
-    "AblationRow",
-    "Analysis",
-    "CHOICES",
-    "HeadFit",
-    "LogitFit",
-    "NeuronStats",
-    "SCHEMA_VERSION",
-    "StarNeuron",
-    "Table5Row",
-    "analyze_checkpoint",
-    "attention_fits",
-    "block_mask_table",
-    "logit_wave_fit",
-    "neuron_polynomial_fits",
-    "star_plot_data",
+    "AblationRow", "Analysis", "CHOICES", "HeadFit", "LogitFit", "NeuronStats", "SCHEMA_VERSION", "StarNeuron",
+    "Table5Row", "analyze_checkpoint", "attention_fits", "block_mask_table", "json_safe", "logit_wave_fit",
+    "neuron_polynomial_fits", "star_plot_data",
 ]
 
 SCHEMA_VERSION = 1
@@ -79,7 +70,8 @@ CHOICES: dict[str, str] = {
     "p^2, train and test",
     "A3": "key frequencies by the W_L_dft largest-gap rule (ratio >= 2, floor 1e-4*max) unless given; analysis uses "
     "the analysed checkpoint; progress measures during training track them online by W_L_online (W_L_dft, else "
-    "energy >= 2x the mean); the second pass fixes them from the final checkpoint by W_L_dft (columns suffixed _fixed)",
+    "energy >= 2x the mean); the second pass fixes them from the final checkpoint by W_L_dft (columns suffixed "
+    "_fixed)",
     "A4": "Gini over the (p-1)/2 per-frequency norms sqrt(cos^2+sin^2) (constant excluded), of F@W_E[:p] over "
     "d_model and of F@W_L^T over d_mlp; candidate frequencies 1..(p-1)/2 (all of them, unlike the code's 1..55)",
     "A5": "outputs restricted to the p number classes (a '=' output column is dropped); 'loss' means all p^2 "
@@ -91,21 +83,28 @@ CHOICES: dict[str, str] = {
 # ----------------------------------------------------------------------------- result dataclasses
 
 
-def _clean(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
     """JSON-safe copy: tensors to lists, non-finite floats to None, dict keys to str."""
     if isinstance(x, Tensor):
-        return _clean(x.tolist())
+        return json_safe(x.tolist())
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
+        return {str(k): json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     return x
 
 
+class _Record:
+    """``to_dict()``: the dataclass as JSON-safe nested dicts and lists."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(cast(Any, self)))
+
+
 @dataclass(frozen=True)
-class NeuronStats:
+class NeuronStats(_Record):
     """Per-neuron fraction of variance explained by a degree-2 polynomial of one frequency (3x3 DFT block)."""
 
     frequency: list[int]  # [d_mlp] argmax frequency of each neuron (1..(p-1)/2), by the 3x3-block fraction
@@ -119,12 +118,9 @@ class NeuronStats:
     n_explained_quadratic: int  # fve_quadratic >= threshold
     n_neurons: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
-
 
 @dataclass(frozen=True)
-class LogitFit:
+class LogitFit(_Record):
     """OLS fit of the (row-centred) logits by sum_k alpha_k cos(w_k(c* - c)), c* the answer (a+b for addition)."""
 
     frequencies: list[int]
@@ -134,24 +130,18 @@ class LogitFit:
     fit_loss: float  # cross-entropy of the fitted table, all p^2 inputs
     fit_acc: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
-
 
 @dataclass(frozen=True)
-class AblationRow:
+class AblationRow(_Record):
     name: str
     loss: float  # all p^2 inputs
     acc: float
     train_loss: float
     test_loss: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
-
 
 @dataclass(frozen=True)
-class HeadFit:
+class HeadFit(_Record):
     """Attention from the last position to position 0 as a function of (a, b): best single frequency."""
 
     layer: int
@@ -160,12 +150,9 @@ class HeadFit:
     fve: float  # energy of the 4 components cos/sin(w_k a), cos/sin(w_k b) / mean-removed energy
     mean: float  # mean attention to position 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
-
 
 @dataclass(frozen=True)
-class StarNeuron:
+class StarNeuron(_Record):
     """PAIR star-plot data of one MLP neuron: its frequency and the cos/sin (phase) of its input and output."""
 
     neuron: int
@@ -177,12 +164,9 @@ class StarNeuron:
     sin_out: float
     angle_out: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
-
 
 @dataclass(frozen=True)
-class Table5Row:
+class Table5Row(_Record):
     """One row in the format of the paper's Table 5 (appendix C.2.3)."""
 
     test_loss: float
@@ -193,12 +177,9 @@ class Table5Row:
     mlp_fve_mean: float
     mlp_fve_std: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
-
 
 @dataclass(frozen=True)
-class Analysis:
+class Analysis(_Record):
     """Everything :func:`analyze_checkpoint` finds about one checkpoint. ``to_dict()`` is analysis.json."""
 
     p: int
@@ -227,23 +208,11 @@ class Analysis:
     choices: dict[str, str] = field(default_factory=lambda: dict(CHOICES))
     schema_version: int = SCHEMA_VERSION
 
-    @property
-    def restricted_loss(self) -> float:
-        return self.losses["restricted_loss"]
-
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in self.__dataclass_fields__:
-            v = getattr(self, f)
-            if hasattr(v, "to_dict"):
-                out[f] = v.to_dict()
-            elif isinstance(v, list) and v and hasattr(v[0], "to_dict"):
-                out[f] = [x.to_dict() for x in v]
-            else:
-                out[f] = _clean(v)
+        out = super().to_dict()
         out["key_frequencies"] = [int(k) for k in self.key_frequencies]
-        out["restricted_loss"] = _clean(float(self.losses["restricted_loss"]))
-        out["test_loss"] = _clean(float(self.losses["test_loss"]))
+        out[names.RESTRICTED_LOSS] = json_safe(float(self.losses[names.RESTRICTED_LOSS]))
+        out[names.TEST_LOSS] = json_safe(float(self.losses[names.TEST_LOSS]))
         return out
 
 
@@ -292,9 +261,7 @@ def block_mask_table(table: Tensor, p: int, freqs: Iterable[int], *, product_onl
         idx = torch.tensor([2 * k - 1, 2 * k] if product_only else [0, 2 * k - 1, 2 * k])
         mask[idx[:, None], idx[None, :]] = 1.0
     coef = coef * mask.reshape(p, p, *([1] * len(rest)))
-    basis = fourier_basis(p)
-    back = fourier_transform(fourier_transform(coef, 0, basis.T.contiguous()), 1, basis.T.contiguous())
-    return back.reshape(p * p, *rest)
+    return inverse_fourier_transform(inverse_fourier_transform(coef, 0), 1).reshape(p * p, *rest)
 
 
 def neuron_polynomial_fits(acts: Tensor, p: int, freq: Tensor, explained: Tensor) -> Tensor:
@@ -312,9 +279,7 @@ def neuron_polynomial_fits(acts: Tensor, p: int, freq: Tensor, explained: Tensor
         sub = mask[idx[:, None], idx[None, :]]
         sub[..., sel] = 1.0
         mask[idx[:, None], idx[None, :]] = sub
-    basis = fourier_basis(p)
-    fit = fourier_transform(fourier_transform(coef * mask, 0, basis.T.contiguous()), 1, basis.T.contiguous())
-    fit = fit.reshape(p * p, -1)
+    fit = inverse_fourier_transform(inverse_fourier_transform(coef * mask, 0), 1).reshape(p * p, -1)
     return torch.where(explained[None, :], fit, acts.to(torch.float64))
 
 
@@ -335,9 +300,8 @@ def attention_fits(model: Model, task: Any) -> list[HeadFit]:
         mean = to_first.mean(dim=0)
         energy[0, 0] = 0.0
         total = energy.sum(dim=(0, 1))
-        per_k = torch.stack(
-            [energy[0, 2 * k - 1] + energy[0, 2 * k] + energy[2 * k - 1, 0] + energy[2 * k, 0] for k in range(1, n_frequencies(p) + 1)]
-        )  # [K, head]
+        per_k = torch.stack([energy[0, 2 * k - 1] + energy[0, 2 * k] + energy[2 * k - 1, 0] + energy[2 * k, 0]
+                             for k in range(1, n_frequencies(p) + 1)])  # [K, head]
         frac = torch.where(total > 0, per_k / total.clamp_min(1e-300), torch.zeros_like(per_k))
         best, arg = frac.max(dim=0)
         for h in range(frac.shape[1]):
@@ -368,13 +332,6 @@ def star_plot_data(model: MLPModel | VectorMLP, p: int) -> list[StarNeuron]:
 # ----------------------------------------------------------------------------- the whole analysis
 
 
-def _scores(table: Tensor, labels: Tensor, train_rows: Tensor, test_rows: Tensor) -> tuple[float, float, float, float]:
-    loss, acc = cross_entropy(table, labels)
-    tr, _ = cross_entropy(table[train_rows], labels[train_rows])
-    te, _ = cross_entropy(table[test_rows], labels[test_rows])
-    return loss, acc, tr, te
-
-
 def analyze_checkpoint(
     model: Model,
     task: Any,
@@ -394,53 +351,43 @@ def analyze_checkpoint(
     with torch.no_grad():
         by_rule = {r: key_frequencies(model, task, r) for r in KEY_FREQ_RULES}
         if key_freqs is not None:
-            freqs, used_rule = sorted({int(k) for k in key_freqs}), "given"
-            bad = [k for k in freqs if not 1 <= k <= n_frequencies(p)]
-            if bad:
-                raise MeasureError(f"key frequencies must be in 1..{n_frequencies(p)} for p={p}, got {bad}")
+            freqs, used_rule = checked_key_set(key_freqs, p), "given"
         else:
             if rule not in by_rule:
                 raise MeasureError(f"unknown key-frequency rule {rule!r}; known: {', '.join(KEY_FREQ_RULES)}")
             freqs, used_rule = by_rule[rule], rule
 
-        grid = grid_order(task)
-        labels = task.labels[grid]
-        inv = torch.empty_like(grid)
-        inv[grid] = torch.arange(grid.shape[0])
-        train_rows, test_rows = inv[task.train_idx], inv[task.test_idx]
+        labels = task.labels[grid_order(task)]
+        train_rows, test_rows = grid_rows(task, task.train_idx), grid_rows(task, task.test_idx)
         table = logit_table(model, task)
 
-        # Losses, restricted / excluded (logit level).
-        const, key = label_wave_fit(table, labels, p, freqs)
-        losses: dict[str, float] = {}
-        losses["loss"], losses["acc"], losses["train_loss"], losses["test_loss"] = _scores(table, labels, train_rows, test_rows)
-        losses["restricted_loss"], losses["restricted_acc"] = cross_entropy((const + key)[labels], labels)
-        restricted_test, _ = cross_entropy((const + key)[labels[test_rows]], labels[test_rows])
-        losses["restricted_test_loss"] = restricted_test
-        exc = table - key[labels]
-        losses["excluded_loss"], losses["excluded_acc"] = cross_entropy(exc[train_rows], labels[train_rows])
+        def row(name: str, scored: Tensor) -> AblationRow:
+            """Loss and accuracy on all p^2 inputs, the train and the test loss of a grid logit table [N, p]."""
+            train_loss, _ = cross_entropy(scored[train_rows], labels[train_rows])
+            test_loss, _ = cross_entropy(scored[test_rows], labels[test_rows])
+            return AblationRow(name, *cross_entropy(scored, labels), train_loss, test_loss)
 
-        ablations = [AblationRow("original", *_scores(table, labels, train_rows, test_rows))]
-        ablations.append(AblationRow("remove all key freqs", *_scores(exc, labels, train_rows, test_rows)))
-        ablations.append(AblationRow("keep only key freqs (restricted)", *_scores((const + key)[labels], labels, train_rows, test_rows)))
-        ablations.append(
-            AblationRow("keep key a+-b terms", *_scores(block_mask_table(table, p, freqs, product_only=True), labels, train_rows, test_rows))
-        )
-        ablations.append(
-            AblationRow("keep key 3x3 blocks", *_scores(block_mask_table(table, p, freqs, product_only=False), labels, train_rows, test_rows))
-        )
+        # Restricted / excluded (logit level): the excluded losses are the progress measures'; the restricted loss
+        # is its ablation row's score of the expanded table (the measure's per-label sum agrees to rounding).
+        measured = restricted_excluded(table, labels, train_rows, p, freqs)
+        const, key = label_wave_fit(table, labels, p, freqs)
+        ablations = [row("original", table), row("remove all key freqs", table - key[labels])]
+        ablations.append(restricted := row("keep only key freqs (restricted)", (const + key)[labels]))
+        ablations.append(row("keep key a+-b terms", block_mask_table(table, p, freqs, product_only=True)))
+        ablations.append(row("keep key 3x3 blocks", block_mask_table(table, p, freqs, product_only=False)))
         for k in freqs:
             _, key_k = label_wave_fit(table, labels, p, [k])
-            row = AblationRow(f"remove k={k}", *_scores(table - key_k[labels], labels, train_rows, test_rows))
-            ablations.append(row)
-            losses[f"excluded_loss_k{k}"], _ = cross_entropy((table - key_k[labels])[train_rows], labels[train_rows])
+            ablations.append(row(f"remove k={k}", table - key_k[labels]))
+        whole = ablations[0]
+        losses = {"loss": whole.loss, "acc": whole.acc, names.TRAIN_LOSS: whole.train_loss,
+                  names.TEST_LOSS: whole.test_loss, names.RESTRICTED_LOSS: restricted.loss,
+                  names.RESTRICTED_ACC: restricted.acc, "restricted_test_loss": restricted.test_loss}
+        losses.update((name, v) for name, v in measured.items() if name not in losses)  # the excluded ones
 
         # Weights: Fourier norms of W_E, W_L, Gini, rank-2K residual.
         w_e = number_embedding(model, p)
         w_l = neuron_logit_map(model, p)
-        we_comp = component_norms(w_e, 0)
-        we_freq = frequency_norms(w_e, 0)
-        wl_freq = frequency_norms(w_l, 1)
+        we_comp, we_freq, wl_freq = component_norms(w_e, 0), frequency_norms(w_e, 0), frequency_norms(w_l, 1)
         wl_energy = wl_freq**2
         total_wl = float(wl_energy.sum())
         key_energy = float(sum(wl_energy[k - 1] for k in freqs)) if freqs else 0.0
@@ -456,19 +403,12 @@ def analyze_checkpoint(
         explained = best >= NEURON_FVE_THRESHOLD
         best_quad = block_fractions(energy, p, quadratic=True).max(dim=0).values
         del energy
-        clusters: dict[int, int] = {}
-        for k in nfreq[explained].tolist():
-            clusters[k] = clusters.get(k, 0) + 1
+        clusters = Counter(nfreq[explained].tolist())
         neurons = NeuronStats(
-            frequency=nfreq.tolist(),
-            fve=best.tolist(),
-            fve_quadratic=best_quad.tolist(),
-            threshold=NEURON_FVE_THRESHOLD,
-            clusters=dict(sorted(clusters.items())),
-            n_unclustered=int((~explained).sum()),
-            n_explained=int(explained.sum()),
-            n_explained_quadratic=int((best_quad >= NEURON_FVE_THRESHOLD).sum()),
-            n_neurons=int(best.numel()),
+            frequency=nfreq.tolist(), fve=best.tolist(), fve_quadratic=best_quad.tolist(),
+            threshold=NEURON_FVE_THRESHOLD, clusters=dict(sorted(clusters.items())),
+            n_unclustered=int((~explained).sum()), n_explained=int(explained.sum()),
+            n_explained_quadratic=int((best_quad >= NEURON_FVE_THRESHOLD).sum()), n_neurons=int(best.numel()),
         )
         alive = acts.var(dim=0) > 0
         if freqs:
@@ -482,46 +422,25 @@ def analyze_checkpoint(
         fitted = neuron_polynomial_fits(acts, p, nfreq, explained)[task.pair_index]  # task order
         hook = post_hook_name(model)
 
-        def replace(x: Tensor, name: str) -> Tensor:
+        def replace(x: Tensor, name: str) -> Tensor:  # the activations (at the last position) -> the fits
             x = x.clone()
-            if x.dim() == 3:
-                x[:, -1] = fitted.to(x.dtype)
-            else:
-                x[:] = fitted.to(x.dtype)
+            (x[:, -1] if x.dim() == 3 else x)[:] = fitted.to(x.dtype)
             return x
 
-        poly_logits = model.run_with_hooks(task.tokens, fwd_hooks=[(hook, replace)])
-        poly_table = logit_table(model, task, poly_logits)
-        ablations.append(AblationRow("neurons -> polynomial fits", *_scores(poly_table, labels, train_rows, test_rows)))
+        poly_table = logit_table(model, task, model.run_with_hooks(task.tokens, fwd_hooks=[(hook, replace)]))
+        ablations.append(row("neurons -> polynomial fits", poly_table))
 
         logit_fit = logit_wave_fit(table, labels, p, freqs)
         attention = attention_fits(model, task)
         star = star_plot_data(model, p) if not has_blocks(model) else []
         g_we, g_wl = gini(we_freq), gini(wl_freq)
-        table5 = Table5Row(losses["test_loss"], g_we, g_wl, list(freqs), logit_fit.fve, mlp_mean, mlp_std)
+        table5 = Table5Row(losses[names.TEST_LOSS], g_we, g_wl, list(freqs), logit_fit.fve, mlp_mean, mlp_std)
 
     return Analysis(
-        p=p,
-        arch=getattr(getattr(model, "cfg", None), "arch", type(model).__name__),
-        formula=getattr(task.config, "formula", "?"),
-        step=step,
-        key_frequencies=list(freqs),
-        key_freq_rule=used_rule,
-        key_frequencies_by_rule=by_rule,
-        losses=losses,
-        W_E_component_norms=we_comp.tolist(),
-        W_E_frequency_norms=we_freq.tolist(),
-        W_L_frequency_norms=wl_freq.tolist(),
-        W_L_residual_fraction=residual,
-        gini_W_E=g_we,
-        gini_W_L=g_wl,
-        sum_sq_weights=sum_sq_weights(model),
-        ffs=ffs,
-        fcr=fcr,
-        neurons=neurons,
-        logit_fit=logit_fit,
-        ablations=ablations,
-        attention=attention,
-        star=star,
-        table5=table5,
+        p=p, arch=getattr(getattr(model, "cfg", None), "arch", type(model).__name__),
+        formula=getattr(task.config, "formula", "?"), step=step, key_frequencies=list(freqs), key_freq_rule=used_rule,
+        key_frequencies_by_rule=by_rule, losses=losses, W_E_component_norms=we_comp.tolist(),
+        W_E_frequency_norms=we_freq.tolist(), W_L_frequency_norms=wl_freq.tolist(), W_L_residual_fraction=residual,
+        gini_W_E=g_we, gini_W_L=g_wl, sum_sq_weights=sum_sq_weights(model), ffs=ffs, fcr=fcr, neurons=neurons,
+        logit_fit=logit_fit, ablations=ablations, attention=attention, star=star, table5=table5,
     )

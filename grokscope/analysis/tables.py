@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from grokscope.analysis.reverse import Analysis
+from grokscope.measures import FIT_ACC, GROK_ACC, names
 
 __all__ = ["format_table", "render_analysis", "render_phases", "render_summary"]
 
@@ -48,18 +49,18 @@ def render_analysis(a: Analysis, *, top: int = 10) -> str:
         f"key frequencies ({a.key_freq_rule}): {_fmt(a.key_frequencies)}   "
         + "   ".join(f"{r}: {_fmt(v)}" for r, v in a.key_frequencies_by_rule.items())
     )
-    L = a.losses
+    losses = a.losses
     parts.append(
         format_table(
             ["measure", "value"],
             [
-                ["loss (all p^2)", L["loss"]],
-                ["train loss", L["train_loss"]],
-                ["test loss", L["test_loss"]],
-                ["restricted loss (all p^2)", L["restricted_loss"]],
-                ["restricted acc (all p^2)", L["restricted_acc"]],
-                ["excluded loss (train)", L["excluded_loss"]],
-                ["excluded acc (train)", L["excluded_acc"]],
+                ["loss (all p^2)", losses["loss"]],
+                ["train loss", losses[names.TRAIN_LOSS]],
+                ["test loss", losses[names.TEST_LOSS]],
+                ["restricted loss (all p^2)", losses[names.RESTRICTED_LOSS]],
+                ["restricted acc (all p^2)", losses[names.RESTRICTED_ACC]],
+                ["excluded loss (train)", losses[names.EXCLUDED_LOSS]],
+                ["excluded acc (train)", losses[names.EXCLUDED_ACC]],
                 ["Gini W_E / W_L", f"{a.gini_W_E:.4f} / {a.gini_W_L:.4f}"],
                 ["sum of squared weights", a.sum_sq_weights],
                 ["FFS / FCR (reconstructed)", f"{a.ffs:.4f} / {a.fcr:.4f}"],
@@ -72,7 +73,8 @@ def render_analysis(a: Analysis, *, top: int = 10) -> str:
     parts.append(
         format_table(
             ["k", "|W_E_k|", "|W_L_k|", "key"],
-            [[i + 1, a.W_E_frequency_norms[i], a.W_L_frequency_norms[i], "*" if i + 1 in a.key_frequencies else ""] for i in order],
+            [[i + 1, a.W_E_frequency_norms[i], a.W_L_frequency_norms[i], "*" if i + 1 in a.key_frequencies else ""]
+             for i in order],
             title=f"\nFourier norms (top {len(order)} frequencies of W_E)",
         )
     )
@@ -113,15 +115,12 @@ def render_analysis(a: Analysis, *, top: int = 10) -> str:
         parts.append(
             format_table(
                 ["neuron", "k", "angle in", "angle out", "|in|", "|out|"],
-                [
-                    [s.neuron, s.frequency, s.angle_in, s.angle_out, math.hypot(s.cos_in, s.sin_in), math.hypot(s.cos_out, s.sin_out)]
-                    for s in sorted(a.star, key=lambda s: (s.frequency, s.angle_in))
-                ],
+                [[s.neuron, s.frequency, s.angle_in, s.angle_out, math.hypot(s.cos_in, s.sin_in),
+                  math.hypot(s.cos_out, s.sin_out)] for s in sorted(a.star, key=lambda s: (s.frequency, s.angle_in))],
                 title="\nMLP neurons (PAIR star plots)",
             )
         )
-    t = a.table5
-    parts.append(render_table5([t.to_dict()]))
+    parts.append(render_table5([a.table5.to_dict()]))
     return "\n".join(parts)
 
 
@@ -149,10 +148,10 @@ def render_phases(phases: dict[str, Any]) -> str:
     return format_table(
         ["boundary", "step", "mainline (paper)"],
         [
-            ["train acc >= 99%", phases.get("train_fit_epoch"), "~1.4k"],
+            [f"train acc >= {FIT_ACC:.0%}", phases.get("train_fit_epoch"), "~1.4k"],
             ["memorisation end", phases.get("memorisation_end"), "1.4k"],
             ["circuit formation end", phases.get("circuit_formation_end"), "9.4k"],
-            ["grok (test acc >= 99%)", phases.get("grok_epoch"), "~10k+"],
+            [f"grok (test acc >= {GROK_ACC:.0%})", phases.get("grok_epoch"), "~10k+"],
             ["cleanup end", phases.get("cleanup_end"), "14k"],
         ],
         title="\nPhases",
@@ -165,8 +164,9 @@ def render_summary(a: Analysis, phases: dict[str, Any] | None = None) -> str:
     if phases is not None:
         lines.append(render_phases(phases))
     lines.append(
-        f"\nkey frequencies ({a.key_freq_rule}): {_fmt(a.key_frequencies)}; restricted loss {_fmt(a.losses['restricted_loss'])}"
-        f" vs test loss {_fmt(a.losses['test_loss'])}; {a.neurons.n_explained}/{a.neurons.n_neurons} neurons explained"
+        f"\nkey frequencies ({a.key_freq_rule}): {_fmt(a.key_frequencies)}; restricted loss "
+        f"{_fmt(a.losses[names.RESTRICTED_LOSS])} vs test loss {_fmt(a.losses[names.TEST_LOSS])}; "
+        f"{a.neurons.n_explained}/{a.neurons.n_neurons} neurons explained"
     )
     lines.append(render_table5([a.table5.to_dict()]))
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """Per-task analyses of the zoo: spectra in the additive and discrete-log bases (multiplication, division
-and polynomials, with the exact pattern structure of the task's table), operand asymmetry (subtraction), the input bits that sparse-parity neurons read, and the scores of a
-checkpoint per answer position or operation. :func:`zoo_analysis` picks the ones that fit a task (``grokscope
-analyze`` stores them under ``"zoo"``); :func:`render_zoo` prints them.
+and polynomials, with the exact pattern structure of the task's table), operand asymmetry (subtraction), the input
+bits that sparse-parity neurons read, and the scores of a checkpoint per answer position or operation.
+:func:`zoo_analysis` picks the ones that fit a task (``grokscope analyze`` stores them under ``"zoo"``);
+:func:`render_zoo` prints them.
 
 FFS and FCR are the reconstructed (Furuta-style) measures of :func:`grokscope.measures.ffs_fcr`, computed from
 per-frequency cos/sin norms of W_E over the number tokens in either basis.
@@ -13,29 +14,33 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from grokscope.measures.fourier import component_norms, discrete_log_basis, is_prime, primitive_root
-from grokscope.measures.progress import FFS_ETA
+from grokscope.analysis.reverse import json_safe
+from grokscope.formula import parse_formula
+from grokscope.measures import (
+    FFS_ETA,
+    component_norms,
+    discrete_log_basis,
+    ffs_fcr_from_norms,
+    grid_order,
+    is_prime,
+    post_hook_name,
+    primitive_root,
+)
 from grokscope.models import Model, VectorMLP
+from grokscope.tasks import answer_view, is_sequence_task, task_metrics
 
 __all__ = [
-    "checkpoint_scores", "ffs_fcr_from_norms", "operand_asymmetry", "parity_neuron_bits", "render_zoo", "sparser_basis",
+    "checkpoint_scores", "operand_asymmetry", "parity_neuron_bits", "render_zoo", "sparser_basis",
     "spectra_both_bases", "task_structure", "zoo_analysis",
 ]
 
 
-def ffs_fcr_from_norms(c: Tensor, s: Tensor, eta: float = FFS_ETA) -> tuple[float, float]:
-    """FFS = fraction of frequencies with sqrt(c^2 + s^2) > eta * max; FCR = mean over those of min(c, s)/max(c, s)."""
-    n = torch.sqrt(c**2 + s**2)
-    if n.numel() == 0 or float(n.max()) <= 0:
-        return 0.0, float("nan")
-    used = n > eta * n.max()
-    ratio = torch.minimum(c, s)[used] / torch.maximum(c, s)[used]
-    return float(used.to(torch.float64).mean()), float(ratio.mean())
-
-
-def spectra_both_bases(w_e: Tensor, p: int, g: int | None = None, eta: float = FFS_ETA, shift: int = 0) -> dict[str, Any]:
+def spectra_both_bases(
+    w_e: Tensor, p: int, g: int | None = None, eta: float = FFS_ETA, shift: int = 0
+) -> dict[str, Any]:
     """Spectrum of the number-token embedding W_E[:p] [p, d_model] in the additive Fourier basis over Z_p and in the
     discrete-log basis over Z_p^* (tokens 1..p-1, generator ``g``, default the smallest primitive root; token 0 is
     left out since a*0 = 0). Returns ``ffs_add, fcr_add, ffs_log, fcr_log`` and the per-frequency norms
@@ -84,7 +89,7 @@ def operand_asymmetry(acts: Tensor, p: int) -> dict[str, float]:
 
 
 def task_structure(table: Tensor, p: int) -> dict[str, Any]:
-    """Which elementary patterns make up the label table ``f(a, b)`` [p, p] (row a, column b; labels mod p), exactly:
+    """Which elementary patterns make up the label table ``f(a, b)`` [p, p] (row a, column b; labels mod p):
 
     ``symmetric``: f(a, b) = f(b, a). ``sum_only``: f depends on a + b alone (f(a, b) = f(a + b, 0)), the additive
     pattern. ``product_only``: f depends on a·b alone (f(a, b) = f(ab, 1)), the multiplicative pattern.
@@ -120,11 +125,14 @@ def sparser_basis(spectra: dict[str, Any], margin: float = 0.1) -> str:
     return "neither"
 
 
-def parity_neuron_bits(model: VectorMLP, *, neuron_fraction: float = 0.1, bit_fraction: float = 0.5) -> list[dict[str, Any]]:
+def parity_neuron_bits(
+    model: VectorMLP, *, neuron_fraction: float = 0.1, bit_fraction: float = 0.5
+) -> list[dict[str, Any]]:
     """Which input bits the surviving neurons of a :class:`~grokscope.models.VectorMLP` read.
 
     A neuron j survives when ||W_in[:, j]|| * ||W_out[j]|| > ``neuron_fraction`` * the largest such product; it
-    reads bit i (the last input, the constant 1, is left out) when |W_in[i, j]| > ``bit_fraction`` * max_i |W_in[i, j]|.
+    reads bit i (the last input, the constant 1, is left out) when |W_in[i, j]| > ``bit_fraction`` *
+    max_i |W_in[i, j]|.
     Returns [{neuron, strength, bits}] strongest first. After grokking sparse parity, the bits are the first k."""
     w_in = model.mlp.W_in.detach().to(torch.float64)  # [n_in, d_mlp]
     w_out = model.mlp.W_out.detach().to(torch.float64)  # [d_mlp, C]
@@ -146,11 +154,8 @@ def parity_neuron_bits(model: VectorMLP, *, neuron_fraction: float = 0.1, bit_fr
 
 
 def checkpoint_scores(model: Model, task: Any, loss_dtype: torch.dtype = torch.float64) -> dict[str, float]:
-    """Train/test cross-entropy and accuracy of ``model`` on ``task`` (sequence tasks: over the answer tokens), plus the task's own metrics (per operation, per answer position, whole-sequence accuracy)."""
-    import torch.nn.functional as F
-
-    from grokscope.tasks import answer_view, is_sequence_task, task_metrics
-
+    """Train/test cross-entropy and accuracy of ``model`` on ``task`` (sequence tasks: over the answer tokens), plus
+    the task's own metrics (per operation, per answer position, whole-sequence accuracy)."""
     model.eval()
     with torch.no_grad():
         logits = model.forward_all(task.tokens) if is_sequence_task(task) else model(task.tokens)
@@ -167,8 +172,6 @@ def checkpoint_scores(model: Model, task: Any, loss_dtype: torch.dtype = torch.f
 
 
 def _formula_ops(text: str) -> set[str]:
-    from grokscope.formula import parse_formula
-
     ops: set[str] = set()
 
     def walk(node: tuple) -> None:
@@ -183,8 +186,6 @@ def _formula_ops(text: str) -> set[str]:
 
 def _hidden_on_grid(model: Model, task: Any) -> Tensor | None:
     """Last-layer MLP activations at the last position in grid order [p*p, d_mlp], or None without an MLP."""
-    from grokscope.measures.progress import post_hook_name
-
     name = post_hook_name(model)
     with torch.no_grad():
         _, cache = model.run_with_cache(task.tokens)
@@ -192,16 +193,16 @@ def _hidden_on_grid(model: Model, task: Any) -> Tensor | None:
         return None
     acts = cache[name]
     acts = acts[:, -1] if acts.ndim == 3 else acts
-    return acts[torch.argsort(task.pair_index)]
+    return acts[grid_order(task)]
 
 
 def zoo_analysis(model: Model, task: Any, *, scores: bool = True) -> dict[str, Any]:
     """The analyses that fit ``task`` (JSON-ready; non-finite numbers become None):
 
-    ``scores`` (when asked): :func:`checkpoint_scores`. ``spectra``: :func:`spectra_both_bases` of W_E for modular and
-    multi-task formulas that multiply, divide or raise to a power, p prime, with :func:`sparser_basis`; with them, for a
-    full-grid modular task, ``structure``: :func:`task_structure` of its label table (which patterns the task is made
-    of, to compare with the basis the model chose). ``asymmetry``: :func:`operand_asymmetry` of the MLP
+    ``scores`` (when asked): :func:`checkpoint_scores`. ``spectra``: :func:`spectra_both_bases` of W_E for modular
+    and multi-task formulas that multiply, divide or raise to a power, p prime, with :func:`sparser_basis`; with
+    them, for a full-grid modular task, ``structure``: :func:`task_structure` of its label table (which patterns the
+    task is made of, to compare with the basis the model chose). ``asymmetry``: :func:`operand_asymmetry` of the MLP
     activations for a modular formula over the full grid that is not symmetric in a and b (subtraction).
     ``parity_neurons``: :func:`parity_neuron_bits` for sparse parity."""
     cfg = task.config
@@ -215,13 +216,13 @@ def zoo_analysis(model: Model, task: Any, *, scores: bool = True) -> dict[str, A
             assert isinstance(w_e, Tensor)
             shift = 0
             if cfg.kind == "modular" and getattr(task, "is_full_grid", False) and cfg.pairs == "all":
-                out["structure"] = task_structure(task.labels[torch.argsort(task.pair_index)], cfg.p)
+                out["structure"] = task_structure(task.labels[grid_order(task)], cfg.p)
                 shift = out["structure"]["product_shift"] or 0
             out["spectra"] = spectra_both_bases(w_e, cfg.p, shift=shift)
             out["spectra"]["sparser_basis"] = sparser_basis(out["spectra"])
     if cfg.kind == "modular" and getattr(task, "is_full_grid", False) and cfg.pairs == "all":
         p = cfg.p
-        table = task.labels[torch.argsort(task.pair_index)].reshape(p, p)
+        table = task.labels[grid_order(task)].reshape(p, p)
         if not torch.equal(table, table.T):
             acts = _hidden_on_grid(model, task)
             if acts is not None:
@@ -230,17 +231,7 @@ def zoo_analysis(model: Model, task: Any, *, scores: bool = True) -> dict[str, A
         assert isinstance(model, VectorMLP)  # the config allows only arch vector_mlp for sparse parity
         out["parity_neurons"] = parity_neuron_bits(model)
         out["parity_bits"] = list(range(cfg.parity_k))
-    return _json_safe(out)
-
-
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
+    return json_safe(out)
 
 
 def _num(x: Any, fmt: str = ".4g") -> str:
@@ -250,32 +241,41 @@ def _num(x: Any, fmt: str = ".4g") -> str:
 def render_zoo(z: dict[str, Any], *, top: int = 10) -> str:
     """:func:`zoo_analysis` output as text (empty when there is nothing to show)."""
     lines: list[str] = []
-    sc = z.get("scores")
-    if sc:
-        line = f"train loss {_num(sc.get('train_loss'))}, acc {_num(sc.get('train_acc'))}; test loss {_num(sc.get('test_loss'))}, acc {_num(sc.get('test_acc'))}"
-        if "test_seq_acc" in sc:
-            line += f"; whole-sequence acc train {_num(sc.get('train_seq_acc'))}, test {_num(sc.get('test_seq_acc'))}"
+    scores = z.get("scores")
+    if scores:
+
+        def num(name: str) -> str:
+            return _num(scores.get(name))
+
+        line = f"train loss {num('train_loss')}, acc {num('train_acc')}; "
+        line += f"test loss {num('test_loss')}, acc {num('test_acc')}"
+        if "test_seq_acc" in scores:
+            line += f"; whole-sequence acc train {num('train_seq_acc')}, test {num('test_seq_acc')}"
         lines.append(line)
-        groups = sorted({k.rsplit("_", 1)[1] for k in sc if k.startswith(("test_loss_", "train_loss_"))}, key=lambda g: (len(g), g))
+        per_group = (k.rsplit("_", 1)[1] for k in scores if k.startswith(("test_loss_", "train_loss_")))
+        groups = sorted(set(per_group), key=lambda g: (len(g), g))
         if groups:
             lines.append(f"{'':<8}{'train acc':>11}{'test acc':>11}{'test loss':>12}")
             for g in groups:
-                lines.append(f"{g:<8}{_num(sc.get(f'train_acc_{g}')):>11}{_num(sc.get(f'test_acc_{g}')):>11}{_num(sc.get(f'test_loss_{g}')):>12}")
-    sp = z.get("spectra")
-    if sp:
+                lines.append(f"{g:<8}{num(f'train_acc_{g}'):>11}{num(f'test_acc_{g}'):>11}{num(f'test_loss_{g}'):>12}")
+    spectra = z.get("spectra")
+    if spectra:
         lines.append("W_E spectrum (FFS / FCR reconstructed, Furuta-style):")
-        log_label = f"discrete-log basis (g = {sp['generator']})" + (f" of t+{sp['shift']}" if sp.get("shift") else "")
+        log_label = f"discrete-log basis (g = {spectra['generator']})"
+        log_label += f" of t+{spectra['shift']}" if spectra.get("shift") else ""
         width = max(28, len(log_label))
         for label, key in (("additive basis over Z_p", "add"), (log_label, "log")):
-            lines.append(f"  {label:<{width}} FFS {_num(sp['ffs_' + key], '.3f')}  FCR {_num(sp['fcr_' + key], '.3f')}  top frequencies {sp['top_' + key]}")
-        if "sparser_basis" in sp:
-            lines.append(f"  sparser basis: {sp['sparser_basis']}")
-    st = z.get("structure")
-    if st:
-        made = [name for key, name in (("sum_only", "a function of a+b"), ("product_only", "a function of a*b"),
-                                       ("separable", "g(a) + h(b)"), ("symmetric", "symmetric in a, b")) if st[key]]
-        if st.get("product_shift"):
-            made.insert(0, f"a function of (a+{st['product_shift']})(b+{st['product_shift']})")
+            ffs, fcr = _num(spectra["ffs_" + key], ".3f"), _num(spectra["fcr_" + key], ".3f")
+            lines.append(f"  {label:<{width}} FFS {ffs}  FCR {fcr}  top frequencies {spectra['top_' + key]}")
+        if "sparser_basis" in spectra:
+            lines.append(f"  sparser basis: {spectra['sparser_basis']}")
+    structure = z.get("structure")
+    if structure:
+        patterns = (("sum_only", "a function of a+b"), ("product_only", "a function of a*b"),
+                    ("separable", "g(a) + h(b)"), ("symmetric", "symmetric in a, b"))
+        made = [name for key, name in patterns if structure[key]]
+        if shift := structure.get("product_shift"):
+            made.insert(0, f"a function of (a+{shift})(b+{shift})")
         lines.append(f"task structure: {', '.join(made) if made else 'none of a+b only, a*b only, g(a)+h(b)'}")
     asym = z.get("asymmetry")
     if asym:
@@ -285,7 +285,8 @@ def render_zoo(z: dict[str, Any], *, top: int = 10) -> str:
         )
     neurons = z.get("parity_neurons")
     if neurons is not None:
-        lines.append(f"sparse parity: {len(neurons)} surviving neurons (the label reads bits {z.get('parity_bits')}); strongest:")
+        lines.append(f"sparse parity: {len(neurons)} surviving neurons (the label reads bits {z.get('parity_bits')}); "
+                     "strongest:")
         for row in neurons[:top]:
             lines.append(f"  neuron {row['neuron']:>4}  strength {row['strength']:.3g}  bits {row['bits']}")
     for what, why in (z.get("skipped") or {}).items():

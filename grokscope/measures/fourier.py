@@ -17,24 +17,10 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "abc_wave_components",
-    "basis_index",
-    "component_norms",
-    "discrete_log",
-    "discrete_log_basis",
-    "discrete_log_basis_names",
-    "fourier_basis",
-    "fourier_basis_names",
-    "fourier_transform",
-    "fourier_transform_2d",
-    "frequency_norms",
-    "frequency_of_index",
-    "inverse_fourier_transform",
-    "is_prime",
-    "n_frequencies",
-    "primitive_root",
-    "real_fourier_basis",
-    "wave",
+    "abc_wave_components", "basis_index", "component_norms", "discrete_log", "discrete_log_basis",
+    "discrete_log_basis_names", "fourier_basis", "fourier_basis_names", "fourier_transform", "fourier_transform_2d",
+    "frequency_norms", "frequency_of_index", "inverse_fourier_transform", "is_prime", "n_frequencies", "primitive_root",
+    "real_fourier_basis", "wave",
 ]
 
 

@@ -2,13 +2,13 @@
 
 The paper (Nanda et al. 2023, section 5.2) reads the boundaries by eye; this is a documented, deterministic
 rule (ambiguity A6, ``docs/measures.md``). Input: a pandas DataFrame indexed by step/epoch (ascending) with
-columns ``train_acc``, ``test_acc``, ``test_loss`` and, optionally, ``excluded_loss_fixed`` or
-``excluded_loss``. Missing values are ignored per column.
+columns ``train_acc``, ``test_acc``, ``test_loss`` and, optionally, ``excluded_loss`` (read under the fixed-key
+rule of :mod:`grokscope.measures.names`). Missing values are ignored per column.
 
 Rule (all thresholds are the module constants):
 
-1. ``grok_epoch``: the first step with test_acc >= GROK_ACC (0.99).
-2. ``train_fit_epoch``: the first step with train_acc >= FIT_ACC (0.99).
+1. ``grok_epoch``: the first step with test_acc >= GROK_ACC.
+2. ``train_fit_epoch``: the first step with train_acc >= FIT_ACC.
 3. ``memorisation_end`` (= circuit formation start): the step of the minimum of the smoothed excluded loss
    over [train_fit_epoch, grok_epoch] (to the end of the run if it never groks); without an excluded-loss
    column, train_fit_epoch. Memorisation is where train and excluded loss both fall; circuit formation starts
@@ -27,8 +27,11 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from grokscope.measures import names
+
 __all__ = ["FIT_ACC", "GROK_ACC", "PHASE_FRACTION", "Phases", "SMOOTH_WINDOW", "detect_phases", "grok_epoch"]
 
+#: The one grok threshold: a run has grokked at the first step with test accuracy >= GROK_ACC.
 GROK_ACC = 0.99
 FIT_ACC = 0.99
 PHASE_FRACTION = 0.1
@@ -37,9 +40,8 @@ SMOOTH_WINDOW = 5
 RULE = (
     f"grok: first step test_acc>={GROK_ACC}; memorisation_end: argmin of smoothed excluded loss over "
     f"[first step train_acc>={FIT_ACC}, grok]; circuit_formation_end: last step in [memorisation_end, grok] with "
-    f"log10 test loss (rolling median {SMOOTH_WINDOW}) >= hi - {PHASE_FRACTION}*(hi-lo), hi = max over [train fit, grok], "
-    f"lo = min after grok; cleanup_end: first step "
-    f">= grok with it <= lo + {PHASE_FRACTION}*(hi-lo)"
+    f"log10 test loss (rolling median {SMOOTH_WINDOW}) >= hi - {PHASE_FRACTION}*(hi-lo), hi = max over "
+    f"[train fit, grok], lo = min after grok; cleanup_end: first step >= grok with it <= lo + {PHASE_FRACTION}*(hi-lo)"
 )
 
 
@@ -81,7 +83,7 @@ def _first_at_least(series: Any, threshold: float) -> int | None:
     return int(hit.index[0]) if len(hit) else None
 
 
-def grok_epoch(metrics: Any, column: str = "test_acc", threshold: float = GROK_ACC) -> int | None:
+def grok_epoch(metrics: Any, column: str = names.TEST_ACC, threshold: float = GROK_ACC) -> int | None:
     """The first step (index value) with ``metrics[column] >= threshold``; None if never or if the column is absent."""
     if column not in metrics.columns:
         return None
@@ -96,8 +98,8 @@ def detect_phases(metrics: Any) -> Phases:
     """Phase boundaries of one run from its metrics DataFrame (index = step, ascending). See the module rule."""
     df = metrics.sort_index()
     grok = grok_epoch(df)
-    fit = grok_epoch(df, "train_acc", FIT_ACC)
-    exc_col = next((c for c in ("excluded_loss_fixed", "excluded_loss") if c in df.columns and df[c].notna().any()), None)
+    fit = grok_epoch(df, names.TRAIN_ACC, FIT_ACC)
+    exc_col = names.read_as(names.EXCLUDED_LOSS, [c for c in df.columns if df[c].notna().any()])
     if fit is None:
         return Phases(grok, None, None, None, None, exc_col)
 
@@ -108,10 +110,10 @@ def detect_phases(metrics: Any) -> Phases:
         window = exc[(exc.index >= fit) & (exc.index <= upper)]
         if len(window):
             mem_end = int(window.idxmin())
-    if grok is None or "test_loss" not in df.columns:
+    if grok is None or names.TEST_LOSS not in df.columns:
         return Phases(grok, fit, mem_end, None, None, exc_col)
 
-    test = df["test_loss"].dropna()
+    test = df[names.TEST_LOSS].dropna()
     test = test[test > 0]
     y = _smooth(test.map(math.log10))
     plateau = y[(y.index >= fit) & (y.index <= grok)]
