@@ -98,9 +98,8 @@ def attribution_patching(
     if direction not in ("denoise", "noise"):
         raise ValueError(f"direction must be 'denoise' or 'noise', got {direction!r}")
     t0 = time.perf_counter()
-    src_tokens, tgt_tokens = (
-        (setup.clean_tokens, setup.corrupt_tokens) if direction == "denoise" else (setup.corrupt_tokens, setup.clean_tokens)
-    )
+    src_tokens, tgt_tokens = ((setup.clean_tokens, setup.corrupt_tokens) if direction == "denoise"
+                              else (setup.corrupt_tokens, setup.clean_tokens))
     with torch.no_grad():
         src_logits, src_cache = model.run_with_cache(src_tokens)
     names = list(src_cache) if hooks is None else list(hooks)
@@ -217,9 +216,10 @@ class AttributionComparison:
         }
 
     def summary(self) -> str:
-        return (f"{self.kind:<12} {self.hook:<28} sites {self.n_sites:>4}  r {self.pearson:6.3f}  rho {self.spearman:6.3f}  "
-                f"max|err| {self.max_abs_error:.3g}  activation {self.activation_seconds:.3f} s  attribution "
-                f"{self.attribution_seconds:.3f} s  speed-up {self.speedup:.0f}x")
+        return (f"{self.kind:<12} {self.hook:<28} sites {self.n_sites:>4}  r {self.pearson:6.3f}  "
+                f"rho {self.spearman:6.3f}  max|err| {self.max_abs_error:.3g}  "
+                f"activation {self.activation_seconds:.3f} s  attribution {self.attribution_seconds:.3f} s  "
+                f"speed-up {self.speedup:.0f}x")
 
 
 def compare_with_activation_patching(

@@ -33,12 +33,14 @@ def register(subparsers: Any) -> None:
     _common(p)
     p.add_argument("--n", type=int, default=256, help="number of clean/corrupted input pairs (default 256)")
     p.add_argument("--operand", choices=("a", "b"), default="a", help="operand to corrupt (default a)")
-    p.add_argument("--split", choices=("all", "train", "test"), default="all", help="rows to draw clean inputs from (default all)")
+    p.add_argument("--split", choices=("all", "train", "test"), default="all",
+                   help="rows to draw clean inputs from (default all)")
     p.add_argument("--sweeps", default="heads,neurons,neurons_pre,positions",
                    help="comma-separated sweeps: heads, neurons, neurons_pre, positions (default all four)")
     p.add_argument("--direction", choices=("denoise", "noise"), default="denoise",
                    help="denoise: patch clean into corrupted (default); noise: corrupted into clean")
-    p.add_argument("--random-clusters", type=int, default=100, metavar="N", help="random neuron sets per cluster (default 100)")
+    p.add_argument("--random-clusters", type=int, default=100, metavar="N",
+                   help="random neuron sets per cluster (default 100)")
     p.add_argument("--top", type=int, default=10, help="neurons to list (default 10)")
     p.set_defaults(func=cmd_patch)
 
@@ -54,7 +56,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--steps", default=None,
                    help="checkpoints to probe: 'all', 'every:N' (every N-th checkpoint), or comma-separated steps "
                    "(default: only --step / the last)")
-    p.add_argument("--hook", help="activation to probe (default: the last MLP's hook_post), e.g. blocks.0.hook_resid_mid")
+    p.add_argument("--hook",
+                   help="activation to probe (default: the last MLP's hook_post), e.g. blocks.0.hook_resid_mid")
     p.add_argument("--position", type=int, default=-1, help="position to read (default -1, the '=' token)")
     p.add_argument("--extra-freqs", default="", help="comma-separated non-key frequencies to probe as controls")
     p.set_defaults(func=cmd_probe)
@@ -85,7 +88,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument("--step", type=int, help="checkpoint step (default: the last)")
     p.add_argument("--key-freqs", help="comma-separated key frequencies (default: the W_L_dft rule on the checkpoint)")
-    p.add_argument("--seed-data", type=int, default=0, dest="data_seed", help="seed for input sampling and probe splits (default 0)")
+    p.add_argument("--seed-data", type=int, default=0, dest="data_seed",
+                   help="seed for input sampling and probe splits (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--no-write", action="store_true", help="print only; do not write the JSON file into the run")
 
@@ -104,7 +108,7 @@ def _open(args: argparse.Namespace):
     import torch
 
     from grokscope.cli_args import UserError
-    from grokscope.measures.progress import MeasureError, check_task, key_frequencies
+    from grokscope.measures import MeasureError, check_task, key_frequencies
     from grokscope.store import load_run
 
     torch.set_num_threads(max(1, args.threads))
@@ -126,7 +130,8 @@ def _open(args: argparse.Namespace):
     else:
         keys = key_frequencies(model, task)
         if not keys:
-            raise UserError(f"{run.dir}: no clear key frequencies at step {step} (the model may not have grokked); pass --key-freqs")
+            raise UserError(f"{run.dir}: no clear key frequencies at step {step} (the model may not have grokked); "
+                            "pass --key-freqs")
     return run, task, step, model, keys
 
 
@@ -265,6 +270,7 @@ def cmd_sae(args: argparse.Namespace) -> int:
         c = compare_saes(results[0][0], sae, results[0][1], rep)
         data["comparisons"].append(c.to_dict())
         print(f"step {c.step_a} vs {c.step_b}: mean best |cos| of decoder directions {c.mean_max_cosine:.3f}; "
-              f"{c.matched} of {c.n_live_a} live features matched at |cos| >= {c.threshold} ({c.same_frequency} with the same frequency)")
+              f"{c.matched} of {c.n_live_a} live features matched at |cos| >= {c.threshold} ({c.same_frequency} "
+              "with the same frequency)")
     _write(run, args, SAE_FILE, data)
     return 0

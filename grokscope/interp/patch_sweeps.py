@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from grokscope.interp.patching import PatchSetup, Site, finite_or_none, patch_sites, recovered_fraction
+from grokscope.measures import NEURON_FVE_THRESHOLD, mlp_activations, neuron_frequency_fractions, post_hook_name
 from grokscope.models import Model, has_blocks
 
 __all__ = ["SWEEPS", "ClusterPatching", "ClusterRow", "PatchSweep", "SiteGrid", "cluster_patching", "sweep",
@@ -202,8 +203,6 @@ def cluster_patching(
 ) -> ClusterPatching:
     """Patch the last MLP's neurons of each key-frequency cluster (at the last position) together, and
     ``n_random`` random neuron sets of the same size; also the union of all key clusters."""
-    from grokscope.measures import NEURON_FVE_THRESHOLD, mlp_activations, neuron_frequency_fractions, post_hook_name
-
     thr = NEURON_FVE_THRESHOLD if threshold is None else threshold
     hook = post_hook_name(model)
     pos = -1 if has_blocks(model) else None

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from grokscope.interp.patching import activation_layout
 from grokscope.models import Model, has_blocks
 
 __all__ = [
@@ -145,7 +146,8 @@ def fit_ridge(x: Tensor, y: Tensor, *, alpha: float | None = None, alphas: Seque
 # ----------------------------------------------------------------------------- targets and features
 
 
-def fourier_targets(task: Any, freqs: Iterable[int], kinds: Sequence[str] = ("a", "b", "a+b", "c")) -> dict[str, Tensor]:
+def fourier_targets(task: Any, freqs: Iterable[int],
+                    kinds: Sequence[str] = ("a", "b", "a+b", "c")) -> dict[str, Tensor]:
     """Targets in ``task.tokens`` order: ``"{kind} k={k}"`` -> [N, 2] (cos, sin of w_k * kind)."""
     p = task.p
     a, b = task.tokens[:, 0].to(torch.float64), task.tokens[:, 1].to(torch.float64)
@@ -169,7 +171,6 @@ def default_hook(model: Model) -> str:
 def activations_at(model: Model, tokens: Tensor, hook: str | None = None, position: int | None = -1) -> Tensor:
     """Activation ``hook`` (default: the last MLP's post-activations) at ``position`` (None: every position,
     concatenated), flattened to [N, features] float64. Activations without a position axis are used whole."""
-    from grokscope.interp.patching import activation_layout
 
     hook = hook or default_hook(model)
     with torch.no_grad():
@@ -230,7 +231,8 @@ class ProbeReport:
         for k in freqs:
             mark = "*" if k in self.key_frequencies else " "
             lines.append(f"{k:>3}{mark}  " + "  ".join(f"{self.r2_of(kd, k):>9.3f}" for kd in kinds))
-        lines.append(f"answer (one-hot over p): R2 {self.answer_r2:.3f}, argmax accuracy {self.answer_acc:.3f}   (* key frequency)")
+        lines.append(f"answer (one-hot over p): R2 {self.answer_r2:.3f}, argmax accuracy {self.answer_acc:.3f}"
+                     "   (* key frequency)")
         return "\n".join(lines)
 
 
@@ -300,8 +302,8 @@ class ProbeSeries:
         head = f"{'step':>8}  " + "  ".join(f"{'k=' + str(k):>7}" for k in freqs) + f"  {'answer acc':>10}"
         lines = [f"held-out R2 of cos/sin(w_k ({kind})) probes", head, "-" * len(head)]
         for r in self.reports:
-            lines.append(f"{r.step if r.step is not None else '-':>8}  " + "  ".join(f"{r.r2_of(kind, k):>7.3f}" for k in freqs)
-                         + f"  {r.answer_acc:>10.3f}")
+            r2s = "  ".join(f"{r.r2_of(kind, k):>7.3f}" for k in freqs)
+            lines.append(f"{r.step if r.step is not None else '-':>8}  " + r2s + f"  {r.answer_acc:>10.3f}")
         return "\n".join(lines)
 
 

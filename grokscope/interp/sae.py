@@ -13,7 +13,7 @@ renormalised to unit length after every step (so the L1 penalty cannot be dodged
 initialised from a seeded generator: W_dec rows random unit vectors, W_enc = W_dec^T, b_dec = data mean.
 
 Feature analysis over a modular task's p*p inputs: each feature's activation over the grid is analysed exactly
-as a neuron (:func:`grokscope.measures.progress.neuron_frequency_fractions`): a feature *aligns with frequency k*
+as a neuron (:func:`grokscope.measures.neuron_frequency_fractions`): a feature *aligns with frequency k*
 when >= 85% of its variance lies in k's 3x3 2D-DFT block; features are counted per key frequency.
 """
 
@@ -29,6 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from grokscope.interp.probes import activations_at, default_hook
+from grokscope.measures import (
+    NEURON_FVE_THRESHOLD,
+    fourier_transform,
+    fourier_transform_2d,
+    grid_order,
+    neuron_logit_map,
+)
 from grokscope.models import Model
 
 __all__ = [
@@ -184,9 +192,6 @@ def feature_frequencies(feats: Tensor, p: int, key_freqs: Iterable[int], thresho
     block of the neuron rule is also reported). Output side (optional ``logit_effect`` [n_features, p], e.g.
     W_dec @ W_out @ W_U): the share of each effect's non-constant energy at its best frequency.
     """
-    from grokscope.measures.fourier import fourier_transform, fourier_transform_2d
-    from grokscope.measures.progress import NEURON_FVE_THRESHOLD
-
     thr = NEURON_FVE_THRESHOLD if threshold is None else threshold
     f64 = feats.to(torch.float64)
     energy = fourier_transform_2d(f64.reshape(p, p, -1)) ** 2
@@ -264,9 +269,11 @@ class SAEReport:
             f"SAE ({self.config['kind']}, {self.config['n_features']} features) on {self.hook} at step {self.step}: "
             f"{self.n_inputs} inputs x {self.d} dims, trained in {self.train_seconds:.1f} s",
             f"  reconstruction: MSE {self.mse:.4g}, fraction of variance unexplained {self.fvu:.4f}",
-            f"  sparsity: L0 {self.l0:.2f} active features per input; dead features {self.dead} of {self.config['n_features']}",
-            f"  live features aligned with one key frequency (>= {f.threshold:.0%} of variance in its family {{0,k,2k}}^2): "
-            f"{f.n_aligned_key} of {f.n_live} ({per}); non-key: {f.n_aligned_other}; strict 3x3 block: {f.n_aligned_strict}",
+            f"  sparsity: L0 {self.l0:.2f} active features per input; dead features {self.dead} of "
+            f"{self.config['n_features']}",
+            f"  live features aligned with one key frequency (>= {f.threshold:.0%} of variance in its family "
+            f"{{0,k,2k}}^2): {f.n_aligned_key} of {f.n_live} ({per}); non-key: {f.n_aligned_other}; strict 3x3 block: "
+            f"{f.n_aligned_strict}",
             f"  decoder writes one key frequency to the logits (>= {f.threshold:.0%}): {f.n_output_aligned_key}; "
             f"aligned on both sides with the same key frequency: {f.n_both_same_key}",
             "  test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in self.accuracy.items()),
@@ -293,22 +300,13 @@ def splice_accuracy(model: Model, tokens: Tensor, labels: Tensor, hook: str, rep
     return float((logits.argmax(-1) == labels).to(torch.float64).mean()), float(-logp.gather(1, labels[:, None]).mean())
 
 
-def _grid_acts(model: Model, task: Any, hook: str | None, position: int | None) -> Tensor:
-    from grokscope.interp.probes import activations_at
-
-    return activations_at(model, task.tokens, hook, position)
-
-
 def evaluate_sae(
     sae: SAE, model: Model, task: Any, key_freqs: Iterable[int], *, hook: str | None = None,
     position: int | None = -1, step: int | None = None, train_seconds: float = 0.0, loss_curve: Sequence[float] = (),
 ) -> SAEReport:
     """Reconstruction, sparsity, dead features, frequency alignment and spliced-in test accuracy of ``sae``."""
-    from grokscope.interp.probes import default_hook
-    from grokscope.measures.progress import grid_order
-
     hook = hook or default_hook(model)
-    x = _grid_acts(model, task, hook, position).to(torch.float32)  # task order
+    x = activations_at(model, task.tokens, hook, position).to(torch.float32)  # task order
     with torch.no_grad():
         f = sae.encode(x)
         xh = sae.decode(f)
@@ -322,8 +320,6 @@ def evaluate_sae(
     if getattr(task, "is_full_grid", False):
         effect = None
         if hook == default_hook(model):  # the last MLP's neurons: a feature writes W_dec @ W_out @ W_U to the logits
-            from grokscope.measures.progress import neuron_logit_map
-
             effect = sae.W_dec.detach().to(torch.float64) @ neuron_logit_map(model, task.p)
         feats = feature_frequencies(f[grid_order(task)], task.p, key_freqs, logit_effect=effect)
     te = task.test_idx
@@ -337,7 +333,8 @@ def evaluate_sae(
     acc["spliced"], loss["spliced"] = splice_accuracy(model, tokens, labels, hook, xh[te], position)
     acc["mean-ablated"], loss["mean-ablated"] = splice_accuracy(
         model, tokens, labels, hook, x.mean(dim=0, keepdim=True).expand(len(te), -1), position)
-    acc["zero-ablated"], loss["zero-ablated"] = splice_accuracy(model, tokens, labels, hook, torch.zeros_like(xh[te]), position)
+    acc["zero-ablated"], loss["zero-ablated"] = splice_accuracy(model, tokens, labels, hook, torch.zeros_like(xh[te]),
+                                                                position)
     if feats is None:
         feats = SAEFeatures([], [], [], [], {}, 0, 0, 0, 0, float("nan"))
     return SAEReport(step, hook, sae.cfg.to_dict(), int(x.shape[0]), int(x.shape[1]), mse, fvu, l0, dead, feats, acc,
@@ -350,7 +347,7 @@ def sae_on_checkpoint(
 ) -> tuple[SAE, SAEReport]:
     """Train an SAE on the activation ``hook`` (default: the last MLP's post-activations at the last position)
     over every input of ``task`` and evaluate it."""
-    x = _grid_acts(model, task, hook, position)
+    x = activations_at(model, task.tokens, hook, position)
     t0 = time.perf_counter()
     sae, curve = train_sae(x, cfg)
     secs = time.perf_counter() - t0
