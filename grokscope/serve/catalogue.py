@@ -1,9 +1,6 @@
 """What the viewer can show: the runs and sweeps under its root, and the JSON it serves about them (never writes).
-
-``<id>`` is a directory's POSIX path relative to the root. Only directories found under the root (up to depth
-:data:`MAX_DEPTH`, not following symlinks out of it) have an id, so ``..`` or absolute paths never name a file
-outside the root.
-"""
+An id is a directory's POSIX path relative to the root; only directories found under the root (up to depth
+:data:`MAX_DEPTH`, not following symlinks out of it) have one, so ``..`` or absolute paths name nothing."""
 
 from __future__ import annotations
 
@@ -13,6 +10,7 @@ from pathlib import Path
 from grokscope.measures import GROK_ACC
 from grokscope.measures.names import TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS
 from grokscope.store.run import CHECKPOINTS, CONFIG, METRICS, Run, RunError, is_run_dir
+from grokscope.sweep.layout import is_sweep_dir
 
 MAX_DEPTH = 4
 LIVE_COLUMNS = (TRAIN_LOSS, TRAIN_ACC, TEST_LOSS, TEST_ACC)
@@ -58,7 +56,7 @@ def find_runs(root: Path, max_depth: int = MAX_DEPTH) -> dict[str, Path]:
 
 def find_sweeps(root: Path, max_depth: int = MAX_DEPTH) -> dict[str, Path]:
     """{id: sweep directory} for every sweep (a directory with ``sweep.json``) under ``root``; runs are not entered."""
-    return _find_dirs(root, lambda d: (d / "sweep.json").is_file(), "sweep", max_depth, skip=is_run_dir)
+    return _find_dirs(root, is_sweep_dir, "sweep", max_depth, skip=is_run_dir)
 
 
 def _grok_epoch(recorded, steps_and_accs) -> int | None:

@@ -1,10 +1,8 @@
-"""``grokscope serve``: a local, read-only web viewer over a directory of runs (standard library only, plus
-Plotly for the report pages). :data:`ROUTES` lists what it answers to GET/HEAD (any other method: 405, path: 404).
-
-It binds 127.0.0.1 by default and refuses a non-loopback address unless ``allow_remote=True``; bound to loopback it
-answers only requests whose Host header is a loopback name (a web page elsewhere cannot reach it through a DNS name
-rebound to 127.0.0.1). It never writes, lists no directory, and serves a file only when it resolves inside the root.
-"""
+"""``grokscope serve``: a local, read-only web viewer over a directory of runs (standard library and Plotly).
+:data:`ROUTES` lists what it answers to GET/HEAD (any other method: 405, path: 404). It binds 127.0.0.1 unless
+``allow_remote=True``; bound to loopback it answers only requests whose Host header is a loopback name (a web page
+elsewhere cannot reach it through a DNS name rebound to 127.0.0.1). It never writes, lists no directory, and serves
+a file only when it resolves inside the root."""
 
 from __future__ import annotations
 
@@ -20,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from grokscope.analysis.run import ANALYSIS_FILE
 from grokscope.serve.catalogue import find_runs, find_sweeps, header_payload, metrics_payload, run_summary
 from grokscope.serve.pages import PLOTLY_URL, compare_page, error_page, index_page, run_page, sweep_page
 from grokscope.store.run import Run, RunError
@@ -74,9 +73,8 @@ class Viewer:
 
     def run_page(self, run_id: str, path: Path) -> bytes:
         """The run's page, rebuilt when a checkpoint, the status or the analysis changed (16 pages kept)."""
-        run = Run(path)
+        run, analysis = Run(path), path / ANALYSIS_FILE
         steps = run.checkpoints
-        analysis = path / "analysis.json"
         key = (len(steps), steps[-1] if steps else None, run.status,
                analysis.stat().st_mtime if analysis.exists() else None)
         with self._lock:
