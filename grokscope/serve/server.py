@@ -116,11 +116,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, ctype: str, *, cache: str = "no-store") -> None:
         self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", cache)
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Referrer-Policy", "no-referrer")
+        for name, value in (("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", cache),
+                            ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer")):
+            self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
