@@ -35,8 +35,7 @@ def main() -> int:
     from grokscope.interp.patching import cluster_patching, make_corruption
     from grokscope.interp.probes import probe_model
     from grokscope.interp.sae import SAEConfig, sae_on_checkpoint
-    from grokscope.measures.phases import detect_phases
-    from grokscope.measures.progress import key_frequencies
+    from grokscope.measures import detect_phases, key_frequencies
     from grokscope.store import load_run
 
     if args.run is None:

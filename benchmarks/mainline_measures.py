@@ -45,7 +45,7 @@ def _time_train_epochs(cfg, n_epochs: int) -> float:
 
 def _time_measures(model, task, repeats: int = 5) -> tuple[float, float]:
     """Seconds per progress_measures call, with the logits passed in (as the loop does) and without."""
-    from grokscope.measures.progress import progress_measures
+    from grokscope.measures import progress_measures
 
     with torch.no_grad():
         logits = model(task.tokens)
@@ -77,8 +77,7 @@ def main(argv=None) -> int:
     from grokscope.analysis import analyze_checkpoint, render_analysis
     from grokscope.analysis.tables import render_phases
     from grokscope.config import apply_overrides
-    from grokscope.measures.phases import detect_phases
-    from grokscope.measures.progress import fixed_key_measures
+    from grokscope.measures import detect_phases, fixed_key_measures
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}", flush=True)
     if args.reuse:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 import grokscope
 from grokscope.measures import (
     KEY_FREQ_RULES,
+    NEURON_FVE_THRESHOLD,
     component_norms,
     fourier_basis,
     fourier_basis_names,
@@ -38,15 +39,12 @@ from grokscope.measures import (
     gini,
     key_frequencies,
     key_frequencies_from_norms,
-    neuron_frequency_fractions,
-    neuron_logit_map,
-    progress_measures,
-)
-from grokscope.measures.progress import (
-    NEURON_FVE_THRESHOLD,
     logit_table,
     mlp_activations,
+    neuron_frequency_fractions,
+    neuron_logit_map,
     number_embedding,
+    progress_measures,
 )
 
 torch.set_num_threads(1)
