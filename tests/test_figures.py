@@ -215,7 +215,7 @@ def test_build_all_on_trained_run(tiny):
 
 
 def test_phases_from_measures_boundaries():
-    from grokscope.figures._data import phases_from_boundaries
+    from grokscope.figures.data import phases_from_boundaries
 
     ph, _ = phases_from_boundaries({"memorisation_end": 10, "circuit_formation_end": 40, "cleanup_end": None, "rule": "r"}, 0, 100)
     assert [(p.name, p.start, p.end) for p in ph] == [("memorisation", 0, 10), ("circuit formation", 10, 40), ("cleanup", 40, 100)]

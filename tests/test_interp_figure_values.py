@@ -31,7 +31,7 @@ pytest.importorskip("plotly")
 from test_figure_values import values  # noqa: E402  (the Plotly typed-array decoder)
 
 from grokscope.config import ModelConfig, TaskConfig  # noqa: E402
-from grokscope.interp import figures as ifig  # noqa: E402
+from grokscope.figures import interp as ifig  # noqa: E402
 from grokscope.tasks import make_task  # noqa: E402
 
 P = 13
@@ -454,7 +454,7 @@ def test_report_specs_read_each_command_file_and_plot_the_same_values(tmp_path, 
     import json
     from types import SimpleNamespace
 
-    from grokscope.figures._data import FigureNotApplicable
+    from grokscope.figures.data import FigureNotApplicable
 
     run = SimpleNamespace(dir=tmp_path, read_json=lambda name: json.loads((tmp_path / name).read_text()))
     files = {"interp_patch.json": patched[0], "interp_probe.json": probed[1], "interp_sae.json": sae_data[2]}

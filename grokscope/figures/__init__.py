@@ -15,7 +15,7 @@ Plotly is an optional dependency (``pip install 'grokscope[plot]'``).
 
 from __future__ import annotations
 
-from grokscope.figures._data import FigureNotApplicable, FigureUnavailable
+from grokscope.figures.data import FigureNotApplicable, FigureUnavailable
 
 __all__ = [
     "FIGURES",

@@ -13,9 +13,25 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from grokscope.figures import _data as D
-from grokscope.figures._data import FigureNotApplicable, FigureUnavailable, as_run
-from grokscope.figures._style import COLORS, PALETTE, add_slider, base_layout, shade_phases
+from grokscope.figures.data import (
+    FigureNotApplicable,
+    FigureUnavailable,
+    analysis,
+    as_run,
+    find_key,
+    grid,
+    grok_epoch,
+    key_frequencies,
+    last_step,
+    logits_grid,
+    metrics_or_empty,
+    neuron_frequency_fve,
+    phases,
+    pick_checkpoints,
+    weights,
+)
+from grokscope.figures.style import COLORS, PALETTE, add_slider, base_layout, shade_phases
+from grokscope.measures import abc_wave_components, component_norms, fourier_basis, fourier_basis_names, names
 from grokscope.store.run import Run
 
 HEATMAP_SCALE = "RdBu_r"
@@ -24,44 +40,50 @@ HEATMAP_SCALE = "RdBu_r"
 # --------------------------------------------------------------------------- Fourier norms (with slider)
 
 
-def _norm_bars(run: Run, step: int, keys: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    w = D.weights(run, step)
-    fm = D.fourier()
-    e = fm.component_norms(torch.from_numpy(w.W_E), dim=0).numpy()
-    l = fm.component_norms(torch.from_numpy(w.W_L), dim=1).numpy()
-    return e, l
-
-
-def fourier_norms(run: Run | str | Path, step: int | None = None, *, slider: bool = True, max_frames: int = 40) -> go.Figure:
-    """Norms of the Fourier components of W_E (over the input axis) and of W_L = W_out W_U (over the output
-    axis), key frequencies highlighted. With ``slider``, one frame per checkpoint (up to ``max_frames``)."""
-    run = as_run(run)
-    final = D.last_step(run, step)
+def _odd_p(run: Run) -> int:
     p = run.config.task.p
     if p % 2 == 0:
         raise FigureUnavailable("the Fourier basis over Z_p needs an odd p")
-    keys, rule = D.key_frequencies(run)
-    names = D.basis_names(p)
+    return p
+
+
+def _circuit_keys(run: Run) -> list[int]:
+    keys, _ = key_frequencies(run)
+    if not keys:
+        raise FigureUnavailable("no key frequencies found (the run has not formed a Fourier circuit)")
+    return keys
+
+
+def _norm_bars(run: Run, step: int) -> tuple[np.ndarray, np.ndarray]:
+    w = weights(run, step)
+    return (component_norms(torch.from_numpy(w.W_E), dim=0).numpy(),
+            component_norms(torch.from_numpy(w.W_L), dim=1).numpy())
+
+
+def fourier_norms(run: Run | str | Path, step: int | None = None, *, slider: bool = True,
+                  max_frames: int = 40) -> go.Figure:
+    """Norms of the Fourier components of W_E (over the input axis) and of W_L = W_out W_U (over the output
+    axis), key frequencies highlighted. With ``slider``, one frame per checkpoint (up to ``max_frames``)."""
+    run = as_run(run)
+    final = last_step(run, step)
+    p = _odd_p(run)
+    keys, rule = key_frequencies(run)
+    labels = fourier_basis_names(p)
     freq_of = [0] + [k for k in range(1, (p - 1) // 2 + 1) for _ in (0, 1)]
     colors = [COLORS["key"] if f in keys else COLORS["other"] for f in freq_of]
-    steps = D.pick_checkpoints(run, max_frames) if slider and step is None else [final]
-    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.16, subplot_titles=("W_E: norm of each Fourier component (over d_model)", "W_L = W_out·W_U: norm of each Fourier component (over neurons)"))
-
-    def bars(s: int) -> list[go.Bar]:
-        e, l = _norm_bars(run, s, keys)
-        return [
-            go.Bar(x=names, y=e, marker_color=colors, name="W_E", showlegend=False, hovertemplate="%{x}: %{y:.3g}<extra>W_E</extra>"),
-            go.Bar(x=names, y=l, marker_color=colors, name="W_L", showlegend=False, hovertemplate="%{x}: %{y:.3g}<extra>W_L</extra>"),
-        ]
-
-    first = bars(steps[-1])
-    fig.add_trace(first[0], 1, 1)
-    fig.add_trace(first[1], 2, 1)
+    steps = pick_checkpoints(run, max_frames) if slider and step is None else [final]
+    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.16, subplot_titles=(
+        "W_E: norm of each Fourier component (over d_model)",
+        "W_L = W_out·W_U: norm of each Fourier component (over neurons)"))
+    for row, (name, norms) in enumerate(zip(("W_E", "W_L"), _norm_bars(run, steps[-1])), start=1):
+        fig.add_trace(go.Bar(x=labels, y=norms, marker_color=colors, name=name, showlegend=False,
+                             hovertemplate="%{x}: %{y:.3g}<extra>" + name + "</extra>"), row, 1)
     if len(steps) > 1:
         frames = []
         for s in steps:
-            e, l = _norm_bars(run, s, keys)
-            frames.append(go.Frame(data=[go.Bar(y=e.astype(np.float32)), go.Bar(y=l.astype(np.float32))], name=str(s), traces=[0, 1]))
+            e, l = _norm_bars(run, s)
+            frames.append(go.Frame(data=[go.Bar(y=e.astype(np.float32)), go.Bar(y=l.astype(np.float32))], name=str(s),
+                                   traces=[0, 1]))
         fig.frames = frames
         add_slider(fig, [str(s) for s in steps])
     title = f"Fourier norms — key frequencies {keys} in orange" if keys else "Fourier norms — no key frequencies found"
@@ -75,25 +97,16 @@ def fourier_norms(run: Run | str | Path, step: int | None = None, *, slider: boo
 # --------------------------------------------------------------------------- heatmaps over (a, b)
 
 
-def _heat_grid(zs: list[np.ndarray], titles: list[str], title: str, *, cols: int, zmid: float | None = 0.0, colorscale=HEATMAP_SCALE, zmin=None, zmax=None, scale: bool = True) -> go.Figure:
+def _heat_grid(zs: list[np.ndarray], titles: list[str], title: str, *, cols: int, zmid: float | None = 0.0,
+               colorscale=HEATMAP_SCALE, zmin=None, zmax=None, scale: bool = True) -> go.Figure:
     rows = math.ceil(len(zs) / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.06, vertical_spacing=0.16 if rows > 1 else 0.1)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.06,
+                        vertical_spacing=0.16 if rows > 1 else 0.1)
     for i, z in enumerate(zs):
         r, c = divmod(i, cols)
-        fig.add_trace(
-            go.Heatmap(
-                z=z.astype(np.float32),
-                colorscale=colorscale,
-                zmid=zmid,
-                zmin=zmin,
-                zmax=zmax,
-                showscale=scale and i == 0,
-                colorbar=dict(len=0.8, thickness=12),
-                hovertemplate="a=%{y} b=%{x}: %{z:.3g}<extra></extra>",
-            ),
-            r + 1,
-            c + 1,
-        )
+        fig.add_trace(go.Heatmap(z=z.astype(np.float32), colorscale=colorscale, zmid=zmid, zmin=zmin, zmax=zmax,
+                                 showscale=scale and i == 0, colorbar=dict(len=0.8, thickness=12),
+                                 hovertemplate="a=%{y} b=%{x}: %{z:.3g}<extra></extra>"), r + 1, c + 1)
     base_layout(fig, title, height=320 * rows + 90)
     fig.update_xaxes(showgrid=False, showline=False, ticks="")
     fig.update_xaxes(title_text="b", row=rows)
@@ -107,24 +120,26 @@ def attention(run: Run | str | Path, step: int | None = None, *, source: int = 0
     run = as_run(run)
     if run.config.model.arch != "transformer":
         raise FigureNotApplicable("attention patterns exist only for transformers")
-    s = D.last_step(run, step)
-    g = D.grid(run, s)
+    s = last_step(run, step)
+    g = grid(run, s)
     assert g.attn is not None  # a transformer's grid has attention
     heads = g.attn.shape[2]
     zs = [g.attn[:, :, h, source] for h in range(heads)]
     what = ["a", "b", "="][source] if source < 3 else str(source)
-    return _heat_grid(zs, [f"head {h}" for h in range(heads)], f"Attention from '=' to {what} (step {s})", cols=min(heads, 4), zmid=None, colorscale="Viridis", zmin=0, zmax=1)
+    return _heat_grid(zs, [f"head {h}" for h in range(heads)], f"Attention from '=' to {what} (step {s})",
+                      cols=min(heads, 4), zmid=None, colorscale="Viridis", zmin=0, zmax=1)
 
 
-def neuron_activations(run: Run | str | Path, step: int | None = None, neurons: list[int] | None = None, *, n: int = 6) -> go.Figure:
+def neuron_activations(run: Run | str | Path, step: int | None = None, neurons: list[int] | None = None, *,
+                       n: int = 6) -> go.Figure:
     """Activations of a few MLP neurons (at '=') over every (a, b) (Figures 4 and 9). By default one neuron
     from each of the largest frequency clusters."""
     run = as_run(run)
-    s = D.last_step(run, step)
-    g = D.grid(run, s)
+    s = last_step(run, step)
+    g = grid(run, s)
     p = run.config.task.p
     if neurons is None:
-        freq, fve = D.neuron_frequency_fve(g.post, p)
+        freq, fve = neuron_frequency_fve(g.post, p)
         order = [int(i) for i in np.argsort(-fve)]
         clusters = _clusters_by_size(freq, fve)
         neurons = []
@@ -138,7 +153,8 @@ def neuron_activations(run: Run | str | Path, step: int | None = None, neurons: 
     else:
         titles = [f"neuron {i}" for i in neurons]
     zs = [g.post[:, :, i] for i in neurons]
-    return _heat_grid(zs, titles, f"MLP neuron activations at '=' over (a, b) (step {s}; each panel on its own colour scale)", cols=3, zmid=None, colorscale="Viridis", scale=False)
+    title = f"MLP neuron activations at '=' over (a, b) (step {s}; each panel on its own colour scale)"
+    return _heat_grid(zs, titles, title, cols=3, zmid=None, colorscale="Viridis", scale=False)
 
 
 def _clusters_by_size(freq: np.ndarray, fve: np.ndarray, threshold: float = 0.85) -> list[int]:
@@ -150,19 +166,19 @@ def logit_fourier(run: Run | str | Path, step: int | None = None) -> go.Figure:
     """Norms of the logits in the 2D Fourier basis over (a, b) (norm over the output c): [p, p] heatmap
     (Figure 4, right). Mass on cos/sin(w_k a)·cos/sin(w_k b) at the key frequencies."""
     run = as_run(run)
-    s = D.last_step(run, step)
-    p = run.config.task.p
-    if p % 2 == 0:
-        raise FigureUnavailable("the Fourier basis over Z_p needs an odd p")
-    g = D.grid(run, s)
+    s = last_step(run, step)
+    p = _odd_p(run)
+    g = grid(run, s)
     L = torch.from_numpy(g.logits).double()
     L = L - L.mean(dim=2, keepdim=True)
-    F = D.fourier().fourier_basis(p)
-    coef = torch.einsum("ia,abc,jb->ijc", F, L, F)
-    norms = coef.norm(dim=2).numpy().astype(np.float32)
-    names = D.basis_names(p)
-    fig = go.Figure(go.Heatmap(z=norms, x=names, y=names, colorscale="Blues", colorbar=dict(title="norm", thickness=12), hovertemplate="a: %{y}, b: %{x}: %{z:.3g}<extra></extra>"))
-    base_layout(fig, f"Logits in the 2D Fourier basis over (a, b): norm over outputs (step {s})", height=620, margin=dict(l=90, b=90))
+    F = fourier_basis(p)
+    norms = torch.einsum("ia,abc,jb->ijc", F, L, F).norm(dim=2).numpy().astype(np.float32)
+    labels = fourier_basis_names(p)
+    heat = go.Heatmap(z=norms, x=labels, y=labels, colorscale="Blues", colorbar=dict(title="norm", thickness=12),
+                      hovertemplate="a: %{y}, b: %{x}: %{z:.3g}<extra></extra>")
+    fig = go.Figure(heat)
+    base_layout(fig, f"Logits in the 2D Fourier basis over (a, b): norm over outputs (step {s})", height=620,
+                margin=dict(l=90, b=90))
     fig.update_xaxes(title_text="Fourier component of b", tickangle=-60, tickfont=dict(size=8), showgrid=False)
     fig.update_yaxes(title_text="Fourier component of a", tickfont=dict(size=8), autorange="reversed", showgrid=False)
     return fig
@@ -175,35 +191,28 @@ def neuron_clusters(run: Run | str | Path, step: int | None = None, *, threshold
     """Neurons grouped by frequency: each neuron's fraction of variance explained (FVE) by its best frequency
     (3x3 block {const, cos k, sin k}^2 of its 2D DFT), and the cluster sizes (Figure 5)."""
     run = as_run(run)
-    s = D.last_step(run, step)
-    p = run.config.task.p
-    if p % 2 == 0:
-        raise FigureUnavailable("the Fourier basis over Z_p needs an odd p")
-    g = D.grid(run, s)
-    freq, fve = D.neuron_frequency_fve(g.post, p)
+    s = last_step(run, step)
+    p = _odd_p(run)
+    g = grid(run, s)
+    freq, fve = neuron_frequency_fve(g.post, p)
     clustered = fve >= threshold
     order = np.lexsort((-fve, np.where(clustered, freq, 10**6)))
     keys = _clusters_by_size(freq, fve, threshold)
     color_of = {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(sorted(keys))}
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.68, 0.32], subplot_titles=("FVE of each neuron by its best frequency", f"neurons per frequency (FVE ≥ {threshold:.2f})"))
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.68, 0.32], subplot_titles=(
+        "FVE of each neuron by its best frequency", f"neurons per frequency (FVE ≥ {threshold:.2f})"))
     colors = [color_of.get(int(freq[i]), COLORS["other"]) if clustered[i] else COLORS["other"] for i in order]
-    fig.add_trace(
-        go.Bar(
-            x=np.arange(len(order)),
-            y=fve[order],
-            marker_color=colors,
-            customdata=np.stack([order, freq[order]], axis=1),
-            hovertemplate="neuron %{customdata[0]}: freq %{customdata[1]}, FVE %{y:.3f}<extra></extra>",
-            showlegend=False,
-        ),
-        1,
-        1,
-    )
+    fig.add_trace(go.Bar(x=np.arange(len(order)), y=fve[order], marker_color=colors,
+                         customdata=np.stack([order, freq[order]], axis=1), showlegend=False,
+                         hovertemplate="neuron %{customdata[0]}: freq %{customdata[1]}, FVE %{y:.3f}<extra></extra>"),
+                  1, 1)
     fig.add_hline(y=threshold, line=dict(color="#555", dash="dash", width=1), row=1, col=1)
     labels = [f"k={k}" for k in sorted(keys)] + ["none"]
     counts = [int(np.sum(clustered & (freq == k))) for k in sorted(keys)] + [int(np.sum(~clustered))]
-    fig.add_trace(go.Bar(x=labels, y=counts, marker_color=[color_of[k] for k in sorted(keys)] + [COLORS["other"]], text=counts, textposition="outside", showlegend=False), 1, 2)
-    base_layout(fig, f"Neuron clusters: {int(clustered.sum())} of {len(fve)} neurons explained ≥ {threshold:.0%} by one frequency (step {s})", height=420, bargap=0)
+    fig.add_trace(go.Bar(x=labels, y=counts, marker_color=[color_of[k] for k in sorted(keys)] + [COLORS["other"]],
+                         text=counts, textposition="outside", showlegend=False), 1, 2)
+    base_layout(fig, f"Neuron clusters: {int(clustered.sum())} of {len(fve)} neurons explained ≥ {threshold:.0%} by "
+                f"one frequency (step {s})", height=420, bargap=0)
     fig.update_xaxes(title_text="neurons, sorted by cluster then FVE", row=1, col=1)
     fig.update_yaxes(title_text="fraction of variance", range=[0, 1.02], row=1, col=1)
     fig.update_yaxes(title_text="neurons", row=1, col=2)
@@ -217,36 +226,31 @@ def ablations(run: Run | str | Path) -> go.Figure:
     """Loss when frequencies are ablated (Figure 6 / Section 4.4): from ``analysis.json`` when present,
     else the last measured restricted / excluded losses from the metrics."""
     run = as_run(run)
-    data = D.analysis(run)
+    data = analysis(run)
     bars: list[tuple[str, float]] = []
     source = ""
     if data is not None:
-        abl = D.find_key(data, "ablations", "ablation")
+        abl = find_key(data, "ablations", "ablation")
         bars = _ablation_bars(abl)
         source = "analysis.json"
     if not bars:
-        m = D.metrics_or_empty(run)
+        m = metrics_or_empty(run)
+        have = [c for c in m.columns if m[c].notna().any()]
         row = {}
-        for col in ("test_loss", "train_loss", "full_loss", "restricted_loss", "excluded_loss"):
-            for c in (col + "_fixed", col):
-                if c in m and m[c].notna().any():
-                    row[col] = float(m[c].dropna().iloc[-1])
-                    break
-        labels = {"full_loss": "original (all p² inputs)", "test_loss": "original (test)", "train_loss": "original (train)", "restricted_loss": "key freqs only (restricted)", "excluded_loss": "key freqs removed (excluded, train)"}
+        for col in (names.TEST_LOSS, names.TRAIN_LOSS, names.RESTRICTED_LOSS, names.EXCLUDED_LOSS):
+            if (read := names.read_as(col, have)) is not None:
+                row[col] = float(m[read].dropna().iloc[-1])
+        labels = {names.TEST_LOSS: "original (test)", names.TRAIN_LOSS: "original (train)",
+                  names.RESTRICTED_LOSS: "key freqs only (restricted)",
+                  names.EXCLUDED_LOSS: "key freqs removed (excluded, train)"}
         bars = [(labels[k], v) for k, v in row.items()]
         source = "last logged progress measures"
-        if not any(k in row for k in ("restricted_loss", "excluded_loss")):
-            raise FigureUnavailable("no ablation data: run 'grokscope analyze' (analysis.json) or train with progress measures")
-    fig = go.Figure(
-        go.Bar(
-            x=[b[0] for b in bars],
-            y=[max(b[1], 1e-30) for b in bars],
-            marker_color=[_ablation_color(b[0]) for b in bars],
-            text=[f"{b[1]:.2e}" for b in bars],
-            textposition="outside",
-            hovertemplate="%{x}: %{y:.3e}<extra></extra>",
-        )
-    )
+        if not any(k in row for k in (names.RESTRICTED_LOSS, names.EXCLUDED_LOSS)):
+            raise FigureUnavailable("no ablation data: run 'grokscope analyze' (analysis.json) or train with progress "
+                                    "measures")
+    fig = go.Figure(go.Bar(x=[b[0] for b in bars], y=[max(b[1], 1e-30) for b in bars],
+                           marker_color=[_ablation_color(b[0]) for b in bars], text=[f"{b[1]:.2e}" for b in bars],
+                           textposition="outside", hovertemplate="%{x}: %{y:.3e}<extra></extra>"))
     base_layout(fig, f"Ablations: loss after removing frequencies ({source})", height=440, margin=dict(b=150))
     fig.update_yaxes(type="log", title_text="loss", exponentformat="power")
     fig.update_xaxes(tickangle=-30)
@@ -295,32 +299,19 @@ def _ablation_bars(abl) -> list[tuple[str, float]]:
 
 def _wave_coefs(logits: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
     """OLS coefficients alpha_k, beta_k of cos / sin(w_k(a+b-c)) in the logit table, k = 1..(p-1)/2."""
-    fm = D.fourier()
-    L = torch.from_numpy(logits).double()
-    if hasattr(fm, "abc_wave_components"):
-        c, s = fm.abc_wave_components(L)
-        scale = math.sqrt(2.0 / p**3)
-        return (c * scale).numpy(), (s * scale).numpy()
-    a = torch.arange(p)
-    d = (a[:, None, None] + a[None, :, None] - a[None, None, :]) % p
-    g = torch.zeros(p, dtype=torch.float64).index_add_(0, d.reshape(-1), L.reshape(-1))
-    k = torch.arange(1, (p - 1) // 2 + 1, dtype=torch.float64)
-    ang = 2 * math.pi * k[:, None] * torch.arange(p, dtype=torch.float64)[None, :] / p
-    return ((torch.cos(ang) @ g) * 2 / p**3).numpy(), ((torch.sin(ang) @ g) * 2 / p**3).numpy()
+    c, s = abc_wave_components(torch.from_numpy(logits).double())
+    scale = math.sqrt(2.0 / p**3)
+    return (c * scale).numpy(), (s * scale).numpy()
 
 
 def interference(run: Run | str | Path, step: int | None = None, a: int = 0, b: int = 0) -> go.Figure:
-    """Constructive interference (Figure 8): for input (a, b), the fitted waves alpha_k cos(w_k(a+b-c)) of each key
-    frequency over the output c, their sum, and the model's (centred) logits; they agree at c = a+b."""
+    """Constructive interference (Figure 8): for input (a, b), the fitted waves alpha_k cos(w_k(a+b-c)) of each
+    key frequency over the output c, their sum, and the model's (centred) logits; they agree at c = a+b."""
     run = as_run(run)
-    s = D.last_step(run, step)
-    p = run.config.task.p
-    if p % 2 == 0:
-        raise FigureUnavailable("the Fourier basis over Z_p needs an odd p")
-    keys, _ = D.key_frequencies(run)
-    if not keys:
-        raise FigureUnavailable("no key frequencies found (the run has not formed a Fourier circuit)")
-    g = D.grid(run, s)
+    s = last_step(run, step)
+    p = _odd_p(run)
+    keys = _circuit_keys(run)
+    g = grid(run, s)
     alpha, beta = _wave_coefs(g.logits, p)
     c = np.linspace(0, p - 1, 12 * (p - 1) + 1)  # the waves drawn as continuous curves over c
     fig = go.Figure()
@@ -329,13 +320,17 @@ def interference(run: Run | str | Path, step: int | None = None, a: int = 0, b: 
         w = 2 * math.pi * k / p
         wave = alpha[k - 1] * np.cos(w * (a + b - c)) + beta[k - 1] * np.sin(w * (a + b - c))
         total += wave
-        fig.add_trace(go.Scatter(x=c, y=wave.astype(np.float32), mode="lines", name=f"k = {k}", line=dict(color=PALETTE[i % len(PALETTE)], width=1.5)))
-    fig.add_trace(go.Scatter(x=c, y=total.astype(np.float32), mode="lines", name="sum of key waves", line=dict(color="#111", width=3)))
+        fig.add_trace(go.Scatter(x=c, y=wave.astype(np.float32), mode="lines", name=f"k = {k}",
+                                 line=dict(color=PALETTE[i % len(PALETTE)], width=1.5)))
+    fig.add_trace(go.Scatter(x=c, y=total.astype(np.float32), mode="lines", name="sum of key waves",
+                             line=dict(color="#111", width=3)))
     logits = g.logits[a % p, b % p].astype(np.float64)
-    fig.add_trace(go.Scatter(x=np.arange(p), y=logits - logits.mean(), mode="markers", name="model logits (centred)", marker=dict(color=COLORS["test"], size=5)))
+    fig.add_trace(go.Scatter(x=np.arange(p), y=logits - logits.mean(), mode="markers", name="model logits (centred)",
+                             marker=dict(color=COLORS["test"], size=5)))
     answer = (a + b) % p if run.config.task.formula.replace(" ", "") == "a+b" else int(np.argmax(logits))
     fig.add_vline(x=answer, line=dict(color="#555", dash="dot"))
-    base_layout(fig, f"Constructive interference at (a, b) = ({a}, {b}): waves cos(w_k(a+b−c)) peak together at c = {answer} (step {s})", height=440)
+    base_layout(fig, f"Constructive interference at (a, b) = ({a}, {b}): waves cos(w_k(a+b−c)) peak together at "
+                f"c = {answer} (step {s})", height=440)
     fig.update_xaxes(title_text="output c")
     fig.update_yaxes(title_text="logit contribution")
     return fig
@@ -345,27 +340,21 @@ def logit_coefficients(run: Run | str | Path, *, max_frames: int = 40) -> go.Fig
     """Over training, the size sqrt(alpha_k^2 + beta_k^2) of each key frequency's cos(w_k(a+b-c)) term in the
     logits (Figure 14), one point per checkpoint (up to ``max_frames``)."""
     run = as_run(run)
-    D.last_step(run, None)
-    p = run.config.task.p
-    if p % 2 == 0:
-        raise FigureUnavailable("the Fourier basis over Z_p needs an odd p")
-    keys, _ = D.key_frequencies(run)
-    if not keys:
-        raise FigureUnavailable("no key frequencies found (the run has not formed a Fourier circuit)")
-    steps = D.pick_checkpoints(run, max_frames)
-    rows = []
-    for s in steps:
-        alpha, beta = _wave_coefs(D.logits_grid(run, s), p)
-        rows.append(np.hypot(alpha, beta))
-    amp = np.array(rows)  # [steps, K]
+    last_step(run, None)
+    p = _odd_p(run)
+    keys = _circuit_keys(run)
+    steps = pick_checkpoints(run, max_frames)
+    amp = np.array([np.hypot(*_wave_coefs(logits_grid(run, s), p)) for s in steps])  # [steps, K]
     fig = go.Figure()
     for i, k in enumerate(keys):
-        fig.add_trace(go.Scatter(x=steps, y=amp[:, k - 1], mode="lines+markers", name=f"k = {k}", line=dict(color=PALETTE[i % len(PALETTE)], width=2), marker=dict(size=4)))
+        fig.add_trace(go.Scatter(x=steps, y=amp[:, k - 1], mode="lines+markers", name=f"k = {k}",
+                                 line=dict(color=PALETTE[i % len(PALETTE)], width=2), marker=dict(size=4)))
     others = np.delete(amp, [k - 1 for k in keys], axis=1)
     if others.size:
-        fig.add_trace(go.Scatter(x=steps, y=others.max(axis=1), mode="lines", name="largest other k", line=dict(color=COLORS["other"], dash="dot")))
-    ph, _ = D.phases(run)
-    shade_phases(fig, ph, D.grok_epoch(run), label=False)
+        fig.add_trace(go.Scatter(x=steps, y=others.max(axis=1), mode="lines", name="largest other k",
+                                 line=dict(color=COLORS["other"], dash="dot")))
+    ph, _ = phases(run)
+    shade_phases(fig, ph, grok_epoch(run), label=False)
     base_layout(fig, "Logit coefficients of cos(w_k(a+b−c)) over training", height=420)
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text="coefficient (logit units)")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from grokscope.figures import circuit, stars, training
-from grokscope.figures._data import FigureNotApplicable, FigureUnavailable, as_run
+from grokscope.figures import circuit, interp, stars, training
+from grokscope.figures.data import FigureNotApplicable, FigureUnavailable, as_run
 from grokscope.store.run import Run
 
 
@@ -37,31 +37,46 @@ class FigureResult:
 
 
 FIGURES: list[FigureSpec] = [
-    FigureSpec("curves", "Loss and accuracy", "Train and test cross-entropy (log scale) and accuracy per epoch. Shaded: the detected phases; dashed: the grok epoch (test accuracy first ≥ 99%).", training.curves),
-    FigureSpec("progress", "Progress measures", "Nanda et al. Figure 7 on one time axis: excluded loss (key frequencies removed, train rows), restricted loss (only key frequencies, all p² inputs), train/test loss, Gini of the Fourier norms of W_E and W_L, sum of squared weights, and the Furuta-style FFS/FCR (reconstructed).", training.progress),
-    FigureSpec("fourier_norms", "Fourier norms of W_E and W_L", "Norm of each Fourier component of the embedding (over d_model) and of the neuron-logit map W_L = W_out·W_U (over neurons). Key frequencies in orange. Drag the slider to watch the spectrum become sparse.", circuit.fourier_norms, weights=True),
-    FigureSpec("stars", "Star plots (MLP)", "PAIR explorable: every neuron's cos/sin coefficient at its frequency, input side (top) and output side (bottom), one panel per frequency group. Scrub checkpoints with the slider.", stars.star_plots, weights=True),
-    FigureSpec("star_trajectory", "Star trajectories (MLP)", "The same input-side coefficients traced over checkpoints: neurons move from noise onto evenly spaced circles.", stars.star_trajectory, weights=True),
-    FigureSpec("attention", "Attention patterns", "Attention paid by the final '=' position to the token a, for every input (a, b), one heatmap per head.", circuit.attention),
-    FigureSpec("neurons", "MLP neuron activations", "Activations at '=' of a few neurons (one per large frequency cluster) over all (a, b): periodic patterns in a and b.", circuit.neuron_activations),
-    FigureSpec("logit_fourier", "Logits in the 2D Fourier basis", "Norm (over outputs c) of the centred logits in the basis {const, cos k, sin k}⊗{const, cos k, sin k} over (a, b).", circuit.logit_fourier),
-    FigureSpec("clusters", "Neuron clusters and FVE", "Fraction of each neuron's variance over (a, b) explained by its best single frequency (3×3 block of its 2D DFT), and the size of each frequency cluster.", circuit.neuron_clusters),
-    FigureSpec("ablations", "Ablations", "Loss after keeping only the key frequencies (restricted) or removing them (excluded); from analysis.json when present.", circuit.ablations),
-    FigureSpec("interference", "Constructive interference", "For one input, the fitted cos(w_k(a+b−c)) waves of each key frequency over outputs c: they agree only at the answer c = a+b, so their sum peaks there.", circuit.interference),
-    FigureSpec("excluded_per_k", "Excluded loss per key frequency", "Train loss with one key frequency's cos/sin(w_k(a+b)) directions removed from the logits, over training (Figure 15).", training.excluded_per_frequency),
-    FigureSpec("logit_coefficients", "Logit coefficients over training", "Amplitude of each key frequency's cos(w_k(a+b−c)) term in the logits per checkpoint (Figure 14).", circuit.logit_coefficients),
+    FigureSpec("curves", "Loss and accuracy", "Train and test cross-entropy (log scale) and accuracy per epoch. "
+               "Shaded: the detected phases; dashed: the grok epoch (test accuracy first ≥ 99%).", training.curves),
+    FigureSpec("progress", "Progress measures", "Nanda et al. Figure 7 on one time axis: excluded loss (key "
+               "frequencies removed, train rows), restricted loss (only key frequencies, all p² inputs), train/test "
+               "loss, Gini of the Fourier norms of W_E and W_L, sum of squared weights, and the Furuta-style FFS/FCR "
+               "(reconstructed).", training.progress),
+    FigureSpec("fourier_norms", "Fourier norms of W_E and W_L", "Norm of each Fourier component of the embedding (over "
+               "d_model) and of the neuron-logit map W_L = W_out·W_U (over neurons). Key frequencies in orange. Drag "
+               "the slider to watch the spectrum become sparse.", circuit.fourier_norms, weights=True),
+    FigureSpec("stars", "Star plots (MLP)", "PAIR explorable: every neuron's cos/sin coefficient at its frequency, "
+               "input side (top) and output side (bottom), one panel per frequency group. Scrub checkpoints with the "
+               "slider.", stars.star_plots, weights=True),
+    FigureSpec("star_trajectory", "Star trajectories (MLP)", "The same input-side coefficients traced over "
+               "checkpoints: neurons move from noise onto evenly spaced circles.", stars.star_trajectory, weights=True),
+    FigureSpec("attention", "Attention patterns", "Attention paid by the final '=' position to the token a, for every "
+               "input (a, b), one heatmap per head.", circuit.attention),
+    FigureSpec("neurons", "MLP neuron activations", "Activations at '=' of a few neurons (one per large frequency "
+               "cluster) over all (a, b): periodic patterns in a and b.", circuit.neuron_activations),
+    FigureSpec("logit_fourier", "Logits in the 2D Fourier basis", "Norm (over outputs c) of the centred logits in the "
+               "basis {const, cos k, sin k}⊗{const, cos k, sin k} over (a, b).", circuit.logit_fourier),
+    FigureSpec("clusters", "Neuron clusters and FVE", "Fraction of each neuron's variance over (a, b) explained by its "
+               "best single frequency (3×3 block of its 2D DFT), and the size of each frequency cluster.",
+               circuit.neuron_clusters),
+    FigureSpec("ablations", "Ablations", "Loss after keeping only the key frequencies (restricted) or removing them "
+               "(excluded); from analysis.json when present.", circuit.ablations),
+    FigureSpec("interference", "Constructive interference", "For one input, the fitted cos(w_k(a+b−c)) waves of each "
+               "key frequency over outputs c: they agree only at the answer c = a+b, so their sum peaks there.",
+               circuit.interference),
+    FigureSpec("excluded_per_k", "Excluded loss per key frequency", "Train loss with one key frequency's "
+               "cos/sin(w_k(a+b)) directions removed from the logits, over training (Figure 15).",
+               training.excluded_per_frequency),
+    FigureSpec("logit_coefficients", "Logit coefficients over training", "Amplitude of each key frequency's "
+               "cos(w_k(a+b−c)) term in the logits per checkpoint (Figure 14).", circuit.logit_coefficients),
+    # the interpretability instruments (grokscope patch|probe|sae), shown once their command has run
+    *(FigureSpec(*spec) for spec in interp.report_specs()),
 ]
 
 
-try:  # figures of the interpretability instruments (grokscope patch|probe|sae), shown once their command has run
-    from grokscope.interp.figures import report_specs as _interp_specs
-
-    FIGURES += [FigureSpec(*spec) for spec in _interp_specs()]
-except ImportError:  # pragma: no cover
-    pass
-
-
-def build_all(run: Run | str | Path, *, only: list[str] | None = None, log: Callable[[str], None] | None = None) -> list[FigureResult]:
+def build_all(run: Run | str | Path, *, only: list[str] | None = None,
+              log: Callable[[str], None] | None = None) -> list[FigureResult]:
     """Every figure of ``FIGURES`` for the run; a figure that cannot be drawn becomes a note, never an error."""
     run = as_run(run)
     out = []

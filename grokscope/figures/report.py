@@ -14,11 +14,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from grokscope.config import flat_dict
-from grokscope.figures import _data as D
-from grokscope.figures._data import as_run
+from grokscope.figures.data import (
+    analysis,
+    as_run,
+    find_key,
+    first_at_least,
+    grok_epoch,
+    key_frequencies,
+    metrics_or_empty,
+    phases,
+    safe_meta,
+)
+from grokscope.measures import names
 from grokscope.store.run import Run
 
-__all__ = ["build_report", "export_images", "header_data", "plotly_js", "write_report"]
+__all__ = ["build_report", "export_images", "figure_section", "header_data", "plotly_js", "write_report"]
 
 
 def plotly_js() -> str:
@@ -46,16 +56,16 @@ def _fmt(v) -> str:
 def header_data(run: Run | str | Path) -> dict:
     """The facts the report header states (also served as JSON by the viewer)."""
     run = as_run(run)
-    m = D.metrics_or_empty(run)
-    meta = D._safe_meta(run)
+    m = metrics_or_empty(run)
+    meta = safe_meta(run)
     last = {}
     if len(m):
-        for col in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        for col in (names.TRAIN_LOSS, names.TRAIN_ACC, names.TEST_LOSS, names.TEST_ACC):
             if col in m and m[col].notna().any():
                 last[col] = float(m[col].dropna().iloc[-1])
-    phases, rule = D.phases(run, m)
+    found, rule = phases(run, m)
     try:
-        keys, key_rule = D.key_frequencies(run)
+        keys, key_rule = key_frequencies(run)
     except Exception as e:  # noqa: BLE001 - a damaged checkpoint must not cost the header
         keys, key_rule = [], f"unavailable ({e})"
     return {
@@ -65,10 +75,10 @@ def header_data(run: Run | str | Path) -> dict:
         "message": meta.get("message", ""),
         "epoch": int(m.index[-1]) if len(m) else 0,
         "epochs": run.config.train.epochs,
-        "grok_epoch": D.grok_epoch(run, m),
-        "train_fit_epoch": D.first_at_least(m, "train_acc"),
+        "grok_epoch": grok_epoch(run, m),
+        "train_fit_epoch": first_at_least(m, names.TRAIN_ACC),
         "last": last,
-        "phases": [{"name": p.name, "start": p.start, "end": p.end} for p in phases],
+        "phases": [{"name": p.name, "start": p.start, "end": p.end} for p in found],
         "phase_rule": rule,
         "key_frequencies": keys,
         "key_frequency_rule": key_rule,
@@ -80,13 +90,14 @@ def header_data(run: Run | str | Path) -> dict:
 
 def table5_row(run: Run, m, keys: list[int]) -> dict:
     """The Appendix C.2.3 (Table 5) row: from ``analysis.json`` when present, else what the metrics give."""
-    data = D.analysis(run)
+    data = analysis(run)
     if data is not None:
-        row = D.find_key(data, "table5", "table_5", "table5_row", "table_row")
+        row = find_key(data, "table5", "table_5", "table5_row", "table_row")
         if isinstance(row, dict) and row:
-            return {"source": "analysis.json", **{k: v for k, v in row.items() if not isinstance(v, (dict, list)) or k == "key_frequencies"}}
+            return {"source": "analysis.json",
+                    **{k: v for k, v in row.items() if not isinstance(v, (dict, list)) or k == "key_frequencies"}}
     row = {"source": "metrics (run 'grokscope analyze' for logit and MLP FVE)", "key_frequencies": keys}
-    for col in ("gini_W_E", "gini_W_L", "test_loss"):
+    for col in (names.GINI_W_E, names.GINI_W_L, names.TEST_LOSS):
         if col in m and m[col].notna().any():
             row[col] = float(m[col].dropna().iloc[-1])
     return row
@@ -110,7 +121,8 @@ main { max-width: 1280px; margin: 0 auto; padding: 18px 28px 60px; }
 .grid2 { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; }
 @media (max-width: 900px) { .grid2 { grid-template-columns: 1fr; } }
 table.kv { border-collapse: collapse; width: 100%; background: #fff; border: 1px solid var(--line); }
-table.kv td, table.kv th { padding: 3px 8px; border-bottom: 1px solid var(--line); text-align: left; font-size: 13px; vertical-align: top; }
+table.kv td, table.kv th { padding: 3px 8px; border-bottom: 1px solid var(--line); text-align: left; \
+font-size: 13px; vertical-align: top; }
 table.kv th { background: #f2f4f7; font-weight: 600; }
 table.kv td.key { color: var(--muted); white-space: nowrap; font-family: Menlo, Consolas, monospace; font-size: 12px; }
 details { margin: 4px 0; }
@@ -119,7 +131,8 @@ nav.toc a { margin-right: 12px; color: #1f77b4; text-decoration: none; white-spa
 section.fig { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 12px 16px; margin: 18px 0; }
 section.fig h2 { font-size: 17px; margin: 0 0 4px; }
 p.caption { color: var(--muted); margin: 0 0 6px; font-size: 13px; }
-p.note { color: #8a5a00; background: #fff8e6; border: 1px solid #f3deb0; border-radius: 4px; padding: 6px 10px; margin: 4px 0; }
+p.note { color: #8a5a00; background: #fff8e6; border: 1px solid #f3deb0; border-radius: 4px; \
+padding: 6px 10px; margin: 4px 0; }
 .small { color: var(--muted); font-size: 12px; }
 .phase { display: inline-block; padding: 1px 8px; border-radius: 10px; margin-right: 6px; font-size: 12px; }
 .phase.memorisation { background: rgba(31,119,180,0.15); } .phase.circuit { background: rgba(255,127,14,0.2); }
@@ -147,11 +160,9 @@ def _kv_table(rows: list[tuple[str, object]], head: tuple[str, str] | None = Non
 def _header_html(h: dict, *, live: bool) -> str:
     cfg = h["config"]
     task, model = cfg["task"], cfg["model"]
-    arch = (
-        f"{model['n_layers']}-layer transformer, d_model {model['d_model']}, {model['n_heads']}×{model['d_head']} heads, d_mlp {model['d_mlp']}"
-        if model["arch"] == "transformer"
-        else f"MLP, d_model {model['d_model']}, {model['d_mlp']} neurons, {model['act_fn']}"
-    )
+    arch = (f"{model['n_layers']}-layer transformer, d_model {model['d_model']}, {model['n_heads']}×{model['d_head']} "
+            f"heads, d_mlp {model['d_mlp']}" if model["arch"] == "transformer"
+            else f"MLP, d_model {model['d_model']}, {model['d_mlp']} neurons, {model['act_fn']}")
     last = h["last"]
     cards = [
         ("status", h["status"]),
@@ -162,24 +173,29 @@ def _header_html(h: dict, *, live: bool) -> str:
         ("test loss", f"{last['test_loss']:.2e}" if "test_loss" in last else "–"),
         ("key frequencies", ", ".join(map(str, h["key_frequencies"])) or "none"),
     ]
-    card_html = "".join(f'<div class="card"><div class="k">{_esc(k)}</div><div class="v" data-field="{_esc(k)}">{_esc(v)}</div></div>' for k, v in cards)
+    card_html = "".join(f'<div class="card"><div class="k">{_esc(k)}</div><div class="v" data-field="{_esc(k)}">'
+                        f'{_esc(v)}</div></div>' for k, v in cards)
     t5 = [(k, ", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in h["table5"].items()]
-    sub = f"{_esc(task['formula'])} mod {task['p']}, {task['train_fraction']:.0%} train · {_esc(arch)} · AdamW lr {cfg['optim']['lr']:g}, wd {cfg['optim']['weight_decay']:g}"
+    sub = (f"{_esc(task['formula'])} mod {task['p']}, {task['train_fraction']:.0%} train · {_esc(arch)} · "
+           f"AdamW lr {cfg['optim']['lr']:g}, wd {cfg['optim']['weight_decay']:g}")
     live_html = ' · <span class="live" id="live-status">live</span>' if live else ""
     return f"""
-<header class="top"><h1>{_esc(h['name'])}</h1><div class="sub">{sub}{live_html}</div><div class="sub">{_esc(h['dir'])}</div></header>
+<header class="top"><h1>{_esc(h['name'])}</h1><div class="sub">{sub}{live_html}</div>\
+<div class="sub">{_esc(h['dir'])}</div></header>
 <main>
 <div class="cards">{card_html}</div>
 <div><b>Phases</b> {_phase_html(h)}</div>
-<div class="small">key frequencies: {_esc(h['key_frequency_rule'])}{(' · ' + _esc(h['message'])) if h['message'] else ''}</div>
+<div class="small">key frequencies: {_esc(h['key_frequency_rule'])}\
+{(' · ' + _esc(h['message'])) if h['message'] else ''}</div>
 <div class="grid2" style="margin-top:14px">
   <div><b>Table 5 row</b>{_kv_table(t5)}</div>
-  <div><details><summary><b>Config</b> ({len(flat_dict(cfg))} fields)</summary>{_kv_table(list(flat_dict(cfg).items()))}</details></div>
+  <div><details><summary><b>Config</b> ({len(flat_dict(cfg))} fields)</summary>\
+{_kv_table(list(flat_dict(cfg).items()))}</details></div>
 </div>
 """
 
 
-LIVE_JS = r"""
+LIVE_JS = """
 (function () {
   var cfg = window.GROKSCOPE_LIVE; if (!cfg) return;
   var div = document.getElementById('plot-curves');
@@ -200,8 +216,10 @@ LIVE_JS = r"""
               legendgroup: split, showlegend: !acc, xaxis: acc ? 'x2' : 'x', yaxis: acc ? 'y2' : 'y'};
     });
     Plotly.newPlot(div, traces, {height: 420, title: {text: 'Loss and accuracy (live)', x: 0.01},
-      xaxis: {domain: [0, 0.45], title: {text: 'epoch'}}, yaxis: {type: 'log', title: {text: 'loss'}, exponentformat: 'power'},
-      xaxis2: {domain: [0.55, 1], title: {text: 'epoch'}}, yaxis2: {anchor: 'x2', range: [-0.02, 1.02], title: {text: 'accuracy'}},
+      xaxis: {domain: [0, 0.45], title: {text: 'epoch'}}, \
+yaxis: {type: 'log', title: {text: 'loss'}, exponentformat: 'power'},
+      xaxis2: {domain: [0.55, 1], title: {text: 'epoch'}}, \
+yaxis2: {anchor: 'x2', range: [-0.02, 1.02], title: {text: 'accuracy'}},
       paper_bgcolor: 'white', plot_bgcolor: 'white'}, {responsive: true, displaylogo: false});
     return true;
   }
@@ -212,20 +230,23 @@ LIVE_JS = r"""
       if (tr.meta && data.columns[tr.meta]) { idx.push(i); xs.push(data.steps); ys.push(data.columns[tr.meta]); }
     });
     if (idx.length) Plotly.restyle(div, {x: xs, y: ys}, idx);
-    var f = function (name, v) { var el = document.querySelector('[data-field="' + name + '"]'); if (el && v !== null && v !== undefined) el.textContent = v; };
+    var f = function (name, v) { var el = document.querySelector('[data-field="' + name + '"]'); \
+if (el && v !== null && v !== undefined) el.textContent = v; };
     f('status', data.status); f('epoch', data.epoch + ' / ' + data.epochs);
     if (data.grok_epoch !== null) f('grok epoch', data.grok_epoch);
     var last = function (c) { var a = data.columns[c]; return a && a.length ? a[a.length - 1] : null; };
     if (last('train_acc') !== null) f('train acc', last('train_acc').toFixed(3));
     if (last('test_acc') !== null) f('test acc', last('test_acc').toFixed(3));
     if (last('test_loss') !== null) f('test loss', last('test_loss').toExponential(2));
-    if (status) status.textContent = data.status === 'running' ? 'live: updating every ' + (cfg.interval / 1000) + ' s' : 'live: run ' + data.status;
+    if (status) status.textContent = data.status === 'running' ? \
+'live: updating every ' + (cfg.interval / 1000) + ' s' : 'live: run ' + data.status;
     return data.status === 'running';
   }
   function poll() {
     fetch(cfg.url, {cache: 'no-store'}).then(function (r) { return r.json(); }).then(function (data) {
       if (update(data)) setTimeout(poll, cfg.interval);
-    }).catch(function () { if (status) status.textContent = 'live: connection lost'; setTimeout(poll, cfg.interval * 3); });
+    }).catch(function () { if (status) status.textContent = 'live: connection lost'; \
+setTimeout(poll, cfg.interval * 3); });
   }
   poll();
 })();
@@ -287,16 +308,16 @@ def plotly_script_tag(plotly_src: str | None) -> str:
     return f'<script src="{_esc(plotly_src)}"></script>'
 
 
-def build_report(
-    run: Run | str | Path,
-    *,
-    plotly_src: str | None = None,
-    live_url: str | None = None,
-    live_interval_ms: int = 2000,
-    results=None,
-    log: Callable[[str], None] | None = None,
-    extra_head: str = "",
-) -> str:
+def figure_section(key: str, title: str, caption: str, fig) -> str:
+    """A figure's ``<section>``: its heading, caption, plot element and the figure's JSON (drawn by RENDER_JS)."""
+    return (f'<section class="fig" id="fig-{_esc(key)}"><h2>{_esc(title)}</h2><p class="caption">{_esc(caption)}</p>'
+            f'<div class="plot" id="plot-{_esc(key)}"></div><script type="application/json" class="figure-data" '
+            f'data-target="plot-{_esc(key)}">{fig_json(fig)}</script></section>')
+
+
+def build_report(run: Run | str | Path, *, plotly_src: str | None = None, live_url: str | None = None,
+                 live_interval_ms: int = 2000, results=None, log: Callable[[str], None] | None = None,
+                 extra_head: str = "") -> str:
     """The report as HTML text. ``plotly_src`` None embeds plotly.js; a URL references it instead (the viewer).
     ``live_url`` adds polling of a metrics JSON endpoint that updates the curves and the header cards."""
     from grokscope.figures.registry import build_all
@@ -312,17 +333,15 @@ def build_report(
         if not r.applicable:
             continue
         if r.figure is None:
-            sections.append(f'<section class="fig skipped" id="fig-{_esc(r.key)}"><h2>{_esc(r.title)}</h2><p class="note">Not shown: {_esc(r.note)}</p></section>')
-            continue
-        sections.append(
-            f'<section class="fig" id="fig-{_esc(r.key)}"><h2>{_esc(r.title)}</h2><p class="caption">{_esc(r.caption)}</p>'
-            f'<div class="plot" id="plot-{_esc(r.key)}"></div>'
-            f'<script type="application/json" class="figure-data" data-target="plot-{_esc(r.key)}">{fig_json(r.figure)}</script></section>'
-        )
+            sections.append(f'<section class="fig skipped" id="fig-{_esc(r.key)}"><h2>{_esc(r.title)}</h2>'
+                            f'<p class="note">Not shown: {_esc(r.note)}</p></section>')
+        else:
+            sections.append(figure_section(r.key, r.title, r.caption, r.figure))
     plotly_tag = plotly_script_tag(plotly_src)
     live = ""
     if live_url is not None:
-        live = f"<script>window.GROKSCOPE_LIVE = {_script_safe(json.dumps({'url': live_url, 'interval': int(live_interval_ms)}))};</script><script>{LIVE_JS}</script>"
+        settings = _script_safe(json.dumps({"url": live_url, "interval": int(live_interval_ms)}))
+        live = f"<script>window.GROKSCOPE_LIVE = {settings};</script><script>{LIVE_JS}</script>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>grokscope report — {_esc(h['name'])}</title>
@@ -333,7 +352,8 @@ def build_report(
 <nav class="toc">{toc}</nav>
 {('<p class="small">Not applicable to this model: ' + _esc(', '.join(r.title for r in na)) + '</p>') if na else ''}
 {''.join(sections)}
-<p class="small">Made by grokscope {_esc(_version())}. Figures are interactive: hover for values, drag to zoom, double-click to reset.</p>
+<p class="small">Made by grokscope {_esc(_version())}. Figures are interactive: hover for values, drag to zoom, \
+double-click to reset.</p>
 </main>
 {plotly_tag}
 <script>{RENDER_JS}</script>
@@ -351,7 +371,8 @@ def _version() -> str:
         return "unknown"
 
 
-def export_images(results, directory: Path | str, fmt: str = "png", log: Callable[[str], None] | None = None) -> list[Path]:
+def export_images(results, directory: Path | str, fmt: str = "png",
+                  log: Callable[[str], None] | None = None) -> list[Path]:
     """Write each figure as ``DIR/<key>.<fmt>`` through kaleido; returns the files written. When kaleido or a
     browser for it is missing, writes nothing and says so through ``log`` (export is optional)."""
     say = log or (lambda s: None)
@@ -376,8 +397,8 @@ def export_images(results, directory: Path | str, fmt: str = "png", log: Callabl
     return written
 
 
-
-def write_report(run: Run | str | Path, out: Path | str | None = None, *, png_dir: Path | str | None = None, image_format: str = "png", log: Callable[[str], None] | None = None) -> Path:
+def write_report(run: Run | str | Path, out: Path | str | None = None, *, png_dir: Path | str | None = None,
+                 image_format: str = "png", log: Callable[[str], None] | None = None) -> Path:
     """Write the self-contained report (default ``RUN/report.html``) and return its path. With ``png_dir``,
     also export every figure as an image there when kaleido can."""
     from grokscope.figures.registry import build_all

@@ -18,9 +18,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from grokscope.figures import _data as D
-from grokscope.figures._data import FigureNotApplicable, FigureUnavailable, as_run
-from grokscope.figures._style import PALETTE, add_slider, base_layout
+from grokscope.figures.data import FigureNotApplicable, FigureUnavailable, as_run, last_step, pick_checkpoints, weights
+from grokscope.figures.style import PALETTE, add_slider, base_layout
+from grokscope.measures import fourier_basis
 from grokscope.store.run import Run
 
 MAX_GROUPS = 6
@@ -36,13 +36,13 @@ class StarGroups:
 
 
 def _coeffs(run: Run, step: int) -> tuple[np.ndarray, np.ndarray]:
-    w = D.weights(run, step)
-    F = D.fourier().fourier_basis(run.config.task.p).numpy()
+    w = weights(run, step)
+    F = fourier_basis(run.config.task.p).numpy()
     return F @ w.H, F @ w.W_L.T  # [p, d_mlp] each
 
 
 def star_groups(run: Run, step: int | None = None) -> StarGroups:
-    s = D.last_step(run, step)
+    s = last_step(run, step)
     fin, fout = _coeffs(run, s)
     idx = np.argmax(np.abs(fin[1:]), axis=0) + 1  # basis row of each neuron's largest non-constant coefficient
     freq = (idx + 1) // 2
@@ -74,16 +74,11 @@ def star_plots(run: Run | str | Path, *, max_frames: int = 40) -> go.Figure:
         raise FigureNotApplicable("star plots are drawn for MLP models (arch='mlp')")
     if run.config.task.p % 2 == 0:
         raise FigureUnavailable("the Fourier basis over Z_p needs an odd p")
-    sg = star_groups(run)
-    steps = D.pick_checkpoints(run, max_frames)
-    n = len(sg.groups)
-    fig = make_subplots(
-        rows=2,
-        cols=n,
-        subplot_titles=[f"in · freq {g[0]} ({len(g[1])} neurons)" for g in sg.groups] + [f"out · freq {g[0]}" for g in sg.groups],
-        horizontal_spacing=0.03,
-        vertical_spacing=0.1,
-    )
+    groups = star_groups(run).groups
+    steps = pick_checkpoints(run, max_frames)
+    n = len(groups)
+    titles = [f"in · freq {g[0]} ({len(g[1])} neurons)" for g in groups] + [f"out · freq {g[0]}" for g in groups]
+    fig = make_subplots(rows=2, cols=n, subplot_titles=titles, horizontal_spacing=0.03, vertical_spacing=0.1)
     cx, cy = _circle()
 
     def stars(step: int, *, full: bool) -> list[go.Scatter]:
@@ -91,7 +86,7 @@ def star_plots(run: Run | str | Path, *, max_frames: int = 40) -> go.Figure:
         cin, cout = _coeffs(run, step)
         out = []
         for side, coef in ((1, cin), (2, cout)):
-            for i, (f, m_in, m_out) in enumerate(sg.groups):
+            for i, (f, m_in, m_out) in enumerate(groups):
                 members = m_in if side == 1 else m_out
                 x, y, r = _points(coef, f, members)
                 hover = "%{text}<br>cos %{x:.2f}, sin %{y:.2f} (× r̄ = " + f"{r:.3g}" + ")<extra></extra>"
@@ -99,18 +94,10 @@ def star_plots(run: Run | str | Path, *, max_frames: int = 40) -> go.Figure:
                     out.append(go.Scatter(x=np.append(x, x[:1]), y=np.append(y, y[:1]), hovertemplate=hover))
                     continue
                 color = PALETTE[i % len(PALETTE)]
-                out.append(
-                    go.Scatter(
-                        x=np.append(x, x[:1]),
-                        y=np.append(y, y[:1]),
-                        mode="lines+markers",
-                        line=dict(color=color, width=1),
-                        marker=dict(color=color, size=8),
-                        text=[f"neuron {j}" for j in members] + [f"neuron {members[0]}"],
-                        hovertemplate=hover,
-                        showlegend=False,
-                    )
-                )
+                out.append(go.Scatter(x=np.append(x, x[:1]), y=np.append(y, y[:1]), mode="lines+markers",
+                                      line=dict(color=color, width=1), marker=dict(color=color, size=8),
+                                      text=[f"neuron {j}" for j in members] + [f"neuron {members[0]}"],
+                                      hovertemplate=hover, showlegend=False))
         return out
 
     first = stars(steps[-1], full=True)
@@ -119,13 +106,17 @@ def star_plots(run: Run | str | Path, *, max_frames: int = 40) -> go.Figure:
         fig.add_trace(tr, row + 1, col + 1)
     for k in range(len(first)):  # the unit circle (the group's mean radius), drawn once, not animated
         row, col = divmod(k, n)
-        fig.add_trace(go.Scatter(x=cx, y=cy, mode="lines", line=dict(color="#ccc", width=1), hoverinfo="skip", showlegend=False), row + 1, col + 1)
+        fig.add_trace(go.Scatter(x=cx, y=cy, mode="lines", line=dict(color="#ccc", width=1), hoverinfo="skip",
+                                 showlegend=False), row + 1, col + 1)
     if len(steps) > 1:
         fig.frames = [go.Frame(data=stars(s, full=False), name=str(s), traces=list(range(len(first)))) for s in steps]
         add_slider(fig, [str(s) for s in steps])
-    base_layout(fig, "Star plots: each neuron's (cos, sin) coefficient at its frequency, scaled by the group's mean radius", height=330 * 2 + 150, margin=dict(b=110))
-    fig.update_xaxes(range=[-1.8, 1.8], showticklabels=False, showgrid=False, zeroline=True, zerolinecolor="#eee", showline=False, ticks="")
-    fig.update_yaxes(range=[-1.8, 1.8], showticklabels=False, showgrid=False, zeroline=True, zerolinecolor="#eee", showline=False, ticks="")
+    base_layout(fig, "Star plots: each neuron's (cos, sin) coefficient at its frequency, scaled by the group's mean "
+                "radius", height=330 * 2 + 150, margin=dict(b=110))
+    axes = dict(range=[-1.8, 1.8], showticklabels=False, showgrid=False, zeroline=True, zerolinecolor="#eee",
+                showline=False, ticks="")
+    fig.update_xaxes(**axes)
+    fig.update_yaxes(**axes)
     for i in range(1, 2 * n + 1):
         fig.layout[f"yaxis{'' if i == 1 else i}"].scaleanchor = f"x{'' if i == 1 else i}"
     return fig
@@ -137,25 +128,21 @@ def star_trajectory(run: Run | str | Path, *, max_frames: int = 60) -> go.Figure
     run = as_run(run)
     if run.config.model.arch != "mlp":
         raise FigureNotApplicable("star trajectories are drawn for MLP models (arch='mlp')")
-    sg = star_groups(run)
-    steps = D.pick_checkpoints(run, max_frames)
+    groups = star_groups(run).groups
+    steps = pick_checkpoints(run, max_frames)
     coefs = [_coeffs(run, s)[0] for s in steps]
-    n = len(sg.groups)
-    fig = make_subplots(rows=1, cols=n, subplot_titles=[f"freq {g[0]}" for g in sg.groups], horizontal_spacing=0.04)
-    for i, (f, members, _) in enumerate(sg.groups):
-        for j, nrn in enumerate(members):
-            xs = np.array([c[2 * f - 1, nrn] for c in coefs])
-            ys = np.array([c[2 * f, nrn] for c in coefs])
+    n = len(groups)
+    fig = make_subplots(rows=1, cols=n, subplot_titles=[f"freq {g[0]}" for g in groups], horizontal_spacing=0.04)
+    for i, (f, members, _) in enumerate(groups):
+        for j, neuron in enumerate(members):
+            xs = np.array([c[2 * f - 1, neuron] for c in coefs])
+            ys = np.array([c[2 * f, neuron] for c in coefs])
             color = PALETTE[j % len(PALETTE)]
-            fig.add_trace(
-                go.Scatter(
-                    x=xs, y=ys, mode="lines", line=dict(color=color, width=1.2), opacity=0.8, showlegend=False,
-                    text=[f"neuron {nrn}, step {s}" for s in steps], hovertemplate="%{text}<br>(%{x:.2f}, %{y:.2f})<extra></extra>",
-                ),
-                1,
-                i + 1,
-            )
-            fig.add_trace(go.Scatter(x=xs[-1:], y=ys[-1:], mode="markers", marker=dict(color=color, size=8), showlegend=False, hoverinfo="skip"), 1, i + 1)
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=color, width=1.2), opacity=0.8,
+                                     showlegend=False, text=[f"neuron {neuron}, step {s}" for s in steps],
+                                     hovertemplate="%{text}<br>(%{x:.2f}, %{y:.2f})<extra></extra>"), 1, i + 1)
+            fig.add_trace(go.Scatter(x=xs[-1:], y=ys[-1:], mode="markers", marker=dict(color=color, size=8),
+                                     showlegend=False, hoverinfo="skip"), 1, i + 1)
     base_layout(fig, f"Star trajectories over {len(steps)} checkpoints (input side)", height=380)
     fig.update_xaxes(title_text="cos", zeroline=True, zerolinecolor="#ddd")
     fig.update_yaxes(zeroline=True, zerolinecolor="#ddd")

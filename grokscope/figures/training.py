@@ -9,28 +9,30 @@ from pathlib import Path
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from grokscope.figures._data import FigureUnavailable, as_run, grok_epoch, metrics, phases
-from grokscope.figures._style import COLORS, PALETTE, base_layout, shade_phases
+from grokscope.figures.data import FigureUnavailable, as_run, grok_epoch, metrics, phases
+from grokscope.figures.style import COLORS, PALETTE, base_layout, shade_phases
+from grokscope.measures import names
 from grokscope.store.run import Run
 
 
 def _line(m, col: str, name: str, color: str, **kw) -> go.Scatter:
     s = m[col].dropna()
-    return go.Scatter(x=s.index.to_numpy(), y=s.to_numpy(), name=name, meta=col, mode="lines", line=dict(color=color, width=2, **kw.pop("line", {})), **kw)
+    return go.Scatter(x=s.index.to_numpy(), y=s.to_numpy(), name=name, meta=col, mode="lines",
+                      line=dict(color=color, width=2, **kw.pop("line", {})), **kw)
 
 
 def curves(run: Run | str | Path, *, log_x: bool = False) -> go.Figure:
     """Train/test loss (log scale) and accuracy over epochs, phases shaded, the grok epoch marked."""
     run = as_run(run)
     m = metrics(run)
-    if "train_loss" not in m:
+    if names.TRAIN_LOSS not in m:
         raise FigureUnavailable("no train_loss column in the metrics")
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss (cross-entropy)", "accuracy"), horizontal_spacing=0.1)
-    for split in ("train", "test"):
-        if f"{split}_loss" in m:
-            fig.add_trace(_line(m, f"{split}_loss", f"{split}", COLORS[split], legendgroup=split), 1, 1)
-        if f"{split}_acc" in m:
-            fig.add_trace(_line(m, f"{split}_acc", f"{split}", COLORS[split], legendgroup=split, showlegend=False), 1, 2)
+    for split, loss, acc in (("train", names.TRAIN_LOSS, names.TRAIN_ACC), ("test", names.TEST_LOSS, names.TEST_ACC)):
+        if loss in m:
+            fig.add_trace(_line(m, loss, split, COLORS[split], legendgroup=split), 1, 1)
+        if acc in m:
+            fig.add_trace(_line(m, acc, split, COLORS[split], legendgroup=split, showlegend=False), 1, 2)
     ph, _ = phases(run, m)
     shade_phases(fig, ph, grok_epoch(run, m))
     base_layout(fig, f"Loss and accuracy — {run.config.name}", height=420)
@@ -41,29 +43,34 @@ def curves(run: Run | str | Path, *, log_x: bool = False) -> go.Figure:
 
 
 PROGRESS_PANELS = [
-    ("losses", "loss (log)", [("excluded_loss", "excluded loss", "excluded"), ("restricted_loss", "restricted loss", "restricted"), ("train_loss", "train loss", "train"), ("test_loss", "test loss", "test")]),
-    ("gini", "Gini coefficient", [("gini_W_E", "Gini W_E", "gini_W_E"), ("gini_W_L", "Gini W_L", "gini_W_L")]),
-    ("weights", "sum of squared weights", [("sum_sq_weights", "Σ θ²", "weights")]),
-    ("furuta", "FFS / FCR", [("ffs", "FFS (reconstructed)", "ffs"), ("fcr", "FCR (reconstructed)", "fcr")]),
+    ("losses", "loss (log)", [(names.EXCLUDED_LOSS, "excluded loss", "excluded"),
+                              (names.RESTRICTED_LOSS, "restricted loss", "restricted"),
+                              (names.TRAIN_LOSS, "train loss", "train"), (names.TEST_LOSS, "test loss", "test")]),
+    ("gini", "Gini coefficient", [(names.GINI_W_E, "Gini W_E", "gini_W_E"), (names.GINI_W_L, "Gini W_L", "gini_W_L")]),
+    ("weights", "sum of squared weights", [(names.SUM_SQ_WEIGHTS, "Σ θ²", "weights")]),
+    ("furuta", "FFS / FCR", [(names.FFS, "FFS (reconstructed)", "ffs"), (names.FCR, "FCR (reconstructed)", "fcr")]),
 ]
+_MEASURED = {names.EXCLUDED_LOSS, names.RESTRICTED_LOSS, names.GINI_W_E, names.GINI_W_L, names.SUM_SQ_WEIGHTS,
+             names.FFS, names.FCR}
 
 
 def progress(run: Run | str | Path) -> go.Figure:
     """The progress measures on one time axis (Figure 7): excluded, restricted, train and test loss; Gini of
     W_E and W_L; sum of squared weights; FFS and FCR (Furuta-style, reconstructed)."""
     run = as_run(run)
-    m = metrics(run)
-    m = _prefer_fixed(m)
-    present = [(key, ylab, [s for s in series if s[0] in m and m[s[0]].notna().any()]) for key, ylab, series in PROGRESS_PANELS]
-    measured = {"excluded_loss", "restricted_loss", "gini_W_E", "gini_W_L", "sum_sq_weights", "ffs", "fcr"}
-    if not any(col in measured for _, _, series in present for col, _, _ in series):
-        raise FigureUnavailable("no progress-measure columns in the metrics (train.measure_every = 0, or the run predates grokscope.measures)")
+    m = _fixed_key_metrics(metrics(run))
+    present = [(key, ylab, [s for s in series if s[0] in m and m[s[0]].notna().any()])
+               for key, ylab, series in PROGRESS_PANELS]
+    if not any(col in _MEASURED for _, _, series in present for col, _, _ in series):
+        raise FigureUnavailable("no progress-measure columns in the metrics (train.measure_every = 0, or the run "
+                                "predates grokscope.measures)")
     panels = [(k, y, s) for k, y, s in present if s]
-    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.06, subplot_titles=[y for _, y, _ in panels])
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=[y for _, y, _ in panels])
     for i, (key, _ylab, series) in enumerate(panels, start=1):
         for col, name, color in series:
-            dash = "dot" if col in ("train_loss", "test_loss") else None
-            fig.add_trace(_line(m, col, name, COLORS[color], line=dict(dash=dash) if dash else {}, legendgroup=key), i, 1)
+            line = dict(dash="dot") if col in (names.TRAIN_LOSS, names.TEST_LOSS) else {}
+            fig.add_trace(_line(m, col, name, COLORS[color], line=line, legendgroup=key), i, 1)
         if key == "losses":
             fig.update_yaxes(type="log", exponentformat="power", row=i, col=1)
         if key == "furuta":
@@ -75,36 +82,32 @@ def progress(run: Run | str | Path) -> go.Figure:
     return fig
 
 
-_PER_K = re.compile(r"^excluded_loss_k(\d+)$")
-_PER_K_ANY = re.compile(r"^excluded_loss_k(\d+)(_fixed)?$")
+_PER_K = re.compile(r"^excluded_loss_k(\d+)$")  # names.excluded_loss_k(K)
 
 
-def _prefer_fixed(m):
-    """Where the analysis stored key-frequency measures with one fixed key set (``*_fixed`` columns), plot
-    those under the plain names: a key set chosen afresh at every step makes the curves jump."""
-    fixed = [c for c in m.columns if c.endswith("_fixed") and c != "key_freqs_fixed" and m[c].notna().any()]
-    if not fixed:
-        return m
-    plain = {c[: -len("_fixed")] for c in fixed}
-    drop = [c for c in m.columns if c in plain or (_PER_K_ANY.match(c) and not c.endswith("_fixed"))]
-    return m.drop(columns=drop).rename(columns={c: c[: -len("_fixed")] for c in fixed})
+def _fixed_key_metrics(m):
+    """The metrics under the fixed-key rule (:func:`grokscope.measures.names.fixed_key_view`): a key set chosen
+    afresh at every step makes the curves jump, so the fixed-key columns are plotted under the plain names."""
+    view = names.fixed_key_view(m.columns)
+    return m[list(view)].rename(columns=view)
 
 
 def excluded_per_frequency(run: Run | str | Path) -> go.Figure:
     """Excluded loss with one key frequency removed at a time, over training (Figure 15), with the full
     excluded loss and the train loss for reference."""
     run = as_run(run)
-    m = _prefer_fixed(metrics(run))
+    m = _fixed_key_metrics(metrics(run))
     cols = sorted((int(mt.group(1)), c) for c in m.columns if (mt := _PER_K.match(c)) and m[c].notna().any())
     if not cols:
         raise FigureUnavailable("no excluded_loss_k{K} columns in the metrics")
     fig = go.Figure()
     for i, (k, col) in enumerate(cols):
         fig.add_trace(_line(m, col, f"k = {k} removed", PALETTE[i % len(PALETTE)]))
-    if "excluded_loss" in m:
-        fig.add_trace(_line(m, "excluded_loss", "all key freqs removed", COLORS["excluded"], line=dict(dash="dash")))
-    if "train_loss" in m:
-        fig.add_trace(_line(m, "train_loss", "train loss", COLORS["train"], line=dict(dash="dot")))
+    if names.EXCLUDED_LOSS in m:
+        fig.add_trace(_line(m, names.EXCLUDED_LOSS, "all key freqs removed", COLORS["excluded"],
+                            line=dict(dash="dash")))
+    if names.TRAIN_LOSS in m:
+        fig.add_trace(_line(m, names.TRAIN_LOSS, "train loss", COLORS["train"], line=dict(dash="dot")))
     ph, _ = phases(run, m)
     shade_phases(fig, ph, grok_epoch(run, m))
     base_layout(fig, "Excluded loss per key frequency (train split)", height=420)
@@ -113,7 +116,7 @@ def excluded_per_frequency(run: Run | str | Path) -> go.Figure:
     return fig
 
 
-def compare_curves(runs: list[Run | str | Path], metric: str = "test_loss") -> go.Figure:
+def compare_curves(runs: list[Run | str | Path], metric: str = names.TEST_LOSS) -> go.Figure:
     """One metric of several runs overlaid (log scale for losses)."""
     fig = go.Figure()
     for i, r in enumerate(runs):
@@ -130,4 +133,3 @@ def compare_curves(runs: list[Run | str | Path], metric: str = "test_loss") -> g
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text=metric, type="log" if "loss" in metric else "linear")
     return fig
-
