@@ -32,7 +32,7 @@ import torch
 
 import grokscope
 import grokscope.figures as gf
-from grokscope.analysis.cli import analyze_run
+from grokscope.analysis.run import analyze_run
 
 torch.set_num_threads(1)
 TINY = os.environ.get("GROKSCOPE_EXAMPLE_TINY") == "1" or "--tiny" in sys.argv

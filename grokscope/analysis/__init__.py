@@ -1,6 +1,7 @@
 """Reverse engineering of one checkpoint: key frequencies, neuron clusters and FVE, logit fits, ablations,
 attention fits, PAIR star-plot data; dataclasses with ``to_dict()`` and plain-text tables. No file I/O here
-except :mod:`grokscope.analysis.cli` (the ``grokscope analyze`` subcommand)."""
+except :mod:`grokscope.analysis.run` (a run's analysis.json and phases.json, through the store) and
+:mod:`grokscope.analysis.cli` (the ``grokscope analyze`` subcommand)."""
 
 from grokscope.analysis.reverse import (
     CHOICES,
@@ -19,10 +20,12 @@ from grokscope.analysis.reverse import (
     neuron_polynomial_fits,
     star_plot_data,
 )
+from grokscope.analysis.run import analyze_model, analyze_run, print_run_summary
 from grokscope.analysis.tables import format_table, render_analysis, render_phases, render_summary, render_table5
 
 __all__ = [
     "CHOICES", "SCHEMA_VERSION", "AblationRow", "Analysis", "HeadFit", "LogitFit", "NeuronStats", "StarNeuron",
-    "Table5Row", "analyze_checkpoint", "attention_fits", "block_mask_table", "format_table", "logit_wave_fit",
-    "neuron_polynomial_fits", "render_analysis", "render_phases", "render_summary", "render_table5", "star_plot_data",
+    "Table5Row", "analyze_checkpoint", "analyze_model", "analyze_run", "attention_fits", "block_mask_table",
+    "format_table", "logit_wave_fit", "neuron_polynomial_fits", "print_run_summary", "render_analysis",
+    "render_phases", "render_summary", "render_table5", "star_plot_data",
 ]
