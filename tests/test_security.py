@@ -29,7 +29,7 @@ UNSAFE_ATTRS = {
 # Deliberate dynamic imports: the CLI's own subcommand modules (a constant list), the figures' lazy attributes, and a
 # Python sweep spec the user names on the command line (their own code, as 'python spec.py' would run it). Nothing
 # read from a run or sweep folder is ever imported or executed.
-DYNAMIC_IMPORTS = {"cli.py", "figures/__init__.py", "sweep/spec.py"}
+DYNAMIC_IMPORTS = {"cli.py", "figures/__init__.py", "sweep/spec_files.py"}
 
 
 def _dotted(node: ast.AST) -> str:

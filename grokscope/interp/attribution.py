@@ -17,7 +17,6 @@ one-layer model: the logits are a linear function of them); elsewhere it is a ta
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import torch
 from torch import Tensor
 
 from grokscope.interp.patch_sweeps import PatchSweep, sweep, sweep_grid
-from grokscope.interp.patching import PatchSetup, Site, logit_diff, site_mask
+from grokscope.interp.patching import PatchSetup, Site, finite_or_none, logit_diff, site_mask
 from grokscope.models import Model
 
 __all__ = [
@@ -198,20 +197,12 @@ class AttributionComparison:
     attribution: PatchSweep
 
     def to_dict(self) -> dict[str, Any]:
-        def num(v: float) -> float | None:
-            return v if math.isfinite(v) else None
-
+        num = finite_or_none
         return {
-            "kind": self.kind,
-            "hook": self.hook,
-            "n_sites": self.n_sites,
-            "pearson": num(self.pearson),
-            "spearman": num(self.spearman),
-            "max_abs_error": num(self.max_abs_error),
-            "activation_seconds": self.activation_seconds,
-            "attribution_seconds": self.attribution_seconds,
-            "speedup": num(self.speedup),
-            "activation": self.activation.to_dict(),
+            "kind": self.kind, "hook": self.hook, "n_sites": self.n_sites, "pearson": num(self.pearson),
+            "spearman": num(self.spearman), "max_abs_error": num(self.max_abs_error),
+            "activation_seconds": self.activation_seconds, "attribution_seconds": self.attribution_seconds,
+            "speedup": num(self.speedup), "activation": self.activation.to_dict(),
             "attribution": self.attribution.to_dict(),
         }
 

@@ -206,8 +206,8 @@ def cluster_patching(
     thr = NEURON_FVE_THRESHOLD if threshold is None else threshold
     hook = post_hook_name(model)
     pos = -1 if has_blocks(model) else None
-    fr = neuron_frequency_fractions(mlp_activations(model, task), task.p)
-    best, arg = fr.max(dim=0)
+    fractions = neuron_frequency_fractions(mlp_activations(model, task), task.p)
+    best, arg = fractions.max(dim=0)
     freq = torch.where(best >= thr, arg + 1, torch.zeros_like(arg))
     d_mlp = freq.numel()
     groups: list[tuple[int | str, list[int]]] = [(k, torch.nonzero(freq == k).reshape(-1).tolist())

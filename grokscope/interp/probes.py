@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from grokscope.interp.patching import activation_layout
+from grokscope.interp.patching import activation_layout, finite_or_none
 from grokscope.models import Model, has_blocks
 
 __all__ = [
@@ -206,14 +206,8 @@ class ProbeReport:
     def r2_of(self, kind: str, k: int) -> float:
         return self.r2.get(f"{kind} k={k}", float("nan"))
 
-    def mean_r2(self, kind: str) -> float:
-        vals = [self.r2_of(kind, k) for k in self.key_frequencies]
-        return sum(vals) / len(vals) if vals else float("nan")
-
     def to_dict(self) -> dict[str, Any]:
-        def num(v: float) -> float | None:
-            return v if math.isfinite(v) else None
-
+        num = finite_or_none
         return {
             "hook": self.hook, "position": self.position, "step": self.step,
             "key_frequencies": list(self.key_frequencies),

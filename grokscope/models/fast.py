@@ -207,22 +207,11 @@ class ExampleBlock(torch.autograd.Function):
 # --------------------------------------------------------------------------- the tables
 
 PARAM_NAMES = (
-    "embed.W_E",
-    "pos_embed.W_pos",
-    "blocks.0.attn.W_Q",
-    "blocks.0.attn.W_K",
-    "blocks.0.attn.W_V",
-    "blocks.0.attn.W_O",
-    "blocks.0.attn.b_Q",
-    "blocks.0.attn.b_K",
-    "blocks.0.attn.b_V",
-    "blocks.0.attn.b_O",
-    "blocks.0.mlp.W_in",
-    "blocks.0.mlp.b_in",
-    "blocks.0.mlp.W_out",
-    "blocks.0.mlp.b_out",
-    "unembed.W_U",
-    "unembed.b_U",
+    "embed.W_E", "pos_embed.W_pos",
+    "blocks.0.attn.W_Q", "blocks.0.attn.W_K", "blocks.0.attn.W_V", "blocks.0.attn.W_O",
+    "blocks.0.attn.b_Q", "blocks.0.attn.b_K", "blocks.0.attn.b_V", "blocks.0.attn.b_O",
+    "blocks.0.mlp.W_in", "blocks.0.mlp.b_in", "blocks.0.mlp.W_out", "blocks.0.mlp.b_out",
+    "unembed.W_U", "unembed.b_U",
 )
 
 

@@ -267,26 +267,26 @@ def reclassify(df: pd.DataFrame, *, tau: int | None = None, budget: int | None =
     out = df.copy()
     phases, gaps, taus, budgets = [], [], [], []
     for _, r in out.iterrows():
-        old_b = r.get("budget")
-        if old_b is None or (isinstance(old_b, float) and math.isnan(old_b)) or str(old_b) == "<NA>":
+        read_with = r.get("budget")
+        if read_with is None or (isinstance(read_with, float) and math.isnan(read_with)) or str(read_with) == "<NA>":
             phases.append(r.get("phase"))
             gaps.append(r.get("gap"))
             taus.append(r.get("tau"))
-            budgets.append(old_b)
+            budgets.append(read_with)
             continue
-        b = int(old_b) if budget is None else int(budget)
-        if b > int(old_b):
-            raise ValueError(
-                f"budget {b} exceeds the budget the sweep was read with ({int(old_b)}); re-read the runs instead")
-        tr = _opt_int(r.get("train_epoch"))
-        te = _opt_int(r.get("test_epoch"))
-        tr = tr if tr is not None and tr <= b else None
-        te = te if te is not None and te <= b else None
-        t = int(tau) if tau is not None else int(r["tau"])
-        phases.append(liu_phase(tr, te, t, b))
-        gaps.append(None if tr is None or te is None else te - tr)
-        taus.append(t)
-        budgets.append(b)
+        row_budget = int(read_with) if budget is None else int(budget)
+        if row_budget > int(read_with):
+            raise ValueError(f"budget {row_budget} exceeds the budget the sweep was read with ({int(read_with)}); "
+                             "re-read the runs instead")
+        train = _opt_int(r.get("train_epoch"))
+        test = _opt_int(r.get("test_epoch"))
+        train = train if train is not None and train <= row_budget else None
+        test = test if test is not None and test <= row_budget else None
+        row_tau = int(tau) if tau is not None else int(r["tau"])
+        phases.append(liu_phase(train, test, row_tau, row_budget))
+        gaps.append(None if train is None or test is None else test - train)
+        taus.append(row_tau)
+        budgets.append(row_budget)
     out["phase"], out["gap"], out["tau"], out["budget"] = phases, gaps, taus, budgets
     for col in ("gap", "tau", "budget"):
         out[col] = out[col].astype("Int64")

@@ -150,10 +150,6 @@ class SweepResult:
     errors: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
-    def phase_counts(self) -> dict[str, int]:
-        df = self.frame
-        return {p: int((df["phase"] == p).sum()) for p in PHASES}
-
 
 def plan_sweep(spec: SweepSpec, out: Path | str, *, workers: int = 1, ensemble: bool = True,
                max_ensemble: int = 16) -> SweepPlan:

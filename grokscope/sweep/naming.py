@@ -15,23 +15,13 @@ from grokscope.config import ExperimentConfig, field_paths
 
 __all__ = ["ALIASES", "cell_name", "config_hash"]
 
+#: Short names of common axis fields in cell names (other fields: their last part, or the whole path when two
+#: axes share it).
 ALIASES = {
-    "optim.weight_decay": "wd",
-    "optim.lr": "lr",
-    "task.train_fraction": "frac",
-    "task.split_seed": "split",
-    "task.p": "p",
-    "task.formula": "op",
-    "model.init_seed": "seed",
-    "model.d_model": "dm",
-    "model.d_mlp": "dmlp",
-    "model.n_heads": "heads",
-    "model.d_head": "dh",
-    "model.arch": "arch",
-    "model.act_fn": "act",
-    "train.epochs": "ep",
-    "train.data_seed": "dseed",
-    "train.batch_size": "bs",
+    "optim.weight_decay": "wd", "optim.lr": "lr", "task.train_fraction": "frac", "task.split_seed": "split",
+    "task.p": "p", "task.formula": "op", "model.init_seed": "seed", "model.d_model": "dm", "model.d_mlp": "dmlp",
+    "model.n_heads": "heads", "model.d_head": "dh", "model.arch": "arch", "model.act_fn": "act", "train.epochs": "ep",
+    "train.data_seed": "dseed", "train.batch_size": "bs",
 }
 
 

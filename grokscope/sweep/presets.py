@@ -17,23 +17,11 @@ def small_addition() -> ExperimentConfig:
     loss; metrics every 20 epochs, progress measures and checkpoints every 500. Measured here (one seed): with 40%
     of the pairs and weight decay 1 it groks at ~1.5k epochs; with 80% the test accuracy follows within ~100 epochs;
     without weight decay it only memorises."""
-    return apply_overrides(
-        get_preset("quick"),
-        {
-            "name": "small-addition",
-            "task.p": 31,
-            "task.train_fraction": 0.4,
-            "model.d_model": 64,
-            "model.d_head": 16,
-            "model.d_mlp": 256,
-            "optim.lr": 1e-2,
-            "train.epochs": 2000,
-            "train.log_every": 20,
-            "train.measure_every": 500,
-            "train.checkpoint_every": 500,
-            "train.checkpoint_early": False,
-        },
-    )
+    return apply_overrides(get_preset("quick"), {
+        "name": "small-addition", "task.p": 31, "task.train_fraction": 0.4, "model.d_model": 64, "model.d_head": 16,
+        "model.d_mlp": 256, "optim.lr": 1e-2, "train.epochs": 2000, "train.log_every": 20, "train.measure_every": 500,
+        "train.checkpoint_every": 500, "train.checkpoint_early": False,
+    })
 
 
 def wd_fraction() -> SweepSpec:
