@@ -1,7 +1,7 @@
 """``grokscope bench``: time the mainline training step every way we know, side by side in one process.
 
 Rows: (a) the straightforward reference (:mod:`grokscope.training.reference`: full sequence through every
-layer, plain AdamW step); (b) grokscope's default path (the loop's ``select_forward`` + ``train_step``);
+layer, plain AdamW step); (b) grokscope's default path (the loop's ``choose_forward`` + ``train_step``);
 (c) an ensemble of K seeds trained as one batched computation (aggregate epochs/s); (d) TransformerLens
 ``HookedTransformer`` training, when ``transformer_lens`` is importable (``pip install grokscope[bench]``).
 Each is timed without evaluation and with a test evaluation every epoch (as the TransformerLens grokking
@@ -36,14 +36,19 @@ from grokscope.bench_loops import (
     loop_rate,
     transformer_lens_version,
 )
+from grokscope.cli_args import UserError
 from grokscope.config import ExperimentConfig, apply_overrides
+from grokscope.measures import progress_measures
 from grokscope.models import build_model
+from grokscope.models.forward import choose_forward
 from grokscope.presets import nanda_mainline
 from grokscope.tasks import make_task
-from grokscope.training.loop import select_forward
+from grokscope.training.loop import train
 from grokscope.training.reference import reference_forward
 
-__all__ = ["BenchOptions", "ReferenceLoop", "loop_rate", "register", "run_bench", "fast_step_flops", "reference_step_flops"]
+__all__ = [
+    "BenchOptions", "ReferenceLoop", "loop_rate", "register", "run_bench", "fast_step_flops", "reference_step_flops",
+]
 
 
 @dataclass
@@ -63,7 +68,8 @@ class BenchOptions:
 
     @classmethod
     def quick_options(cls, **kw: Any) -> BenchOptions:
-        base: dict[str, Any] = dict(p=23, epochs=3, repeats=3, k=4, scaling=(11, 17, 23), agree_steps=30, run_epochs=30, threads=1, quick=True)
+        base: dict[str, Any] = dict(p=23, epochs=3, repeats=3, k=4, scaling=(11, 17, 23), agree_steps=30,
+                                    run_epochs=30, threads=1, quick=True)
         base.update({k: v for k, v in kw.items() if v is not None})
         return cls(**base)
 
@@ -79,11 +85,9 @@ def fast_step_flops(cfg: ExperimentConfig, n_train: int) -> dict[str, float]:
     D, rows = dm + C, 2 * H + 1
     per_example_fwd = rows * D + dm * C  # gather-sum, hidden -> logits
     per_example_bwd = 2 * rows * D + 2 * dm * C  # table and weight grads of the gather-sum; d post, d W_L
-    tables_fwd = H * d * dh * 2 + 2 * V * d * H + H * dh * d * D + 2 * V * d * H * dh + H * 2 * V * dh * D + H * dh * D + d * D + dm * d * C
-    macs = {
-        "per-example": n_train * (per_example_fwd + per_example_bwd),
-        "tables": 3 * tables_fwd,
-    }
+    tables_fwd = (H * d * dh * 2 + 2 * V * d * H + H * dh * d * D + 2 * V * d * H * dh + H * 2 * V * dh * D
+                  + H * dh * D + d * D + dm * d * C)
+    macs = {"per-example": n_train * (per_example_fwd + per_example_bwd), "tables": 3 * tables_fwd}
     return {k: 2.0 * v for k, v in macs.items()} | {"total": 2.0 * sum(macs.values())}
 
 
@@ -95,14 +99,11 @@ def reference_step_flops(cfg: ExperimentConfig, n_train: int, n_ctx: int = 3) ->
     return 2.0 * 3 * n_train * n_ctx * per_pos
 
 
-# --------------------------------------------------------------------------- the contenders
+# --------------------------------------------------------------------------- the contenders and their timing
 
 
 def _config(opts: BenchOptions, p: int) -> ExperimentConfig:
     return apply_overrides(opts.config, {"task.p": p, "train.fast_path": True})
-
-
-# --------------------------------------------------------------------------- timing helpers
 
 
 def _median_time(fn: Callable[[], Any], repeats: int) -> float:
@@ -125,7 +126,8 @@ def matmul_rates(n_train: int, d_mlp: int, n_out: int, repeats: int = 7) -> dict
 
 
 def agreement(cfg: ExperimentConfig, steps: int, dtype: torch.dtype = torch.float64) -> dict[str, float | str]:
-    """Train (a) and (b) from the same initialisation for ``steps`` steps; the losses and their relative difference."""
+    """Train (a) and (b) from the same initialisation for ``steps`` steps; the losses and their relative
+    difference."""
     task = make_task(cfg.task)
     base = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx).to(dtype)
     ref, dflt = ReferenceLoop(cfg, task, copy.deepcopy(base)), DefaultLoop(cfg, task, copy.deepcopy(base))
@@ -134,12 +136,15 @@ def agreement(cfg: ExperimentConfig, steps: int, dtype: torch.dtype = torch.floa
         dflt.epoch()
     # the loss after `steps` updates: evaluate both on the training set
     with torch.no_grad():
-        la = F.cross_entropy(reference_forward(ref.model, task.train_tokens).to(torch.float64), task.train_labels).item()
-        lb = F.cross_entropy(dflt.forward(task.train_tokens).to(torch.float64), task.train_labels).item()
-    return {"steps": steps, "loss_reference": la, "loss_default": lb, "rel_diff": abs(la - lb) / abs(la), "path": dflt.path}
+        la = F.cross_entropy(reference_forward(ref.model, task.train_tokens).to(torch.float64), task.train_labels)
+        lb = F.cross_entropy(dflt.forward(task.train_tokens).to(torch.float64), task.train_labels)
+    la, lb = la.item(), lb.item()
+    return {"steps": steps, "loss_reference": la, "loss_default": lb, "rel_diff": abs(la - lb) / abs(la),
+            "path": dflt.path}
 
 
-def _per_epoch_times(runners: list, epochs: int, repeats: int, log: Callable[[str], None]) -> dict[str, dict[str, float]]:
+def _per_epoch_times(runners: list, epochs: int, repeats: int,
+                     log: Callable[[str], None]) -> dict[str, dict[str, float]]:
     """Median seconds per epoch, without and with a test evaluation every epoch, in interleaved rounds."""
     samples: dict[str, dict[str, list[float]]] = {r.name: {"train": [], "eval": []} for r in runners}
     for r in runners:  # warm-up (plans, allocator, lazy imports)
@@ -159,9 +164,8 @@ def _per_epoch_times(runners: list, epochs: int, repeats: int, log: Callable[[st
 
 
 def whole_run(cfg: ExperimentConfig, epochs: int) -> dict[str, float]:
-    """``grokscope train`` at the config's cadence for ``epochs`` epochs into a temporary directory: seconds per epoch."""
-    from grokscope.training.loop import train
-
+    """``grokscope train`` at the config's cadence for ``epochs`` epochs into a temporary directory: seconds per
+    epoch."""
     cfg = apply_overrides(cfg, {"train.epochs": epochs, "train.stop_after_grok": None})
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -178,16 +182,16 @@ def bracketed_whole_run(cfg: ExperimentConfig, epochs: int, loops: list, loop_ep
     before = {r.name: loop_rate(r, loop_epochs) for r in loops}
     res: dict[str, Any] = whole_run(cfg, epochs)
     after = {r.name: loop_rate(r, loop_epochs) for r in loops}
-    res["loops"] = {name: {"before": before[name], "after": after[name], "rate": 2 / (1 / before[name] + 1 / after[name])} for name in before}
+    res["loops"] = {name: {"before": before[name], "after": after[name],
+                           "rate": 2 / (1 / before[name] + 1 / after[name])} for name in before}
     return res
 
 
 def measure_cost(cfg: ExperimentConfig, repeats: int = 3) -> float | None:
     """Seconds of one call of the progress measures (None when they fail on this config)."""
-    from grokscope.measures.progress import progress_measures
     task = make_task(cfg.task)
     model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx).eval()
-    fwd, _ = select_forward(model, task, cfg.train)
+    fwd = choose_forward(model, task, fast=cfg.train.fast_path).fn
     with torch.no_grad():
         logits = fwd(task.tokens)
         try:
@@ -230,7 +234,8 @@ def scaling(opts: BenchOptions, log: Callable[[str], None]) -> list[dict[str, fl
 # --------------------------------------------------------------------------- the whole benchmark
 
 
-def run_bench(opts: BenchOptions, out: Callable[[str], None] = print, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_bench(opts: BenchOptions, out: Callable[[str], None] = print,
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every measurement, print the tables through ``out``, and return the numbers."""
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     if opts.threads:
@@ -239,12 +244,14 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print, log: Calla
     task = make_task(cfg.task)
     n_train, n_test = task.train_idx.numel(), task.test_idx.numel()
     model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
-    res: dict[str, Any] = {"p": opts.p, "n_train": n_train, "n_test": n_test, "threads": torch.get_num_threads(), "torch": torch.__version__}
+    res: dict[str, Any] = {"p": opts.p, "n_train": n_train, "n_test": n_test, "threads": torch.get_num_threads(),
+                           "torch": torch.__version__}
 
     log("matrix-multiply rate ...")
     res["matmul_gflops"] = matmul_rates(n_train, cfg.model.d_mlp, task.d_vocab_out)
 
-    runners: list = [ReferenceLoop(cfg, task, copy.deepcopy(model)), DefaultLoop(cfg, task, copy.deepcopy(model)), EnsembleLoop(cfg, opts.k)]
+    runners: list = [ReferenceLoop(cfg, task, copy.deepcopy(model)), DefaultLoop(cfg, task, copy.deepcopy(model)),
+                     EnsembleLoop(cfg, opts.k)]
     tl_version = transformer_lens_version() if opts.tl else None
     res["transformer_lens"] = tl_version or ("not installed" if opts.tl else "skipped (--no-tl)")
     if tl_version and cfg.model.act_fn == "relu":
@@ -256,8 +263,7 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print, log: Calla
     times = _per_epoch_times(runners, opts.epochs, opts.repeats, log)
     rows = []
     for r in runners:
-        scale = r.k if isinstance(r, EnsembleLoop) else 1
-        t = times[r.name]
+        scale, t = (r.k if isinstance(r, EnsembleLoop) else 1), times[r.name]
         rows.append({"name": r.name, "train_eps": scale / t["train"], "eval_eps": scale / t["eval"], "members": scale})
     res["rows"] = rows
     ref, dflt = rows[0], rows[1]
@@ -282,47 +288,57 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print, log: Calla
 
     # ---------------------------------------------------------------- print
     mm = res["matmul_gflops"]
-    out(f"grokscope bench: {cfg.task.formula} mod {opts.p}, {n_train} train / {n_test} test pairs, d_model {cfg.model.d_model}, "
-        f"d_mlp {cfg.model.d_mlp}, {cfg.model.n_heads} heads; torch {torch.__version__}, {res['threads']} threads")
-    out(f"matrix-multiply rate: {mm['square_1024']:.1f} GFLOP/s (1024^3), {mm['step_shape']:.1f} GFLOP/s ([{n_train}x{cfg.model.d_mlp}]@[{cfg.model.d_mlp}x{task.d_vocab_out}])")
+    m = cfg.model
+    out(f"grokscope bench: {cfg.task.formula} mod {opts.p}, {n_train} train / {n_test} test pairs, d_model "
+        f"{m.d_model}, d_mlp {m.d_mlp}, {m.n_heads} heads; torch {torch.__version__}, {res['threads']} threads")
+    out(f"matrix-multiply rate: {mm['square_1024']:.1f} GFLOP/s (1024^3), {mm['step_shape']:.1f} GFLOP/s "
+        f"([{n_train}x{m.d_mlp}]@[{m.d_mlp}x{task.d_vocab_out}])")
     out(f"TransformerLens: {res['transformer_lens']}")
     out("")
-    head = f"{'':34} {'train ep/s':>11} {'+test/epoch':>12} {'x ref':>7} {'x ref+ev':>9}" + (f" {'x TL':>7} {'x TL+ev':>8}" if tl else "")
-    out(head)
+    out(f"{'':34} {'train ep/s':>11} {'+test/epoch':>12} {'x ref':>7} {'x ref+ev':>9}"
+        + (f" {'x TL':>7} {'x TL+ev':>8}" if tl else ""))
     for r in rows:
-        line = f"{r['name']:34} {r['train_eps']:11.2f} {r['eval_eps']:12.2f} {r['train_eps'] / ref['train_eps']:7.2f} {r['eval_eps'] / ref['eval_eps']:9.2f}"
+        line = (f"{r['name']:34} {r['train_eps']:11.2f} {r['eval_eps']:12.2f} {r['train_eps'] / ref['train_eps']:7.2f} "
+                f"{r['eval_eps'] / ref['eval_eps']:9.2f}")
         if tl:
             line += f" {r['train_eps'] / tl['train_eps']:7.2f} {r['eval_eps'] / tl['eval_eps']:8.2f}"
         out(line)
     ens = rows[2]
-    out(f"ensemble K={opts.k}: aggregate {ens['train_eps']:.2f} ep/s = {ens['train_eps'] / dflt['train_eps']:.2f}x {opts.k} sequential default runs "
-        f"({ens['eval_eps'] / dflt['eval_eps']:.2f}x with a test evaluation every epoch)")
+    out(f"ensemble K={opts.k}: aggregate {ens['train_eps']:.2f} ep/s = {ens['train_eps'] / dflt['train_eps']:.2f}x "
+        f"{opts.k} sequential default runs ({ens['eval_eps'] / dflt['eval_eps']:.2f}x with a test evaluation every "
+        "epoch)")
     wr = res["whole_run"]
     run_rate = 1 / wr["per_epoch"]
-    out(f"whole run (grokscope train, {wr['epochs']} epochs, log every {cfg.train.log_every}, measures every {cfg.train.measure_every}, "
-        f"checkpoints every {cfg.train.checkpoint_every}): {run_rate:.2f} ep/s, start-up included")
+    every = cfg.train
+    out(f"whole run (grokscope train, {wr['epochs']} epochs, log every {every.log_every}, measures every "
+        f"{every.measure_every}, checkpoints every {every.checkpoint_every}): {run_rate:.2f} ep/s, start-up included")
     for r in loops:
         lp = wr["loops"][r.name]
         what = "the reference loop" if r is runners[0] else "the TransformerLens loop"
-        out(f"  = {run_rate / lp['rate']:.1f}x {what} with test loss every epoch ({lp['rate']:.2f} ep/s, timed for {opts.epochs} epochs "
-            f"just before and after the run: {lp['before']:.2f} and {lp['after']:.2f})")
+        out(f"  = {run_rate / lp['rate']:.1f}x {what} with test loss every epoch ({lp['rate']:.2f} ep/s, timed for "
+            f"{opts.epochs} epochs just before and after the run: {lp['before']:.2f} and {lp['after']:.2f})")
     if mcost is not None:
-        out(f"progress measures: {mcost * 1e3:.1f} ms per call = {100 * mcost / (cfg.train.measure_every * step_s):.1f}% of {cfg.train.measure_every} default-path epochs")
+        share = 100 * mcost / (every.measure_every * step_s)
+        out(f"progress measures: {mcost * 1e3:.1f} ms per call = {share:.1f}% of {every.measure_every} default-path "
+            "epochs")
     else:
         out("progress measures: not available (grokscope.measures.progress missing or failed)")
-    f = res["flops"]
-    out(f"FLOPs per epoch: default step {f['fast_step']['total'] / 1e9:.3f} GFLOP (per-example {f['fast_step']['per-example'] / 1e9:.3f}, tables "
-        f"{f['fast_step']['tables'] / 1e9:.3f}); reference step {f['reference_step'] / 1e9:.2f} GFLOP")
-    out(f"achieved: {res['achieved_gflops']:.1f} GFLOP/s = {100 * res['achieved_gflops'] / mm['square_1024']:.0f}% of the 1024^3 matmul rate, "
-        f"{100 * res['achieved_gflops'] / mm['step_shape']:.0f}% of the step-shape rate")
+    fast, achieved = res["flops"]["fast_step"], res["achieved_gflops"]
+    out(f"FLOPs per epoch: default step {fast['total'] / 1e9:.3f} GFLOP (per-example {fast['per-example'] / 1e9:.3f}, "
+        f"tables {fast['tables'] / 1e9:.3f}); reference step {res['flops']['reference_step'] / 1e9:.2f} GFLOP")
+    out(f"achieved: {achieved:.1f} GFLOP/s = {100 * achieved / mm['square_1024']:.0f}% of the 1024^3 matmul rate, "
+        f"{100 * achieved / mm['step_shape']:.0f}% of the step-shape rate")
     ag = res["agreement"]
     verdict = "OK" if ag["rel_diff"] <= 1e-6 else "MISMATCH"
-    out(f"agreement (a) vs (b), float64, p={agree_p}, {ag['steps']} steps from the same init: loss {ag['loss_reference']:.12g} vs "
-        f"{ag['loss_default']:.12g}, relative difference {ag['rel_diff']:.2e} ({verdict}, limit 1e-6)")
+    out(f"agreement (a) vs (b), float64, p={agree_p}, {ag['steps']} steps from the same init: loss "
+        f"{ag['loss_reference']:.12g} vs {ag['loss_default']:.12g}, relative difference {ag['rel_diff']:.2e} "
+        f"({verdict}, limit 1e-6)")
     out("")
-    out(f"{'p':>5} {'train':>7} {'reference ms':>13} {'default ms':>11} {'ratio':>6} {'eval p^2 ms':>12} {'GFLOP/step':>11}")
+    out(f"{'p':>5} {'train':>7} {'reference ms':>13} {'default ms':>11} {'ratio':>6} {'eval p^2 ms':>12} "
+        f"{'GFLOP/step':>11}")
     for s in res["scaling"]:
-        out(f"{s['p']:5d} {s['n_train']:7d} {s['reference_ms']:13.1f} {s['default_ms']:11.2f} {s['ratio']:6.1f} {s['eval_all_ms']:12.2f} {s['fast_gflop']:11.3f}")
+        out(f"{s['p']:5d} {s['n_train']:7d} {s['reference_ms']:13.1f} {s['default_ms']:11.2f} {s['ratio']:6.1f} "
+            f"{s['eval_all_ms']:12.2f} {s['fast_gflop']:11.3f}")
     return res
 
 
@@ -332,7 +348,6 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print, log: Calla
 def _whole_run(opts: BenchOptions, args: argparse.Namespace) -> dict[str, Any]:
     """``--whole-run``: :func:`grokscope.bench_run.whole_run_phases` on the mainline (``--p``, ``--run-epochs``)."""
     from grokscope.bench_run import render_whole_run, whole_run_phases
-    from grokscope.cli_args import UserError
 
     if args.peer_epochs < 1:
         raise UserError(f"--peer-epochs: must be >= 1, got {args.peer_epochs}")
@@ -356,16 +371,17 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
         help="time the training step: reference vs default vs ensemble vs TransformerLens",
-        description="Time (a) the full-sequence reference step, (b) grokscope's default path, (c) an ensemble of K seeds and "
-        "(d) TransformerLens when installed, with and without a test evaluation every epoch, side by side in one process; "
-        "print the ratios, the (a)/(b) agreement, FLOP rates and the scaling with p.",
+        description="Time (a) the full-sequence reference step, (b) grokscope's default path, (c) an ensemble of K "
+        "seeds and (d) TransformerLens when installed, with and without a test evaluation every epoch, side by side in "
+        "one process; print the ratios, the (a)/(b) agreement, FLOP rates and the scaling with p.",
     )
     p.add_argument("--quick", action="store_true", help="tiny sizes (p=23, a few epochs): a smoke run in seconds")
     p.add_argument("--p", type=int, help="modulus of the timed task (default 113; quick 23)")
     p.add_argument("--epochs", type=int, help="epochs per timed block (default 10; quick 3)")
     p.add_argument("--repeats", type=int, help="interleaved timing rounds, medians reported (default 5; quick 3)")
     p.add_argument("--k", type=int, help="ensemble size (default 8; quick 4)")
-    p.add_argument("--scaling", type=int, nargs="+", metavar="P", help="moduli for the scaling table (default 53 113 211)")
+    p.add_argument("--scaling", type=int, nargs="+", metavar="P",
+                   help="moduli for the scaling table (default 53 113 211)")
     p.add_argument("--agree-steps", type=int, help="steps of the (a)/(b) agreement check (default 200)")
     p.add_argument("--agree-p", type=int, help="modulus of the agreement check (default: --p)")
     p.add_argument("--run-epochs", type=int, help="epochs of the whole-run timing (default 500)")
@@ -373,30 +389,28 @@ def register(subparsers) -> None:
     p.add_argument("--no-tl", action="store_true", help="skip TransformerLens even when it is installed")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every number as JSON")
     p.add_argument(
-        "--whole-run",
-        action="store_true",
-        help="instead: train the whole mainline as 'grokscope run' does (to 1.5x the grok epoch, or --run-epochs) and time it "
-        "phase by phase (memorisation, circuit formation, cleanup, after) against the reference and TransformerLens loops "
-        "timed from the run's own checkpoints (~6 minutes on 2 cores)",
+        "--whole-run", action="store_true",
+        help="instead: train the whole mainline as 'grokscope run' does (to 1.5x the grok epoch, or --run-epochs) and "
+        "time it phase by phase (memorisation, circuit formation, cleanup, after) against the reference and "
+        "TransformerLens loops timed from the run's own checkpoints (~6 minutes on 2 cores)",
     )
-    p.add_argument("--out", type=Path, help="--whole-run: the run directory to create (default: a temporary one, removed after)")
-    p.add_argument("--peer-epochs", type=int, default=5, help="--whole-run: epochs each peer loop is timed per phase (default 5)")
+    p.add_argument("--out", type=Path,
+                   help="--whole-run: the run directory to create (default: a temporary one, removed after)")
+    p.add_argument("--peer-epochs", type=int, default=5,
+                   help="--whole-run: epochs each peer loop is timed per phase (default 5)")
     p.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from grokscope.cli_args import UserError
-
-    kw = dict(
-        p=args.p, epochs=args.epochs, repeats=args.repeats, k=args.k, agree_steps=args.agree_steps, agree_p=args.agree_p,
-        run_epochs=args.run_epochs, threads=args.threads,
-    )
+    kw = dict(p=args.p, epochs=args.epochs, repeats=args.repeats, k=args.k, agree_steps=args.agree_steps,
+              agree_p=args.agree_p, run_epochs=args.run_epochs, threads=args.threads)
     if args.scaling:
         kw["scaling"] = tuple(args.scaling)
     for name in ("p", "epochs", "repeats", "k", "agree_steps", "run_epochs", "threads", "agree_p"):
         if kw.get(name) is not None and kw[name] < 1:
             raise UserError(f"--{name.replace('_', '-')}: must be >= 1, got {kw[name]}")
-    opts = BenchOptions.quick_options(**kw) if args.quick else BenchOptions(**{k: v for k, v in kw.items() if v is not None})
+    given = {k: v for k, v in kw.items() if v is not None}
+    opts = BenchOptions.quick_options(**kw) if args.quick else BenchOptions(**given)
     opts.tl = not args.no_tl
     if args.whole_run:
         res = _whole_run(opts, args)

@@ -1,11 +1,13 @@
 """The contenders of ``grokscope bench``: each trains the mainline as one implementation does, an epoch at a time.
 
 :class:`ReferenceLoop` (row a: :mod:`grokscope.training.reference`, every layer over the full sequence),
-:class:`DefaultLoop` (row b: the training loop's own ``select_forward`` and ``train_step``), :class:`EnsembleLoop`
+:class:`DefaultLoop` (row b: the training loop's ``choose_forward`` and ``train_step``), :class:`EnsembleLoop`
 (row c: K seeds as one batched computation) and :class:`TransformerLensLoop` (row d: a ``HookedTransformer`` with
-the same weights, trained as its demo notebook does). Each has ``epoch()`` (one training epoch) and ``evaluate()``
-(what a demo loop evaluates every epoch); :func:`loop_rate` times them as a demo loop. ``fixed_lr`` (0: time a
-trained model without moving it) is how ``grokscope bench --whole-run`` times them from a run's checkpoints.
+the same weights, trained as its demo notebook does, with torch's AdamW). Every row's optimiser takes its settings
+from :func:`~grokscope.training.optim.adamw_hyperparameters` and its schedule from
+:func:`~grokscope.training.optim.lr_at`. Each has ``epoch()`` (one training epoch) and ``evaluate()`` (what a demo
+loop evaluates every epoch); :func:`loop_rate` times them as a demo loop. ``fixed_lr`` (0: time a trained model
+without moving it) is how ``grokscope bench --whole-run`` times them from a run's checkpoints.
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ import torch
 import torch.nn.functional as F
 
 from grokscope.config import ExperimentConfig, apply_overrides
-from grokscope.training.loop import loss_and_accuracy, lr_at, make_optimizer, select_forward, train_step
+from grokscope.models.forward import choose_forward
+from grokscope.training.ensemble import Ensemble
+from grokscope.training.loop import loss_and_accuracy, train_step
+from grokscope.training.optim import adamw_hyperparameters, lr_at, make_optimizer
 from grokscope.training.reference import reference_eval, reference_step
 
-__all__ = ["DefaultLoop", "EnsembleLoop", "ReferenceLoop", "TransformerLensLoop", "loop_rate", "transformer_lens_version"]
+__all__ = [
+    "DefaultLoop", "EnsembleLoop", "ReferenceLoop", "TransformerLensLoop", "loop_rate", "transformer_lens_version",
+]
 
 
 class ReferenceLoop:
@@ -54,7 +61,8 @@ class DefaultLoop(ReferenceLoop):
     def __init__(self, cfg: ExperimentConfig, task, model):
         self.cfg, self.task, self.model = cfg, task, model
         self.opt = make_optimizer(model, cfg.optim)
-        self.forward, self.path = select_forward(model, task, cfg.train)
+        choice = choose_forward(model, task, fast=cfg.train.fast_path)
+        self.forward, self.path = choice.fn, choice.path
         self.name = f"(b) grokscope default ({self.path})"
         self.update = 0
         self.loss_dtype = getattr(torch, cfg.train.loss_dtype)
@@ -76,8 +84,6 @@ class DefaultLoop(ReferenceLoop):
 
 class EnsembleLoop:
     def __init__(self, cfg: ExperimentConfig, k: int):
-        from grokscope.training.ensemble import Ensemble
-
         self.k = k
         self.name = f"(c) ensemble K={k} (aggregate)"
         self.ens = Ensemble([apply_overrides(cfg, {"model.init_seed": cfg.model.init_seed + i}) for i in range(k)])
@@ -116,9 +122,8 @@ class TransformerLensLoop(ReferenceLoop):
             if name.split(".")[-1] in ("b_Q", "b_K", "b_V", "b_O", "b_U"):
                 param.requires_grad_(False)
         self.cfg, self.task = cfg, task
-        self.opt = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad], lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
-        )
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(trainable, **adamw_hyperparameters(cfg.optim))  # type: ignore[arg-type]
         self.update = 0
         self.x, self.y = task.train_tokens, task.train_labels
         self.name = f"(d) TransformerLens {transformer_lens_version()}"

@@ -3,8 +3,7 @@
 After grokking, the cross-entropy's gradient holds values far below float32's smallest normal number
 (a wrong class's probability of 1e-40, divided by the batch, cast back from the float64 loss). On many x86
 CPUs a matrix product or an elementwise kernel that reads or writes such *subnormal* numbers takes a
-microcode assist per operation: the same step ran 8x slower after grokking than before it (measured on an
-Intel machine; this module's own check, :func:`flush_denormal`, works the same on every x86).
+microcode assist per operation, so the same step runs several times slower after grokking (docs/speed.md).
 
 Flush-to-zero (FTZ) and denormals-are-zero (DAZ) are bits of each thread's MXCSR register, so
 ``torch.set_flush_denormal(True)`` covers only the thread that calls it; torch's intra-op worker threads (the
@@ -135,14 +134,13 @@ class ThreadGovernor:
 
     torch's OpenMP threads wait for each other at the end of every parallel region. When another process wants
     one of the cores, a waiting thread spins or sleeps while the thread it waits for is descheduled, and a
-    2-thread step ran 10-50x slower than on an idle machine, and 5-10x slower than the same step on one thread
-    (docs/speed.md, "A shared machine"). The governor times the updates in windows of ``window`` updates at the
-    current count. After the first window, when a window's median is ``slack`` times the best median seen at that
-    count, and every ``probe_every`` updates (so it notices when the machine frees up), it times one window at
-    the other count (1 or ``threads``) and keeps whichever was faster. Results do not depend on the thread count (the fast
-    path's updates and the logged metrics are bitwise the same at 1 and 2 threads; tests/test_runtime.py), so
-    switching changes only speed. The cost on an idle machine: one window at one thread per ``probe_every``
-    updates (~1%).
+    2-thread step runs far slower than the same step on one thread (docs/speed.md, "A shared machine"). The
+    governor times the updates in windows of ``window`` updates at the current count. After the first window,
+    when a window's median is ``slack`` times the best median seen at that count, and every ``probe_every``
+    updates (so it notices when the machine frees up), it times one window at the other count (1 or ``threads``)
+    and keeps whichever was faster. Results do not depend on the thread count (the fast path's updates and the
+    logged metrics are bitwise the same at 1 and 2 threads; tests/test_runtime.py), so switching changes only
+    speed. The cost on an idle machine: one window at one thread per ``probe_every`` updates.
 
     Use as a context manager: the thread count found on entry is restored on exit.
     """

@@ -41,8 +41,10 @@ def test_members_match_single_runs(tmp_path, base):
 def test_float64_ensemble_step_matches_torch_adamw(base):
     """Same init, three steps: the vectorised per-member AdamW does what torch.optim.AdamW does."""
     from grokscope.models import build_model
+    from grokscope.models.forward import choose_forward
     from grokscope.tasks import make_task
-    from grokscope.training.loop import lr_at, make_optimizer, select_forward, train_step
+    from grokscope.training.loop import train_step
+    from grokscope.training.optim import lr_at, make_optimizer
 
     configs = [apply_overrides(base, {"optim.lr": lr, "optim.weight_decay": wd, "optim.warmup_steps": 1}) for lr, wd in ((1e-3, 1.0), (3e-3, 0.1))]
     ens = Ensemble(configs, dtype=torch.float64)
@@ -50,7 +52,7 @@ def test_float64_ensemble_step_matches_torch_adamw(base):
         task = make_task(cfg.task)
         model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3).double()
         opt = make_optimizer(model, cfg.optim)
-        fwd, _ = select_forward(model, task, cfg.train)
+        fwd = choose_forward(model, task, fast=cfg.train.fast_path).fn
         for step in range(3):
             train_step(fwd, opt, task.train_tokens, task.train_labels, lr_at(step, cfg.optim), torch.float64)
         configs[k] = model

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from grokscope.config import ModelConfig, TaskConfig, TrainConfig
+from grokscope.config import ModelConfig, TaskConfig
 from grokscope.models import build_model
 from grokscope.models.fast import GatherPlan, fast_forward, gather_sum_backward
+from grokscope.models.forward import choose_forward
 from grokscope.tasks import make_task
-from grokscope.training.loop import select_forward
 from grokscope.training.reference import reference_forward
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -149,17 +149,18 @@ def test_gather_plan_transposed_pattern_is_the_dense_transpose_and_built_only_fo
 
 def test_fast_path_is_chosen_automatically_and_only_where_it_applies(tmp_path):
     task, model = _setup()
-    fwd, name = select_forward(model, task, TrainConfig())
-    assert name == "fast" and fwd is not model
-    assert select_forward(model, task, TrainConfig(fast_path=False)) == (model, "general")
+    choice = choose_forward(model, task)
+    assert choice.path == "fast" and choice.fn is not model
+    off = choose_forward(model, task, fast=False)
+    assert (off.fn, off.path) == (model, "general")
     # two layers: not covered
     task2, deep = _setup(n_layers=2)
     assert fast_forward(deep, task2) is None
-    assert select_forward(deep, task2, TrainConfig())[1] == "general"
+    assert choose_forward(deep, task2).path == "general"
     # the MLP model: not covered
     mlp = build_model(ModelConfig(arch="mlp", d_model=16, d_mlp=8), d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3)
     assert fast_forward(mlp, task) is None
-    assert select_forward(mlp, task, TrainConfig())[1] == "general"
+    assert choose_forward(mlp, task).path == "general"
 
 
 def test_training_run_records_the_fast_forward(tmp_path, tiny_config):

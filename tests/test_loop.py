@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -42,21 +43,21 @@ def test_training_a_tiny_model_reduces_the_loss_and_fills_the_store(tmp_path, ti
 def test_the_evaluation_shares_its_forward_with_the_next_update_and_changes_no_number(tmp_path, tiny_config, monkeypatch):
     """Full batch on the fast path: a log epoch's training logits are the next update's forward, computed once."""
     cfg = apply_overrides(tiny_config, {"train.epochs": 40, "train.measure_every": 20})
-    real_select = loop.select_forward
+    real_choose = loop.choose_forward
     rows = []
 
     def counting(path_name):
-        def select(*args):
-            fn, name = real_select(*args)
-            assert name == "fast"
-            return (lambda tokens: rows.append(tokens.shape[0]) or fn(tokens)), path_name
+        def choose(*args, **kwargs):
+            choice = real_choose(*args, **kwargs)
+            assert choice.path == "fast"
+            return replace(choice, fn=lambda tokens: rows.append(tokens.shape[0]) or choice.fn(tokens), path=path_name)
 
-        return select
+        return choose
 
-    monkeypatch.setattr(loop, "select_forward", counting("fast"))
+    monkeypatch.setattr(loop, "choose_forward", counting("fast"))
     shared = train(cfg, tmp_path / "shared", progress=False)
     shared_rows, rows[:] = sum(rows), []
-    monkeypatch.setattr(loop, "select_forward", counting("fast, evaluated apart"))  # not "fast": no sharing
+    monkeypatch.setattr(loop, "choose_forward", counting("fast, evaluated apart"))  # not "fast": no sharing
     apart = train(cfg, tmp_path / "apart", progress=False)
     task = apart.task()
     n_logs = len(apart.metrics)

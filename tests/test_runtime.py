@@ -8,9 +8,11 @@ import pytest
 import torch
 
 import grokscope
+from grokscope.models.forward import choose_forward
 from grokscope.runtime import ThreadGovernor, denormal_status, flush_denormal, flushes_denormals
-from grokscope.training.loop import make_optimizer, select_forward, train_step
+from grokscope.training.loop import train_step
 from grokscope.training.losses import cross_entropy
+from grokscope.training.optim import make_optimizer
 
 FLT_MIN = torch.finfo(torch.float32).tiny
 
@@ -72,7 +74,7 @@ def test_a_confident_models_loss_gradient_is_subnormal_without_the_flush_and_cle
     cfg = grokscope.apply_overrides(grokscope.get_preset("tiny"), {"task.p": 23})
     task = grokscope.make_task(cfg.task)
     model = _confident(grokscope.build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx), 300.0)
-    fwd, _ = select_forward(model, task, cfg.train)
+    fwd = choose_forward(model, task, fast=cfg.train.fast_path).fn
 
     def subnormal_fraction() -> float:
         logits = fwd(task.train_tokens)
@@ -105,9 +107,9 @@ def test_a_post_grok_step_is_not_slower_than_an_early_one(two_threads):
     def build(scale):
         model = grokscope.build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
         model = _confident(model, scale)
-        fwd, path = select_forward(model, task, cfg.train)
-        assert path == "fast"
-        return fwd, make_optimizer(model, cfg.optim)
+        choice = choose_forward(model, task, fast=cfg.train.fast_path)
+        assert choice.path == "fast"
+        return choice.fn, make_optimizer(model, cfg.optim)
 
     early, late = build(1.0), build(300.0)
     with flush_denormal(cfg.train.flush_denormal):

@@ -14,7 +14,6 @@ from faults_util import interrupted_at_update
 
 from grokscope.cli import main
 from grokscope.store.run import Run
-from grokscope.sweep import jobs as jobs_mod
 from grokscope.sweep.index import SweepIndex, load_sweep, read_cell_outcome
 from grokscope.sweep.jobs import plan_jobs, split_evenly
 from grokscope.sweep.layout import SweepDir, SweepError
@@ -124,12 +123,11 @@ def test_split_evenly_and_packing():
     assert [j.kind for j in plan_jobs(cells, states, workers=2, ensemble=False)] == ["resume"] + ["train"] * 6
 
 
-def test_without_ensembles_cells_run_as_separate_jobs(tmp_path, monkeypatch):
-    monkeypatch.setattr(jobs_mod, "ensemble_support", lambda: None)
+def test_without_ensembles_cells_run_as_separate_jobs(tmp_path):
     spec = small_spec(seeds=1)
-    plan = plan_sweep(spec, tmp_path / "s", workers=2)
+    plan = plan_sweep(spec, tmp_path / "s", workers=2, ensemble=False)
     assert [j.kind for j in plan.jobs] == ["train", "train"]
-    res = run_sweep(spec, tmp_path / "s", workers=0, progress=False, log=lambda s: None)
+    res = run_sweep(spec, tmp_path / "s", workers=0, ensemble=False, progress=False, log=lambda s: None)
     assert res.frame["status"].tolist() == ["completed", "completed"]
     assert {e.get("how") for e in SweepDir(tmp_path / "s").events() if e["event"] == "cell"} == {"train"}
 

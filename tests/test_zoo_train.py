@@ -15,7 +15,7 @@ from grokscope.presets import get_preset
 from grokscope.presets_zoo import ZOO_PRESETS
 from grokscope.tasks import make_task
 from grokscope.training import loop
-from grokscope.training.losses import cross_entropy, softmax_collapse, stablemax, stablemax_cross_entropy
+from grokscope.training.losses import cross_entropy, softmax_collapse, stablemax_cross_entropy
 from grokscope.training.optim import GradFilter, global_norm, l1_prox, perpendicular_grad, rescale_to_norm
 
 
@@ -33,10 +33,10 @@ def _params(*tensors):
 def test_stablemax_identity_and_loss():
     x = torch.randn(6, 9, dtype=torch.float64) * 5
     s = torch.where(x >= 0, x + 1, 1 / (1 - x))
-    assert torch.allclose(stablemax(x), s / s.sum(-1, keepdim=True))
-    assert torch.allclose(stablemax(x), torch.softmax(torch.sign(x) * torch.log1p(x.abs()), -1))
+    stablemax = s / s.sum(-1, keepdim=True)
+    assert torch.allclose(stablemax, torch.softmax(torch.sign(x) * torch.log1p(x.abs()), -1))
     y = torch.randint(0, 9, (6,))
-    want = -torch.log(stablemax(x)[torch.arange(6), y]).mean()
+    want = -torch.log(stablemax[torch.arange(6), y]).mean()
     assert torch.allclose(stablemax_cross_entropy(x, y), want)
     assert torch.allclose(cross_entropy(x, y), torch.nn.functional.cross_entropy(x, y))
 
@@ -60,9 +60,9 @@ def test_softmax_collapse_thresholds_float32_vs_float64():
 @pytest.mark.parametrize("kind", ["ema", "ma"])
 def test_grokfast_lambda_zero_is_a_no_op_and_constant_gradient_is_scaled(kind):
     g = torch.randn(4, 3)
-    for lamb, factor in ((0.0, 1.0), (2.0, 3.0)):
+    for amplification, factor in ((0.0, 1.0), (2.0, 3.0)):
         (name, p), = _params(torch.zeros(4, 3))
-        filt = GradFilter(kind, alpha=0.9, lamb=lamb, window=3)
+        filt = GradFilter(kind, alpha=0.9, amplification=amplification, window=3)
         for _ in range(5):
             p.grad = g.clone()
             filt.apply([(name, p)])
@@ -71,7 +71,7 @@ def test_grokfast_lambda_zero_is_a_no_op_and_constant_gradient_is_scaled(kind):
 
 def test_grokfast_ma_waits_for_a_full_window_and_state_round_trips():
     (name, p), = _params(torch.zeros(2))
-    filt = GradFilter("ma", lamb=1.0, window=3)
+    filt = GradFilter("ma", amplification=1.0, window=3)
     grads = [torch.tensor([1.0, 0.0]), torch.tensor([2.0, 0.0]), torch.tensor([3.0, 0.0]), torch.tensor([4.0, 0.0])]
     seen = []
     for g in grads:
@@ -79,7 +79,7 @@ def test_grokfast_ma_waits_for_a_full_window_and_state_round_trips():
         filt.apply([(name, p)])
         seen.append(float(p.grad[0]))
     assert seen == [1.0, 2.0, 3.0 + 2.0, 4.0 + 3.0]
-    other = GradFilter("ma", lamb=1.0, window=3)
+    other = GradFilter("ma", amplification=1.0, window=3)
     other.load_state_tensors(filt.state_tensors())
     assert [t.tolist() for t in other.hist[name]] == [t.tolist() for t in filt.hist[name]]
 

@@ -2,12 +2,14 @@
 
 A job is one of ``train`` (one new cell), ``resume`` (one interrupted cell) or ``ensemble`` (several new
 cells trained as one batched computation by :func:`grokscope.training.ensemble.train_ensemble`). Cells are packed
-into ensembles when that module is importable and accepts the configs (they differ only in seeds, lr, weight
-decay, split seed or train fraction); otherwise each cell is its own job, so cells run in separate processes.
+into ensembles when the ensemble's own check (:func:`~grokscope.training.ensemble.check_ensemble_configs`) accepts
+them (they differ only in seeds, lr, weight decay, split seed or train fraction); otherwise each cell is its own
+job, so cells run in separate processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -17,9 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grokscope.config import ExperimentConfig, field_paths
+import torch
 
-__all__ = ["CellResult", "Job", "available_cores", "ensemble_support", "execute_job", "plan_jobs", "run_job_guarded"]
+from grokscope.config import ExperimentConfig, field_paths
+from grokscope.store.run import Run, is_run_dir
+from grokscope.sweep.layout import LOCKS_DIR, cell_lock, run_is_done
+from grokscope.training import TrainingDiverged, resume, train
+from grokscope.training.ensemble import ENSEMBLE_FIELDS, check_ensemble_configs, train_ensemble
+
+__all__ = ["CellResult", "Job", "available_cores", "execute_job", "plan_jobs", "run_job_guarded"]
 
 TRAIN, RESUME, ENSEMBLE = "train", "resume", "ensemble"
 
@@ -58,17 +66,17 @@ class CellResult:
 # --------------------------------------------------------------------------- planning
 
 
-def ensemble_support() -> tuple[Any, Any, frozenset[str]] | None:
-    """(train_ensemble, check_ensemble_configs, fields members may differ in), or None when not available."""
+def _group_key(cfg: ExperimentConfig) -> str:
+    """Cells with equal keys differ only in what ensemble members may differ in."""
+    return repr(sorted((k, v) for k, v in field_paths(cfg).items() if k not in ENSEMBLE_FIELDS))
+
+
+def _can_pack(configs: list[ExperimentConfig]) -> bool:
     try:
-        from grokscope.training.ensemble import ENSEMBLE_FIELDS, check_ensemble_configs, train_ensemble
-    except Exception:  # noqa: BLE001 - an absent or broken optional module means: no ensembles
-        return None
-    return train_ensemble, check_ensemble_configs, frozenset(ENSEMBLE_FIELDS)
-
-
-def _group_key(cfg: ExperimentConfig, free: frozenset[str]) -> str:
-    return repr(sorted((k, v) for k, v in field_paths(cfg).items() if k not in free))
+        check_ensemble_configs(configs)
+    except ValueError:
+        return False
+    return True
 
 
 def plan_jobs(
@@ -84,22 +92,14 @@ def plan_jobs(
     a multiple of ``workers`` chunks of nearly equal size so that every worker gets a share)."""
     jobs = [Job(RESUME, [c.name], [c.config.to_dict()]) for c in cells if states[c.name] == "partial"]
     new = [c for c in cells if states[c.name] == "new"]
-    support = ensemble_support() if ensemble and max_ensemble >= 2 else None
-    if support is None:
+    if not ensemble or max_ensemble < 2:
         return jobs + [Job(TRAIN, [c.name], [c.config.to_dict()]) for c in new]
-    _, check, free = support
     groups: dict[str, list[Any]] = {}
     for c in new:
-        groups.setdefault(_group_key(c.config, free), []).append(c)
+        groups.setdefault(_group_key(c.config), []).append(c)
     packed: list[Job] = []
     for members in groups.values():
-        ok = len(members) >= 2
-        if ok:
-            try:
-                check([c.config for c in members])
-            except ValueError:
-                ok = False
-        if not ok:
+        if len(members) < 2 or not _can_pack([c.config for c in members]):
             packed += [Job(TRAIN, [c.name], [c.config.to_dict()]) for c in members]
             continue
         for chunk in split_evenly(members, workers=workers, max_size=max_ensemble):
@@ -134,31 +134,23 @@ def split_evenly(items: Sequence[Any], *, workers: int, max_size: int) -> list[l
 
 def set_threads(threads: int | None) -> None:
     if threads:
-        import torch
-
         torch.set_num_threads(int(threads))
 
 
-def execute_job(job: Job, cells_root: Path | str, *, lock_dir: Path | str | None = None, threads: int | None = None) -> list[CellResult]:
+def execute_job(job: Job, cells_root: Path | str, *, lock_dir: Path | str | None = None,
+                threads: int | None = None) -> list[CellResult]:
     """Run ``job`` with its cells' run directories under ``cells_root``. Holds each cell's lock while working on
     it, and looks at the directory again after taking the lock: a cell another process finished meanwhile is
     skipped, one it left interrupted is resumed, so no cell is ever trained twice or by two processes at once."""
-    from grokscope.sweep.layout import LOCKS_DIR, cell_lock, run_is_done
-
     set_threads(threads)
     root = Path(cells_root)
     locks = Path(lock_dir) if lock_dir is not None else root / LOCKS_DIR
     configs = [ExperimentConfig.from_dict(c) for c in job.configs]
     if job.kind == ENSEMBLE:
-        import contextlib
-
         with contextlib.ExitStack() as stack:
             for name in sorted(job.names):
                 stack.enter_context(cell_lock(locks, name))
-            untouched = all(_empty(root / n) for n in job.names)
-            support = ensemble_support() if untouched else None
-            if support is not None:
-                train_ensemble = support[0]
+            if all(_empty(root / n) for n in job.names):
                 t0 = time.perf_counter()
                 try:
                     runs = train_ensemble(configs, [root / n for n in job.names], progress=False)
@@ -203,17 +195,11 @@ def _empty(d: Path) -> bool:
 
 
 def _note(msg: str) -> None:
-    import sys
-
     print(f"grokscope sweep: {msg}", file=sys.stderr)
 
 
 def _one(d: Path, cfg: ExperimentConfig, name: str) -> CellResult:
     """Train or resume one cell in this process (the caller holds its lock)."""
-    from grokscope.store.run import Run, is_run_dir
-    from grokscope.sweep.layout import run_is_done
-    from grokscope.training import TrainingDiverged, resume, train
-
     if run_is_done(d):
         return CellResult(name, Run(d).status, 0.0, "skipped")
     how = RESUME if is_run_dir(d) else TRAIN

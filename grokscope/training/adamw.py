@@ -2,9 +2,10 @@
 
 The same numbers as ``torch.optim.AdamW(..., fused=True)`` (it calls the same fused kernel with the same
 arguments, so the weights are bitwise those of torch's optimiser), without the ``torch.optim.Optimizer``
-machinery around it: that class imports ``torch._dynamo`` on first use, 1.4 s of every command's start-up
-on a 2-core machine, for a compiler grokscope never calls. Where the fused kernel is missing (torch < 2.4
-on the CPU) the update is the textbook single-tensor one, written out below.
+machinery around it: that class imports ``torch._dynamo`` on first use, a large part of a command's start-up, for
+a compiler grokscope never calls. Where the fused kernel is missing (torch < 2.4 on the CPU) the update is the
+textbook single-tensor one, written out below. Build it from a config with
+:func:`grokscope.training.optim.make_optimizer`.
 
 The interface is the part of ``torch.optim.Optimizer`` the loop and the run store use: ``param_groups``
 (one group; ``lr`` is set per update), ``state`` (per parameter: ``step``, ``exp_avg``, ``exp_avg_sq``, the
@@ -31,11 +32,13 @@ def _fused_kernel():
 class AdamW:
     """AdamW over ``params``: ``lr``, ``betas``, ``eps`` and ``weight_decay`` (decoupled: ``p -= lr * wd * p``)."""
 
-    def __init__(self, params: Iterable[Tensor], *, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+    def __init__(self, params: Iterable[Tensor], *, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0):
         params = list(params)
         if not params:
             raise ValueError("AdamW: no parameters to optimise")
-        self.param_groups: list[dict[str, Any]] = [dict(params=params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)]
+        group = dict(params=params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+        self.param_groups: list[dict[str, Any]] = [group]
         self.state: defaultdict[Tensor, dict[str, Tensor]] = defaultdict(dict)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -52,15 +55,17 @@ class AdamW:
         group = self.param_groups[0]
         params = [p for p in group["params"] if p.grad is not None]
         for p in params:
-            st = self.state[p]
-            if not st:  # torch's lazy initialisation: a float32 step counter and zero moments
-                st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state = self.state[p]
+            if not state:  # torch's lazy initialisation: a float32 step counter and zero moments
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         if params:
+            states = [self.state[p] for p in params]
             adamw_update(
-                params, [p.grad for p in params], [self.state[p]["exp_avg"] for p in params], [self.state[p]["exp_avg_sq"] for p in params],
-                [self.state[p]["step"] for p in params], lr=group["lr"], betas=group["betas"], eps=group["eps"], weight_decay=group["weight_decay"],
+                params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                [s["step"] for s in states], lr=group["lr"], betas=group["betas"], eps=group["eps"],
+                weight_decay=group["weight_decay"],
             )
 
 

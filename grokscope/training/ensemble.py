@@ -1,16 +1,17 @@
 """Train K models at once as one batched computation; each member is stored as its own run.
 
 The members' parameters are stacked on a leading K axis and go through the batched fast path of
-:mod:`grokscope.models.fast` in one forward and one backward. Each member's slices are then updated by the
-AdamW of every single run (:func:`grokscope.training.adamw.adamw_update`, torch's fused kernel) with the
-member's own learning rate and weight decay, so a member's update rule is the single run's, bit for bit. Members may differ in
-``model.init_seed``, ``task.split_seed``, ``task.train_fraction``, ``train.data_seed``, ``optim.lr``,
-``optim.weight_decay`` and ``name``; each member trains on its own split (padded to the largest split,
-the padding weighted 0), so a member equals a single run of its config (to rounding).
+:mod:`grokscope.models.fast` in one forward and one backward. Each member's slices are then updated by the AdamW
+of every single run (:func:`grokscope.training.adamw.adamw_update` with the member's own
+:func:`~grokscope.training.optim.adamw_hyperparameters` and :func:`~grokscope.training.optim.lr_at`), so a
+member's update rule is the single run's, bit for bit. Members may differ in ``model.init_seed``,
+``task.split_seed``, ``task.train_fraction``, ``train.data_seed``, ``optim.lr``, ``optim.weight_decay`` and
+``name``; each member trains on its own split (padded to the largest split, the padding weighted 0), so a member
+equals a single run of its config (to rounding).
 
-Every member directory has the layout of a ``grokscope train`` run (config.json, metrics.sqlite,
-checkpoints with HookedTransformer keys, state.safetensors), so a member can be read, analysed and even
-resumed alone with :func:`grokscope.resume`.
+Every member directory is written by the single run's :class:`~grokscope.training.recorder.RunRecorder` (config.json,
+metrics.sqlite, checkpoints with HookedTransformer keys, state.safetensors), so a member can be read, analysed
+and even resumed alone with :func:`grokscope.resume`.
 """
 
 from __future__ import annotations
@@ -23,34 +24,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from grokscope.config import ExperimentConfig
+from grokscope.config import ExperimentConfig, field_paths
+from grokscope.measures import names
 from grokscope.models import build_model
-from grokscope.models.fast import PARAM_NAMES, PlanCache, fast_logits, fast_tables, is_fast_eligible
+from grokscope.models.fast import PARAM_NAMES, PlanCache, fast_logits, fast_tables
+from grokscope.models.forward import choose_forward
 from grokscope.runtime import ThreadGovernor, flush_denormal
-from grokscope.store.files import save_tensors
-from grokscope.store.metrics import MetricsDB
-from grokscope.store.run import METRICS, STATE, Run, save_checkpoint
+from grokscope.store.run import Run
 from grokscope.tasks import ModularTask, make_task
 from grokscope.training.adamw import adamw_update
-from grokscope.training.loop import (
-    GROK_THRESHOLD,
-    checkpoint_epochs,
-    loss_and_accuracy,
-    measure_fn,
-    new_run_dir,
-    progress_bar,
-)
+from grokscope.training.loop import loss_and_accuracy, measure_fn, new_run_dir, progress_bar
+from grokscope.training.optim import adamw_hyperparameters, lr_at
+from grokscope.training.recorder import RunRecorder, optim_state_tensors
 
 __all__ = ["Ensemble", "ENSEMBLE_FIELDS", "check_ensemble_configs", "train_ensemble"]
 
 # Config fields members may differ in; everything else must be equal.
-ENSEMBLE_FIELDS = frozenset(
-    {"name", "model.init_seed", "task.split_seed", "task.train_fraction", "train.data_seed", "optim.lr", "optim.weight_decay"}
-)
+ENSEMBLE_FIELDS = frozenset({
+    "name", "model.init_seed", "task.split_seed", "task.train_fraction", "train.data_seed", "optim.lr",
+    "optim.weight_decay",
+})
 
 
-# Fields the batched ensemble does not implement: they must keep their defaults. (model.init_scale and
-# task.n_train are supported: they only change the initial weights and the split, which members build as single runs do.)
+# Fields the batched ensemble does not implement: they must keep their defaults. (model.init_scale and task.n_train
+# are supported: they only change the initial weights and the split, which members build as single runs do.)
 UNSUPPORTED_FIELDS = (
     "model.attn_only", "model.dropout", "model.fixed_embedding", "optim.decay", "optim.grad_filter", "optim.perp_grad",
     "optim.fixed_norm", "train.loss", "train.softmax_collapse",
@@ -58,9 +55,8 @@ UNSUPPORTED_FIELDS = (
 
 
 def check_ensemble_configs(configs: Sequence[ExperimentConfig]) -> None:
-    """Raise ValueError (naming the field) unless the configs can be trained as one ensemble."""
-    from grokscope.config import field_paths
-
+    """Raise ValueError (naming the field) unless the configs can be trained as one ensemble: the one check of the
+    ensemble and of the sweep planner that packs cells into ensembles."""
     if not configs:
         raise ValueError("train_ensemble: give at least one config")
     first = field_paths(configs[0])
@@ -84,7 +80,8 @@ def check_ensemble_configs(configs: Sequence[ExperimentConfig]) -> None:
     if c.train.batch_size is not None:
         raise ValueError("train_ensemble: train.batch_size must be null (full batch) for an ensemble")
     if c.model.arch != "transformer" or c.model.n_layers != 1:
-        raise ValueError("train_ensemble: ensembles need the one-layer transformer (model.arch='transformer', model.n_layers=1)")
+        raise ValueError("train_ensemble: ensembles need the one-layer transformer (model.arch='transformer', "
+                         "model.n_layers=1)")
     if not c.train.fast_path:
         raise ValueError("train_ensemble: ensembles run on the fast path; train.fast_path must be true")
 
@@ -99,8 +96,9 @@ class Ensemble:
         self.tasks = [make_task(c.task) for c in configs]
         task = self.tasks[0]
         assert isinstance(task, ModularTask)  # check_ensemble_configs allows modular tasks only
-        models = [build_model(c.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx) for c in configs]
-        if not is_fast_eligible(models[0], task):
+        models = [build_model(c.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
+                  for c in configs]
+        if choose_forward(models[0], task).path != "fast":
             raise ValueError("train_ensemble: the task is not one the fast path covers (inputs [a, b, =])")
         if dtype is not None:
             models = [m.to(dtype) for m in models]
@@ -126,17 +124,15 @@ class Ensemble:
             idx = torch.cat([t.train_idx, t.train_idx[:1].expand(pad)])
             toks.append(t.tokens[idx])
             labels.append(t.labels[idx])
-            weights.append(torch.cat([torch.full((n,), 1.0 / n, dtype=torch.float64), torch.zeros(pad, dtype=torch.float64)]))
+            real = torch.full((n,), 1.0 / n, dtype=torch.float64)
+            weights.append(torch.cat([real, torch.zeros(pad, dtype=torch.float64)]))
         self.train_tokens = torch.stack(toks)  # [K, n_max, 3]
         self.train_labels = torch.stack(labels)  # [K, n_max]
         self.train_weights = torch.stack(weights)  # [K, n_max]: 1/n_k on real examples, 0 on padding
         self.all_tokens = task.tokens.unsqueeze(0).expand(K, -1, -1)  # every pair; the same rows for every member
 
-        # AdamW: per-member lr and weight decay; shared betas and eps.
-        o = configs[0].optim
-        self.betas, self.eps, self.warmup = o.betas, o.eps, o.warmup_steps
-        self.lr = torch.tensor([c.optim.lr for c in configs], dtype=torch.float64)
-        self.wd = torch.tensor([c.optim.weight_decay for c in configs], dtype=torch.float64)
+        # AdamW: each member's own hyperparameters (they differ in lr and weight decay), state as a single run keeps it
+        self.hyperparameters = [adamw_hyperparameters(c.optim) for c in configs]
         self.active = torch.ones(K, dtype=torch.bool)  # members still training (others are frozen)
         self.exp_avg = {n: torch.zeros_like(self.w[n]) for n in self.names}
         self.exp_avg_sq = {n: torch.zeros_like(self.w[n]) for n in self.names}
@@ -154,47 +150,46 @@ class Ensemble:
         with torch.no_grad():
             return self.logits(self.all_tokens)
 
-    def lr_now(self) -> Tensor:
-        """Per-member learning rate of the next update: lr * min(update / warmup_steps, 1), 0 for frozen members."""
-        factor = 1.0 if self.warmup == 0 else min(self.update / self.warmup, 1.0)
-        return torch.where(self.active, self.lr * factor, torch.zeros_like(self.lr))
+    def lr_now(self) -> list[float]:
+        """Per-member learning rate of the next update (the single run's :func:`lr_at`), 0 for frozen members."""
+        return [lr_at(self.update, c.optim) if bool(active) else 0.0 for c, active in zip(self.configs, self.active)]
 
     def step(self) -> Tensor:
-        """One full-batch AdamW update of every member; returns the per-member training loss [K] (float64) before it."""
+        """One full-batch AdamW update of every member; the per-member training loss [K] (float64) before it."""
         for n in self.names:
             self.w[n].grad = None
         logits = self.logits(self.train_tokens)  # [K, N, C]
         # member by member: one member's [N, C] in float64 stays in cache, all K of them do not (~3x slower);
         # unbind, not logits[k], whose backward would zero-fill and add a [K, N, C] gradient per member
-        per_member = torch.stack(
-            [
-                (F.cross_entropy(member.to(self.loss_dtype), labels, reduction="none") * weights.to(self.loss_dtype)).sum()
-                for member, labels, weights in zip(logits.unbind(0), self.train_labels, self.train_weights)
-            ]
-        )  # [K]
+        dtype = self.loss_dtype
+        per_member = torch.stack([
+            (F.cross_entropy(member.to(dtype), labels, reduction="none") * weights.to(dtype)).sum()
+            for member, labels, weights in zip(logits.unbind(0), self.train_labels, self.train_weights)
+        ])  # [K]
         per_member.sum().backward()
         self._adamw(self.lr_now())
         self.update += 1
         return per_member.detach()
 
     @torch.no_grad()
-    def _adamw(self, lr: Tensor) -> None:
+    def _adamw(self, lrs: Sequence[float] | Tensor) -> None:
         """Each active member's update: the single run's AdamW on the member's slices of the stacked weights,
-        moments and gradients, with its own learning rate and weight decay. Frozen members are left alone."""
+        moments and gradients, with its own hyperparameters and learning rate ``lrs[k]``. Frozen members are left
+        alone."""
         grads = [self.w[n].grad for n in self.names]
         assert all(g is not None for g in grads)  # self.names are the trainable weights; step() follows a backward
-        for k in range(self.K):
+        for k, hyper in enumerate(self.hyperparameters):
             if not bool(self.active[k]):
                 continue
             adamw_update(
-                [self.w[n][k] for n in self.names], [g[k] for g in grads], [self.exp_avg[n][k] for n in self.names],  # type: ignore[index]
-                [self.exp_avg_sq[n][k] for n in self.names], self.steps[k], lr=float(lr[k]), betas=self.betas, eps=self.eps,
-                weight_decay=float(self.wd[k]),
+                [self.w[n][k] for n in self.names], [g[k] for g in grads],  # type: ignore[index]
+                [self.exp_avg[n][k] for n in self.names], [self.exp_avg_sq[n][k] for n in self.names], self.steps[k],
+                lr=float(lrs[k]), betas=hyper["betas"], eps=hyper["eps"], weight_decay=hyper["weight_decay"],
             )
 
     # -- members as single models ----------------------------------------------------------------
     def member_state_dict(self, k: int) -> dict[str, Tensor]:
-        """Member k's weights keyed as a HookedTransformer state dict (the keys of a ``grokscope train`` checkpoint)."""
+        """Member k's weights keyed as a HookedTransformer state dict (a ``grokscope train`` checkpoint's keys)."""
         state = {n: t.detach() for n, t in self.template.state_dict().items()}
         for name in PARAM_NAMES:
             state[name] = self.w[name][k].detach()
@@ -209,13 +204,10 @@ class Ensemble:
         return self.template
 
     def member_optim_state(self, k: int) -> dict[str, Tensor]:
-        """Member k's AdamW state keyed as the training loop saves it (``optim.<param>.<field>``)."""
-        out = {}
-        for n, step in zip(self.names, self.steps[k]):
-            out[f"optim.{n}.step"] = step.clone()
-            out[f"optim.{n}.exp_avg"] = self.exp_avg[n][k].detach()
-            out[f"optim.{n}.exp_avg_sq"] = self.exp_avg_sq[n][k].detach()
-        return out
+        """Member k's AdamW state keyed as a single run's resume state (``optim.<param>.<field>``)."""
+        return optim_state_tensors(
+            (n, {"step": step.clone(), "exp_avg": self.exp_avg[n][k].detach(),
+                 "exp_avg_sq": self.exp_avg_sq[n][k].detach()}) for n, step in zip(self.names, self.steps[k]))
 
 
 def train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progress: bool | None = None) -> list[Run]:
@@ -233,102 +225,72 @@ def train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progre
         return _train_ensemble(configs, out_dirs, progress, denormals, governor)
 
 
-def _train_ensemble(
-    configs: list[ExperimentConfig], out_dirs: list[Path], progress: bool | None, denormals: str, governor: ThreadGovernor
-) -> list[Run]:
+def _train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progress: bool | None, denormals: str,
+                    governor: ThreadGovernor) -> list[Run]:
     ens = Ensemble(configs)
-    dirs = [new_run_dir(d, c) for d, c in zip(out_dirs, configs)]
-    tc = configs[0].train
-    K = ens.K
-    measure = measure_fn(configs[0]) if tc.measure_every else None
-    ckpt_epochs = checkpoint_epochs(tc)
-    dbs = [MetricsDB(d / METRICS) for d in dirs]
-    for db in dbs:
-        db.set_meta({"status": "running", "forward": "ensemble", "message": "", "ensemble_size": str(K), "denormals": denormals})
-    grok: list[int | None] = [None] * K
-    final = [tc.epochs] * K
-    messages = [""] * K
-    status = ["completed"] * K
+    records = [RunRecorder(new_run_dir(d, c), c.train) for d, c in zip(out_dirs, configs)]
+    settings = configs[0].train
+    measure = measure_fn(configs[0]) if settings.measure_every else None
+    for record, cfg in zip(records, configs):
+        record.start(cfg, {"forward": "ensemble", "message": "", "ensemble_size": str(ens.K), "denormals": denormals})
 
     def evaluate(epoch: int) -> list[dict[str, float]]:
         logits = ens.all_logits()
         rows = []
         for k, task in enumerate(ens.tasks):
-            lk = logits[k]
+            member = logits[k]
             out = {}
-            out["train_loss"], out["train_acc"] = loss_and_accuracy(lk[task.train_idx], task.train_labels, ens.loss_dtype)
+            out[names.TRAIN_LOSS], out[names.TRAIN_ACC] = loss_and_accuracy(
+                member[task.train_idx], task.train_labels, ens.loss_dtype)
             if task.test_idx.numel():
-                out["test_loss"], out["test_acc"] = loss_and_accuracy(lk[task.test_idx], task.test_labels, ens.loss_dtype)
-            if measure is not None and epoch % tc.measure_every == 0:
+                out[names.TEST_LOSS], out[names.TEST_ACC] = loss_and_accuracy(
+                    member[task.test_idx], task.test_labels, ens.loss_dtype)
+            if measure is not None and epoch % settings.measure_every == 0:
                 model = ens.member_model(k).eval()
                 with torch.no_grad():
-                    out.update(measure(model, task, lk))
+                    out.update(measure(model, task, member))
             rows.append(out)
         return rows
 
-    def save(k: int, epoch: int, *, state: bool = True) -> None:
-        save_checkpoint(dirs[k], epoch, ens.member_state_dict(k))
-        if state:
-            tensors = {f"model.{n}": t for n, t in ens.member_state_dict(k).items()} | ens.member_optim_state(k)
-            meta = {"epoch": str(epoch), "update": str(ens.update), "grok_epoch": str(grok[k])}
-            save_tensors(dirs[k] / STATE, tensors, metadata=meta)
+    def save(k: int, epoch: int) -> None:
+        records[k].save(epoch, ens.member_state_dict(k), ens.member_optim_state(k))
 
     for k, row in enumerate(evaluate(0)):
-        dbs[k].log(0, row)
+        records[k].log(0, row)
         save(k, 0)
 
-    bar = progress_bar(tc.epochs, 0, progress, f"ensemble of {K}")
+    bar = progress_bar(settings.epochs, 0, progress, f"ensemble of {ens.K}")
     t0 = time.perf_counter()
     try:
-        for epoch in range(1, tc.epochs + 1):
+        for epoch in range(1, settings.epochs + 1):
             t_step = time.perf_counter()
             losses = ens.step()
             governor.record(time.perf_counter() - t_step)
             finite = torch.isfinite(losses)
-            for k in range(K):
-                if ens.active[k] and not finite[k]:
-                    last = max(e for e in ckpt_epochs if e < epoch)
-                    messages[k] = f"non-finite training loss at epoch {epoch}; the last good checkpoint is step {last}"
-                    status[k], final[k] = "failed", epoch
-                    ens.active[k] = False
-            logged = epoch % tc.log_every == 0 or epoch == tc.epochs
+            for k, record in enumerate(records):
+                if ens.active[k]:
+                    record.epoch, record.update = epoch, ens.update
+                    if not finite[k]:
+                        record.diverged(epoch)
+                        ens.active[k] = False
+            logged = epoch % settings.log_every == 0 or epoch == settings.epochs
             rows = evaluate(epoch) if logged else None
-            for k in range(K):
+            for k, record in enumerate(records):
                 if not ens.active[k]:
                     continue
-                stop = False
-                if rows is not None:
-                    dbs[k].log(epoch, rows[k])
-                    if grok[k] is None and rows[k].get("test_acc", 0.0) >= GROK_THRESHOLD:
-                        grok[k] = epoch
-                    f, grok_k = configs[k].train.stop_after_grok, grok[k]
-                    stop = f is not None and grok_k is not None and epoch >= f * grok_k
-                if epoch in ckpt_epochs or stop:
+                stop = rows is not None and record.record(epoch, rows[k])
+                if epoch in record.checkpoints or stop:
                     save(k, epoch)
                 if stop:
-                    final[k] = epoch
-                    messages[k] = f"stopped at epoch {epoch} = {configs[k].train.stop_after_grok} x grok epoch {grok[k]} (train.stop_after_grok)"
                     ens.active[k] = False
             bar.update(1)
             if not bool(ens.active.any()):
                 break
     except BaseException:
-        for db in dbs:
-            db.close()  # interrupted or failed: release the databases now, as the single-run loop does
+        for record in records:
+            record.close()  # interrupted or failed: release the databases now, as the single-run loop does
         raise
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0
-    for k, db in enumerate(dbs):
-        db.set_meta(
-            {
-                "status": status[k],
-                "message": messages[k],
-                "final_epoch": str(final[k]),
-                "grok_epoch": "" if grok[k] is None else str(grok[k]),
-                "train_seconds": f"{elapsed:.2f}",
-                "threads": governor.describe(),
-            }
-        )
-        db.close()
-    return [Run(d) for d in dirs]
+    return [record.finish(elapsed, governor.describe()) for record in records]

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["LOSSES", "cross_entropy", "get_loss", "softmax_collapse", "stablemax", "stablemax_cross_entropy"]
+__all__ = ["LOSSES", "cross_entropy", "softmax_collapse", "stablemax_cross_entropy"]
 
 
 def cross_entropy(logits: Tensor, labels: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -25,25 +25,17 @@ def _log_s(x: Tensor) -> Tensor:
     return torch.sign(x) * torch.log1p(x.abs())
 
 
-def stablemax(logits: Tensor, dim: int = -1) -> Tensor:
-    """StableMax probabilities s(x_i) / sum_j s(x_j) along ``dim``."""
-    s = torch.where(logits >= 0, logits + 1, 1 / (1 - logits.clamp_max(0)))
-    return s / s.sum(dim=dim, keepdim=True)
-
-
 def stablemax_cross_entropy(logits: Tensor, labels: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
     """Mean of -log StableMax(z)[label], computed in ``dtype``."""
     return F.cross_entropy(_log_s(logits.to(dtype)), labels)
 
 
+#: The training objectives by ``train.loss``.
 LOSSES: dict[str, Callable[..., Tensor]] = {"cross_entropy": cross_entropy, "stablemax": stablemax_cross_entropy}
 
 
-def get_loss(name: str) -> Callable[..., Tensor]:
-    return LOSSES[name]
-
-
-def softmax_collapse(logits: Tensor, labels: Tensor, dtype: torch.dtype, loss: str = "cross_entropy") -> dict[str, float]:
+def softmax_collapse(logits: Tensor, labels: Tensor, dtype: torch.dtype,
+                     loss: str = "cross_entropy") -> dict[str, float]:
     """Softmax-collapse detector (Prieto et al. 2025) on logits [N, C] cast to ``dtype``.
 
     ``sc``: fraction of samples whose denominator sum_j exp(z_j - max z) equals exactly 1 in ``dtype``, summed

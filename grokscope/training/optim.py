@@ -1,5 +1,7 @@
-"""Optimiser variants as small pieces around ``torch.optim.AdamW``: gradient transforms (run after
-``backward``, before ``step``) and weight transforms (run after ``step``). All act in place under no_grad.
+"""The optimiser of every training path: :func:`adamw_hyperparameters` and :func:`make_optimizer` (the one AdamW
+construction), :func:`lr_at` (the one learning-rate schedule), and the variants around the AdamW step as small
+pieces: gradient transforms (after ``backward``, before ``step``) and weight transforms (after ``step``), in
+place under no_grad.
 
 * :class:`GradFilter`: Grokfast EMA / moving-average filters (Lee et al. 2024).
 * :func:`perpendicular_grad`: the ⊥Grad projection of Prieto et al. (2025).
@@ -15,10 +17,33 @@ import torch
 from torch import Tensor, nn
 
 from grokscope.config import OptimConfig
+from grokscope.training.adamw import AdamW
 
-__all__ = ["GradFilter", "UpdateRules", "global_norm", "l1_prox", "perpendicular_grad", "rescale_to_norm", "trainable"]
+__all__ = [
+    "GradFilter", "UpdateRules", "adamw_hyperparameters", "global_norm", "l1_prox", "lr_at", "make_optimizer",
+    "perpendicular_grad", "rescale_to_norm", "trainable",
+]
 
 PERP_EPS = 1e-30
+
+
+def lr_at(update: int, optim: OptimConfig) -> float:
+    """Learning rate of update number ``update`` (0-based): lr * min(update / warmup_steps, 1)."""
+    if optim.warmup_steps == 0:
+        return optim.lr
+    return optim.lr * min(update / optim.warmup_steps, 1.0)
+
+
+def adamw_hyperparameters(optim: OptimConfig) -> dict[str, float | tuple[float, float]]:
+    """AdamW's ``lr``, ``betas``, ``eps`` and ``weight_decay`` for ``optim``: its own (L2) decay is off when
+    ``optim.decay='l1'`` (:class:`UpdateRules` applies that decay after the step)."""
+    weight_decay = optim.weight_decay if optim.decay == "l2" else 0.0
+    return dict(lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=weight_decay)
+
+
+def make_optimizer(model: nn.Module, optim: OptimConfig) -> AdamW:
+    """AdamW over the model's parameters with :func:`adamw_hyperparameters`."""
+    return AdamW(model.parameters(), **adamw_hyperparameters(optim))  # type: ignore[arg-type]
 
 
 def trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -27,14 +52,15 @@ def trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 class GradFilter:
-    """Grokfast filter, per parameter. ``"ema"``: mu <- alpha mu + (1 - alpha) g (mu = g at the first call),
-    g <- g + lambda mu. ``"ma"``: append g to a window of the last ``window`` gradients; once full,
-    g <- g + lambda mean(window). ``state_tensors``/``load_state_tensors`` save and restore the filter exactly."""
+    """Grokfast filter, per parameter, with ``amplification`` the paper's lambda (``optim.filter_lambda``).
+    ``"ema"``: mu <- alpha mu + (1 - alpha) g (mu = g at the first call), g <- g + amplification mu. ``"ma"``: append g
+    to a window of the last ``window`` gradients; once full, g <- g + amplification mean(window).
+    ``state_tensors``/``load_state_tensors`` save and restore the filter exactly."""
 
-    def __init__(self, kind: str, *, alpha: float = 0.98, lamb: float = 2.0, window: int = 100):
+    def __init__(self, kind: str, *, alpha: float = 0.98, amplification: float = 2.0, window: int = 100):
         if kind not in ("ema", "ma"):
             raise ValueError(f"optim.grad_filter: unknown filter {kind!r}")
-        self.kind, self.alpha, self.lamb, self.window = kind, alpha, lamb, window
+        self.kind, self.alpha, self.amplification, self.window = kind, alpha, amplification, window
         self.ema: dict[str, Tensor] = {}
         self.hist: dict[str, list[Tensor]] = {}
 
@@ -42,7 +68,8 @@ class GradFilter:
     def from_config(cls, optim: OptimConfig) -> GradFilter | None:
         if optim.grad_filter == "none":
             return None
-        return cls(optim.grad_filter, alpha=optim.filter_alpha, lamb=optim.filter_lambda, window=optim.filter_window)
+        return cls(optim.grad_filter, alpha=optim.filter_alpha, amplification=optim.filter_lambda,
+                   window=optim.filter_window)
 
     @torch.no_grad()
     def apply(self, named: Iterable[tuple[str, nn.Parameter]]) -> None:
@@ -54,14 +81,14 @@ class GradFilter:
                 mu = self.ema.get(name)
                 mu = g.detach().clone() if mu is None else mu.mul_(self.alpha).add_(g, alpha=1 - self.alpha)
                 self.ema[name] = mu
-                g.add_(mu, alpha=self.lamb)
+                g.add_(mu, alpha=self.amplification)
             else:
                 h = self.hist.setdefault(name, [])
                 h.append(g.detach().clone())
                 if len(h) > self.window:
                     h.pop(0)
                 if len(h) == self.window:
-                    g.add_(torch.stack(h).mean(0), alpha=self.lamb)
+                    g.add_(torch.stack(h).mean(0), alpha=self.amplification)
 
     def state_tensors(self) -> dict[str, Tensor]:
         if self.kind == "ema":
