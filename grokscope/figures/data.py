@@ -15,17 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from grokscope.measures import (
-    GROK_ACC,
-    detect_phases,
-    frequency_norms,
-    key_frequencies_from_norms,
-    neuron_frequency_fractions,
-    neuron_logit_map,
-    number_embedding,
-    post_hook_name,
-)
-from grokscope.measures.names import TEST_ACC
+from grokscope import measures
 from grokscope.models import has_blocks
 from grokscope.models.forward import choose_forward
 from grokscope.store.run import Run, RunError, checkpoint_path
@@ -66,23 +56,15 @@ def metrics_or_empty(run: Run):
         return pd.DataFrame(index=pd.Index([], name="step", dtype="int64"))
 
 
-def first_at_least(m, column: str, threshold: float = GROK_ACC) -> int | None:
-    if column not in m:
-        return None
-    hit = m.index[m[column] >= threshold]
-    return int(hit[0]) if len(hit) else None
-
-
 def grok_epoch(run: Run, m=None) -> int | None:
-    """The first logged epoch with test accuracy >= 99% (from the run's meta when recorded there)."""
+    """The first logged epoch with test accuracy >= ``measures.GROK_ACC`` (from the run's meta when recorded there)."""
     value = safe_meta(run).get("grok_epoch")
     if value not in (None, "", "None"):
         try:
             return int(value)
         except ValueError:
             pass
-    m = metrics_or_empty(run) if m is None else m
-    return first_at_least(m, TEST_ACC)
+    return measures.grok_epoch(metrics_or_empty(run) if m is None else m)
 
 
 def safe_meta(run: Run) -> dict[str, str]:
@@ -104,7 +86,7 @@ def phases(run: Run, m=None) -> tuple[list[Phase], str]:
     m = metrics_or_empty(run) if m is None else m
     if not len(m):
         return [], "no metrics"
-    return phases_from_boundaries(detect_phases(m), float(m.index[0]), float(m.index[-1]))
+    return phases_from_boundaries(measures.detect_phases(m), float(m.index[0]), float(m.index[-1]))
 
 
 def phases_from_boundaries(ph: Any, first: float, last: float) -> tuple[list[Phase], str]:
@@ -180,8 +162,8 @@ def key_frequencies(run: Run, step: int | None = None) -> tuple[list[int], str]:
     if not run.checkpoints:
         return [], "no checkpoints"
     w = weights(run, run.checkpoints[-1] if step is None else step)
-    norms = frequency_norms(torch.from_numpy(w.W_L), dim=1)
-    return key_frequencies_from_norms(norms), "W_L_dft at the last checkpoint (grokscope.measures)"
+    norms = measures.frequency_norms(torch.from_numpy(w.W_L), dim=1)
+    return measures.key_frequencies_from_norms(norms), "W_L_dft at the last checkpoint (grokscope.measures)"
 
 
 # --------------------------------------------------------------------------- weights and activations
@@ -214,9 +196,9 @@ def _weights_cached(run_dir: str, step: int, _mtime: float) -> Weights:
     run = Run(run_dir)
     p = run.config.task.p
     model = run.load_model(step)
-    W_E = number_embedding(model, p)
+    W_E = measures.number_embedding(model, p)
     W_in = (model.blocks[-1].mlp if has_blocks(model) else model.mlp).W_in.detach().double()
-    return Weights(step=step, W_E=W_E.numpy(), W_L=neuron_logit_map(model, p).numpy(), H=(W_E @ W_in).numpy())
+    return Weights(step=step, W_E=W_E.numpy(), W_L=measures.neuron_logit_map(model, p).numpy(), H=(W_E @ W_in).numpy())
 
 
 @dataclass(frozen=True)
@@ -244,7 +226,7 @@ def _grid_cached(run_dir: str, step: int, _mtime: float) -> Grid:
         for chunk in _grid_tokens(p).split(4096):
             out, cache = model.run_with_cache(chunk)
             logits.append(out[:, :p].float())
-            post = cache[post_hook_name(model)]
+            post = cache[measures.post_hook_name(model)]
             posts.append((post[:, -1] if post.dim() == 3 else post).float())
             if has_blocks(model):
                 attns.append(cache["blocks.0.attn.hook_pattern"][:, :, -1, :].float())  # [batch, head, k]
@@ -292,6 +274,6 @@ def last_step(run: Run, step: int | None) -> int:
 def neuron_frequency_fve(post: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
     """Per neuron of ``post`` [p, p, d_mlp]: (best frequency k in 1..(p-1)/2, its share of the neuron's centred
     variance: :func:`grokscope.measures.neuron_frequency_fractions`)."""
-    fr = neuron_frequency_fractions(torch.from_numpy(post).double(), p).numpy()  # [K, n]
+    fr = measures.neuron_frequency_fractions(torch.from_numpy(post).double(), p).numpy()  # [K, n]
     best = fr.argmax(axis=0)
     return best + 1, fr[best, np.arange(fr.shape[1])]

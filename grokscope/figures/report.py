@@ -13,12 +13,12 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from grokscope import measures
 from grokscope.config import flat_dict
 from grokscope.figures.data import (
     analysis,
     as_run,
     find_key,
-    first_at_least,
     grok_epoch,
     key_frequencies,
     metrics_or_empty,
@@ -76,7 +76,7 @@ def header_data(run: Run | str | Path) -> dict:
         "epoch": int(m.index[-1]) if len(m) else 0,
         "epochs": run.config.train.epochs,
         "grok_epoch": grok_epoch(run, m),
-        "train_fit_epoch": first_at_least(m, names.TRAIN_ACC),
+        "train_fit_epoch": measures.grok_epoch(m, names.TRAIN_ACC, measures.FIT_ACC),
         "last": last,
         "phases": [{"name": p.name, "start": p.start, "end": p.end} for p in found],
         "phase_rule": rule,
