@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grokscope.store.run import CONFIG, Run
+from grokscope.sweep.layout import SweepDir, SweepError, is_sweep_dir
 from grokscope.sweep.outcome import BASIC_COLUMNS, PHASES, Outcome, liu_phase, outcome_from_frame
+from grokscope.sweep.spec import Cell, OutcomeParams, SweepSpec, expand
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from grokscope.sweep.spec import Cell, OutcomeParams, SweepSpec
 
 __all__ = ["SweepIndex", "aggregate_seeds", "load_sweep", "read_cell_outcome", "refresh_index", "reclassify"]
 
@@ -221,9 +221,6 @@ def read_cell_outcome(run_dir: Path | str, params: OutcomeParams) -> tuple[str, 
 
 def refresh_index(sweep_dir: Path | str, spec: SweepSpec | None = None) -> Path:
     """Rebuild ``index.sqlite`` from the cells' run directories (cells not on disk get status 'missing')."""
-    from grokscope.sweep.layout import SweepDir
-    from grokscope.sweep.spec import expand
-
     sd = SweepDir(sweep_dir)
     spec = spec or sd.read_spec()
     cells = expand(spec)
@@ -244,8 +241,6 @@ def refresh_index(sweep_dir: Path | str, spec: SweepSpec | None = None) -> Path:
 
 def load_sweep(sweep_dir: Path | str, *, refresh: bool = False) -> pd.DataFrame:
     """The index of a sweep directory as a DataFrame (rebuilt from the runs when missing or ``refresh``)."""
-    from grokscope.sweep.layout import SweepDir, SweepError, is_sweep_dir
-
     sd = SweepDir(sweep_dir)
     if not is_sweep_dir(sd.path):
         raise SweepError(

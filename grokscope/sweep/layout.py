@@ -29,6 +29,7 @@ from types import ModuleType
 from grokscope.config import ConfigError, ExperimentConfig
 from grokscope.store.files import atomic_write_bytes
 from grokscope.store.run import CONFIG, Run, RunError, is_run_dir
+from grokscope.sweep.spec import SweepSpec, spec_from_dict
 
 SPEC_FILE = "sweep.json"
 INDEX_FILE = "index.sqlite"
@@ -98,9 +99,7 @@ class SweepDir:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SweepError(f"{self.spec_path}: damaged ({e})") from None
 
-    def read_spec(self):
-        from grokscope.sweep.spec import spec_from_dict
-
+    def read_spec(self) -> SweepSpec:
         try:
             return spec_from_dict(self.read_spec_dict())
         except ConfigError as e:
