@@ -2,7 +2,7 @@
 
 The only module of :mod:`grokscope.interp` that touches files: it loads checkpoints through the run store,
 prints tables and writes ``interp_patch.json``, ``interp_probe.json`` and ``interp_sae.json`` into the run
-(read by :mod:`grokscope.interp.figures` for the report).
+(read by :mod:`grokscope.figures.interp` for the report).
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ import math
 import torch
 from torch import Tensor
 
+from grokscope.formula import is_prime
+
 __all__ = [
     "abc_wave_components", "basis_index", "component_norms", "discrete_log", "discrete_log_basis",
     "discrete_log_basis_names", "fourier_basis", "fourier_basis_names", "fourier_transform", "fourier_transform_2d",
@@ -176,12 +178,6 @@ def abc_wave_components(logits: Tensor, p: int | None = None) -> tuple[Tensor, T
 
 
 # --------------------------------------------------------------------------- Z_p^*: discrete logarithm
-
-
-def is_prime(n: int) -> bool:
-    if n < 2:
-        return False
-    return all(n % d for d in range(2, math.isqrt(n) + 1))
 
 
 def _prime_factors(n: int) -> list[int]:
