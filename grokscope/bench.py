@@ -1,14 +1,11 @@
 """``grokscope bench``: time the mainline training step every way we know, side by side in one process.
 
-Rows: (a) the straightforward reference (:mod:`grokscope.training.reference`: full sequence through every
-layer, plain AdamW step); (b) grokscope's default path (the loop's ``choose_forward`` + ``train_step``);
-(c) an ensemble of K seeds trained as one batched computation (aggregate epochs/s); (d) TransformerLens
-``HookedTransformer`` training, when ``transformer_lens`` is importable (``pip install grokscope[bench]``).
-Each is timed without evaluation and with a test evaluation every epoch (as the TransformerLens grokking
-demo does), in interleaved rounds; the medians are reported. Also: a whole run as users make it
-(``grokscope train`` at the default cadence), the agreement of (a) and (b) after N steps from the same
-initialisation, the FLOPs of the step and their rate against a measured matrix-multiply rate, and the
-cost as p grows. Timings on a shared machine are noisy: read the ratios, which are measured side by side.
+The rows are the contenders of :mod:`grokscope.bench_loops` ((d), TransformerLens, when ``transformer_lens`` is
+importable: ``pip install grokscope[bench]``), each timed without evaluation and with a test evaluation every epoch
+(as the TransformerLens grokking demo does), in interleaved rounds; the medians are reported. Also: a whole run as
+users make it (``grokscope train`` at the default cadence), the agreement of (a) and (b) after N steps from the same
+initialisation, the FLOPs of the step and their rate against a measured matrix-multiply rate, and the cost as p
+grows. Timings on a shared machine are noisy: read the ratios, which are measured side by side.
 """
 
 from __future__ import annotations
@@ -46,9 +43,7 @@ from grokscope.tasks import make_task
 from grokscope.training.loop import train
 from grokscope.training.reference import reference_forward
 
-__all__ = [
-    "BenchOptions", "ReferenceLoop", "loop_rate", "register", "run_bench", "fast_step_flops", "reference_step_flops",
-]
+__all__ = ["BenchOptions", "fast_step_flops", "reference_step_flops", "register", "run_bench"]
 
 
 @dataclass
@@ -126,8 +121,7 @@ def matmul_rates(n_train: int, d_mlp: int, n_out: int, repeats: int = 7) -> dict
 
 
 def agreement(cfg: ExperimentConfig, steps: int, dtype: torch.dtype = torch.float64) -> dict[str, float | str]:
-    """Train (a) and (b) from the same initialisation for ``steps`` steps; the losses and their relative
-    difference."""
+    """Train (a) and (b) from the same initialisation for ``steps`` steps; their losses and relative difference."""
     task = make_task(cfg.task)
     base = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx).to(dtype)
     ref, dflt = ReferenceLoop(cfg, task, copy.deepcopy(base)), DefaultLoop(cfg, task, copy.deepcopy(base))
@@ -164,8 +158,7 @@ def _per_epoch_times(runners: list, epochs: int, repeats: int,
 
 
 def whole_run(cfg: ExperimentConfig, epochs: int) -> dict[str, float]:
-    """``grokscope train`` at the config's cadence for ``epochs`` epochs into a temporary directory: seconds per
-    epoch."""
+    """``grokscope train`` at the config's cadence for ``epochs`` epochs in a temporary directory: its seconds."""
     cfg = apply_overrides(cfg, {"train.epochs": epochs, "train.stop_after_grok": None})
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -272,8 +265,7 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print,
     log(f"whole run: grokscope train, {opts.run_epochs} epochs at the default cadence, between demo loops ...")
     loops = [runners[0]] + runners[3:]  # the reference, and TransformerLens when it is there
     res["whole_run"] = bracketed_whole_run(cfg, opts.run_epochs, loops, opts.epochs)
-    mcost = measure_cost(cfg)
-    res["measure_seconds"] = mcost
+    res["measure_seconds"] = mcost = measure_cost(cfg)
 
     flops = fast_step_flops(cfg, n_train)
     res["flops"] = {"fast_step": flops, "reference_step": reference_step_flops(cfg, n_train)}
@@ -287,11 +279,11 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print,
     res["scaling"] = scaling(opts, log)
 
     # ---------------------------------------------------------------- print
-    mm = res["matmul_gflops"]
+    matmul = res["matmul_gflops"]
     m = cfg.model
     out(f"grokscope bench: {cfg.task.formula} mod {opts.p}, {n_train} train / {n_test} test pairs, d_model "
         f"{m.d_model}, d_mlp {m.d_mlp}, {m.n_heads} heads; torch {torch.__version__}, {res['threads']} threads")
-    out(f"matrix-multiply rate: {mm['square_1024']:.1f} GFLOP/s (1024^3), {mm['step_shape']:.1f} GFLOP/s "
+    out(f"matrix-multiply rate: {matmul['square_1024']:.1f} GFLOP/s (1024^3), {matmul['step_shape']:.1f} GFLOP/s "
         f"([{n_train}x{m.d_mlp}]@[{m.d_mlp}x{task.d_vocab_out}])")
     out(f"TransformerLens: {res['transformer_lens']}")
     out("")
@@ -307,16 +299,16 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print,
     out(f"ensemble K={opts.k}: aggregate {ens['train_eps']:.2f} ep/s = {ens['train_eps'] / dflt['train_eps']:.2f}x "
         f"{opts.k} sequential default runs ({ens['eval_eps'] / dflt['eval_eps']:.2f}x with a test evaluation every "
         "epoch)")
-    wr = res["whole_run"]
-    run_rate = 1 / wr["per_epoch"]
+    whole = res["whole_run"]
+    run_rate = 1 / whole["per_epoch"]
     every = cfg.train
-    out(f"whole run (grokscope train, {wr['epochs']} epochs, log every {every.log_every}, measures every "
+    out(f"whole run (grokscope train, {whole['epochs']} epochs, log every {every.log_every}, measures every "
         f"{every.measure_every}, checkpoints every {every.checkpoint_every}): {run_rate:.2f} ep/s, start-up included")
     for r in loops:
-        lp = wr["loops"][r.name]
+        rates = whole["loops"][r.name]
         what = "the reference loop" if r is runners[0] else "the TransformerLens loop"
-        out(f"  = {run_rate / lp['rate']:.1f}x {what} with test loss every epoch ({lp['rate']:.2f} ep/s, timed for "
-            f"{opts.epochs} epochs just before and after the run: {lp['before']:.2f} and {lp['after']:.2f})")
+        out(f"  = {run_rate / rates['rate']:.1f}x {what} with test loss every epoch ({rates['rate']:.2f} ep/s, timed "
+            f"for {opts.epochs} epochs just before and after the run: {rates['before']:.2f} and {rates['after']:.2f})")
     if mcost is not None:
         share = 100 * mcost / (every.measure_every * step_s)
         out(f"progress measures: {mcost * 1e3:.1f} ms per call = {share:.1f}% of {every.measure_every} default-path "
@@ -326,8 +318,8 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print,
     fast, achieved = res["flops"]["fast_step"], res["achieved_gflops"]
     out(f"FLOPs per epoch: default step {fast['total'] / 1e9:.3f} GFLOP (per-example {fast['per-example'] / 1e9:.3f}, "
         f"tables {fast['tables'] / 1e9:.3f}); reference step {res['flops']['reference_step'] / 1e9:.2f} GFLOP")
-    out(f"achieved: {achieved:.1f} GFLOP/s = {100 * achieved / mm['square_1024']:.0f}% of the 1024^3 matmul rate, "
-        f"{100 * achieved / mm['step_shape']:.0f}% of the step-shape rate")
+    out(f"achieved: {achieved:.1f} GFLOP/s = {100 * achieved / matmul['square_1024']:.0f}% of the 1024^3 matmul rate, "
+        f"{100 * achieved / matmul['step_shape']:.0f}% of the step-shape rate")
     ag = res["agreement"]
     verdict = "OK" if ag["rel_diff"] <= 1e-6 else "MISMATCH"
     out(f"agreement (a) vs (b), float64, p={agree_p}, {ag['steps']} steps from the same init: loss "

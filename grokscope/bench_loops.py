@@ -59,14 +59,11 @@ class DefaultLoop(ReferenceLoop):
     name = "(b) grokscope default path"
 
     def __init__(self, cfg: ExperimentConfig, task, model):
-        self.cfg, self.task, self.model = cfg, task, model
-        self.opt = make_optimizer(model, cfg.optim)
+        super().__init__(cfg, task, model)
         choice = choose_forward(model, task, fast=cfg.train.fast_path)
         self.forward, self.path = choice.fn, choice.path
         self.name = f"(b) grokscope default ({self.path})"
-        self.update = 0
         self.loss_dtype = getattr(torch, cfg.train.loss_dtype)
-        self.x, self.y = task.train_tokens, task.train_labels
 
     def epoch(self) -> float:
         loss = train_step(self.forward, self.opt, self.x, self.y, self.lr(), self.loss_dtype)

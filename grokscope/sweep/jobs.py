@@ -46,9 +46,6 @@ class Job:
     def size(self) -> int:
         return len(self.names)
 
-    def describe(self) -> str:
-        return f"{self.kind}({', '.join(self.names) if self.size <= 3 else f'{self.size} cells'})"
-
 
 @dataclass
 class CellResult:
@@ -157,7 +154,8 @@ def execute_job(job: Job, cells_root: Path | str, *, lock_dir: Path | str | None
                 except (ValueError, TypeError) as e:
                     if any(not _empty(root / n) for n in job.names):
                         raise
-                    _note(f"ensemble not possible ({e}); training the cells one by one")
+                    print(f"grokscope sweep: ensemble not possible ({e}); training the cells one by one",
+                          file=sys.stderr)
                 else:
                     dt = (time.perf_counter() - t0) / len(runs)
                     return [CellResult(n, r.status, dt, ENSEMBLE) for n, r in zip(job.names, runs)]
@@ -192,10 +190,6 @@ def available_cores() -> int:
 
 def _empty(d: Path) -> bool:
     return not d.exists() or (d.is_dir() and not any(d.iterdir()))
-
-
-def _note(msg: str) -> None:
-    print(f"grokscope sweep: {msg}", file=sys.stderr)
 
 
 def _one(d: Path, cfg: ExperimentConfig, name: str) -> CellResult:

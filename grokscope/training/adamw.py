@@ -4,8 +4,7 @@ The same numbers as ``torch.optim.AdamW(..., fused=True)`` (it calls the same fu
 arguments, so the weights are bitwise those of torch's optimiser), without the ``torch.optim.Optimizer``
 machinery around it: that class imports ``torch._dynamo`` on first use, a large part of a command's start-up, for
 a compiler grokscope never calls. Where the fused kernel is missing (torch < 2.4 on the CPU) the update is the
-textbook single-tensor one, written out below. Build it from a config with
-:func:`grokscope.training.optim.make_optimizer`.
+textbook single-tensor one, written out below. :func:`grokscope.training.optim.make_optimizer` builds it.
 
 The interface is the part of ``torch.optim.Optimizer`` the loop and the run store use: ``param_groups``
 (one group; ``lr`` is set per update), ``state`` (per parameter: ``step``, ``exp_avg``, ``exp_avg_sq``, the

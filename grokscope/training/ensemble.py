@@ -1,17 +1,12 @@
 """Train K models at once as one batched computation; each member is stored as its own run.
 
 The members' parameters are stacked on a leading K axis and go through the batched fast path of
-:mod:`grokscope.models.fast` in one forward and one backward. Each member's slices are then updated by the AdamW
-of every single run (:func:`grokscope.training.adamw.adamw_update` with the member's own
-:func:`~grokscope.training.optim.adamw_hyperparameters` and :func:`~grokscope.training.optim.lr_at`), so a
-member's update rule is the single run's, bit for bit. Members may differ in ``model.init_seed``,
-``task.split_seed``, ``task.train_fraction``, ``train.data_seed``, ``optim.lr``, ``optim.weight_decay`` and
-``name``; each member trains on its own split (padded to the largest split, the padding weighted 0), so a member
-equals a single run of its config (to rounding).
-
-Every member directory is written by the single run's :class:`~grokscope.training.recorder.RunRecorder` (config.json,
-metrics.sqlite, checkpoints with HookedTransformer keys, state.safetensors), so a member can be read, analysed
-and even resumed alone with :func:`grokscope.resume`.
+:mod:`grokscope.models.fast` in one forward and one backward. Each member's slices are then updated by the single
+run's AdamW (:func:`~grokscope.training.adamw.adamw_update` with the member's own hyperparameters and learning
+rate from :mod:`grokscope.training.optim`), bit for bit. Members may differ in :data:`ENSEMBLE_FIELDS`; each trains
+on its own split (padded to the largest split, the padding weighted 0), so a member equals a single run of its
+config (to rounding). Each member directory is written by the single run's
+:class:`~grokscope.training.recorder.RunRecorder`, so a member can be read, analysed and resumed alone.
 """
 
 from __future__ import annotations
@@ -60,21 +55,18 @@ def check_ensemble_configs(configs: Sequence[ExperimentConfig]) -> None:
     if not configs:
         raise ValueError("train_ensemble: give at least one config")
     first = field_paths(configs[0])
+    free = ", ".join(sorted(ENSEMBLE_FIELDS - {"name"}))
     for i, cfg in enumerate(configs[1:], start=1):
         for key, value in field_paths(cfg).items():
             if key not in ENSEMBLE_FIELDS and value != first[key]:
-                raise ValueError(
-                    f"train_ensemble: config {i} differs from config 0 in {key} ({value!r} vs {first[key]!r}); "
-                    f"members may differ only in {', '.join(sorted(ENSEMBLE_FIELDS - {'name'}))}"
-                )
+                raise ValueError(f"train_ensemble: config {i} differs from config 0 in {key} ({value!r} vs "
+                                 f"{first[key]!r}); members may differ only in {free}")
     c = configs[0]
     defaults = field_paths(ExperimentConfig())
     for key in UNSUPPORTED_FIELDS:
         if first[key] != defaults[key]:
-            raise ValueError(
-                f"train_ensemble: {key}={first[key]!r} is not supported by the batched ensemble (only the default "
-                f"{defaults[key]!r}); train these runs one by one with 'grokscope train'"
-            )
+            raise ValueError(f"train_ensemble: {key}={first[key]!r} is not supported by the batched ensemble (only the "
+                             f"default {defaults[key]!r}); train these runs one by one with 'grokscope train'")
     if c.task.kind != "modular":
         raise ValueError(f"train_ensemble: ensembles need task.kind='modular', got {c.task.kind!r}")
     if c.train.batch_size is not None:
@@ -159,7 +151,7 @@ class Ensemble:
         for n in self.names:
             self.w[n].grad = None
         logits = self.logits(self.train_tokens)  # [K, N, C]
-        # member by member: one member's [N, C] in float64 stays in cache, all K of them do not (~3x slower);
+        # member by member: one member's [N, C] in float64 stays in cache, all K of them do not (far slower);
         # unbind, not logits[k], whose backward would zero-fill and add a [K, N, C] gradient per member
         dtype = self.loss_dtype
         per_member = torch.stack([

@@ -158,10 +158,8 @@ def _fit_tracked(run_dir: Path, cfg: ExperimentConfig, progress: bool | None, gr
     return run
 
 
-def _fit(
-    run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, trackers: TrackerGroup | None = None,
-    denormals: str = "", governor: ThreadGovernor | None = None,
-) -> Run:
+def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, trackers: TrackerGroup, denormals: str,
+         governor: ThreadGovernor) -> Run:
     settings = cfg.train
     loss_dtype = getattr(torch, settings.loss_dtype)
     task = make_task(cfg.task)
@@ -188,7 +186,6 @@ def _fit(
     record = RunRecorder(run_dir, settings, start=start, trackers=trackers)
     if record.already_finished():
         return record.close()
-    governor = governor or ThreadGovernor(1)
     record.start(cfg, {"forward": choice.path, "message": "", "denormals": denormals})
 
     train_x, train_y = task.train_tokens, task.train_labels  # [N_train, 3], [N_train]

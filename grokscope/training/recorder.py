@@ -1,11 +1,8 @@
-"""What a training run writes, written by one piece of code: :class:`RunRecorder`.
-
-A single run (:mod:`grokscope.training.loop`) and each member of an ensemble (:mod:`grokscope.training.ensemble`)
-hand it their metric rows, weights and optimiser state; it keeps the run directory's record: the metric rows
-(and the trackers' copy), the meta (status, message, final and grok epoch), the checkpoints and the resume state
-(``model.*``, ``rules.*``, ``optim.<param>.<field>`` tensors with the epoch, update and grok epoch). It also holds
-the rules that decide them: the grok epoch (the first logged test accuracy >= :data:`grokscope.measures.GROK_ACC`),
-the stop rule (``train.stop_after_grok``), divergence (a non-finite training loss) and the checkpoint epochs.
+"""What a training run writes, by one piece of code: :class:`RunRecorder`, for a single run and for each member of an
+ensemble alike. It writes the metric rows (and the trackers' copy), the meta, the checkpoints and the resume state
+(``model.*``, ``rules.*``, ``optim.<param>.<field>`` tensors), and holds the rules that decide them: the grok epoch
+(the first logged test accuracy >= :data:`grokscope.measures.GROK_ACC`), the stop rule (``train.stop_after_grok``),
+divergence (a non-finite training loss) and the checkpoint epochs.
 """
 
 from __future__ import annotations
@@ -28,10 +25,7 @@ from grokscope.trackers import TrackerGroup
 from grokscope.training.adamw import AdamW
 from grokscope.training.optim import UpdateRules
 
-__all__ = [
-    "Clock", "ResumePoint", "RunRecorder", "check_state_fits", "checkpoint_epochs", "load_state", "optim_state_tensors",
-    "single_run_state",
-]
+__all__ = ["ResumePoint", "RunRecorder", "checkpoint_epochs", "load_state", "optim_state_tensors", "single_run_state"]
 
 MODEL, RULES, OPTIM = "model.", "rules.", "optim."  # the resume state's key prefixes
 
@@ -140,13 +134,13 @@ class RunRecorder:
     ``message`` and ``final_epoch`` are what :meth:`finish` writes into the meta."""
 
     def __init__(self, run_dir: Path, train: TrainConfig, *, start: ResumePoint = ResumePoint(),
-                 trackers: TrackerGroup | None = None, clock: Clock | None = None):
+                 trackers: TrackerGroup | None = None):
         self.dir, self.train = Path(run_dir), train
         self.checkpoints = checkpoint_epochs(train)
         self.epoch, self.update, self.grok_epoch = start.epoch, start.update, start.grok_epoch
         self.status, self.message, self.final_epoch = "completed", "", train.epochs
         self.trackers = TrackerGroup() if trackers is None else trackers
-        self.clock = Clock() if clock is None else clock
+        self.clock = Clock()
         self.db = MetricsDB(self.dir / METRICS)
 
     def stops_at(self, epoch: int) -> bool:
