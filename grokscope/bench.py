@@ -130,9 +130,9 @@ def agreement(cfg: ExperimentConfig, steps: int, dtype: torch.dtype = torch.floa
         dflt.epoch()
     # the loss after `steps` updates: evaluate both on the training set
     with torch.no_grad():
-        la = F.cross_entropy(reference_forward(ref.model, task.train_tokens).to(torch.float64), task.train_labels)
-        lb = F.cross_entropy(dflt.forward(task.train_tokens).to(torch.float64), task.train_labels)
-    la, lb = la.item(), lb.item()
+        x, y = task.train_tokens, task.train_labels
+        la = F.cross_entropy(reference_forward(ref.model, x).to(torch.float64), y).item()
+        lb = F.cross_entropy(dflt.forward(x).to(torch.float64), y).item()
     return {"steps": steps, "loss_reference": la, "loss_default": lb, "rel_diff": abs(la - lb) / abs(la),
             "path": dflt.path}
 
@@ -210,14 +210,10 @@ def scaling(opts: BenchOptions, log: Callable[[str], None]) -> list[dict[str, fl
             t_ref.append(_median_time(ref.epoch, 1))
             t_fast.append(_median_time(dflt.epoch, 3))
             t_eval.append(_median_time(dflt.evaluate, 1))
-        row = {
-            "p": p,
-            "n_train": task.train_idx.numel(),
-            "reference_ms": 1e3 * statistics.median(t_ref),
-            "default_ms": 1e3 * statistics.median(t_fast),
-            "eval_all_ms": 1e3 * statistics.median(t_eval),
-            "fast_gflop": fast_step_flops(cfg, task.train_idx.numel())["total"] / 1e9,
-        }
+        n_train = task.train_idx.numel()
+        row = {"p": p, "n_train": n_train, "reference_ms": 1e3 * statistics.median(t_ref),
+               "default_ms": 1e3 * statistics.median(t_fast), "eval_all_ms": 1e3 * statistics.median(t_eval),
+               "fast_gflop": fast_step_flops(cfg, n_train)["total"] / 1e9}
         row["ratio"] = row["reference_ms"] / row["default_ms"]
         rows.append(row)
         log(f"  p={p} done")

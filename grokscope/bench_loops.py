@@ -120,7 +120,7 @@ class TransformerLensLoop(ReferenceLoop):
                 param.requires_grad_(False)
         self.cfg, self.task = cfg, task
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(trainable, **adamw_hyperparameters(cfg.optim))  # type: ignore[arg-type]
+        self.opt = torch.optim.AdamW(trainable, **adamw_hyperparameters(cfg.optim))
         self.update = 0
         self.x, self.y = task.train_tokens, task.train_labels
         self.name = f"(d) TransformerLens {transformer_lens_version()}"

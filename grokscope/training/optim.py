@@ -12,6 +12,7 @@ place under no_grad.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +35,7 @@ def lr_at(update: int, optim: OptimConfig) -> float:
     return optim.lr * min(update / optim.warmup_steps, 1.0)
 
 
-def adamw_hyperparameters(optim: OptimConfig) -> dict[str, float | tuple[float, float]]:
+def adamw_hyperparameters(optim: OptimConfig) -> dict[str, Any]:
     """AdamW's ``lr``, ``betas``, ``eps`` and ``weight_decay`` for ``optim``: its own (L2) decay is off when
     ``optim.decay='l1'`` (:class:`UpdateRules` applies that decay after the step)."""
     weight_decay = optim.weight_decay if optim.decay == "l2" else 0.0
@@ -43,7 +44,7 @@ def adamw_hyperparameters(optim: OptimConfig) -> dict[str, float | tuple[float, 
 
 def make_optimizer(model: nn.Module, optim: OptimConfig) -> AdamW:
     """AdamW over the model's parameters with :func:`adamw_hyperparameters`."""
-    return AdamW(model.parameters(), **adamw_hyperparameters(optim))  # type: ignore[arg-type]
+    return AdamW(model.parameters(), **adamw_hyperparameters(optim))
 
 
 def trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:

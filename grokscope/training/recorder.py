@@ -188,7 +188,7 @@ class RunRecorder:
         self.db.set_meta({"status": "failed", "message": self.message, "final_epoch": str(epoch)})
         return self.message
 
-    def save(self, epoch: int, weights: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> None:
+    def save(self, epoch: int, weights: dict[str, Tensor], state: Mapping[str, Tensor]) -> None:
         """The checkpoint of ``epoch`` (``weights``: a HookedTransformer-keyed state dict) and the resume state:
         the weights as ``model.*`` and ``state`` (``rules.*`` and ``optim.*`` tensors) at the current update."""
         with self.clock("checkpoints"):
