@@ -31,8 +31,8 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from grokscope.interp.attribution import attribution_patching, compare_with_activation_patching
     from grokscope.interp import cluster_patching, make_corruption
+    from grokscope.interp.attribution import attribution_patching, compare_with_activation_patching
     from grokscope.interp.probes import probe_model
     from grokscope.interp.sae import SAEConfig, sae_on_checkpoint
     from grokscope.measures import detect_phases, key_frequencies
