@@ -226,8 +226,8 @@ def _grid_cached(run_dir: str, step: int, _mtime: float) -> Grid:
         for chunk in _grid_tokens(p).split(4096):
             out, cache = model.run_with_cache(chunk)
             logits.append(out[:, :p].float())
-            post = cache[measures.post_hook_name(model)]
-            posts.append((post[:, -1] if post.dim() == 3 else post).float())
+            hooked = cache[measures.post_hook_name(model)]
+            posts.append((hooked[:, -1] if hooked.dim() == 3 else hooked).float())
             if has_blocks(model):
                 attns.append(cache["blocks.0.attn.hook_pattern"][:, :, -1, :].float())  # [batch, head, k]
     post = torch.cat(posts).reshape(p, p, -1).numpy()
