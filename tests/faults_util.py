@@ -133,8 +133,16 @@ def wait_until_training(proc: subprocess.Popen, wal_files, started: float, timeo
         time.sleep(0.01)
 
 
-def run_with_kills(first: list[str], again: list[str], kills: list[Kill], *, wal_files, killpg: bool = False,
-                   after_kill=None, max_attempts: int = 200) -> list[str]:
+def run_with_kills(
+    first: list[str],
+    again: list[str],
+    kills: list[Kill],
+    *,
+    wal_files,
+    killpg: bool = False,
+    after_kill=None,
+    max_attempts: int = 200,
+) -> list[str]:
     """Run ``first`` (grokscope arguments), delivering ``kills`` one per process; after each kill run ``again``
     (the resume command), until a process exits 0 (a run may complete before every planned kill lands).
     Returns the kinds of the SIGKILLs delivered, in order. ``killpg``: start each
@@ -144,8 +152,9 @@ def run_with_kills(first: list[str], again: list[str], kills: list[Kill], *, wal
     for _ in range(max_attempts):
         kill = pending[0] if pending else None
         started = time.time()
-        proc = subprocess.Popen(grokscope_cmd(args, kill), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=killpg)
+        proc = subprocess.Popen(
+            grokscope_cmd(args, kill), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=killpg
+        )
         if kill is not None and kill.kind == "moment":
             wait_until_training(proc, wal_files, started)
             time.sleep(kill.delay)
@@ -171,7 +180,10 @@ def stored_files(run_dir: Path) -> dict[str, str]:
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return {}
-    return {f"checkpoints/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("step_*.safetensors"))}
+    return {
+        f"checkpoints/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.glob("step_*.safetensors"))
+    }
 
 
 def checkpoint_bytes(run_dir: Path, step: int) -> bytes:

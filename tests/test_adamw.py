@@ -1,4 +1,5 @@
-"""grokscope's AdamW: bitwise torch.optim.AdamW's fused update, or its single-tensor update where no fused kernel exists."""
+"""grokscope's AdamW: bitwise torch.optim.AdamW's fused update, or its single-tensor update where no fused kernel
+exists."""
 
 import sys
 
@@ -14,8 +15,11 @@ KW = dict(lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=1.0)
 def _train(make, steps=25, seed=0):
     """Parameters after ``steps`` updates with scripted gradients of changing scale, a warm-up and a frozen tensor."""
     gen = torch.Generator().manual_seed(seed)
-    params = [torch.randn(40, 7, generator=gen).requires_grad_(), torch.randn(13, generator=gen).requires_grad_(),
-              torch.randn(3, generator=gen).requires_grad_()]
+    params = [
+        torch.randn(40, 7, generator=gen).requires_grad_(),
+        torch.randn(13, generator=gen).requires_grad_(),
+        torch.randn(3, generator=gen).requires_grad_(),
+    ]
     opt = make(params)
     for i in range(steps):
         for p in params[:2]:  # params[2] never gets a gradient: torch leaves it (and its state) alone
@@ -52,7 +56,9 @@ def test_closed_form_first_step():
     opt = AdamW([p], lr=0.1, betas=(0.9, 0.99), eps=1e-12, weight_decay=0.5)
     p.grad = torch.tensor([3.0, -4.0, 1e-3], dtype=torch.float64)
     opt.step()
-    expected = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) * (1 - 0.1 * 0.5) - 0.1 * torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)
+    expected = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) * (1 - 0.1 * 0.5) - 0.1 * torch.tensor(
+        [1.0, -1.0, 1.0], dtype=torch.float64
+    )
     assert torch.allclose(p.detach(), expected, rtol=0, atol=1e-9)
     assert float(opt.state[p]["step"]) == 1.0
 

@@ -200,7 +200,12 @@ def test_analyze_command_writes_analysis_json(tmp_path, capsys):
     good = quadratic_mlp_addition(P, FREQS, scale=2.0)
     rand = build_model(ModelConfig(arch="mlp", d_model=4, d_mlp=10), d_vocab=P + 1, d_vocab_out=P, n_ctx=3).eval()
     metrics = pd.DataFrame(
-        {"train_acc": [0.1, 1.0, 1.0], "test_acc": [0.1, 0.5, 1.0], "test_loss": [3.0, 2.0, 0.01], "train_loss": [3, 0.1, 0.01]},
+        {
+            "train_acc": [0.1, 1.0, 1.0],
+            "test_acc": [0.1, 0.5, 1.0],
+            "test_loss": [3.0, 2.0, 0.01],
+            "train_loss": [3, 0.1, 0.01],
+        },
         index=pd.Index([0, 100, 200], name="step"),
     )
     run = FakeRun(tmp_path, cfg, {0: rand, 200: good}, metrics)
@@ -226,7 +231,8 @@ def test_analyze_user_errors_are_one_line_run_errors(tmp_path):
         analyze_run(FakeRun(tmp_path, cfg, {}))
     with pytest.raises(RunError, match="no checkpoint at step 5 \\(nearest: 0\\)"):
         analyze_run(FakeRun(tmp_path, cfg, {0: model}), step=5)
-    # Division is no error: the zoo analyses stand in and say what the missing full grid rules out (test_zoo_analyze.py).
+    # Division is no error: the zoo analyses stand in and say what the missing full grid rules out
+    # (test_zoo_analyze.py).
     analysis, data = analyze_run(FakeRun(tmp_path, TaskConfig(p=P, formula="a/b"), {0: model}), write=False)
     assert analysis is None and "division by zero" in data["zoo"]["skipped"]["Fourier analysis and progress measures"]
     with pytest.raises(RunError, match="--key-freqs"):
@@ -252,10 +258,17 @@ def test_cli_exit_code_2_on_missing_run(tmp_path, capsys):
 
 def test_print_run_summary(tmp_path, capsys):
     metrics = pd.DataFrame(
-        {"train_acc": [0.1, 1.0, 1.0], "test_acc": [0.1, 0.5, 1.0], "test_loss": [3.0, 2.0, 0.01], "train_loss": [3, 0.1, 0.01]},
+        {
+            "train_acc": [0.1, 1.0, 1.0],
+            "test_acc": [0.1, 0.5, 1.0],
+            "test_loss": [3.0, 2.0, 0.01],
+            "train_loss": [3, 0.1, 0.01],
+        },
         index=pd.Index([0, 100, 200], name="step"),
     )
-    run = FakeRun(tmp_path, TaskConfig(p=P), {100: quadratic_mlp_addition(P, [3]), 200: quadratic_mlp_addition(P, FREQS)}, metrics)
+    run = FakeRun(
+        tmp_path, TaskConfig(p=P), {100: quadratic_mlp_addition(P, [3]), 200: quadratic_mlp_addition(P, FREQS)}, metrics
+    )
     print_run_summary(run)
     out = capsys.readouterr().out
     assert "Phases" in out and "Table 5" in out and "{2, 5}" in out

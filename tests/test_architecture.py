@@ -34,7 +34,8 @@ def from_imports(sources: dict[str, str]):
 
 
 def import_graph(sources: dict[str, str], top: str = "grokscope") -> dict[str, set[str]]:
-    """Module -> the package modules it imports (``from pkg import name`` counts as ``pkg.name`` when that is a module)."""
+    """Module -> the package modules it imports (``from pkg import name`` counts as ``pkg.name`` when that is a
+    module)."""
 
     def resolve(name: str) -> str | None:
         while name and name not in sources:
@@ -43,7 +44,9 @@ def import_graph(sources: dict[str, str], top: str = "grokscope") -> dict[str, s
 
     targets: list[tuple[str, str]] = []  # (importer, imported name)
     for module, text in sources.items():
-        targets += [(module, a.name) for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Import) for a in node.names]
+        targets += [
+            (module, a.name) for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Import) for a in node.names
+        ]
     for module, node, base in from_imports(sources):
         targets += [(module, f"{base}.{a.name}" if f"{base}.{a.name}" in sources else base) for a in node.names]
     graph: dict[str, set[str]] = {m: set() for m in sources}
@@ -59,7 +62,9 @@ def plugin_edges(sources: dict[str, str]) -> set[str]:
     """The feature CLIs ``grokscope.cli`` loads by name (its ``PLUGIN_COMMANDS`` strings, which no import statement
     shows): dependencies all the same."""
     for node in ast.walk(ast.parse(sources["grokscope.cli"])):
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "PLUGIN_COMMANDS" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "PLUGIN_COMMANDS" for t in node.targets
+        ):
             return set(ast.literal_eval(node.value))
     raise AssertionError("grokscope.cli has no PLUGIN_COMMANDS")
 
@@ -154,14 +159,23 @@ def private_imports(sources: dict[str, str]) -> set[tuple[str, str]]:
 
 
 def test_the_private_import_checker_sees_plain_and_relative_imports():
-    sources = {"grokscope": "", "grokscope.p": "", "grokscope.p.a": "from ._core import _x, y\n", "grokscope.b": "from grokscope.p.a import _z\n"}
+    sources = {
+        "grokscope": "",
+        "grokscope.p": "",
+        "grokscope.p.a": "from ._core import _x, y\n",
+        "grokscope.b": "from grokscope.p.a import _z\n",
+    }
     assert private_imports(sources) == {("grokscope.p.a", "grokscope.p._core._x"), ("grokscope.b", "grokscope.p.a._z")}
 
 
 def test_no_new_private_name_is_imported_across_modules():
     found = private_imports(module_sources())
-    assert not found - PRIVATE_IMPORTS_LEFT, f"new private imports: {sorted(found - PRIVATE_IMPORTS_LEFT)}; make the name public"
-    assert not PRIVATE_IMPORTS_LEFT - found, f"fixed, remove from PRIVATE_IMPORTS_LEFT: {sorted(PRIVATE_IMPORTS_LEFT - found)}"
+    assert not found - PRIVATE_IMPORTS_LEFT, (
+        f"new private imports: {sorted(found - PRIVATE_IMPORTS_LEFT)}; make the name public"
+    )
+    assert not PRIVATE_IMPORTS_LEFT - found, (
+        f"fixed, remove from PRIVATE_IMPORTS_LEFT: {sorted(PRIVATE_IMPORTS_LEFT - found)}"
+    )
 
 
 def test_a_missing_extra_is_skipped_but_a_broken_grokscope_module_is_an_error():
@@ -170,8 +184,10 @@ def test_a_missing_extra_is_skipped_but_a_broken_grokscope_module_is_an_error():
     from grokscope.cli_args import raise_unless_extra
 
     raise_unless_extra(ModuleNotFoundError("No module named 'plotly'", name="plotly"))  # an extra: the caller skips
-    for broken in (ImportError("cannot import name 'x' from 'grokscope.figures.report'", name="grokscope.figures.report"),
-                   ImportError("something inside failed")):  # no module named: not provably an extra
+    for broken in (
+        ImportError("cannot import name 'x' from 'grokscope.figures.report'", name="grokscope.figures.report"),
+        ImportError("something inside failed"),
+    ):  # no module named: not provably an extra
         with pytest.raises(ImportError):
             raise_unless_extra(broken)
 
@@ -181,20 +197,37 @@ def test_a_missing_extra_is_skipped_but_a_broken_grokscope_module_is_an_error():
 #: feature package's ``cli`` module is on the top floor.
 FLOORS: dict[str, int] = {
     # 0 the language: configs, the formula grammar they validate, how computations run
-    "grokscope.config": 0, "grokscope.config_fields": 0, "grokscope.formula": 0, "grokscope.runtime": 0,
+    "grokscope.config": 0,
+    "grokscope.config_fields": 0,
+    "grokscope.formula": 0,
+    "grokscope.runtime": 0,
     # 1 pure math: datasets, models, measures; presets (functions returning configs)
-    "grokscope.tasks": 1, "grokscope.models": 1, "grokscope.measures": 1, "grokscope.presets": 1,
+    "grokscope.tasks": 1,
+    "grokscope.models": 1,
+    "grokscope.measures": 1,
+    "grokscope.presets": 1,
     "grokscope.presets_zoo": 1,
     # 2 training and storage: the loop, the run directory, trackers, conversions, what every command line shares
-    "grokscope.training": 2, "grokscope.store": 2, "grokscope.trackers": 2, "grokscope.interop": 2,
+    "grokscope.training": 2,
+    "grokscope.store": 2,
+    "grokscope.trackers": 2,
+    "grokscope.interop": 2,
     "grokscope.cli_args": 2,
     # 3 reverse engineering of checkpoints
-    "grokscope.analysis": 3, "grokscope.interp": 3,
+    "grokscope.analysis": 3,
+    "grokscope.interp": 3,
     # 4 pictures, sweeps, the viewer, exports and benchmarks
-    "grokscope.figures": 4, "grokscope.sweep": 4, "grokscope.serve": 4, "grokscope.export": 4, "grokscope.bench": 4,
-    "grokscope.bench_loops": 4, "grokscope.bench_run": 4,
+    "grokscope.figures": 4,
+    "grokscope.sweep": 4,
+    "grokscope.serve": 4,
+    "grokscope.export": 4,
+    "grokscope.bench": 4,
+    "grokscope.bench_loops": 4,
+    "grokscope.bench_run": 4,
     # 5 the command line and the public API
-    "grokscope.cli": 5, "grokscope.__main__": 5, "grokscope": 5,
+    "grokscope.cli": 5,
+    "grokscope.__main__": 5,
+    "grokscope": 5,
 }
 
 
@@ -214,8 +247,12 @@ def upward_imports(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
 
 
 def test_the_floor_checker_sees_an_upward_import():
-    graph = {"grokscope.config": {"grokscope.tasks.modular"}, "grokscope.sweep.cli": {"grokscope.sweep.local"},
-             "grokscope.tasks.modular": {"grokscope.config"}, "grokscope.sweep.local": set()}
+    graph = {
+        "grokscope.config": {"grokscope.tasks.modular"},
+        "grokscope.sweep.cli": {"grokscope.sweep.local"},
+        "grokscope.tasks.modular": {"grokscope.config"},
+        "grokscope.sweep.local": set(),
+    }
     assert upward_imports(graph) == {("grokscope.config", "grokscope.tasks.modular")}
     assert floor_of("grokscope.analysis.cli") == 5 and floor_of("grokscope.measures.names") == 1
 
@@ -223,4 +260,6 @@ def test_the_floor_checker_sees_an_upward_import():
 def test_no_module_imports_from_a_floor_above_its_own():
     graph = import_graph(module_sources())
     found = upward_imports(graph)
-    assert not found, "imports from a higher floor:\n" + "\n".join(f"  {m} (floor {floor_of(m)}) -> {t} (floor {floor_of(t)})" for m, t in sorted(found))
+    assert not found, "imports from a higher floor:\n" + "\n".join(
+        f"  {m} (floor {floor_of(m)}) -> {t} (floor {floor_of(t)})" for m, t in sorted(found)
+    )

@@ -76,7 +76,9 @@ ROWS = [
     Row(tiny("--set", "task.p=true"), "task.p: expected an integer, got True"),
     Row(tiny("--set", "task.p=" + DEEP), "task.p: expected an integer"),
     Row(tiny("--set", "task.kind=s6"), "task.kind: unknown task kind 's6'"),
-    Row(tiny("--set", "task.split_seed=1180591620717411303424"), "task.split_seed: must be an integer in 0..4294967295"),
+    Row(
+        tiny("--set", "task.split_seed=1180591620717411303424"), "task.split_seed: must be an integer in 0..4294967295"
+    ),
     Row(tiny("--set", "model.init_seed=-1"), "model.init_seed: must be an integer in 0..4294967295"),
     Row(tiny("--set", "model.d_model=0"), "model.d_model: must be an integer in 1..65536"),
     Row(tiny("--set", "model.act_fn=tanh"), "model.act_fn: unknown activation 'tanh'"),
@@ -84,45 +86,109 @@ ROWS = [
     Row(tiny("--set", "name=../../etc/evil"), "name: must be 1..200 characters without '/'"),
     Row(tiny("--set", "name="), "name: must be 1..200 characters"),
     # ---- formulas
-    Row(tiny("--set", "task.formula=a/b", "--set", "task.p=15"), "task.p: the formula 'a/b' divides, which needs a prime p; 15 is not prime"),
+    Row(
+        tiny("--set", "task.formula=a/b", "--set", "task.p=15"),
+        "task.p: the formula 'a/b' divides, which needs a prime p; 15 is not prime",
+    ),
     Row(tiny("--set", "task.formula=a+*b"), "task.formula: unexpected '*'"),
     Row(tiny("--set", "task.formula="), "task.formula: the formula is empty"),
-    Row(tiny("--set", "task.formula=__import__('os').system('touch pwned')"), "task.formula: unknown name '__import__'"),
+    Row(
+        tiny("--set", "task.formula=__import__('os').system('touch pwned')"), "task.formula: unknown name '__import__'"
+    ),
     Row(tiny("--set", "task.formula=a.__class__"), "task.formula: unexpected character '.'"),
     Row(tiny("--set", "task.formula=open('x')"), "task.formula: unknown name 'open'"),
     Row(tiny("--set", "task.formula=ａ+b"), "task.formula: unexpected character 'ａ' at position 1"),
     Row(tiny("--set", "task.formula=a**1000"), "task.formula: exponent 1000 is too large"),
-    Row(tiny("--set", "task.formula=" + "(" * 60 + "a" + ")" * 60), "task.formula: the formula nests deeper than 50 levels"),
+    Row(
+        tiny("--set", "task.formula=" + "(" * 60 + "a" + ")" * 60),
+        "task.formula: the formula nests deeper than 50 levels",
+    ),
     Row(tiny("--set", "task.formula=" + "a+" * 150 + "b"), "task.formula: the formula is longer than 200 characters"),
     # ---- config files
     Row(["train", "--config", "/nonexistent/config.json"], "--config /nonexistent/config.json: cannot read"),
     Row(["train", "--config", "."], "--config .: cannot read (Is a directory)"),
     Row(["train", "--config", "bad.json"], "--config bad.json: config: not valid JSON", cfg("{'task': 1}")),
     Row(["train", "--config", "bad.json"], "--config bad.json: config: not valid JSON", cfg("")),
-    Row(["train", "--config", "bad.json"], "--config bad.json: config: not a config (JSON nested too deeply)", cfg(DEEP)),
+    Row(
+        ["train", "--config", "bad.json"], "--config bad.json: config: not a config (JSON nested too deeply)", cfg(DEEP)
+    ),
     Row(["train", "--config", "bad.json"], "--config bad.json: not UTF-8 text", {"bad.json": b'{"name": "\xff\xfe"}'}),
     Row(["train", "--config", "bad.json"], "--config bad.json: config: expected an object, got list", cfg([1, 2])),
-    Row(["train", "--config", "bad.json"], "--config bad.json: optimizer: unknown field", cfg({"optimizer": {"lr": 1}})),
-    Row(["train", "--config", "bad.json"], "--config bad.json: task: expected an object, got NoneType", cfg({"task": None})),
-    Row(["train", "--config", "bad.json"], "--config bad.json: task.p: expected an integer, got 'big'", cfg({"task": {"p": "big"}})),
-    Row(["train", "--config", "bad.json"], "--config bad.json: task.p: must be an integer in 3..2000, got 1000000000", cfg({"task": {"p": 10**9}})),
-    Row(["train", "--config", "bad.json"], "--config bad.json: train.epochs: must be an integer in 1..10000000, got 0", cfg({"train": {"epochs": 0}})),
-    Row(["train", "--config", "bad.json"], "--config bad.json: model.n_layers: expected an integer, got '1'", cfg({"model": {"n_layers": "1"}})),
-    Row(["train", "--config", "bad.json"], "--config bad.json: task.formula: unexpected character 'α'", cfg({"task": {"formula": "α+β"}})),
+    Row(
+        ["train", "--config", "bad.json"], "--config bad.json: optimizer: unknown field", cfg({"optimizer": {"lr": 1}})
+    ),
+    Row(
+        ["train", "--config", "bad.json"],
+        "--config bad.json: task: expected an object, got NoneType",
+        cfg({"task": None}),
+    ),
+    Row(
+        ["train", "--config", "bad.json"],
+        "--config bad.json: task.p: expected an integer, got 'big'",
+        cfg({"task": {"p": "big"}}),
+    ),
+    Row(
+        ["train", "--config", "bad.json"],
+        "--config bad.json: task.p: must be an integer in 3..2000, got 1000000000",
+        cfg({"task": {"p": 10**9}}),
+    ),
+    Row(
+        ["train", "--config", "bad.json"],
+        "--config bad.json: train.epochs: must be an integer in 1..10000000, got 0",
+        cfg({"train": {"epochs": 0}}),
+    ),
+    Row(
+        ["train", "--config", "bad.json"],
+        "--config bad.json: model.n_layers: expected an integer, got '1'",
+        cfg({"model": {"n_layers": "1"}}),
+    ),
+    Row(
+        ["train", "--config", "bad.json"],
+        "--config bad.json: task.formula: unexpected character 'α'",
+        cfg({"task": {"formula": "α+β"}}),
+    ),
     Row(["train", "--config", "bad.json"], "--config bad.json: name: must be 1..200 characters", cfg({"name": "a\nb"})),
     # ---- sweep specs
     Row(["sweep", "nope.json", "--out", "o"], "nope.json: no such sweep spec file"),
     Row(["sweep", "spec.json", "--out", "o"], "spec.json: not valid JSON", spec("{name: s}")),
     Row(["sweep", "spec.json", "--out", "o"], "spec.json: not a sweep spec (JSON nested too deeply)", spec(DEEP)),
     Row(["sweep", "spec.json", "--out", "o"], "spec.json: sweep spec: expected an object, got list", spec([GOOD_SPEC])),
-    Row(["sweep", "spec.json", "--out", "o"], "spec.json: sweep spec: unknown key 'grid'", spec({**GOOD_SPEC, "grid": {}})),
-    Row(["sweep", "spec.json", "--out", "o"], "spec.json: name: must be 1..80 characters", spec({**GOOD_SPEC, "name": "../x"})),
-    Row(["sweep", "spec.json", "--out", "o"], "spec.json: base: unknown preset 'nope'", spec({**GOOD_SPEC, "base": "nope"})),
-    Row(["sweep", "spec.json", "--out", "o"], "unknown config field 'optim.λ'", spec({**GOOD_SPEC, "axes": {"optim.λ": [1]}})),
+    Row(
+        ["sweep", "spec.json", "--out", "o"],
+        "spec.json: sweep spec: unknown key 'grid'",
+        spec({**GOOD_SPEC, "grid": {}}),
+    ),
+    Row(
+        ["sweep", "spec.json", "--out", "o"],
+        "spec.json: name: must be 1..80 characters",
+        spec({**GOOD_SPEC, "name": "../x"}),
+    ),
+    Row(
+        ["sweep", "spec.json", "--out", "o"],
+        "spec.json: base: unknown preset 'nope'",
+        spec({**GOOD_SPEC, "base": "nope"}),
+    ),
+    Row(
+        ["sweep", "spec.json", "--out", "o"],
+        "unknown config field 'optim.λ'",
+        spec({**GOOD_SPEC, "axes": {"optim.λ": [1]}}),
+    ),
     Row(["sweep", "spec.json", "--out", "o"], "seeds: a count must be >= 1, got -1", spec({**GOOD_SPEC, "seeds": -1})),
-    Row(["sweep", "spec.json", "--out", "o"], "count must be >= 1, got 0", spec({**GOOD_SPEC, "axes": {"optim.lr": {"linspace": [0.1, 1, 0]}}})),
-    Row(["sweep", "spec.json", "--out", "o"], "task.p: must be an integer in 3..2000, got 5000", spec({**GOOD_SPEC, "axes": {"task.p": [13, 5000]}})),
-    Row(["sweep", "spec.json", "--out", "o"], "set: train.epochs: must be an integer in 1..10000000, got 0", spec({**GOOD_SPEC, "set": {"train.epochs": 0}})),
+    Row(
+        ["sweep", "spec.json", "--out", "o"],
+        "count must be >= 1, got 0",
+        spec({**GOOD_SPEC, "axes": {"optim.lr": {"linspace": [0.1, 1, 0]}}}),
+    ),
+    Row(
+        ["sweep", "spec.json", "--out", "o"],
+        "task.p: must be an integer in 3..2000, got 5000",
+        spec({**GOOD_SPEC, "axes": {"task.p": [13, 5000]}}),
+    ),
+    Row(
+        ["sweep", "spec.json", "--out", "o"],
+        "set: train.epochs: must be an integer in 1..10000000, got 0",
+        spec({**GOOD_SPEC, "set": {"train.epochs": 0}}),
+    ),
     Row(["sweep", "spec.json", "--out", "o", "--workers", "-1"], "--workers: must be >= 0, got -1", spec(GOOD_SPEC)),
     Row(["sweep", "spec.json", "--out", "file.txt"], "file.txt: exists and is not a directory", spec(GOOD_SPEC)),
     Row(["sweep", ".", "--out", "o"], "is a directory, not a sweep spec"),
@@ -136,10 +202,24 @@ ROWS = [
     Row(["show", "run/../../../../../../../../etc"], "not a grokscope run"),
     Row(["show", "ранний-прогон"], "ранний-прогон: no such run directory"),
     Row(["show", "badrun"], "badrun/config.json: invalid run config (config: not valid JSON", BAD_RUN_CONFIG),
-    Row(["show", "run"], "run/checkpoints/step_00000010.safetensors: damaged safetensors file", {"run/checkpoints/step_00000010.safetensors": b"garbage"}),
-    Row(["show", "run"], "run/metrics.sqlite: damaged metrics database", {"run/metrics.sqlite": b"not a database" * 100}),
-    Row(["analyze", "run"], "run/checkpoints/step_00000020.safetensors: damaged safetensors file", {"run/checkpoints/step_00000020.safetensors": b"\0" * 8}),
-    Row(["train", "--resume", "run"], "run/state.safetensors: damaged safetensors file", {"run/state.safetensors": b"{}"}),
+    Row(
+        ["show", "run"],
+        "run/checkpoints/step_00000010.safetensors: damaged safetensors file",
+        {"run/checkpoints/step_00000010.safetensors": b"garbage"},
+    ),
+    Row(
+        ["show", "run"], "run/metrics.sqlite: damaged metrics database", {"run/metrics.sqlite": b"not a database" * 100}
+    ),
+    Row(
+        ["analyze", "run"],
+        "run/checkpoints/step_00000020.safetensors: damaged safetensors file",
+        {"run/checkpoints/step_00000020.safetensors": b"\0" * 8},
+    ),
+    Row(
+        ["train", "--resume", "run"],
+        "run/state.safetensors: damaged safetensors file",
+        {"run/state.safetensors": b"{}"},
+    ),
     Row(["train", "--resume", "/nonexistent/run"], "no such run directory"),
     Row(["train", "--resume", "notarun"], "notarun: not a grokscope run"),
     Row(["train", "--resume", "badrun"], "badrun/config.json: invalid run config", BAD_RUN_CONFIG),
@@ -176,7 +256,11 @@ def trained(tmp_path_factory):
     from grokscope.presets import tiny as tiny_preset
 
     out = tmp_path_factory.mktemp("bad-inputs") / "run"
-    train(apply_overrides(tiny_preset(), {"train.epochs": 20, "train.checkpoint_every": 10, "train.measure_every": 10}), out, progress=False)
+    train(
+        apply_overrides(tiny_preset(), {"train.epochs": 20, "train.checkpoint_every": 10, "train.measure_every": 10}),
+        out,
+        progress=False,
+    )
     return out
 
 

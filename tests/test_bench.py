@@ -15,10 +15,41 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_bench_quick_prints_ratios(tmp_path, capsys):
     out_json = tmp_path / "bench.json"
-    code = main(["bench", "--quick", "--p", "11", "--scaling", "7", "11", "--agree-steps", "10", "--run-epochs", "5", "--repeats", "2", "--epochs", "2", "--k", "2", "--no-tl", "--json", str(out_json)])
+    code = main(
+        [
+            "bench",
+            "--quick",
+            "--p",
+            "11",
+            "--scaling",
+            "7",
+            "11",
+            "--agree-steps",
+            "10",
+            "--run-epochs",
+            "5",
+            "--repeats",
+            "2",
+            "--epochs",
+            "2",
+            "--k",
+            "2",
+            "--no-tl",
+            "--json",
+            str(out_json),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
-    for text in ("(a) reference", "(b) grokscope default (fast)", "(c) ensemble K=2", "x ref", "agreement (a) vs (b)", "OK", "FLOPs per epoch"):
+    for text in (
+        "(a) reference",
+        "(b) grokscope default (fast)",
+        "(c) ensemble K=2",
+        "x ref",
+        "agreement (a) vs (b)",
+        "OK",
+        "FLOPs per epoch",
+    ):
         assert text in out
     res = json.loads(out_json.read_text())
     assert res["agreement"]["rel_diff"] <= 1e-6
@@ -26,11 +57,13 @@ def test_bench_quick_prints_ratios(tmp_path, capsys):
     assert res["transformer_lens"].startswith("skipped")
     # the whole run is compared with the reference loop timed just before and just after it
     assert "x the reference loop with test loss every epoch" in out and "just before and after the run" in out
-    (name, loop), = res["whole_run"]["loops"].items()
+    ((name, loop),) = res["whole_run"]["loops"].items()
     assert name.startswith("(a) reference") and loop["before"] > 0 and loop["after"] > 0
     # the combined rate is total epochs over total time: --epochs 2 demo epochs before the run and 2 after it
     assert loop["rate"] == pytest.approx((2 + 2) / (2 / loop["before"] + 2 / loop["after"]), rel=1e-12)
-    printed = re.search(r"\(([\d.]+) ep/s, timed for 2 epochs just before and after the run: ([\d.]+) and ([\d.]+)\)", out)
+    printed = re.search(
+        r"\(([\d.]+) ep/s, timed for 2 epochs just before and after the run: ([\d.]+) and ([\d.]+)\)", out
+    )
     assert printed and printed.groups() == (f"{loop['rate']:.2f}", f"{loop['before']:.2f}", f"{loop['after']:.2f}")
 
 

@@ -12,21 +12,42 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _phases(mem, circ, clean):
-    return Phases(grok_epoch=None, train_fit_epoch=None, memorisation_end=mem, circuit_formation_end=circ, cleanup_end=clean, excluded_loss_column=None)
+    return Phases(
+        grok_epoch=None,
+        train_fit_epoch=None,
+        memorisation_end=mem,
+        circuit_formation_end=circ,
+        cleanup_end=clean,
+        excluded_loss_column=None,
+    )
 
 
 def test_segments_follow_the_boundaries_and_stop_at_the_last_epoch():
     assert phase_segments(_phases(1400, 5600, 9000), 11090) == [
-        ("memorisation", 0, 1400), ("circuit formation", 1400, 5600), ("cleanup", 5600, 9000), ("after cleanup", 9000, 11090)
+        ("memorisation", 0, 1400),
+        ("circuit formation", 1400, 5600),
+        ("cleanup", 5600, 9000),
+        ("after cleanup", 9000, 11090),
     ]
     # a run that stops before the cleanup is over: no 'after' segment, cleanup ends with the run
-    assert phase_segments(_phases(1400, 5600, None), 7000) == [("memorisation", 0, 1400), ("circuit formation", 1400, 5600), ("cleanup", 5600, 7000)]
+    assert phase_segments(_phases(1400, 5600, None), 7000) == [
+        ("memorisation", 0, 1400),
+        ("circuit formation", 1400, 5600),
+        ("cleanup", 5600, 7000),
+    ]
     # one that never groks: circuit formation (from the excluded loss's minimum) to the end
-    assert phase_segments(_phases(300, None, None), 2000) == [("memorisation", 0, 300), ("circuit formation", 300, 2000)]
+    assert phase_segments(_phases(300, None, None), 2000) == [
+        ("memorisation", 0, 300),
+        ("circuit formation", 300, 2000),
+    ]
     # one that never fits its training set: all memorisation
     assert phase_segments(_phases(None, None, None), 500) == [("memorisation", 0, 500)]
     # a cleanup that ends exactly at the last epoch leaves no empty 'after' segment
-    assert phase_segments(_phases(10, 20, 30), 30) == [("memorisation", 0, 10), ("circuit formation", 10, 20), ("cleanup", 20, 30)]
+    assert phase_segments(_phases(10, 20, 30), 30) == [
+        ("memorisation", 0, 10),
+        ("circuit formation", 10, 20),
+        ("cleanup", 20, 30),
+    ]
 
 
 def test_segment_seconds_interpolate_between_logged_epochs():
@@ -50,8 +71,24 @@ def test_wall_stamps_record_the_clock_at_each_logged_epoch():
 
 def test_whole_run_cli_prints_a_row_per_phase_and_where_the_time_went(tmp_path, capsys):
     out_json = tmp_path / "whole.json"
-    code = main(["bench", "--whole-run", "--quick", "--p", "13", "--run-epochs", "60", "--peer-epochs", "1", "--no-tl",
-                 "--out", str(tmp_path / "run"), "--json", str(out_json)])
+    code = main(
+        [
+            "bench",
+            "--whole-run",
+            "--quick",
+            "--p",
+            "13",
+            "--run-epochs",
+            "60",
+            "--peer-epochs",
+            "1",
+            "--no-tl",
+            "--out",
+            str(tmp_path / "run"),
+            "--json",
+            str(out_json),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     res = json.loads(out_json.read_text())

@@ -16,18 +16,31 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("plotly")
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]'): browser tests skipped")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]'): browser tests skipped"
+)
 
 from figure_runs import copy_run  # noqa: E402
 
 from grokscope.figures import build_all, write_report  # noqa: E402
 from grokscope.serve import make_server  # noqa: E402
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 # every figure of a report page has been drawn (RENDER_JS sets data-ready once Plotly.newPlot resolves)
 # page waits are on page state; their timeout only bounds a hang (a shared 2-core machine may be slow, never this slow)
 HANG_MS = 300_000
-ALL_READY = "document.querySelectorAll('script.figure-data').length > 0 && document.querySelectorAll('.plot[data-ready=\"1\"]').length === document.querySelectorAll('script.figure-data').length"
+ALL_READY = (
+    "document.querySelectorAll('script.figure-data').length > 0 && "
+    "document.querySelectorAll('.plot[data-ready=\"1\"]').length === "
+    "document.querySelectorAll('script.figure-data').length"
+)
 
 
 def chromium_path() -> str | None:
@@ -45,7 +58,9 @@ def chromium_path() -> str | None:
 def browser():
     exe = chromium_path()
     if exe is None:
-        pytest.skip("no Chromium binary found (apt-get install chromium, or set GROKSCOPE_CHROMIUM): browser tests skipped")
+        pytest.skip(
+            "no Chromium binary found (apt-get install chromium, or set GROKSCOPE_CHROMIUM): browser tests skipped"
+        )
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
         yield b
@@ -200,11 +215,18 @@ def test_viewer_curve_grows_while_a_run_trains(page, viewer, tmp_path):
     page.goto(url + "/", wait_until="load")
     assert page.locator("tr[data-run='live'] .status").inner_text() == "running"
     page.goto(url + "/run/live", wait_until="load")
-    page.wait_for_function("document.getElementById('plot-curves') && document.getElementById('plot-curves')._fullData", timeout=HANG_MS)
-    page.wait_for_function("document.getElementById('live-status').textContent.indexOf('updating') >= 0", timeout=HANG_MS)
-    page.wait_for_function("(() => { const d = document.getElementById('plot-curves');"
-                           " const t = d._fullData.find(t => t.meta === 'train_loss'); return t && t.x && t.x.length === 7; })()",
-                           timeout=HANG_MS)
+    page.wait_for_function(
+        "document.getElementById('plot-curves') && document.getElementById('plot-curves')._fullData", timeout=HANG_MS
+    )
+    page.wait_for_function(
+        "document.getElementById('live-status').textContent.indexOf('updating') >= 0", timeout=HANG_MS
+    )
+    page.wait_for_function(
+        "(() => { const d = document.getElementById('plot-curves');"
+        " const t = d._fullData.find(t => t.meta === 'train_loss'); return t && t.x && t.x.length "
+        "=== 7; })()",
+        timeout=HANG_MS,
+    )
     first = _curve_points(page)
     assert first == 7  # epochs 0, 5, ..., 30
     page.evaluate("window.__same_page = true")  # gone if the page reloads
@@ -213,14 +235,22 @@ def test_viewer_curve_grows_while_a_run_trains(page, viewer, tmp_path):
     for epoch, loss in ((35, 0.5), (40, 0.25)):
         run.write_metrics(epoch, {"train_loss": loss, "train_acc": 0.9, "test_loss": 2 * loss, "test_acc": 0.4})
     # the page polls the metrics every 2 s: the curve must gain exactly the two epochs without a reload
-    grown = ("(() => { const d = document.getElementById('plot-curves');"
-             " const t = d._fullData.find(t => t.meta === 'train_loss'); return t.x.length > 7; })()")
+    grown = (
+        "(() => { const d = document.getElementById('plot-curves');"
+        " const t = d._fullData.find(t => t.meta === 'train_loss'); return t.x.length > 7; })()"
+    )
     page.wait_for_function(grown, timeout=HANG_MS)
     assert page.evaluate("window.__same_page === true")
-    xs = page.evaluate("Array.from(document.getElementById('plot-curves')._fullData.find(t => t.meta === 'train_loss').x)")
-    ys = page.evaluate("Array.from(document.getElementById('plot-curves')._fullData.find(t => t.meta === 'train_loss').y)")
+    xs = page.evaluate(
+        "Array.from(document.getElementById('plot-curves')._fullData.find(t => t.meta === 'train_loss').x)"
+    )
+    ys = page.evaluate(
+        "Array.from(document.getElementById('plot-curves')._fullData.find(t => t.meta === 'train_loss').y)"
+    )
     assert xs == [0, 5, 10, 15, 20, 25, 30, 35, 40] and ys[-2:] == [0.5, 0.25]
     assert page.errors == []
     shot(page.locator("#fig-curves"), tmp_path, "viewer-live-after")
     run.set_meta({"status": "completed"})
-    page.wait_for_function("document.getElementById('live-status').textContent.indexOf('live: run completed') >= 0", timeout=HANG_MS)
+    page.wait_for_function(
+        "document.getElementById('live-status').textContent.indexOf('live: run completed') >= 0", timeout=HANG_MS
+    )

@@ -12,7 +12,7 @@ pytest_plugins = ["pytester"]
 
 CONFTEST = Path(__file__).with_name("conftest.py")
 
-INNER_TESTS = '''
+INNER_TESTS = """
 import pytest
 
 def test_runs():
@@ -27,23 +27,39 @@ def test_needs_a_gpu():
 @pytest.mark.xfail(reason="known bug", strict=True)
 def test_known_bug():
     assert False
-'''
+"""
 
 
 def test_unexpected_skips_keeps_only_what_no_entry_explains():
     allowed = (ExpectedSkip(r"test_a\.py::", r"needs root", "why"),)
-    skips = [("tests/test_a.py::t1", "needs root"), ("tests/test_a.py::t2", "no plotly"), ("tests/test_b.py::t", "needs root")]
+    skips = [
+        ("tests/test_a.py::t1", "needs root"),
+        ("tests/test_a.py::t2", "no plotly"),
+        ("tests/test_b.py::t", "needs root"),
+    ]
     # both patterns must match: the right reason in another file, or another reason in the right file, is unexpected
-    assert unexpected_skips(skips, allowed) == [("tests/test_a.py::t2", "no plotly"), ("tests/test_b.py::t", "needs root")]
+    assert unexpected_skips(skips, allowed) == [
+        ("tests/test_a.py::t2", "no plotly"),
+        ("tests/test_b.py::t", "needs root"),
+    ]
     assert unexpected_skips([], allowed) == []
 
 
 @pytest.mark.parametrize(
     "nodeid, reason",
     [
-        ("tests/test_browser.py::test_report_page", "no Chromium binary found (apt-get install chromium, or set GROKSCOPE_CHROMIUM): browser tests skipped"),
-        ("tests/test_report.py::test_report_renders_in_headless_chromium", "no Chromium on this machine (apt-get install chromium) - browser check skipped"),
-        ("tests/test_faults.py::test_a_real_full_filesystem_then_more_space_resumes_identically[48k]", "cannot mount a small tmpfs here (not root; needs root)"),
+        (
+            "tests/test_browser.py::test_report_page",
+            "no Chromium binary found (apt-get install chromium, or set GROKSCOPE_CHROMIUM): browser tests skipped",
+        ),
+        (
+            "tests/test_report.py::test_report_renders_in_headless_chromium",
+            "no Chromium on this machine (apt-get install chromium) - browser check skipped",
+        ),
+        (
+            "tests/test_faults.py::test_a_real_full_filesystem_then_more_space_resumes_identically[48k]",
+            "cannot mount a small tmpfs here (not root; needs root)",
+        ),
         ("tests/test_security.py", "plotly not installed (extra 'plot'): viewer security tests skipped"),
         ("tests/test_sweep_ray.py", "could not import 'ray': No module named 'ray'"),
         ("tests/test_analysis.py::test_cli_exit_code_2_on_missing_run", "could not import 'grokscope.cli': boom"),
@@ -58,7 +74,9 @@ def test_a_gpu_skip_is_expected_in_ci():
     assert unexpected_skips([("tests/test_fast.py::test_on_cuda", "CUDA is not available")], EXPECTED_SKIPS) == []
 
 
-@pytest.mark.parametrize("value, on", [("true", True), ("1", True), ("yes", True), ("", False), ("false", False), ("0", False)])
+@pytest.mark.parametrize(
+    "value, on", [("true", True), ("1", True), ("yes", True), ("", False), ("false", False), ("0", False)]
+)
 def test_ci_enabled(value, on):
     assert ci_enabled({"CI": value}) is on
     assert ci_enabled({}) is False
@@ -78,7 +96,12 @@ def test_under_ci_an_unexpected_skip_fails_the_session_and_is_named(pytester, mo
     result = _inner_session(pytester, monkeypatch, "true")
     result.assert_outcomes(passed=1, skipped=2, xfailed=1)  # the tests themselves pass: only the check fails
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*unexpected skips under CI*", "UNEXPECTED SKIP test_inner.py::test_needs_a_package: no_such_package_xyz not installed"])
+    result.stdout.fnmatch_lines(
+        [
+            "*unexpected skips under CI*",
+            "UNEXPECTED SKIP test_inner.py::test_needs_a_package: no_such_package_xyz not installed",
+        ]
+    )
     out = result.stdout.str()
     assert "UNEXPECTED SKIP test_inner.py::test_needs_a_gpu" not in out  # on the allow-list
     assert "test_known_bug" not in out.split("unexpected skips under CI")[1]  # an xfail is not a skip
@@ -86,14 +109,24 @@ def test_under_ci_an_unexpected_skip_fails_the_session_and_is_named(pytester, mo
 
 def test_under_ci_a_module_level_skip_is_caught(pytester, monkeypatch):
     pytester.makepyfile(test_other="def test_y():\n    pass\n")
-    result = _inner_session(pytester, monkeypatch, "true", 'import pytest\npytest.importorskip("no_such_package_xyz")\n\ndef test_x():\n    pass\n')
+    result = _inner_session(
+        pytester,
+        monkeypatch,
+        "true",
+        'import pytest\npytest.importorskip("no_such_package_xyz")\n\ndef test_x():\n    pass\n',
+    )
     result.assert_outcomes(passed=1, skipped=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["UNEXPECTED SKIP test_inner.py: could not import 'no_such_package_xyz'*"])
 
 
 def test_under_ci_expected_skips_only_pass(pytester, monkeypatch):
-    result = _inner_session(pytester, monkeypatch, "true", 'import pytest\n\ndef test_gpu():\n    pytest.skip("needs a GPU")\n\ndef test_x():\n    pass\n')
+    result = _inner_session(
+        pytester,
+        monkeypatch,
+        "true",
+        'import pytest\n\ndef test_gpu():\n    pytest.skip("needs a GPU")\n\ndef test_x():\n    pass\n',
+    )
     result.assert_outcomes(passed=1, skipped=1)
     assert result.ret == pytest.ExitCode.OK and "UNEXPECTED SKIP" not in result.stdout.str()
 
@@ -106,6 +139,11 @@ def test_outside_ci_skips_are_reported_not_failed(pytester, monkeypatch):
 
 
 def test_a_real_failure_keeps_its_exit_status(pytester, monkeypatch):
-    result = _inner_session(pytester, monkeypatch, "true", 'import pytest\n\ndef test_x():\n    assert False\n\ndef test_y():\n    pytest.skip("no plotly")\n')
+    result = _inner_session(
+        pytester,
+        monkeypatch,
+        "true",
+        'import pytest\n\ndef test_x():\n    assert False\n\ndef test_y():\n    pytest.skip("no plotly")\n',
+    )
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["UNEXPECTED SKIP test_inner.py::test_y: no plotly"])

@@ -33,7 +33,23 @@ def test_training_into_an_existing_run_is_refused(tmp_path, capsys):
 
 def test_train_show_and_presets_commands(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--preset", "tiny", "--set", "optim.weight_decay=0.5", "--epochs", "20", "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--set",
+                "optim.weight_decay=0.5",
+                "--epochs",
+                "20",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert f"run:        {out}" in text and "status:     completed" in text
     run = load_run(out)

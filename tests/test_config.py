@@ -37,7 +37,15 @@ def test_nanda_mainline_is_the_paper_setting():
     cfg = get_preset("nanda-mainline")
     assert (cfg.task.formula, cfg.task.p, cfg.task.train_fraction) == ("a+b", 113, 0.3)
     m = cfg.model
-    assert (m.arch, m.n_layers, m.d_model, m.n_heads, m.d_head, m.d_mlp, m.act_fn) == ("transformer", 1, 128, 4, 32, 512, "relu")
+    assert (m.arch, m.n_layers, m.d_model, m.n_heads, m.d_head, m.d_mlp, m.act_fn) == (
+        "transformer",
+        1,
+        128,
+        4,
+        32,
+        512,
+        "relu",
+    )
     o = cfg.optim
     assert (o.lr, o.weight_decay, o.betas, o.warmup_steps) == (1e-3, 1.0, (0.9, 0.98), 10)
     assert (cfg.train.epochs, cfg.train.loss_dtype, cfg.train.batch_size) == (40_000, "float64", None)

@@ -40,7 +40,17 @@ def _nav_pages() -> list[str]:
 def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("mkdocs")
     proc = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(tmp_path / "site")],
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(tmp_path / "site"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -49,7 +59,9 @@ def test_mkdocs_build_strict(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     site = tmp_path / "site"
-    assert "grokscope.measures.progress.progress_measures" in (site / "api" / "index.html").read_text()  # API from docstrings
+    assert (
+        "grokscope.measures.progress.progress_measures" in (site / "api" / "index.html").read_text()
+    )  # API from docstrings
     cli = (site / "cli" / "index.html").read_text()
     assert "grokscope-cli-help" not in cli and "usage: grokscope train" in cli  # the hook replaced the marker
     assert "0.1.0" in (site / "changelog" / "index.html").read_text()
@@ -123,7 +135,9 @@ def test_analysis_json_top_level_keys_are_documented(analysis_json):
     assert "`fixed_key_measures` | object | with `--all-steps`" in (DOCS / "analysis-json.md").read_text()
 
 
-@pytest.mark.parametrize("section", ["losses", "neurons", "logit_fit", "ablations", "attention", "table5", "phases", "fixed_key_measures"])
+@pytest.mark.parametrize(
+    "section", ["losses", "neurons", "logit_fit", "ablations", "attention", "table5", "phases", "fixed_key_measures"]
+)
 def test_analysis_json_nested_keys_are_documented(analysis_json, section):
     value = analysis_json[section]
     if isinstance(value, list):

@@ -13,7 +13,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture
 def base(tiny_config):
-    return apply_overrides(tiny_config, {"task.p": 11, "train.epochs": 12, "train.log_every": 4, "train.checkpoint_every": 6, "train.measure_every": 0})
+    return apply_overrides(
+        tiny_config,
+        {"task.p": 11, "train.epochs": 12, "train.log_every": 4, "train.checkpoint_every": 6, "train.measure_every": 0},
+    )
 
 
 def test_members_match_single_runs(tmp_path, base):
@@ -46,7 +49,10 @@ def test_float64_ensemble_step_matches_torch_adamw(base):
     from grokscope.training.loop import train_step
     from grokscope.training.optim import lr_at, make_optimizer
 
-    configs = [apply_overrides(base, {"optim.lr": lr, "optim.weight_decay": wd, "optim.warmup_steps": 1}) for lr, wd in ((1e-3, 1.0), (3e-3, 0.1))]
+    configs = [
+        apply_overrides(base, {"optim.lr": lr, "optim.weight_decay": wd, "optim.warmup_steps": 1})
+        for lr, wd in ((1e-3, 1.0), (3e-3, 0.1))
+    ]
     ens = Ensemble(configs, dtype=torch.float64)
     for k, cfg in enumerate(configs):
         task = make_task(cfg.task)
@@ -81,7 +87,12 @@ def test_member_resumes_as_a_single_run(tmp_path, base):
 
 @pytest.mark.parametrize(
     "override,field",
-    [({"task.p": 13}, "task.p"), ({"model.d_mlp": 32}, "model.d_mlp"), ({"optim.betas": [0.9, 0.99]}, "optim.betas"), ({"train.epochs": 3}, "train.epochs")],
+    [
+        ({"task.p": 13}, "task.p"),
+        ({"model.d_mlp": 32}, "model.d_mlp"),
+        ({"optim.betas": [0.9, 0.99]}, "optim.betas"),
+        ({"train.epochs": 3}, "train.epochs"),
+    ],
 )
 def test_configs_that_differ_elsewhere_are_refused(tmp_path, base, override, field):
     with pytest.raises(ValueError, match=field):
@@ -123,12 +134,19 @@ def test_each_member_is_updated_by_the_single_runs_adamw_bit_for_bit(base):
     a frozen member is left alone."""
     from grokscope.training.adamw import AdamW
 
-    configs = [apply_overrides(base, {"optim.lr": lr, "optim.weight_decay": wd}) for lr, wd in ((1e-3, 1.0), (3e-3, 0.1))]
+    configs = [
+        apply_overrides(base, {"optim.lr": lr, "optim.weight_decay": wd}) for lr, wd in ((1e-3, 1.0), (3e-3, 0.1))
+    ]
     ens = Ensemble(configs)
     singles = []
     for k, c in enumerate(configs):
         params = [ens.w[n][k].detach().clone().requires_grad_() for n in ens.names]
-        singles.append((params, AdamW(params, lr=c.optim.lr, betas=c.optim.betas, eps=c.optim.eps, weight_decay=c.optim.weight_decay)))
+        singles.append(
+            (
+                params,
+                AdamW(params, lr=c.optim.lr, betas=c.optim.betas, eps=c.optim.eps, weight_decay=c.optim.weight_decay),
+            )
+        )
     gen = torch.Generator().manual_seed(0)
     lrs = torch.tensor([c.optim.lr for c in configs], dtype=torch.float64)
     for _ in range(4):

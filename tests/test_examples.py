@@ -27,11 +27,24 @@ SCRIPTS = ["01_reproduce_paper_figures.py", "02_fourier_walkthrough.py", "03_com
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("examples")
-    env = {**os.environ, "GROKSCOPE_EXAMPLE_TINY": "1", "GROKSCOPE_EXAMPLE_OUT": str(work / "out"), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "GROKSCOPE_EXAMPLE_TINY": "1",
+        "GROKSCOPE_EXAMPLE_OUT": str(work / "out"),
+        "OMP_NUM_THREADS": "1",
+    }
     env.pop("GROKSCOPE_EXAMPLE_RUN", None)
     logs = {}
     for name in SCRIPTS:
-        proc = subprocess.run([sys.executable, str(EXAMPLES / name)], cwd=work, env=env, capture_output=True, text=True, timeout=300, check=False)
+        proc = subprocess.run(
+            [sys.executable, str(EXAMPLES / name)],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
         logs[name] = proc.stdout
     return {"out": work / "out", "logs": logs}

@@ -19,7 +19,9 @@ def analysed_run(tmp_path_factory):
     """A tiny run with an analysis.json (key frequencies given, so the key columns are not empty)."""
     from grokscope.presets import tiny
 
-    run = train(apply_overrides(tiny(), {"train.epochs": 30}), tmp_path_factory.mktemp("export") / "run", progress=False)
+    run = train(
+        apply_overrides(tiny(), {"train.epochs": 30}), tmp_path_factory.mktemp("export") / "run", progress=False
+    )
     assert main(["analyze", str(run.dir), "--key-freqs", "2,5", "--quiet"]) == 0
     return run
 
@@ -55,11 +57,21 @@ def test_metrics_round_trip_through_csv_and_parquet(analysed_run, tmp_path, caps
 def test_analysis_tables_match_analysis_json(analysed_run, tmp_path):
     data = json.loads((analysed_run.dir / "analysis.json").read_text())
     paths = ex.export(analysed_run.dir, "csv", tmp_path)
-    assert {p.name for p in paths} >= {"metrics.csv", "analysis_summary.csv", "analysis_frequencies.csv", "analysis_neurons.csv",
-                                       "analysis_table5.csv", "analysis_ablations.csv", "analysis_key_frequencies.csv"}
+    assert {p.name for p in paths} >= {
+        "metrics.csv",
+        "analysis_summary.csv",
+        "analysis_frequencies.csv",
+        "analysis_neurons.csv",
+        "analysis_table5.csv",
+        "analysis_ablations.csv",
+        "analysis_key_frequencies.csv",
+    }
     freqs = read_csv(tmp_path / "analysis_frequencies.csv")
     assert list(freqs["frequency"]) == list(range(1, (13 - 1) // 2 + 1))
-    assert list(freqs["W_E_norm"]) == data["W_E_frequency_norms"] and list(freqs["W_L_norm"]) == data["W_L_frequency_norms"]
+    assert (
+        list(freqs["W_E_norm"]) == data["W_E_frequency_norms"]
+        and list(freqs["W_L_norm"]) == data["W_L_frequency_norms"]
+    )
     assert list(freqs.loc[freqs["key"], "frequency"]) == data["key_frequencies"] == [2, 5]
     assert list(freqs.loc[freqs["key"], "logit_alpha"]) == [data["logit_fit"]["alpha"][k] for k in ("2", "5")]
     assert freqs.loc[~freqs["key"], "logit_alpha"].isna().all()
@@ -81,19 +93,34 @@ def test_analysis_tables_match_analysis_json(analysed_run, tmp_path):
 
 def test_analysis_tables_of_a_small_hand_made_analysis():
     data = {
-        "p": 7, "step": 3, "key_frequencies": [2], "key_freq_rule": "W_L_dft",
+        "p": 7,
+        "step": 3,
+        "key_frequencies": [2],
+        "key_freq_rule": "W_L_dft",
         "key_frequencies_by_rule": {"W_L_dft": [2], "W_E_norm": [1, 2]},
-        "losses": {"test_loss": 0.5}, "W_E_frequency_norms": [1.0, 2.0, 3.0], "W_L_frequency_norms": [0.1, 0.2, None],
+        "losses": {"test_loss": 0.5},
+        "W_E_frequency_norms": [1.0, 2.0, 3.0],
+        "W_L_frequency_norms": [0.1, 0.2, None],
         "neurons": {"frequency": [2, 2, 1], "fve": [0.9, 0.5, 0.95], "threshold": 0.85, "clusters": {"2": 1, "1": 1}},
-        "logit_fit": {"alpha": {"2": 4.0}, "sin_coefficient": {"2": 0.0}, "fve": 0.75}, "star": [], "phases": None,
+        "logit_fit": {"alpha": {"2": 4.0}, "sin_coefficient": {"2": 0.0}, "fve": 0.75},
+        "star": [],
+        "phases": None,
     }
     t = ex.analysis_tables(data)
     assert set(t) == {"summary", "frequencies", "key_frequencies", "neurons"}
     f = t["frequencies"]
     assert f["frequency"].tolist() == [1, 2, 3] and f["key"].tolist() == [False, True, False]
-    assert f["cluster_neurons"].tolist() == [1, 1, 0] and f["logit_alpha"].tolist()[1] == 4.0 and math.isnan(f["W_L_norm"][2])
+    assert (
+        f["cluster_neurons"].tolist() == [1, 1, 0]
+        and f["logit_alpha"].tolist()[1] == 4.0
+        and math.isnan(f["W_L_norm"][2])
+    )
     assert t["neurons"]["clustered"].tolist() == [True, False, True]
-    assert t["key_frequencies"].values.tolist() == [["W_L_dft", 2, True], ["W_E_norm", 1, False], ["W_E_norm", 2, False]]
+    assert t["key_frequencies"].values.tolist() == [
+        ["W_L_dft", 2, True],
+        ["W_E_norm", 1, False],
+        ["W_E_norm", 2, False],
+    ]
     assert t["summary"].iloc[0]["key_frequencies"] == "[2]" and t["summary"].iloc[0]["logit_fve"] == 0.75
 
 
@@ -137,7 +164,9 @@ def test_bad_inputs_give_one_line_exit_2_and_write_nothing(analysed_run, tmp_pat
     assert 'pip install "grokscope[parquet]"' in capsys.readouterr().err and not (tmp_path / "o").exists()
     monkeypatch.undo()
 
-    run = train(apply_overrides(grokscope.get_preset("tiny"), {"train.epochs": 5}), tmp_path / "damaged", progress=False)
+    run = train(
+        apply_overrides(grokscope.get_preset("tiny"), {"train.epochs": 5}), tmp_path / "damaged", progress=False
+    )
     (run.dir / "analysis.json").write_text("{not json")
     assert main(["export", str(run.dir)]) == 2
     assert "analysis.json" in capsys.readouterr().err and not (run.dir / "export").exists()

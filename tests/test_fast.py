@@ -90,7 +90,10 @@ def test_stacked_models_values_and_gradients_match_each_model(act):
     import grokscope.models.fast as fm
 
     (task, m0), (_, m1) = _setup(act, torch.float64, seed=0), _setup(act, torch.float64, seed=1)
-    w = {name: torch.cat([fm.model_tensors(m0)[name], fm.model_tensors(m1)[name]]).detach().requires_grad_() for name in fm.PARAM_NAMES}
+    w = {
+        name: torch.cat([fm.model_tensors(m0)[name], fm.model_tensors(m1)[name]]).detach().requires_grad_()
+        for name in fm.PARAM_NAMES
+    }
     x = task.train_tokens
     plan = fm.FastPlan(x.unsqueeze(0).expand(2, -1, -1), m0.d_vocab, m0.cfg.n_heads)
     out = fm.fast_logits(fm.fast_tables(w, task.p), plan, act)  # [2, N, C]
@@ -158,7 +161,9 @@ def test_fast_path_is_chosen_automatically_and_only_where_it_applies(tmp_path):
     assert fast_forward(deep, task2) is None
     assert choose_forward(deep, task2).path == "general"
     # the MLP model: not covered
-    mlp = build_model(ModelConfig(arch="mlp", d_model=16, d_mlp=8), d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3)
+    mlp = build_model(
+        ModelConfig(arch="mlp", d_model=16, d_mlp=8), d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3
+    )
     assert fast_forward(mlp, task) is None
     assert choose_forward(mlp, task).path == "general"
 

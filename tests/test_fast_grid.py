@@ -41,7 +41,10 @@ def _model(task, *, seed=0, d_model=12, n_heads=3, d_head=5, d_mlp=16, act="relu
 TASKS = {
     "add-13": (dict(formula="a+b", p=13), lambda a, b: True),
     "div-13": (dict(formula="a/b", p=13), lambda a, b: b != 0),
-    "cond-13": (dict(formula="a/b if a is odd else a-b", p=13), lambda a, b: a % 2 == 0 or b != 0),  # divides for odd a only
+    "cond-13": (
+        dict(formula="a/b if a is odd else a-b", p=13),
+        lambda a, b: a % 2 == 0 or b != 0,
+    ),  # divides for odd a only
     "unordered-13": (dict(formula="a+b", p=13, pairs="unordered"), lambda a, b: a <= b),
     "mul-47": (dict(formula="a*b", p=47), lambda a, b: True),  # > EVAL_CHUNK rows
     "div-47": (dict(formula="a/b", p=47), lambda a, b: b != 0),  # > EVAL_CHUNK rows
@@ -153,8 +156,21 @@ def test_is_fast_eligible_accepts_the_grid():
 
 @pytest.mark.parametrize(
     "why",
-    ["two layers", "attention only", "dropout", "mlp arch", "multi task", "sequence task", "s5 (no p)", "vocab mismatch",
-     "last token not =", "token out of range", "negative token", "no rows", "four columns"],
+    [
+        "two layers",
+        "attention only",
+        "dropout",
+        "mlp arch",
+        "multi task",
+        "sequence task",
+        "s5 (no p)",
+        "vocab mismatch",
+        "last token not =",
+        "token out of range",
+        "negative token",
+        "no rows",
+        "four columns",
+    ],
 )
 def test_is_fast_eligible_refuses_what_it_does_not_compute(why):
     task = _task("add-13")
@@ -166,7 +182,9 @@ def test_is_fast_eligible_refuses_what_it_does_not_compute(why):
     elif why == "dropout":
         model = _model(task, dropout=0.1)
     elif why == "mlp arch":
-        model = build_model(ModelConfig(arch="mlp", d_model=8, d_mlp=8), d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3)
+        model = build_model(
+            ModelConfig(arch="mlp", d_model=8, d_mlp=8), d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3
+        )
     elif why == "multi task":  # [a, op, b, =]
         task = make_task(TaskConfig(kind="multi", formula="a+b;a-b", p=7))
         model = _model(task)

@@ -43,8 +43,11 @@ def cli_args(epochs: int, **extra) -> list[str]:
 
 def snapshot(root: Path) -> dict[str, str]:
     """{path: sha256} under root, without SQLite's side files that any reader may create (-shm, an empty -wal)."""
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.endswith("-shm") and not (p.name.endswith("-wal") and p.stat().st_size == 0)}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.endswith("-shm") and not (p.name.endswith("-wal") and p.stat().st_size == 0)
+    }
 
 
 # --------------------------------------------------------------------------- SIGKILL: training
@@ -74,7 +77,13 @@ def kill_training_run(out: Path, epochs: int, kills: list[Kill], extra: dict | N
 
 # --------------------------------------------------------------------------- SIGKILL: sweeps
 
-SWEEP = {"name": "fault", "base": "tiny", "set": {**SETTINGS, "train.epochs": 80}, "axes": {"optim.weight_decay": [0.0, 1.0]}, "seeds": 1}
+SWEEP = {
+    "name": "fault",
+    "base": "tiny",
+    "set": {**SETTINGS, "train.epochs": 80},
+    "axes": {"optim.weight_decay": [0.0, 1.0]},
+    "seeds": 1,
+}
 BIG_SWEEP = {**SWEEP, "set": {**SETTINGS, "train.epochs": 150}, "seeds": 2}  # 4 cells: long enough for several kills
 
 
@@ -89,7 +98,9 @@ def kill_sweep(tmp_path: Path, spec: dict, kills: list[Kill], *, workers: int, k
     path.write_text(json.dumps(spec))
     out = tmp_path / "sweep"
     cmd = ["sweep", str(path), "--out", str(out), "--workers", str(workers), "--no-ensemble", "--quiet"]
-    delivered = run_with_kills(cmd, cmd, kills, killpg=killpg, wal_files=lambda: list((out / "cells").glob("*/metrics.sqlite-wal")))
+    delivered = run_with_kills(
+        cmd, cmd, kills, killpg=killpg, wal_files=lambda: list((out / "cells").glob("*/metrics.sqlite-wal"))
+    )
     cells = expand(spec_from_dict(spec))
     frame = load_sweep(out)
     assert sorted(frame["name"]) == sorted(c.name for c in cells) and set(frame["status"]) == {"completed"}
@@ -214,9 +225,23 @@ def twin60(tmp_path_factory):
     return train(config(60), tmp_path_factory.mktemp("twin") / "run", progress=False)
 
 
-@pytest.mark.parametrize("free, where", [(0, "all"), (5_000, "all"), (60_000, "all"), (250_000, "all"), (600_000, "all"),
-                                         (1_200_000, "all"), (300, "sqlite"), (1_500, "sqlite"), (3_000, "sqlite")])
-def test_full_disk_stops_with_one_line_and_the_run_resumes_identically(free, where, twin60, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "free, where",
+    [
+        (0, "all"),
+        (5_000, "all"),
+        (60_000, "all"),
+        (250_000, "all"),
+        (600_000, "all"),
+        (1_200_000, "all"),
+        (300, "sqlite"),
+        (1_500, "sqlite"),
+        (3_000, "sqlite"),
+    ],
+)
+def test_full_disk_stops_with_one_line_and_the_run_resumes_identically(
+    free, where, twin60, tmp_path, monkeypatch, capsys
+):
     disk = FakeDisk(free)
     if where == "all":
         monkeypatch.setattr(files_mod, "os", _OsOnDisk(disk))
@@ -270,7 +295,9 @@ def _mount_tmpfs(where: Path, size: str) -> str | None:
         return "not root"
     if not shutil.which("mount"):
         return "no mount command"
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True
+    )
     return None if proc.returncode == 0 else f"mount failed: {proc.stderr.strip()}"
 
 
@@ -338,21 +365,59 @@ def run_cli(argv, capsys) -> tuple[int, str]:
 
 
 DAMAGE = {
-    "old checkpoint truncated": (lambda r: truncate(ckpt(r, 10)), "checkpoints/step_00000010.safetensors", "cannot be rebuilt from this run"),
-    "old checkpoint byte flipped": (lambda r: flip_byte(ckpt(r, 10)), "checkpoints/step_00000010.safetensors: damaged safetensors file (checksum mismatch", "move it away"),
-    "old checkpoint header overwritten": (lambda r: flip_byte(ckpt(r, 8), 12), "checkpoints/step_00000008.safetensors: damaged", "cannot be rebuilt"),
-    "state truncated": (lambda r: truncate(r / "state.safetensors"), "state.safetensors: damaged safetensors file (truncated", "grokscope train --config"),
-    "state byte flipped": (lambda r: flip_byte(r / "state.safetensors"), "state.safetensors: damaged safetensors file (checksum mismatch", "--out NEW_DIR"),
-    "state missing": (lambda r: (r / "state.safetensors").unlink(), "state.safetensors: missing, although the run has trained", "--out NEW_DIR"),
-    "metrics overwritten": (lambda r: (r / "metrics.sqlite").write_bytes(b"\0" * 4096), "metrics.sqlite: damaged metrics database", "restore it from a copy"),
-    "metrics truncated": (lambda r: truncate(r / "metrics.sqlite"), "metrics.sqlite: damaged metrics database", "restore it from a copy"),
-    "config truncated": (lambda r: truncate(r / "config.json"), "config.json: invalid run config", "restore it from a copy"),
+    "old checkpoint truncated": (
+        lambda r: truncate(ckpt(r, 10)),
+        "checkpoints/step_00000010.safetensors",
+        "cannot be rebuilt from this run",
+    ),
+    "old checkpoint byte flipped": (
+        lambda r: flip_byte(ckpt(r, 10)),
+        "checkpoints/step_00000010.safetensors: damaged safetensors file (checksum mismatch",
+        "move it away",
+    ),
+    "old checkpoint header overwritten": (
+        lambda r: flip_byte(ckpt(r, 8), 12),
+        "checkpoints/step_00000008.safetensors: damaged",
+        "cannot be rebuilt",
+    ),
+    "state truncated": (
+        lambda r: truncate(r / "state.safetensors"),
+        "state.safetensors: damaged safetensors file (truncated",
+        "grokscope train --config",
+    ),
+    "state byte flipped": (
+        lambda r: flip_byte(r / "state.safetensors"),
+        "state.safetensors: damaged safetensors file (checksum mismatch",
+        "--out NEW_DIR",
+    ),
+    "state missing": (
+        lambda r: (r / "state.safetensors").unlink(),
+        "state.safetensors: missing, although the run has trained",
+        "--out NEW_DIR",
+    ),
+    "metrics overwritten": (
+        lambda r: (r / "metrics.sqlite").write_bytes(b"\0" * 4096),
+        "metrics.sqlite: damaged metrics database",
+        "restore it from a copy",
+    ),
+    "metrics truncated": (
+        lambda r: truncate(r / "metrics.sqlite"),
+        "metrics.sqlite: damaged metrics database",
+        "restore it from a copy",
+    ),
+    "config truncated": (
+        lambda r: truncate(r / "config.json"),
+        "config.json: invalid run config",
+        "restore it from a copy",
+    ),
 }
 
 
 @pytest.mark.parametrize("base", ["finished", "interrupted"])
 @pytest.mark.parametrize("case", list(DAMAGE))
-def test_a_damaged_file_is_named_with_how_to_recover_and_nothing_else_changes(case, base, finished, interrupted, tmp_path, capsys):
+def test_a_damaged_file_is_named_with_how_to_recover_and_nothing_else_changes(
+    case, base, finished, interrupted, tmp_path, capsys
+):
     damage, where, advice = DAMAGE[case]
     run = tmp_path / "run"
     shutil.copytree(finished.dir if base == "finished" else interrupted, run)
@@ -364,7 +429,9 @@ def test_a_damaged_file_is_named_with_how_to_recover_and_nothing_else_changes(ca
     else:
         commands.append(["show", str(run)])
     if not case.startswith("state"):  # analysis reads the config, the checkpoint and the metrics, not the resume point
-        commands.append(["analyze", str(run), "--quiet"] + (["--step", case_step(case)] if "checkpoint" in case else []))
+        commands.append(
+            ["analyze", str(run), "--quiet"] + (["--step", case_step(case)] if "checkpoint" in case else [])
+        )
     for argv in commands:
         code, err = run_cli(argv, capsys)
         assert code == 2, (argv, err)
@@ -385,7 +452,11 @@ def test_resume_rebuilds_a_damaged_checkpoint_at_the_resume_point(damage, finish
     damage(ckpt(run, 20))
     if damage is not Path.unlink:
         code, err = run_cli(["show", str(run)], capsys)
-        assert code == 2 and f"{run}/checkpoints/step_00000020.safetensors: damaged" in err and f"'grokscope train --resume {run}' rebuilds it" in err
+        assert (
+            code == 2
+            and f"{run}/checkpoints/step_00000020.safetensors: damaged" in err
+            and f"'grokscope train --resume {run}' rebuilds it" in err
+        )
     # and a damaged checkpoint after the resume point (written just before a kill) is simply trained again
     (run / "checkpoints" / "step_00000030.safetensors").write_bytes(b"partial")
     code, err = run_cli(["train", "--resume", str(run), "--quiet"], capsys)
@@ -418,8 +489,15 @@ def test_resume_refuses_before_writing_anything(finished, tmp_path):
 # --------------------------------------------------------------------------- the fault loop
 
 
-def fault_loop(tmp_path: Path, run_plans: list[list[Kill]], sweep_plans: list[list[Kill]], *, sweep: dict = SWEEP,
-               at_least: int = 0, rng: random.Random | None = None) -> tuple[str, dict]:
+def fault_loop(
+    tmp_path: Path,
+    run_plans: list[list[Kill]],
+    sweep_plans: list[list[Kill]],
+    *,
+    sweep: dict = SWEEP,
+    at_least: int = 0,
+    rng: random.Random | None = None,
+) -> tuple[str, dict]:
     """Training runs killed as planned (at random moments, inside checkpoint and metrics writes; alternately full
     batch and minibatches, so kills land inside an epoch too) and sweeps killed at random moments (even-numbered ones
     in-process, odd-numbered ones with two worker processes, killing the whole process group); each run and each
@@ -449,10 +527,14 @@ def fault_loop(tmp_path: Path, run_plans: list[list[Kill]], sweep_plans: list[li
     while rng is not None and sum(counts.values()) < at_least and runs < len(run_plans) + 10:
         one_run(runs, [random_kill(rng) for _ in range(5)])
         runs += 1
-    line = (f"fault loop: {sum(counts.values())} SIGKILLs ({counts['moment']} at random moments in training, {counts['tensors']} "
-            f"inside safetensors writes, {counts['metrics']} inside metrics writes, {counts['sweep']} during sweeps) over "
-            f"{runs} runs and {len(sweep_plans)} sweeps; every run completed identical to its uninterrupted twin "
-            f"({time.perf_counter() - t0:.0f} s)")
+    line = (
+        f"fault loop: {sum(counts.values())} SIGKILLs ({counts['moment']} at random moments in training, "
+        f"{counts['tensors']} "
+        f"inside safetensors writes, {counts['metrics']} inside metrics writes, {counts['sweep']} during sweeps) "
+        "over "
+        f"{runs} runs and {len(sweep_plans)} sweeps; every run completed identical to its uninterrupted twin "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
     return line, counts
 
 

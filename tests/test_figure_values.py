@@ -65,7 +65,9 @@ def sql_series(run_dir, name: str) -> tuple[list[int], list[float]]:
     """(steps, values) of one metric, NULLs left out, read with plain sqlite3."""
     con = sqlite3.connect(f"file:{run_dir / 'metrics.sqlite'}?mode=ro", uri=True)
     try:
-        rows = con.execute("SELECT step, value FROM metrics WHERE name = ? AND value IS NOT NULL ORDER BY step", (name,)).fetchall()
+        rows = con.execute(
+            "SELECT step, value FROM metrics WHERE name = ? AND value IS NOT NULL ORDER BY step", (name,)
+        ).fetchall()
     finally:
         con.close()
     return [r[0] for r in rows], [r[1] for r in rows]
@@ -100,9 +102,26 @@ def _config(arch: str):
 
     over = {"name": f"hand-{arch}", "task.p": P, "task.formula": "a+b", "train.epochs": 20}
     if arch == "mlp":
-        over.update({"model.arch": "mlp", "model.d_model": P, "model.d_mlp": len(NEURONS), "model.n_heads": 1, "model.act_fn": "quadratic"})
+        over.update(
+            {
+                "model.arch": "mlp",
+                "model.d_model": P,
+                "model.d_mlp": len(NEURONS),
+                "model.n_heads": 1,
+                "model.act_fn": "quadratic",
+            }
+        )
     else:
-        over.update({"model.d_model": 8, "model.n_heads": 2, "model.d_head": 4, "model.d_mlp": 6, "model.n_layers": 1, "model.act_fn": "relu"})
+        over.update(
+            {
+                "model.d_model": 8,
+                "model.n_heads": 2,
+                "model.d_head": 4,
+                "model.d_mlp": 6,
+                "model.n_layers": 1,
+                "model.act_fn": "relu",
+            }
+        )
     return apply_overrides(get_preset("tiny"), over)
 
 
@@ -117,9 +136,11 @@ def _make_run(path, cfg, states: dict[int, dict[str, np.ndarray]], key_frequenci
 
     new_run_dir(path, cfg)
     task = make_task(cfg.task)
-    keys = set(build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx).state_dict())
+    keys = set(
+        build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx).state_dict()
+    )
     for step, state in states.items():
-        assert set(state) == keys, (set(state) ^ keys)
+        assert set(state) == keys, set(state) ^ keys
         save_checkpoint(path, step, {k: torch.tensor(v, dtype=torch.float32) for k, v in state.items()})
     run = load_run(path)
     run.write_metrics(max(states), {"train_loss": 1.0, "test_loss": 2.0, "train_acc": 0.5, "test_acc": 0.1})
@@ -138,7 +159,13 @@ def mlp_state(step: int) -> dict[str, np.ndarray]:
         w = 2 * np.pi * f / P
         W_in[:, j] = c0 + r * np.cos(w * c + phi)
         W_out[j] = s * np.cos(w * c + psi) + OFFSET.get(j, 0.0)
-    return {"embed.W_E": W_E, "mlp.W_in": W_in, "mlp.W_out": W_out, "unembed.W_U": np.eye(P), "unembed.b_U": np.zeros(P)}
+    return {
+        "embed.W_E": W_E,
+        "mlp.W_in": W_in,
+        "mlp.W_out": W_out,
+        "unembed.W_U": np.eye(P),
+        "unembed.b_U": np.zeros(P),
+    }
 
 
 def mlp_post(step: int = 20) -> np.ndarray:
@@ -289,14 +316,23 @@ def test_progress_and_per_k_plot_the_fixed_key_columns(tmp_path):
     """Where *_fixed columns exist, their rows are plotted under the plain names (and the per-step ones dropped)."""
     run = copy_run("tiny", tmp_path / "f")
     for i, step in enumerate((10, 20, 30)):
-        run.write_metrics(step, {"excluded_loss_fixed": 5.0 + i, "excluded_loss_k2_fixed": 3.0 - i, "excluded_loss_k5_fixed": 0.5 * (i + 1),
-                                 "excluded_loss_k3": 99.0})
+        run.write_metrics(
+            step,
+            {
+                "excluded_loss_fixed": 5.0 + i,
+                "excluded_loss_k2_fixed": 3.0 - i,
+                "excluded_loss_k5_fixed": 0.5 * (i + 1),
+                "excluded_loss_k3": 99.0,
+            },
+        )
     fig = gf.progress(run)
     exc = next(t for t in fig.data if t.meta == "excluded_loss")
     assert_series(exc, run.dir, "excluded_loss_fixed")
     per_k = gf.excluded_per_frequency(run)
     assert [t.name for t in per_k.data] == ["k = 2 removed", "k = 5 removed", "all key freqs removed", "train loss"]
-    for t, col in zip(per_k.data, ["excluded_loss_k2_fixed", "excluded_loss_k5_fixed", "excluded_loss_fixed", "train_loss"]):
+    for t, col in zip(
+        per_k.data, ["excluded_loss_k2_fixed", "excluded_loss_k5_fixed", "excluded_loss_fixed", "train_loss"]
+    ):
         assert_series(t, run.dir, col)
 
 
@@ -343,8 +379,15 @@ def test_ablations_from_metrics_are_the_last_logged_values(tmp_path):
 
 def test_ablations_from_analysis_are_its_losses(tmp_path):
     run = copy_run("tiny", tmp_path / "an")
-    abl = {"original": 0.01, "key_freqs_removed": 2.5, "only_key_freqs": {"loss": 0.02, "acc": 1.0}, "broken": float("inf")}
-    (run.dir / "analysis.json").write_text(json.dumps({"ablations": abl, "key_frequencies": [2]}))  # Infinity in the text
+    abl = {
+        "original": 0.01,
+        "key_freqs_removed": 2.5,
+        "only_key_freqs": {"loss": 0.02, "acc": 1.0},
+        "broken": float("inf"),
+    }
+    (run.dir / "analysis.json").write_text(
+        json.dumps({"ablations": abl, "key_frequencies": [2]})
+    )  # Infinity in the text
     fig = gf.ablations(run)
     assert list(fig.data[0].x) == ["original", "key freqs removed", "only key freqs"]  # the infinite one left out
     np.testing.assert_array_equal(values(fig.data[0].y), [0.01, 2.5, 0.02])
@@ -405,7 +448,11 @@ def test_neuron_clusters_of_the_hand_built_mlp(hand_mlp):
     np.testing.assert_allclose(values(fig.data[0].y), [fv[j] for j in order], rtol=1e-6)
     ks = sorted({f_all[j] for j in clustered})
     assert list(fig.data[1].x) == [f"k={k}" for k in ks] + ["none"]
-    assert list(fig.data[1].y) == [sum(f_all[j] == k for j in clustered) for k in ks] + [len(NEURONS) - len(clustered)] == [2, 1, 1, 2]
+    assert (
+        list(fig.data[1].y)
+        == [sum(f_all[j] == k for j in clustered) for k in ks] + [len(NEURONS) - len(clustered)]
+        == [2, 1, 1, 2]
+    )
 
 
 def test_logit_fourier_of_the_hand_built_mlp(hand_mlp):
@@ -422,8 +469,16 @@ def test_logit_fourier_of_the_hand_built_mlp(hand_mlp):
     # numpy FFT: the energy at frequency pair (u, v) in the complex DFT equals that of the 4 real components
     X = np.fft.fft2(L, axes=(0, 1))
     for u, v in [(2, 2), (3, 3), (2, 0), (5, 5), (1, 4)]:
-        real = sum(z[i, j] ** 2 for i in ([0] if u == 0 else [2 * u - 1, 2 * u]) for j in ([0] if v == 0 else [2 * v - 1, 2 * v]))
-        cx = sum((np.abs(X[su * u % P, sv * v % P]) ** 2).sum() for su in ({1} if u == 0 else {1, -1}) for sv in ({1} if v == 0 else {1, -1}))
+        real = sum(
+            z[i, j] ** 2
+            for i in ([0] if u == 0 else [2 * u - 1, 2 * u])
+            for j in ([0] if v == 0 else [2 * v - 1, 2 * v])
+        )
+        cx = sum(
+            (np.abs(X[su * u % P, sv * v % P]) ** 2).sum()
+            for su in ({1} if u == 0 else {1, -1})
+            for sv in ({1} if v == 0 else {1, -1})
+        )
         assert real == pytest.approx(cx / P**2, rel=1e-4, abs=1e-6 * (z**2).sum()), (u, v)
 
 
@@ -462,7 +517,9 @@ def test_star_plots_of_the_hand_built_mlp(hand_mlp):
     fig = gf.star_plots(hand_mlp)
     groups = [2, 3, 5]  # by size (3, 2, 1 neurons)
     n = len(groups)
-    assert [a.text for a in fig.layout.annotations][:n] == [f"in · freq {f} ({sum(x[0] == f for x in NEURONS)} neurons)" for f in groups]
+    assert [a.text for a in fig.layout.annotations][:n] == [
+        f"in · freq {f} ({sum(x[0] == f for x in NEURONS)} neurons)" for f in groups
+    ]
     assert len(fig.data) == 4 * n
 
     def expected(step, side, f):
@@ -514,7 +571,9 @@ def test_fourier_norms_of_the_hand_built_transformer(hand_tf):
         want_e["sin 2"] = SQ * math.sin(1.0) * scale  # column 3: cos(x + 1) = cos x cos 1 - sin x sin 1
         want_e["sin 4"] = 3 * SQ * scale
         want_e["sin 5"] = 0.7 * SQ * scale
-        np.testing.assert_allclose([e[n] for n in nm], [want_e[n] for n in nm], atol=1e-5, err_msg=f"W_E at scale {scale}")
+        np.testing.assert_allclose(
+            [e[n] for n in nm], [want_e[n] for n in nm], atol=1e-5, err_msg=f"W_E at scale {scale}"
+        )
         lnorm = dict(zip(nm, values(frame.data[1].y)))
         want_l = {n: 0.0 for n in nm}
         want_l["cos 3"] = 2 * SQ * math.sqrt(2)  # neurons 0 and 2 write 2 cos(w_3 c)
@@ -532,7 +591,9 @@ def test_attention_of_the_hand_built_transformer(hand_tf):
         fig = gf.attention(hand_tf, source=source)
         assert len(fig.data) == 2
         for h, t in enumerate(fig.data):
-            np.testing.assert_allclose(values(t.z), pattern[:, :, h, source], rtol=1e-4, atol=1e-5, err_msg=f"head {h} source {source}")
+            np.testing.assert_allclose(
+                values(t.z), pattern[:, :, h, source], rtol=1e-4, atol=1e-5, err_msg=f"head {h} source {source}"
+            )
 
 
 def test_neuron_activations_of_the_hand_built_transformer(hand_tf):

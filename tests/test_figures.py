@@ -58,7 +58,17 @@ def run_with_grok(tmp_path):
 def test_progress_panel_has_the_measures(tiny):
     fig = gf.progress(tiny)
     names = {t.meta for t in fig.data}
-    assert {"excluded_loss", "restricted_loss", "train_loss", "test_loss", "gini_W_E", "gini_W_L", "sum_sq_weights", "ffs", "fcr"} <= names
+    assert {
+        "excluded_loss",
+        "restricted_loss",
+        "train_loss",
+        "test_loss",
+        "gini_W_E",
+        "gini_W_L",
+        "sum_sq_weights",
+        "ffs",
+        "fcr",
+    } <= names
 
 
 def test_progress_prefers_fixed_key_columns(tmp_path):
@@ -75,7 +85,9 @@ def test_progress_unavailable_without_measures(tmp_path):
     import grokscope
     from grokscope import apply_overrides, get_preset
 
-    cfg = apply_overrides(get_preset("tiny"), {"train.epochs": 3, "train.measure_every": 0, "train.checkpoint_every": 3})
+    cfg = apply_overrides(
+        get_preset("tiny"), {"train.epochs": 3, "train.measure_every": 0, "train.checkpoint_every": 3}
+    )
     run = grokscope.train(cfg, tmp_path / "nm", progress=False)
     with pytest.raises(FigureUnavailable, match="progress-measure"):
         gf.progress(run)
@@ -89,7 +101,9 @@ def test_fourier_norms_with_checkpoint_slider(tiny):
     assert [s.label for s in steps] == [str(s) for s in tiny.checkpoints]
     assert all(s.method == "animate" for s in steps)
     # the last frame is the figure as first shown
-    np.testing.assert_allclose(np.asarray(fig.frames[-1].data[0].y, dtype=float), np.asarray(fig.data[0].y, dtype=float), rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(fig.frames[-1].data[0].y, dtype=float), np.asarray(fig.data[0].y, dtype=float), rtol=1e-5
+    )
 
 
 def test_key_frequencies_highlighted_from_analysis(run_copy_with_analysis):
@@ -102,7 +116,10 @@ def test_key_frequencies_highlighted_from_analysis(run_copy_with_analysis):
 @pytest.fixture
 def run_copy_with_analysis(tmp_path):
     run = copy_run("tiny", tmp_path / "a")
-    run.write_json("analysis.json", {"key_frequencies": [2, 5], "ablations": {"original": 0.01, "key_freqs_removed": 2.5, "only_key_freqs": 0.02}})
+    run.write_json(
+        "analysis.json",
+        {"key_frequencies": [2, 5], "ablations": {"original": 0.01, "key_freqs_removed": 2.5, "only_key_freqs": 0.02}},
+    )
     return run
 
 
@@ -210,15 +227,30 @@ def test_build_all_turns_missing_data_into_notes(tmp_path):
 def test_build_all_on_trained_run(tiny):
     results = {r.key: r for r in gf.build_all(tiny)}
     built = {k for k, r in results.items() if r.figure is not None}
-    assert {"curves", "progress", "fourier_norms", "attention", "neurons", "logit_fourier", "clusters", "ablations"} <= built
+    assert {
+        "curves",
+        "progress",
+        "fourier_norms",
+        "attention",
+        "neurons",
+        "logit_fourier",
+        "clusters",
+        "ablations",
+    } <= built
     assert not results["stars"].applicable
 
 
 def test_phases_from_measures_boundaries():
     from grokscope.figures.data import phases_from_boundaries
 
-    ph, _ = phases_from_boundaries({"memorisation_end": 10, "circuit_formation_end": 40, "cleanup_end": None, "rule": "r"}, 0, 100)
-    assert [(p.name, p.start, p.end) for p in ph] == [("memorisation", 0, 10), ("circuit formation", 10, 40), ("cleanup", 40, 100)]
+    ph, _ = phases_from_boundaries(
+        {"memorisation_end": 10, "circuit_formation_end": 40, "cleanup_end": None, "rule": "r"}, 0, 100
+    )
+    assert [(p.name, p.start, p.end) for p in ph] == [
+        ("memorisation", 0, 10),
+        ("circuit formation", 10, 40),
+        ("cleanup", 40, 100),
+    ]
 
 
 def test_figures_serialise_to_json(tiny):

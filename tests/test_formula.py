@@ -58,8 +58,26 @@ def test_precedence_power_binds_tighter_than_unary_minus():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "a+", "a b", "(a+b", "a+b)", "c+1", "__import__('os')", "a**b", "a**1000", "a; b", "a.b", "lambda: 1",
-     "a+" * 150 + "b", "(" * 60 + "a" + ")" * 60, "a // b", "1e3*a", "ａ+b", "a+b\x00"],
+    [
+        "",
+        "a+",
+        "a b",
+        "(a+b",
+        "a+b)",
+        "c+1",
+        "__import__('os')",
+        "a**b",
+        "a**1000",
+        "a; b",
+        "a.b",
+        "lambda: 1",
+        "a+" * 150 + "b",
+        "(" * 60 + "a" + ")" * 60,
+        "a // b",
+        "1e3*a",
+        "ａ+b",
+        "a+b\x00",
+    ],
 )
 def test_bad_formulas_raise_one_line_errors(text):
     with pytest.raises(FormulaError) as err:
@@ -85,7 +103,11 @@ def _render(draw, depth):
     op = "+-*"[choice - 2] if choice < 5 else "+"
     ls, lf = _render(draw, depth + 1)
     rs, rf = _render(draw, depth + 1)
-    fn = {"+": lambda a, b: lf(a, b) + rf(a, b), "-": lambda a, b: lf(a, b) - rf(a, b), "*": lambda a, b: lf(a, b) * rf(a, b)}[op]
+    fn = {
+        "+": lambda a, b: lf(a, b) + rf(a, b),
+        "-": lambda a, b: lf(a, b) - rf(a, b),
+        "*": lambda a, b: lf(a, b) * rf(a, b),
+    }[op]
     return f"({ls}){op}({rs})", fn
 
 

@@ -151,7 +151,9 @@ def test_discrete_log_basis_block_diagonalises_multiplication(p):
         for k in range(1, n // 2):
             blk = D[2 * k - 1 : 2 * k + 1, 2 * k - 1 : 2 * k + 1]
             angle = 2 * math.pi * k * int(log[b]) / n
-            rot = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], dtype=torch.float64)
+            rot = torch.tensor(
+                [[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], dtype=torch.float64
+            )
             assert torch.allclose(blk, rot, atol=1e-10) or torch.allclose(blk, rot.T, atol=1e-10)
         A = (F_add @ M @ F_add.T)[1:, 1:]  # [p-1, p-1]: the additive frequencies' rows/columns
         off_add = max(off_add, float(A[~in_block].abs().max()))

@@ -79,7 +79,14 @@ def test_checkpoint_runs_in_transformer_lens_with_identical_logits_and_activatio
         logits, cache = ours.run_with_cache(task.tokens)
         tl_logits, tl_cache = hooked.run_with_cache(task.tokens)
     torch.testing.assert_close(tl_logits[:, -1], logits, atol=1e-5, rtol=0)
-    for name in ("hook_embed", "blocks.0.attn.hook_pattern", "blocks.0.attn.hook_z", "blocks.0.mlp.hook_pre", "blocks.0.mlp.hook_post", "blocks.0.hook_resid_post"):
+    for name in (
+        "hook_embed",
+        "blocks.0.attn.hook_pattern",
+        "blocks.0.attn.hook_z",
+        "blocks.0.mlp.hook_pre",
+        "blocks.0.mlp.hook_post",
+        "blocks.0.hook_resid_post",
+    ):
         torch.testing.assert_close(tl_cache[name], cache[name], atol=1e-5, rtol=0, msg=name)
 
     # float64: the same computation, equal to rounding
@@ -133,10 +140,23 @@ def tl_trained(tmp_path_factory):
     """A HookedTransformer built and trained with TransformerLens alone (every bias trainable) on tiny's task."""
     tl = _tl()
     task = make_task(TL_CONFIG.task)
-    model = _hooked(tl, tl.HookedTransformerConfig(
-        n_layers=1, d_model=32, d_head=16, n_heads=2, d_mlp=64, d_vocab=14, d_vocab_out=13, n_ctx=3,
-        act_fn="relu", normalization_type=None, device="cpu", seed=1,
-    ))
+    model = _hooked(
+        tl,
+        tl.HookedTransformerConfig(
+            n_layers=1,
+            d_model=32,
+            d_head=16,
+            n_heads=2,
+            d_mlp=64,
+            d_vocab=14,
+            d_vocab_out=13,
+            n_ctx=3,
+            act_fn="relu",
+            normalization_type=None,
+            device="cpu",
+            seed=1,
+        ),
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=3e-2, weight_decay=1.0, betas=(0.9, 0.98))
     for _ in range(250):  # generalises (test accuracy ~0.9) with key frequencies 1 and 5
         loss = F.cross_entropy(model(task.train_tokens)[:, -1], task.train_labels)
@@ -181,7 +201,9 @@ def test_cli_analyses_a_transformer_lens_checkpoint(tl_trained, capsys):
     with torch.no_grad():
         logits = hooked(task.tokens)[:, -1].to(torch.float64)
     assert data["losses"]["loss"] == pytest.approx(F.cross_entropy(logits, task.labels).item(), rel=1e-5)
-    assert data["losses"]["test_loss"] == pytest.approx(F.cross_entropy(logits[task.test_idx], task.labels[task.test_idx]).item(), rel=1e-5)
+    assert data["losses"]["test_loss"] == pytest.approx(
+        F.cross_entropy(logits[task.test_idx], task.labels[task.test_idx]).item(), rel=1e-5
+    )
     assert data["losses"]["acc"] == pytest.approx((logits.argmax(-1) == task.labels).double().mean().item())
     we_norms = _fourier_norms(hooked.W_E.detach()[:p], 0)
     assert data["W_E_frequency_norms"] == pytest.approx(we_norms.tolist(), rel=1e-4)
@@ -261,15 +283,21 @@ def test_state_dict_mismatches_name_the_key_and_shapes(tmp_path, capsys):
 
     state = _state(cfg)
     del state["unembed.W_U"]
-    err = _cli_error(capsys, ["analyze", "--checkpoint", str(_save(state, tmp_path / "missing.safetensors")), "--preset", "tiny"])
+    err = _cli_error(
+        capsys, ["analyze", "--checkpoint", str(_save(state, tmp_path / "missing.safetensors")), "--preset", "tiny"]
+    )
     assert "missing 1 key(s)" in err and "unembed.W_U [32, 13]" in err
 
     state = _state(cfg)
     state["blocks.0.ln1.w"] = torch.ones(32)
-    err = _cli_error(capsys, ["analyze", "--checkpoint", str(_save(state, tmp_path / "ln.safetensors")), "--preset", "tiny"])
+    err = _cli_error(
+        capsys, ["analyze", "--checkpoint", str(_save(state, tmp_path / "ln.safetensors")), "--preset", "tiny"]
+    )
     assert "blocks.0.ln1.w" in err and "LayerNorm" in err
 
-    with pytest.raises(ConfigError, match=r"embed\.W_E has shape \[14, 32\], the config expects \[54, 32\] = \[d_vocab, d_model\]"):
+    with pytest.raises(
+        ConfigError, match=r"embed\.W_E has shape \[14, 32\], the config expects \[54, 32\] = \[d_vocab, d_model\]"
+    ):
         from_hooked_transformer(_state(cfg), apply_overrides(cfg, {"task.p": 53}))
     assert not (tmp_path / "ln-analysis").exists() and not (tmp_path / "missing-analysis").exists()
 
@@ -284,12 +312,16 @@ def test_absent_attention_biases_read_as_zero(tmp_path):
 def test_cli_argument_errors(tmp_path, tiny_run, capsys):
     path = _save(_state(tiny()), tmp_path / "m.safetensors")
     assert "give a RUN directory, or --checkpoint FILE --preset NAME" in _cli_error(capsys, ["analyze"])
-    assert "not both" in _cli_error(capsys, ["analyze", str(tiny_run.dir), "--checkpoint", str(path), "--preset", "tiny"])
+    assert "not both" in _cli_error(
+        capsys, ["analyze", str(tiny_run.dir), "--checkpoint", str(path), "--preset", "tiny"]
+    )
     assert "--preset" in _cli_error(capsys, ["analyze", "--checkpoint", str(path)])
     assert "--step" in _cli_error(capsys, ["analyze", "--checkpoint", str(path), "--preset", "tiny", "--step", "3"])
     assert "model.arch" in _cli_error(capsys, ["analyze", "--checkpoint", str(path), "--preset", "pair-mlp"])
     assert "go with --checkpoint" in _cli_error(capsys, ["analyze", str(tiny_run.dir), "--preset", "tiny"])
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("keep")
-    assert "already exists" in _cli_error(capsys, ["analyze", "--checkpoint", str(path), "--preset", "tiny", "--out", str(tmp_path / "busy")])
+    assert "already exists" in _cli_error(
+        capsys, ["analyze", "--checkpoint", str(path), "--preset", "tiny", "--out", str(tmp_path / "busy")]
+    )
     assert (tmp_path / "busy" / "x").read_text() == "keep" and not (tmp_path / "m-analysis").exists()

@@ -29,27 +29,53 @@ def test_patch_probe_sae_commands(run_dir, capsys):
     data = json.loads((run_dir / "interp_probe.json").read_text())
     from grokscope.store import load_run
 
-    assert [r["step"] for r in data["reports"]] == load_run(run_dir).checkpoints and "a+b k=3" in data["reports"][0]["r2"]
+    assert [r["step"] for r in data["reports"]] == load_run(run_dir).checkpoints and "a+b k=3" in data["reports"][0][
+        "r2"
+    ]
 
-    assert main(["sae", str(run_dir), "--key-freqs", "1,2", "--features", "8", "--k", "2", "--train-steps", "20", "--compare", "30"]) == 0
+    assert (
+        main(
+            [
+                "sae",
+                str(run_dir),
+                "--key-freqs",
+                "1,2",
+                "--features",
+                "8",
+                "--k",
+                "2",
+                "--train-steps",
+                "20",
+                "--compare",
+                "30",
+            ]
+        )
+        == 0
+    )
     data = json.loads((run_dir / "interp_sae.json").read_text())
     assert [r["step"] for r in data["reports"]] == [60, 30] and len(data["comparisons"]) == 1
 
     from grokscope.figures.registry import build_all
 
-    results = {r.key: r for r in build_all(run_dir, only=["interp_patching", "interp_attribution", "interp_probes", "interp_sae"])}
+    results = {
+        r.key: r
+        for r in build_all(run_dir, only=["interp_patching", "interp_attribution", "interp_probes", "interp_sae"])
+    }
     assert all(results[k].figure is not None for k in results), {k: r.note for k, r in results.items()}
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["patch", "/nonexistent/run"], "no such run directory"),
-    (["probe", "{run}", "--key-freqs", "x"], "--key-freqs: expected comma-separated integers"),
-    (["probe", "{run}", "--key-freqs", "99"], "frequencies must be in 1..6"),
-    (["probe", "{run}", "--key-freqs", "1", "--steps", "7"], "no checkpoint at [7]"),
-    (["probe", "{run}", "--key-freqs", "1", "--hook", "blocks.0.nope"], "no activation named"),
-    (["patch", "{run}", "--key-freqs", "1", "--sweeps", "bogus"], "--sweeps: unknown"),
-    (["sae", "{run}", "--key-freqs", "1", "--features", "4", "--k", "9"], "k: must be in 1..n_features=4"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["patch", "/nonexistent/run"], "no such run directory"),
+        (["probe", "{run}", "--key-freqs", "x"], "--key-freqs: expected comma-separated integers"),
+        (["probe", "{run}", "--key-freqs", "99"], "frequencies must be in 1..6"),
+        (["probe", "{run}", "--key-freqs", "1", "--steps", "7"], "no checkpoint at [7]"),
+        (["probe", "{run}", "--key-freqs", "1", "--hook", "blocks.0.nope"], "no activation named"),
+        (["patch", "{run}", "--key-freqs", "1", "--sweeps", "bogus"], "--sweeps: unknown"),
+        (["sae", "{run}", "--key-freqs", "1", "--features", "4", "--k", "9"], "k: must be in 1..n_features=4"),
+    ],
+)
 def test_errors_are_one_line_exit_2(run_dir, capsys, argv, message):
     argv = [a.replace("{run}", str(run_dir)) for a in argv]
     assert main(argv + ["--no-write"]) == 2

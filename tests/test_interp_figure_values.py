@@ -69,7 +69,9 @@ def np_transformer(state: dict[str, np.ndarray], tokens: np.ndarray, override=No
     pattern = np.exp(scores - scores.max(-1, keepdims=True))
     pattern /= pattern.sum(-1, keepdims=True)
     z = hook("blocks.0.attn.hook_z", np.einsum("nhqk,nkhe->nqhe", pattern, v))
-    attn_out = hook("blocks.0.hook_attn_out", np.einsum("nqhe,hed->nqd", z, s["blocks.0.attn.W_O"]) + s["blocks.0.attn.b_O"])
+    attn_out = hook(
+        "blocks.0.hook_attn_out", np.einsum("nqhe,hed->nqd", z, s["blocks.0.attn.W_O"]) + s["blocks.0.attn.b_O"]
+    )
     mid = resid + attn_out
     post = hook("blocks.0.mlp.hook_post", np.maximum(mid @ s["blocks.0.mlp.W_in"] + s["blocks.0.mlp.b_in"], 0.0))
     mlp_out = hook("blocks.0.hook_mlp_out", post @ s["blocks.0.mlp.W_out"] + s["blocks.0.mlp.b_out"])
@@ -142,8 +144,13 @@ def patched():
     from grokscope.interp.patching import PatchSetup
     from grokscope.models import Transformer
 
-    model = Transformer(ModelConfig(d_model=8, n_heads=2, d_head=4, d_mlp=10, init_seed=5), d_vocab=P + 1, d_vocab_out=P,
-                        n_ctx=3).double().eval()
+    model = (
+        Transformer(
+            ModelConfig(d_model=8, n_heads=2, d_head=4, d_mlp=10, init_seed=5), d_vocab=P + 1, d_vocab_out=P, n_ctx=3
+        )
+        .double()
+        .eval()
+    )
     with torch.no_grad():
         for prm in model.parameters():
             prm.mul_(2.5)
@@ -152,7 +159,9 @@ def patched():
     a2 = (a + rng.integers(1, P, N_PAIRS)) % P  # a different a: a different answer
     eq = np.full(N_PAIRS, P)
     clean, corrupt = np.stack([a, b, eq], 1), np.stack([a2, b, eq], 1)
-    setup = PatchSetup(torch.tensor(clean), torch.tensor(corrupt), torch.tensor((a + b) % P), torch.tensor((a2 + b) % P))
+    setup = PatchSetup(
+        torch.tensor(clean), torch.tensor(corrupt), torch.tensor((a + b) % P), torch.tensor((a2 + b) % P)
+    )
     attr = attribution_patching(model, setup)
     comps = compare_with_activation_patching(model, setup, ["heads", "neurons", "positions"], attr=attr)
     data = {"sweeps": {c.kind: c.to_dict() for c in comps}}
@@ -176,7 +185,11 @@ def test_patch_heatmaps_plot_the_numpy_patching_effects(patched):
 
     want = ref.tables("positions", ref.recovered)
     np.testing.assert_allclose(values(positions.z), want, rtol=0, atol=1e-9)
-    assert list(positions.y) == [h.replace("blocks.", "") for h in HOOKS_POS] and list(positions.x) == ["pos 0", "pos 1", "pos 2"]
+    assert list(positions.y) == [h.replace("blocks.", "") for h in HOOKS_POS] and list(positions.x) == [
+        "pos 0",
+        "pos 1",
+        "pos 2",
+    ]
     # closed form: the residual stream before the block at the corrupted operand's position is everything (the
     # other positions hold the same tokens in both runs), after the block at the last position too
     assert want[0].tolist() == pytest.approx([1.0, 0.0, 0.0], abs=1e-12)
@@ -296,7 +309,9 @@ def test_probe_curves_plot_numpy_ridge_r2_over_checkpoints(probed):
         x = PlantedActivations(s).features(tokens)
         for k in KEYS:
             for kind, arg in (("a+b", a + b), ("a", a)):
-                want.setdefault(f"{kind} k={k}", []).append(numpy_probe(x, np.column_stack([np.cos(w(k, arg)), np.sin(w(k, arg))]))[0])
+                want.setdefault(f"{kind} k={k}", []).append(
+                    numpy_probe(x, np.column_stack([np.cos(w(k, arg)), np.sin(w(k, arg))]))[0]
+                )
         _, pred, ev = numpy_probe(x, np.eye(P)[labels])
         acc.append(float(np.mean(pred.argmax(1) == labels[ev])))
     # closed form: a planted wave is read back exactly
@@ -413,7 +428,9 @@ def test_sae_features_plot_the_hand_built_features(sae_data):
     # dead feature has none; the two-frequency mix does not align
     r = ref[100]
     assert r["freq"].tolist()[:2] == [2, 5] and r["freq"][3] == 0 and r["freq"][5] == 2
-    assert r["harm"][[0, 1, 5]] == pytest.approx([1.0, 1.0, 1.0], abs=1e-9) and r["harm"][3] == 0.0 and r["harm"][2] < 0.85
+    assert (
+        r["harm"][[0, 1, 5]] == pytest.approx([1.0, 1.0, 1.0], abs=1e-9) and r["harm"][3] == 0.0 and r["harm"][2] < 0.85
+    )
     assert per_key == {2: [3, 0], 5: [1, 4]}
     # every neuron writes one unit-amplitude wave to the logits: one-neuron rows put all their effect on one
     # frequency, f2's row shares it 1 : 0.36 between k=2 and k=5
@@ -448,6 +465,7 @@ def test_sae_features_plot_the_hand_built_features(sae_data):
 
 # =========================================================================== the report's builders
 
+
 def test_report_specs_read_each_command_file_and_plot_the_same_values(tmp_path, patched, probed, sae_data):
     """Each report entry reads its own command's JSON from the run (after a JSON round trip the plotted values are
     those checked above) and is not applicable until that file exists."""
@@ -458,10 +476,12 @@ def test_report_specs_read_each_command_file_and_plot_the_same_values(tmp_path, 
 
     run = SimpleNamespace(dir=tmp_path, read_json=lambda name: json.loads((tmp_path / name).read_text()))
     files = {"interp_patch.json": patched[0], "interp_probe.json": probed[1], "interp_sae.json": sae_data[2]}
-    builders = {"interp_patching": (ifig.patch_heatmaps, "interp_patch.json"),
-                "interp_attribution": (ifig.attribution_scatter, "interp_patch.json"),
-                "interp_probes": (ifig.probe_curves, "interp_probe.json"),
-                "interp_sae": (ifig.sae_features, "interp_sae.json")}
+    builders = {
+        "interp_patching": (ifig.patch_heatmaps, "interp_patch.json"),
+        "interp_attribution": (ifig.attribution_scatter, "interp_patch.json"),
+        "interp_probes": (ifig.probe_curves, "interp_probe.json"),
+        "interp_sae": (ifig.sae_features, "interp_sae.json"),
+    }
     specs = {key: build for key, _, _, build in ifig.report_specs()}
     assert set(specs) == set(builders)
     for build in specs.values():

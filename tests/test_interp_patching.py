@@ -60,13 +60,19 @@ def test_patching_everything_recovers_all_and_nothing_recovers_none(task, transf
     # the whole residual stream before the block (every position) determines everything downstream
     assert patch_activation(transformer, s, "blocks.0.hook_resid_pre").recovered == pytest.approx(1.0, abs=1e-6)
     # the final residual stream at the last position is what the unembedding reads
-    assert patch_activation(transformer, s, "blocks.0.hook_resid_post", position=-1).recovered == pytest.approx(1.0, abs=1e-6)
+    assert patch_activation(transformer, s, "blocks.0.hook_resid_post", position=-1).recovered == pytest.approx(
+        1.0, abs=1e-6
+    )
     # the residual stream at an earlier position after the block cannot matter (the logits read the last one)
-    assert patch_activation(transformer, s, "blocks.0.hook_resid_post", position=0).recovered == pytest.approx(0.0, abs=1e-6)
+    assert patch_activation(transformer, s, "blocks.0.hook_resid_post", position=0).recovered == pytest.approx(
+        0.0, abs=1e-6
+    )
     # an empty set of neurons patches nothing
     assert patch_activation(transformer, s, "blocks.0.mlp.hook_post", units=[]).recovered == 0.0
     # the noising direction reads the other way round
-    assert patch_activation(transformer, s, "blocks.0.hook_resid_pre", direction="noise").recovered == pytest.approx(0.0, abs=1e-6)
+    assert patch_activation(transformer, s, "blocks.0.hook_resid_pre", direction="noise").recovered == pytest.approx(
+        0.0, abs=1e-6
+    )
     assert patch_activation(transformer, s, "blocks.0.mlp.hook_post", units=[], direction="noise").recovered == 1.0
 
 
@@ -88,10 +94,16 @@ def test_patching_from_the_same_input_recovers_exactly_100_percent(task, transfo
 def test_batched_sweep_equals_one_patch_at_a_time(task, transformer):
     s = make_corruption(task, 20, seed=2)
     swept = sweep_neurons(transformer, s)
-    singles = [patch_activation(transformer, s, "blocks.0.mlp.hook_post", position=-1, units=[i]).recovered for i in range(24)]
+    singles = [
+        patch_activation(transformer, s, "blocks.0.mlp.hook_post", position=-1, units=[i]).recovered for i in range(24)
+    ]
     assert swept.values.reshape(-1).tolist() == pytest.approx(singles, abs=1e-6)
-    small, _, _ = patch_sites(transformer, s, [Site("blocks.0.mlp.hook_post", -1, None, (i,)) for i in range(24)], max_rows=20)
-    big, _, _ = patch_sites(transformer, s, [Site("blocks.0.mlp.hook_post", -1, None, (i,)) for i in range(24)], max_rows=10_000)
+    small, _, _ = patch_sites(
+        transformer, s, [Site("blocks.0.mlp.hook_post", -1, None, (i,)) for i in range(24)], max_rows=20
+    )
+    big, _, _ = patch_sites(
+        transformer, s, [Site("blocks.0.mlp.hook_post", -1, None, (i,)) for i in range(24)], max_rows=10_000
+    )
     assert torch.allclose(small, big, atol=1e-6)
 
 

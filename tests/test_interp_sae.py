@@ -48,12 +48,15 @@ def test_feature_frequencies_of_known_features():
     a = torch.arange(p * p) // p
     b = torch.arange(p * p) % p
     w = 2 * math.pi / p
-    feats = torch.stack([
-        torch.cos(w * 2 * a) + torch.cos(w * 2 * b),  # frequency 2
-        torch.relu(torch.cos(w * 5 * a)),  # frequency 5 plus harmonics (still mostly 5)
-        torch.zeros(p * p),  # dead
-        torch.randn(p * p, generator=torch.Generator().manual_seed(0)),  # noise
-    ], dim=1)
+    feats = torch.stack(
+        [
+            torch.cos(w * 2 * a) + torch.cos(w * 2 * b),  # frequency 2
+            torch.relu(torch.cos(w * 5 * a)),  # frequency 5 plus harmonics (still mostly 5)
+            torch.zeros(p * p),  # dead
+            torch.randn(p * p, generator=torch.Generator().manual_seed(0)),  # noise
+        ],
+        dim=1,
+    )
     f = feature_frequencies(feats, p, key_freqs=[2, 5])
     assert f.frequency[0] == 2 and f.aligned[0]
     assert f.frequency[2] == 0 and not f.aligned[2]
@@ -107,7 +110,9 @@ def test_compare_saes_on_hand_built_decoders():
     a, b = SAE(6, SAEConfig(n_features=4, k=1)), SAE(6, SAEConfig(n_features=4, k=1, seed=1))
     with torch.no_grad():
         a.W_dec.copy_(torch.stack([e[0], e[1], e[2], e[3]]))
-        b.W_dec.copy_(torch.stack([-e[1], math.cos(theta) * e[0] + math.sin(theta) * e[4], 0.6 * e[2] + 0.8 * e[5], 3.0 * e[2]]))
+        b.W_dec.copy_(
+            torch.stack([-e[1], math.cos(theta) * e[0] + math.sin(theta) * e[4], 0.6 * e[2] + 0.8 * e[5], 3.0 * e[2]])
+        )
 
     def report(step, frequency, aligned):
         return SimpleNamespace(step=step, features=SimpleNamespace(frequency=frequency, aligned=aligned))

@@ -20,7 +20,12 @@ def test_checkpoint_schedule_is_dense_early_and_keeps_the_final_epoch():
     eps = checkpoint_epochs(TrainConfig(epochs=1050, checkpoint_every=100))
     assert {0, 1, 2, 4, 8, 16, 32, 64, 100, 200, 1000, 1050} <= eps
     assert 128 not in eps and 150 not in eps
-    assert checkpoint_epochs(TrainConfig(epochs=300, checkpoint_every=100, checkpoint_early=False)) == {0, 100, 200, 300}
+    assert checkpoint_epochs(TrainConfig(epochs=300, checkpoint_every=100, checkpoint_early=False)) == {
+        0,
+        100,
+        200,
+        300,
+    }
 
 
 def test_training_a_tiny_model_reduces_the_loss_and_fills_the_store(tmp_path, tiny_config):
@@ -40,7 +45,9 @@ def test_training_a_tiny_model_reduces_the_loss_and_fills_the_store(tmp_path, ti
     assert (run.dir / "config.json").read_text().strip() == cfg.to_json().strip()
 
 
-def test_the_evaluation_shares_its_forward_with_the_next_update_and_changes_no_number(tmp_path, tiny_config, monkeypatch):
+def test_the_evaluation_shares_its_forward_with_the_next_update_and_changes_no_number(
+    tmp_path, tiny_config, monkeypatch
+):
     """Full batch on the fast path: a log epoch's training logits are the next update's forward, computed once."""
     cfg = apply_overrides(tiny_config, {"train.epochs": 40, "train.measure_every": 20})
     real_choose = loop.choose_forward
@@ -61,7 +68,9 @@ def test_the_evaluation_shares_its_forward_with_the_next_update_and_changes_no_n
     apart = train(cfg, tmp_path / "apart", progress=False)
     task = apart.task()
     n_logs = len(apart.metrics)
-    assert sum(rows) - shared_rows == (n_logs - 1) * task.train_idx.numel()  # one train forward saved per log but the last
+    assert (
+        sum(rows) - shared_rows == (n_logs - 1) * task.train_idx.numel()
+    )  # one train forward saved per log but the last
     assert shared.metrics.equals(apart.metrics)
     a, b = shared.load_state_dict(), apart.load_state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -78,7 +87,9 @@ def test_same_config_gives_the_same_run_bit_for_bit(tmp_path, tiny_config):
 
 @pytest.mark.parametrize("batch_size", [None, 24])
 def test_an_interrupted_run_resumes_exactly(tmp_path, tiny_config, batch_size):
-    cfg = apply_overrides(tiny_config, {"train.epochs": 80, "train.batch_size": batch_size, "train.checkpoint_every": 20})
+    cfg = apply_overrides(
+        tiny_config, {"train.epochs": 80, "train.batch_size": batch_size, "train.checkpoint_every": 20}
+    )
     straight = train(cfg, tmp_path / "straight", progress=False)
 
     with interrupted_at_update(47 * (1 if batch_size is None else 4) + 1):  # 84 train pairs: 4 batches of <= 24
@@ -103,7 +114,9 @@ def test_an_interrupted_run_releases_its_database_at_once(tmp_path, tiny_config)
         train(apply_overrides(tiny_config, {"train.epochs": 40}), tmp_path / "run", progress=False)
     assert excinfo.value.__traceback__ is not None  # the frames holding the database are alive
     wal = tmp_path / "run" / "metrics.sqlite-wal"
-    assert not wal.exists() or wal.stat().st_size == 0  # SQLite folds its log into the file when the last connection closes
+    assert (
+        not wal.exists() or wal.stat().st_size == 0
+    )  # SQLite folds its log into the file when the last connection closes
 
 
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(tmp_path, tiny_config, monkeypatch):
@@ -117,7 +130,9 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_good_checkpoints(t
         return loss * float("nan") if calls["n"] >= 30 else loss
 
     monkeypatch.setattr(loop, "train_step", nan_step)
-    with pytest.raises(TrainingDiverged, match="non-finite training loss at epoch 30; the last good checkpoint is step 25"):
+    with pytest.raises(
+        TrainingDiverged, match="non-finite training loss at epoch 30; the last good checkpoint is step 25"
+    ):
         train(cfg, tmp_path / "run", progress=False)
     run = load_run(tmp_path / "run")
     assert run.status == "failed" and max(run.checkpoints) == 25

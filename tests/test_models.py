@@ -59,7 +59,8 @@ def test_init_is_seeded_with_the_papers_scales():
 
 
 def dense_reference(model: Transformer, tokens: torch.Tensor) -> torch.Tensor:
-    """An independent float64 computation: one-hot inputs, explicit per-head loops, causal attention at every position."""
+    """An independent float64 computation: one-hot inputs, explicit per-head loops, causal attention at every
+    position."""
     sd = {k: v.double() for k, v in model.state_dict().items()}
     d_vocab = sd["embed.W_E"].shape[0]
     onehot = torch.nn.functional.one_hot(tokens, d_vocab).double()  # [B, P, V]
@@ -144,8 +145,17 @@ def test_transformerlens_loads_a_checkpoint_by_name():
         model.blocks[0].mlp.b_in.normal_()
     hooked = tl.HookedTransformer(
         tl.HookedTransformerConfig(
-            n_layers=1, d_model=32, d_head=8, n_heads=4, d_mlp=64, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out,
-            n_ctx=3, act_fn="relu", normalization_type=None, device="cpu",
+            n_layers=1,
+            d_model=32,
+            d_head=8,
+            n_heads=4,
+            d_mlp=64,
+            d_vocab=task.d_vocab,
+            d_vocab_out=task.d_vocab_out,
+            n_ctx=3,
+            act_fn="relu",
+            normalization_type=None,
+            device="cpu",
         )
     )
     hooked.load_state_dict(model.state_dict(), strict=False)

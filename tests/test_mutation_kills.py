@@ -149,8 +149,12 @@ def test_progress_measures_do_not_depend_on_the_order_of_the_task_rows():
     where = torch.empty_like(perm)
     where[perm] = torch.arange(p * p)  # new row of old row i
     shuffled = dataclasses.replace(
-        task, tokens=task.tokens[perm], labels=task.labels[perm], pair_index=task.pair_index[perm],
-        train_idx=where[task.train_idx].sort().values, test_idx=where[task.test_idx].sort().values,
+        task,
+        tokens=task.tokens[perm],
+        labels=task.labels[perm],
+        pair_index=task.pair_index[perm],
+        train_idx=where[task.train_idx].sort().values,
+        test_idx=where[task.test_idx].sort().values,
     )
     freqs = [1, 3, 5]
     a = progress_measures(model, task, key_freqs=freqs)
@@ -193,8 +197,12 @@ def _phase_curves(test_acc=None, spike_at=None) -> pd.DataFrame:
         excluded[steps == spike_at] = 0.0  # one outlier point below the minimum
     log_test = np.interp(s, [0, 500, 700, 1000], [1.0, 1.0, -6.0, -6.0])
     df = pd.DataFrame(
-        {"train_acc": np.clip(s / 100, 0, 1), "test_loss": 10**log_test, "excluded_loss": excluded,
-         "test_acc": np.where(log_test <= -1.0, 1.0, 0.5) if test_acc is None else test_acc(s)},
+        {
+            "train_acc": np.clip(s / 100, 0, 1),
+            "test_loss": 10**log_test,
+            "excluded_loss": excluded,
+            "test_acc": np.where(log_test <= -1.0, 1.0, 0.5) if test_acc is None else test_acc(s),
+        },
         index=pd.Index(steps, name="step"),
     )
     return df
@@ -253,7 +261,11 @@ def test_atomic_write_fsyncs_the_complete_file_before_the_rename_and_the_folder_
     monkeypatch.undo()
     ino = target.stat().st_ino
     assert target.read_bytes() == data
-    assert events == [("fsync", "file", ino, len(data)), ("replace", ino), ("fsync", "dir", tmp_path.stat().st_ino, events[-1][3])]
+    assert events == [
+        ("fsync", "file", ino, len(data)),
+        ("replace", ino),
+        ("fsync", "dir", tmp_path.stat().st_ino, events[-1][3]),
+    ]
 
 
 def test_safetensors_header_is_canonical_and_keeps_the_data_aligned():

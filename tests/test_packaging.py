@@ -22,7 +22,9 @@ TORCH = "torch==2.13.0"  # what .ci/run installs
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     return proc
 
 
@@ -58,7 +60,17 @@ def dists(tmp_path_factory) -> dict[str, Path]:
 def test_sdist_holds_the_project(dists):
     with tarfile.open(dists["sdist"]) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    for required in ["README.md", "LICENSE", "CHANGELOG.md", "pyproject.toml", "mkdocs.yml", "grokscope/cli.py", "docs/index.md", "tests/conftest.py", "examples/01_reproduce_paper_figures.py"]:
+    for required in [
+        "README.md",
+        "LICENSE",
+        "CHANGELOG.md",
+        "pyproject.toml",
+        "mkdocs.yml",
+        "grokscope/cli.py",
+        "docs/index.md",
+        "tests/conftest.py",
+        "examples/01_reproduce_paper_figures.py",
+    ]:
         assert required in names, required
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
 
@@ -83,18 +95,31 @@ def test_wheel_installs_in_a_fresh_venv_and_trains(dists, tmp_path):
     python, grokscope = bindir / "python", bindir / "grokscope"
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
     env.update(OMP_NUM_THREADS="1", COLUMNS="100")
-    _run([str(python), "-m", "pip", "install", "--quiet", "--no-compile", TORCH, str(dists["wheel"])], env=env, timeout=1200)
+    _run(
+        [str(python), "-m", "pip", "install", "--quiet", "--no-compile", TORCH, str(dists["wheel"])],
+        env=env,
+        timeout=1200,
+    )
 
     work = tmp_path / "work"  # outside the repository, so only the installed copy can be imported
     work.mkdir()
-    where = _run([str(python), "-c", "import grokscope; print(grokscope.__file__); print(grokscope.__version__)"], cwd=work, env=env).stdout.split()
+    where = _run(
+        [str(python), "-c", "import grokscope; print(grokscope.__file__); print(grokscope.__version__)"],
+        cwd=work,
+        env=env,
+    ).stdout.split()
     assert Path(where[0]).is_relative_to(env_dir) and where[1] == VERSION
     helptext = _run([str(grokscope), "--help"], cwd=work, env=env, timeout=300).stdout
     assert "usage: grokscope" in helptext and "train" in helptext and "analyze" in helptext
     assert _run([str(grokscope), "--version"], cwd=work, env=env, timeout=300).stdout.strip() == f"grokscope {VERSION}"
 
     out = work / "runs" / "quick"
-    summary = _run([str(grokscope), "train", "--preset", "quick", "--set", "train.epochs=30", "--out", str(out), "--quiet"], cwd=work, env=env, timeout=900).stdout
+    summary = _run(
+        [str(grokscope), "train", "--preset", "quick", "--set", "train.epochs=30", "--out", str(out), "--quiet"],
+        cwd=work,
+        env=env,
+        timeout=900,
+    ).stdout
     assert "status:     completed" in summary and "epochs:     30 of 30" in summary
     assert (out / "config.json").is_file() and (out / "metrics.sqlite").is_file()
     assert (out / "checkpoints" / "step_00000030.safetensors").is_file()

@@ -26,7 +26,13 @@ def _curves(steps=STEPS, fit=200, exc_min=300, drop_start=1500, drop_end=2005, n
     test_loss = 10**log_test
     test_acc = np.where(log_test <= -1.0, 1.0, 0.5)
     return pd.DataFrame(
-        {"train_acc": train_acc, "train_loss": train_loss, "test_acc": test_acc, "test_loss": test_loss, "excluded_loss": excluded},
+        {
+            "train_acc": train_acc,
+            "train_loss": train_loss,
+            "test_acc": test_acc,
+            "test_loss": test_loss,
+            "excluded_loss": excluded,
+        },
         index=pd.Index(steps, name="step"),
     )
 

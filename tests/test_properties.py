@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, assume, given, reject, settings
 from hypothesis import strategies as st
 
 from grokscope.config import ConfigError, ExperimentConfig, apply_overrides, field_paths, parse_override
-from grokscope.presets import tiny
 from grokscope.formula import MAX_LENGTH, FormulaError, parse_formula
+from grokscope.presets import tiny
 
 PRIMES = [5, 7, 11, 13, 17]
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -136,8 +136,29 @@ def _audit(event: str, args) -> None:
 sys.addaudithook(_audit)  # audit hooks cannot be removed; this one only records while _WATCH["on"]
 
 PIECES = list("abxy0123456789 +-*/^()._[]{}'\"!@#$%&=<>,;:?\\|`~\t\n") + [
-    "**", "__import__", "os", "system", "eval", "exec", "lambda", "open", "globals", "__class__", "__builtins__",
-    "if", "is", "odd", "even", "else", "not", "and", "ａ", "١", "α", "\x00", "\u202e",
+    "**",
+    "__import__",
+    "os",
+    "system",
+    "eval",
+    "exec",
+    "lambda",
+    "open",
+    "globals",
+    "__class__",
+    "__builtins__",
+    "if",
+    "is",
+    "odd",
+    "even",
+    "else",
+    "not",
+    "and",
+    "ａ",
+    "١",
+    "α",
+    "\x00",
+    "\u202e",
 ]
 JUNK = st.one_of(st.lists(st.sampled_from(PIECES), max_size=30).map("".join), st.text(max_size=60))
 
@@ -173,43 +194,81 @@ MODULAR = ["a+b", "a-b", "a*b", "a**2+b**2", "a/b", "(a+b)^3", "x/y if y is odd 
 @st.composite
 def configs(draw) -> ExperimentConfig:
     kind = draw(st.sampled_from(["modular", "multi", "s5", "sparse_parity"]))
-    formula = {"modular": st.sampled_from(MODULAR), "multi": st.sampled_from(["a+b;a-b", "a*b;a+b;a-b"]),
-               "s5": st.sampled_from(["x*y", "x*y*x^-1", "x*y*x"]), "sparse_parity": st.just("a+b")}[kind]
+    formula = {
+        "modular": st.sampled_from(MODULAR),
+        "multi": st.sampled_from(["a+b;a-b", "a*b;a+b;a-b"]),
+        "s5": st.sampled_from(["x*y", "x*y*x^-1", "x*y*x"]),
+        "sparse_parity": st.just("a+b"),
+    }[kind]
     formula = draw(formula)
     p = draw(st.sampled_from([5, 13, 97, 113, 1999]) if "/" in formula else st.integers(3, 2000))
     n_bits = draw(st.integers(1, 62))
     task = dict(
-        kind=kind, formula=formula, p=p, train_fraction=draw(st.floats(0, 1, exclude_min=True)),
-        split_seed=draw(st.integers(0, MAX_SEED)), n_train=draw(st.none() | st.integers(1, 10**6)),
-        n_bits=n_bits, parity_k=draw(st.integers(1, n_bits)), n_examples=draw(st.integers(2, min(10**6, 2**n_bits))),
+        kind=kind,
+        formula=formula,
+        p=p,
+        train_fraction=draw(st.floats(0, 1, exclude_min=True)),
+        split_seed=draw(st.integers(0, MAX_SEED)),
+        n_train=draw(st.none() | st.integers(1, 10**6)),
+        n_bits=n_bits,
+        parity_k=draw(st.integers(1, n_bits)),
+        n_examples=draw(st.integers(2, min(10**6, 2**n_bits))),
         pairs=draw(st.sampled_from(["all", "unordered"])) if kind == "modular" else "all",
     )
-    arch = "vector_mlp" if kind == "sparse_parity" else draw(st.sampled_from(["transformer", "mlp"] if kind == "modular" else ["transformer"]))
+    arch = (
+        "vector_mlp"
+        if kind == "sparse_parity"
+        else draw(st.sampled_from(["transformer", "mlp"] if kind == "modular" else ["transformer"]))
+    )
     attn_only = arch == "transformer" and draw(st.booleans())
     circle = arch == "mlp" and draw(st.booleans())
     model = dict(
-        arch=arch, n_layers=draw(st.integers(1, 64)), d_model=2 if circle else draw(st.integers(1, 65536)),
-        n_heads=draw(st.integers(1, 65536)), d_head=draw(st.integers(1, 65536)), d_mlp=draw(st.integers(1, 65536)),
-        act_fn=draw(st.sampled_from(["relu", "gelu", "quadratic"])), tie_unembed=arch == "mlp" and draw(st.booleans()),
-        init_seed=draw(st.integers(0, MAX_SEED)), attn_only=attn_only, dropout=0.0 if attn_only else draw(UNIT_OPEN),
-        init_scale=draw(POSITIVE), fixed_embedding="circle" if circle else "none",
+        arch=arch,
+        n_layers=draw(st.integers(1, 64)),
+        d_model=2 if circle else draw(st.integers(1, 65536)),
+        n_heads=draw(st.integers(1, 65536)),
+        d_head=draw(st.integers(1, 65536)),
+        d_mlp=draw(st.integers(1, 65536)),
+        act_fn=draw(st.sampled_from(["relu", "gelu", "quadratic"])),
+        tie_unembed=arch == "mlp" and draw(st.booleans()),
+        init_seed=draw(st.integers(0, MAX_SEED)),
+        attn_only=attn_only,
+        dropout=0.0 if attn_only else draw(UNIT_OPEN),
+        init_scale=draw(POSITIVE),
+        fixed_embedding="circle" if circle else "none",
     )
     optim = dict(
-        lr=draw(POSITIVE), weight_decay=draw(NONNEG), betas=[draw(UNIT_OPEN), draw(UNIT_OPEN)], eps=draw(POSITIVE),
-        warmup_steps=draw(st.integers(0, 10**6)), decay=draw(st.sampled_from(["l2", "l1"])),
-        grad_filter=draw(st.sampled_from(["none", "ema", "ma"])), filter_alpha=draw(UNIT_OPEN), filter_lambda=draw(NONNEG),
-        filter_window=draw(st.integers(1, 10_000)), perp_grad=draw(st.booleans()), fixed_norm=draw(st.booleans()),
+        lr=draw(POSITIVE),
+        weight_decay=draw(NONNEG),
+        betas=[draw(UNIT_OPEN), draw(UNIT_OPEN)],
+        eps=draw(POSITIVE),
+        warmup_steps=draw(st.integers(0, 10**6)),
+        decay=draw(st.sampled_from(["l2", "l1"])),
+        grad_filter=draw(st.sampled_from(["none", "ema", "ma"])),
+        filter_alpha=draw(UNIT_OPEN),
+        filter_lambda=draw(NONNEG),
+        filter_window=draw(st.integers(1, 10_000)),
+        perp_grad=draw(st.booleans()),
+        fixed_norm=draw(st.booleans()),
     )
     train = dict(
-        epochs=draw(st.integers(1, 10**7)), batch_size=draw(st.none() | st.integers(1, 10**6)),
-        loss_dtype=draw(st.sampled_from(["float32", "float64"])), log_every=draw(st.integers(1, 10**6)),
-        measure_every=draw(st.integers(0, 10**6)), checkpoint_every=draw(st.integers(1, 10**6)),
-        checkpoint_early=draw(st.booleans()), stop_after_grok=draw(st.none() | st.floats(1, 1e6)),
-        data_seed=draw(st.integers(0, MAX_SEED)), fast_path=draw(st.booleans()),
-        loss=draw(st.sampled_from(["cross_entropy", "stablemax"])), softmax_collapse=draw(st.booleans()),
+        epochs=draw(st.integers(1, 10**7)),
+        batch_size=draw(st.none() | st.integers(1, 10**6)),
+        loss_dtype=draw(st.sampled_from(["float32", "float64"])),
+        log_every=draw(st.integers(1, 10**6)),
+        measure_every=draw(st.integers(0, 10**6)),
+        checkpoint_every=draw(st.integers(1, 10**6)),
+        checkpoint_early=draw(st.booleans()),
+        stop_after_grok=draw(st.none() | st.floats(1, 1e6)),
+        data_seed=draw(st.integers(0, MAX_SEED)),
+        fast_path=draw(st.booleans()),
+        loss=draw(st.sampled_from(["cross_entropy", "stablemax"])),
+        softmax_collapse=draw(st.booleans()),
     )
     try:
-        return ExperimentConfig.from_dict({"name": draw(NAMES), "task": task, "model": model, "optim": optim, "train": train})
+        return ExperimentConfig.from_dict(
+            {"name": draw(NAMES), "task": task, "model": model, "optim": optim, "train": train}
+        )
     except ConfigError:
         reject()  # a cross-field rule this generator does not know (hypothesis fails the test if that is frequent)
 
@@ -237,7 +296,9 @@ def _outside(lo: int, hi: int):
     return st.integers(max_value=lo - 1) | st.integers(min_value=hi + 1)
 
 
-NOT_A_NUMBER = st.text(max_size=10).filter(lambda s: not _is_json_number(s)) | st.booleans() | st.lists(st.integers(), max_size=2)
+NOT_A_NUMBER = (
+    st.text(max_size=10).filter(lambda s: not _is_json_number(s)) | st.booleans() | st.lists(st.integers(), max_size=2)
+)
 
 
 def _is_json_number(s: str) -> bool:
@@ -250,9 +311,28 @@ def _is_json_number(s: str) -> bool:
 INVALID = st.one_of(
     st.tuples(st.just("task.p"), _outside(3, 2000)),
     st.tuples(st.just("task.p"), st.floats(allow_nan=True).filter(lambda x: not (math.isfinite(x) and x.is_integer()))),
-    st.tuples(st.just("task.train_fraction"), st.floats(max_value=0) | st.floats(min_value=1, exclude_min=True) | st.just(math.nan)),
+    st.tuples(
+        st.just("task.train_fraction"),
+        st.floats(max_value=0) | st.floats(min_value=1, exclude_min=True) | st.just(math.nan),
+    ),
     st.tuples(st.just("task.split_seed"), _outside(0, MAX_SEED)),
-    st.tuples(st.just("task.kind"), st.text(max_size=12).filter(lambda s: s not in ("modular", "multi", "s5", "sparse_parity", "digit_addition", "repeated_subsequence", "skip_trigram"))),
+    st.tuples(
+        st.just("task.kind"),
+        st.text(max_size=12).filter(
+            lambda s: (
+                s
+                not in (
+                    "modular",
+                    "multi",
+                    "s5",
+                    "sparse_parity",
+                    "digit_addition",
+                    "repeated_subsequence",
+                    "skip_trigram",
+                )
+            )
+        ),
+    ),
     st.tuples(st.just("model.d_model"), _outside(1, 65536)),
     st.tuples(st.just("model.n_layers"), _outside(1, 64)),
     st.tuples(st.just("model.dropout"), st.floats(max_value=0, exclude_max=True) | st.floats(min_value=1)),
@@ -261,9 +341,14 @@ INVALID = st.one_of(
     st.tuples(st.just("model.tie_unembed"), st.integers() | st.text(max_size=5)),
     st.tuples(st.just("optim.lr"), st.floats(max_value=0) | st.sampled_from([math.inf, math.nan])),
     st.tuples(st.just("optim.lr"), NOT_A_NUMBER),
-    st.tuples(st.just("optim.weight_decay"), st.floats(max_value=0, exclude_max=True) | st.sampled_from([math.inf, math.nan])),
+    st.tuples(
+        st.just("optim.weight_decay"), st.floats(max_value=0, exclude_max=True) | st.sampled_from([math.inf, math.nan])
+    ),
     st.tuples(st.just("optim.betas"), st.lists(st.floats(0, 0.5), max_size=4).filter(lambda v: len(v) != 2)),
-    st.tuples(st.just("optim.betas"), st.tuples(st.floats(min_value=1) | st.floats(max_value=0, exclude_max=True), st.floats(0, 0.5))),
+    st.tuples(
+        st.just("optim.betas"),
+        st.tuples(st.floats(min_value=1) | st.floats(max_value=0, exclude_max=True), st.floats(0, 0.5)),
+    ),
     st.tuples(st.just("train.epochs"), _outside(1, 10_000_000)),
     st.tuples(st.just("train.epochs"), NOT_A_NUMBER),
     st.tuples(st.just("train.log_every"), st.integers(max_value=0)),

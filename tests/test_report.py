@@ -67,12 +67,17 @@ def expected_figures(run_dir) -> set[str]:
         want.add("progress")
     if cols & {"excluded_loss", "restricted_loss"}:
         want.add("ablations")
-    if (run_dir / "analysis.json").is_file() and json.loads((run_dir / "analysis.json").read_text()).get("key_frequencies"):
+    if (run_dir / "analysis.json").is_file() and json.loads((run_dir / "analysis.json").read_text()).get(
+        "key_frequencies"
+    ):
         want |= {"interference", "logit_coefficients"}
     if any(re.fullmatch(r"excluded_loss_k\d+(_fixed)?", c) for c in cols):
         want.add("excluded_per_k")
-    for name, keys in {"interp_patch.json": ("interp_patching", "interp_attribution"), "interp_probe.json": ("interp_probes",),
-                       "interp_sae.json": ("interp_sae",)}.items():
+    for name, keys in {
+        "interp_patch.json": ("interp_patching", "interp_attribution"),
+        "interp_probe.json": ("interp_probes",),
+        "interp_sae.json": ("interp_sae",),
+    }.items():
         if (run_dir / name).is_file():
             want |= set(keys)
     return want
@@ -102,7 +107,9 @@ def test_report_draws_each_expected_figure_once(name, tmp_path):
     assert len(scripts) == len(set(scripts)) == len(want), (sorted(scripts), sorted(want))
     assert set(scripts) == want
     assert toc == scripts == divs  # the same figures, in the same order
-    render = html[html.index("var pending = Array.prototype.slice.call(document.querySelectorAll('script.figure-data'))"):]
+    render = html[
+        html.index("var pending = Array.prototype.slice.call(document.querySelectorAll('script.figure-data'))") :
+    ]
     assert render.count("Plotly.newPlot(") == 1  # one call, looped over every figure-data script
     # the embedded curves are the database's rows
     blob = re.search(r'data-target="plot-curves">(.*?)</script>', html, re.S).group(1)
@@ -110,8 +117,12 @@ def test_report_draws_each_expected_figure_once(name, tmp_path):
     con = sqlite3.connect(f"file:{run.dir / 'metrics.sqlite'}?mode=ro", uri=True)
     try:
         for t in traces:
-            rows = con.execute("SELECT step, value FROM metrics WHERE name = ? AND value IS NOT NULL ORDER BY step", (t["meta"],)).fetchall()
-            assert _typed(t["x"]) == [r[0] for r in rows] and _typed(t["y"]) == pytest.approx([r[1] for r in rows], rel=1e-12), t["meta"]
+            rows = con.execute(
+                "SELECT step, value FROM metrics WHERE name = ? AND value IS NOT NULL ORDER BY step", (t["meta"],)
+            ).fetchall()
+            assert _typed(t["x"]) == [r[0] for r in rows] and _typed(t["y"]) == pytest.approx(
+                [r[1] for r in rows], rel=1e-12
+            ), t["meta"]
     finally:
         con.close()
     assert sorted(t["meta"] for t in traces) == ["test_acc", "test_loss", "train_acc", "train_loss"]
@@ -143,7 +154,9 @@ def test_header_key_frequency_line_names_the_analysis_rule(tmp_path, capsys):
 def test_html_looking_run_name_is_escaped(tmp_path):
     from grokscope import apply_overrides, get_preset, train
 
-    cfg = apply_overrides(get_preset("tiny"), {"name": "<img src=x onerror=alert(1)>", "train.epochs": 4, "train.checkpoint_every": 2})
+    cfg = apply_overrides(
+        get_preset("tiny"), {"name": "<img src=x onerror=alert(1)>", "train.epochs": 4, "train.checkpoint_every": 2}
+    )
     run = train(cfg, tmp_path / "x", progress=False)
     html = build_report(run, plotly_src="/static/plotly.min.js")
     assert "<img src=x" not in html
@@ -188,19 +201,36 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-@pytest.mark.skipif(_chromium() is None, reason="no Chromium on this machine (apt-get install chromium) - browser check skipped")
+@pytest.mark.skipif(
+    _chromium() is None, reason="no Chromium on this machine (apt-get install chromium) - browser check skipped"
+)
 def test_report_renders_in_headless_chromium(report, tmp_path):
     """Every figure becomes a Plotly plot in a real browser, with no script errors."""
     run, path, _ = report
     n_built = sum(r.figure is not None for r in build_all(run))
     proc = subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-extensions",
-         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000",
-         "--dump-dom", path.as_uri()],
-        capture_output=True, text=True, timeout=180,
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-extensions",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            path.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     dom = proc.stdout
     assert dom.count('data-ready="1"') == n_built, proc.stderr[-2000:]
     assert dom.count("main-svg") >= n_built
-    errors = [line for line in proc.stderr.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
+    errors = [
+        line for line in proc.stderr.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)
+    ]
     assert not errors, errors

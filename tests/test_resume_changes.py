@@ -35,7 +35,8 @@ def cfg(tiny_config) -> ExperimentConfig:
 
 
 def _interrupted(cfg: ExperimentConfig, out: Path, update: int) -> Path:
-    """Train ``cfg`` into ``out``, interrupted (as by Ctrl-C) in the ``update``-th update (full batch: epoch ``update``)."""
+    """Train ``cfg`` into ``out``, interrupted (as by Ctrl-C) in the ``update``-th update (full batch: epoch
+    ``update``)."""
     with interrupted_at_update(update):
         train(cfg, out, progress=False)
     return out
@@ -106,7 +107,9 @@ def test_changed_intervals_apply_from_the_resume_point_and_change_no_number(tmp_
         assert all(torch.equal(a[k], b[k]) for k in a), step
 
     old_rows, new_rows = _rows(old), _rows(new)
-    expected = {k: v for k, v in old_rows.items() if k[0] <= resume_point} | {k: v for k, v in new_rows.items() if k[0] > resume_point}
+    expected = {k: v for k, v in old_rows.items() if k[0] <= resume_point} | {
+        k: v for k, v in new_rows.items() if k[0] > resume_point
+    }
     assert _rows(resumed) == expected
     steps_after = sorted({s for s, _ in expected if s > resume_point})
     assert steps_after == [e for e in range(resume_point + 1, 61) if e % new_cfg.train.log_every == 0 or e == 60]
@@ -116,7 +119,9 @@ def test_changed_intervals_apply_from_the_resume_point_and_change_no_number(tmp_
         measured = sorted({s for s, name in expected if name == "restricted_loss" and s > resume_point})
         assert measured == [s for s in steps_after if s % new_cfg.train.measure_every == 0]
 
-    assert resumed.checkpoints == sorted({s for s in old.checkpoints if s <= resume_point} | {s for s in new.checkpoints if s > resume_point})
+    assert resumed.checkpoints == sorted(
+        {s for s in old.checkpoints if s <= resume_point} | {s for s in new.checkpoints if s > resume_point}
+    )
     for step in resumed.checkpoints:
         ref = old if step in old.checkpoints else new
         a, b = ref.load_state_dict(step), resumed.load_state_dict(step)
@@ -151,7 +156,10 @@ def test_fewer_epochs_than_the_resume_point_loses_no_stored_row_or_checkpoint(tm
     run_dir = _interrupted(cfg, tmp_path / "run", update=47)
     rows, steps = _rows(load_run(run_dir)), load_run(run_dir).checkpoints
     kept = {k: v for k, v in rows.items() if k[0] <= 40}
-    ckpt = {s: hashlib.sha256((run_dir / "checkpoints" / f"step_{s:08d}.safetensors").read_bytes()).hexdigest() for s in steps}
+    ckpt = {
+        s: hashlib.sha256((run_dir / "checkpoints" / f"step_{s:08d}.safetensors").read_bytes()).hexdigest()
+        for s in steps
+    }
     _edit_config(run_dir, {"train.epochs": 30})
     try:
         resume(run_dir, progress=False)
@@ -160,7 +168,9 @@ def test_fewer_epochs_than_the_resume_point_loses_no_stored_row_or_checkpoint(tm
     run = load_run(run_dir)
     assert {k: v for k, v in _rows(run).items() if k[0] <= 40} == kept
     for s, digest in ckpt.items():
-        assert hashlib.sha256((run_dir / "checkpoints" / f"step_{s:08d}.safetensors").read_bytes()).hexdigest() == digest, s
+        assert (
+            hashlib.sha256((run_dir / "checkpoints" / f"step_{s:08d}.safetensors").read_bytes()).hexdigest() == digest
+        ), s
 
 
 def test_more_epochs_for_a_completed_run_train_the_added_epochs(tmp_path, cfg):
@@ -231,7 +241,11 @@ def test_loading_a_checkpoint_after_a_shape_edit_is_one_line(tmp_path, capsys):
     from grokscope.training import train
 
     cfg = tiny()
-    run = train(type(cfg).from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "epochs": 4}}), tmp_path / "r", progress=False)
+    run = train(
+        type(cfg).from_dict({**cfg.to_dict(), "train": {**cfg.to_dict()["train"], "epochs": 4}}),
+        tmp_path / "r",
+        progress=False,
+    )
     data = json.loads((run.dir / "config.json").read_text())
     data["model"]["d_mlp"] = data["model"]["d_mlp"] * 2
     (run.dir / "config.json").write_text(json.dumps(data))

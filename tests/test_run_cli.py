@@ -22,8 +22,18 @@ from grokscope.training import checkpoint_epochs
 
 pytest.importorskip("plotly")  # the report needs the plot extra (installed by the dev extra and CI)
 
-SMALL = ["--preset", "tiny", "--set", "train.epochs=70", "--set", "train.log_every=7", "--set", "train.measure_every=14",
-         "--set", "train.checkpoint_every=35"]
+SMALL = [
+    "--preset",
+    "tiny",
+    "--set",
+    "train.epochs=70",
+    "--set",
+    "train.log_every=7",
+    "--set",
+    "train.measure_every=14",
+    "--set",
+    "train.checkpoint_every=35",
+]
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -126,20 +136,28 @@ def test_run_writes_analysis_json_that_agrees_with_the_run(tiny_run):
 
     weights = load_file(run_dir / "checkpoints" / "step_00000070.safetensors")
     params = {n for n, _ in run.load_model(70).named_parameters()}
-    assert data["sum_sq_weights"] == pytest.approx(sum(float((weights[n].double() ** 2).sum()) for n in params), rel=1e-9)
+    assert data["sum_sq_weights"] == pytest.approx(
+        sum(float((weights[n].double() ** 2).sum()) for n in params), rel=1e-9
+    )
     # the second pass (key frequencies fixed from the final checkpoint) stored one row per checkpoint
     assert data["fixed_key_measures"]["steps"] == len(run.checkpoints)
     assert sorted(rows["restricted_loss_fixed"]) == run.checkpoints
     phases = json.loads((run_dir / "phases.json").read_text())
     assert phases == data["phases"] and phases["grok_epoch"] is None
     # the printed analysis line carries the analysis.json numbers
-    line = _field(tiny_run["out"], r"^key frequencies \(W_L_dft\): .*; restricted loss (\S+) vs test loss (\S+);").groups()
-    assert float(line[0]) == pytest.approx(data["restricted_loss"], rel=1e-3) and float(line[1]) == pytest.approx(data["test_loss"], rel=1e-3)
+    line = _field(
+        tiny_run["out"], r"^key frequencies \(W_L_dft\): .*; restricted loss (\S+) vs test loss (\S+);"
+    ).groups()
+    assert float(line[0]) == pytest.approx(data["restricted_loss"], rel=1e-3) and float(line[1]) == pytest.approx(
+        data["test_loss"], rel=1e-3
+    )
     assert _field(tiny_run["out"], r"^analysis:\s+(\S+)").group(1) == str(run_dir / "analysis.json")
 
 
 def _figures(html: str) -> dict[str, dict]:
-    found = re.findall(r'<script type="application/json" class="figure-data" data-target="plot-([^"]+)">(.*?)</script>', html, re.S)
+    found = re.findall(
+        r'<script type="application/json" class="figure-data" data-target="plot-([^"]+)">(.*?)</script>', html, re.S
+    )
     return {key: json.loads(text) for key, text in found}
 
 
@@ -167,8 +185,21 @@ def test_run_writes_a_report_whose_loss_curve_is_the_stored_metrics(tiny_run):
 
 
 def test_run_with_epochs_trains_exactly_that_many_and_drops_the_stop_rule(tmp_path, capsys):
-    rc, out, err = _run(["run", "--preset", "tiny", "--epochs", "9", "--set", "train.measure_every=0", "--out", str(tmp_path / "r"),
-                         "--quiet"], capsys)
+    rc, out, err = _run(
+        [
+            "run",
+            "--preset",
+            "tiny",
+            "--epochs",
+            "9",
+            "--set",
+            "train.measure_every=0",
+            "--out",
+            str(tmp_path / "r"),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert rc == 0, err
     assert out.splitlines()[0] == "training tiny: a+b mod 13, up to 9 epochs"
     assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["stop_after_grok"] is None
@@ -178,8 +209,23 @@ def test_run_with_epochs_trains_exactly_that_many_and_drops_the_stop_rule(tmp_pa
 
 def test_run_with_a_task_outside_the_fourier_analysis_still_summarises(tmp_path, capsys):
     """a/b mod 13 (rows left out): the analysis falls back to the zoo analyses and says why; exit 0, report written."""
-    rc, out, err = _run(["run", "--preset", "tiny", "--set", "task.formula=a/b", "--epochs", "6", "--set", "train.measure_every=0",
-                         "--out", str(tmp_path / "r"), "--quiet"], capsys)
+    rc, out, err = _run(
+        [
+            "run",
+            "--preset",
+            "tiny",
+            "--set",
+            "task.formula=a/b",
+            "--epochs",
+            "6",
+            "--set",
+            "train.measure_every=0",
+            "--out",
+            str(tmp_path / "r"),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert rc == 0, err
     data = json.loads((tmp_path / "r" / "analysis.json").read_text())
     assert data["step"] == 6 and "Fourier analysis and progress measures" in data["zoo"]["skipped"]
@@ -188,8 +234,11 @@ def test_run_with_a_task_outside_the_fourier_analysis_still_summarises(tmp_path,
 
 @pytest.mark.parametrize(
     "argv,needle",
-    [(["run", "--preset", "no-such-preset"], "unknown preset"), (["run", "--preset", "tiny", "--set", "task.p=1"], "task.p"),
-     (["run", "--preset", "tiny", "--set", "train.nope=3"], "train.nope")],
+    [
+        (["run", "--preset", "no-such-preset"], "unknown preset"),
+        (["run", "--preset", "tiny", "--set", "task.p=1"], "task.p"),
+        (["run", "--preset", "tiny", "--set", "train.nope=3"], "train.nope"),
+    ],
 )
 def test_run_user_errors_are_one_line_with_exit_code_2_and_write_nothing(tmp_path, capsys, argv, needle):
     rc, out, err = _run([*argv, "--out", str(tmp_path / "r")], capsys)
@@ -202,9 +251,29 @@ def test_run_user_errors_are_one_line_with_exit_code_2_and_write_nothing(tmp_pat
 def test_run_stops_at_one_and_a_half_times_the_grok_epoch(tmp_path, capsys):
     """A small task that groks (a+b mod 23 on 80% of the pairs, about 270 epochs): `run` stops at the first logged
     epoch >= 1.5 x the first epoch with test accuracy >= 99%, and says so."""
-    rc, out, err = _run(["run", "--preset", "tiny", "--set", "task.p=23", "--set", "task.train_fraction=0.8", "--set", "train.epochs=1000",
-                         "--set", "train.log_every=10", "--set", "train.measure_every=50", "--set", "train.checkpoint_every=100",
-                         "--out", str(tmp_path / "r"), "--quiet"], capsys)
+    rc, out, err = _run(
+        [
+            "run",
+            "--preset",
+            "tiny",
+            "--set",
+            "task.p=23",
+            "--set",
+            "task.train_fraction=0.8",
+            "--set",
+            "train.epochs=1000",
+            "--set",
+            "train.log_every=10",
+            "--set",
+            "train.measure_every=50",
+            "--set",
+            "train.checkpoint_every=100",
+            "--out",
+            str(tmp_path / "r"),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert rc == 0, err
     rows = _stored_rows(tmp_path / "r")
     steps = sorted(rows["test_acc"])

@@ -73,7 +73,9 @@ def _confident(model, scale: float):
 def test_a_confident_models_loss_gradient_is_subnormal_without_the_flush_and_clean_with_it(two_threads):
     cfg = grokscope.apply_overrides(grokscope.get_preset("tiny"), {"task.p": 23})
     task = grokscope.make_task(cfg.task)
-    model = _confident(grokscope.build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx), 300.0)
+    model = _confident(
+        grokscope.build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx), 300.0
+    )
     fwd = choose_forward(model, task, fast=cfg.train.fast_path).fn
 
     def subnormal_fraction() -> float:
@@ -121,7 +123,10 @@ def test_a_post_grok_step_is_not_slower_than_an_early_one(two_threads):
     # fastest against fastest: a transient stall of a shared machine inflates single samples, while a subnormal
     # penalty (every late step 5-10x slower) would show in the fastest late step too
     ratio = min(t_late) / min(t_early)
-    assert ratio <= 1.5, f"post-grok step {ratio:.2f}x the early step (medians {statistics.median(t_late):.2f} / {statistics.median(t_early):.2f} ms)"
+    assert ratio <= 1.5, (
+        f"post-grok step {ratio:.2f}x the early step "
+        f"(medians {statistics.median(t_late):.2f} / {statistics.median(t_early):.2f} ms)"
+    )
 
 
 def test_a_run_records_and_shows_the_choice(tmp_path, capsys):
@@ -130,7 +135,9 @@ def test_a_run_records_and_shows_the_choice(tmp_path, capsys):
     cfg = grokscope.apply_overrides(grokscope.get_preset("tiny"), {"train.epochs": 3})
     run = grokscope.train(cfg, tmp_path / "on", progress=False)
     assert run.meta["denormals"].startswith("flushed to zero")
-    off = grokscope.train(grokscope.apply_overrides(cfg, {"train.flush_denormal": False}), tmp_path / "off", progress=False)
+    off = grokscope.train(
+        grokscope.apply_overrides(cfg, {"train.flush_denormal": False}), tmp_path / "off", progress=False
+    )
     assert off.meta["denormals"] == "kept (IEEE subnormals)"
     assert main(["show", str(tmp_path / "on")]) == 0
     shown = capsys.readouterr().out
@@ -208,8 +215,10 @@ def test_a_run_whose_thread_count_changes_every_few_updates_equals_a_one_thread_
     """The governor may switch at any update: the weights and every logged number must not notice."""
     import grokscope.training.loop as loop
 
-    cfg = grokscope.apply_overrides(grokscope.get_preset("quick"), {"task.p": 29, "train.epochs": 60, "train.measure_every": 20,
-                                                                    "train.checkpoint_every": 30})
+    cfg = grokscope.apply_overrides(
+        grokscope.get_preset("quick"),
+        {"task.p": 29, "train.epochs": 60, "train.measure_every": 20, "train.checkpoint_every": 30},
+    )
     fixed = grokscope.train(cfg, tmp_path / "fixed", progress=False, threads=1)
     monkeypatch.setattr(loop, "ThreadGovernor", _Flapping)
     flapping = grokscope.train(cfg, tmp_path / "flapping", progress=False)
@@ -224,8 +233,10 @@ def test_an_ensemble_whose_thread_count_flaps_equals_a_one_thread_ensemble(tmp_p
     import grokscope.training.ensemble as ensemble
     from grokscope.training.ensemble import train_ensemble
 
-    base = grokscope.apply_overrides(grokscope.get_preset("quick"), {"task.p": 23, "train.epochs": 30, "train.measure_every": 10,
-                                                                     "train.checkpoint_every": 15})
+    base = grokscope.apply_overrides(
+        grokscope.get_preset("quick"),
+        {"task.p": 23, "train.epochs": 30, "train.measure_every": 10, "train.checkpoint_every": 15},
+    )
     cfgs = [grokscope.apply_overrides(base, {"model.init_seed": s, "name": f"m{s}"}) for s in (0, 1)]
     torch.set_num_threads(1)
     fixed = train_ensemble(cfgs, [tmp_path / "fixed0", tmp_path / "fixed1"], progress=False)
@@ -243,7 +254,12 @@ def test_threads_flag_fixes_the_count_and_refuses_nonsense(tmp_path, capsys, two
 
     assert main(["train", "--preset", "tiny", "--epochs", "2", "--threads", "0", "--out", str(tmp_path / "bad")]) == 2
     assert "--threads: must be >= 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()
-    assert main(["train", "--preset", "tiny", "--epochs", "2", "--threads", "1", "--quiet", "--out", str(tmp_path / "one")]) == 0
+    assert (
+        main(
+            ["train", "--preset", "tiny", "--epochs", "2", "--threads", "1", "--quiet", "--out", str(tmp_path / "one")]
+        )
+        == 0
+    )
     assert "threads:    1 (fixed)" in capsys.readouterr().out
     assert torch.get_num_threads() == 2  # the caller's count again after the run
     assert main(["train", "--preset", "tiny", "--epochs", "2", "--quiet", "--out", str(tmp_path / "adaptive")]) == 0

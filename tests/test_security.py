@@ -23,8 +23,15 @@ SOURCE = Path(grokscope.__file__).parent
 UNSAFE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
 UNSAFE_CALLS = {"eval", "exec", "compile", "__import__", "breakpoint"}
 UNSAFE_ATTRS = {
-    ("torch", "load"), ("torch", "jit"), ("os", "system"), ("os", "popen"), ("pd", "read_pickle"), ("pandas", "read_pickle"),
-    ("yaml", "load"), ("yaml", "unsafe_load"), ("yaml", "full_load"),
+    ("torch", "load"),
+    ("torch", "jit"),
+    ("os", "system"),
+    ("os", "popen"),
+    ("pd", "read_pickle"),
+    ("pandas", "read_pickle"),
+    ("yaml", "load"),
+    ("yaml", "unsafe_load"),
+    ("yaml", "full_load"),
 }
 # Deliberate dynamic imports: the CLI's own subcommand modules (a constant list), the figures' lazy attributes, and a
 # Python sweep spec the user names on the command line (their own code, as 'python spec.py' would run it). Nothing
@@ -56,9 +63,15 @@ def scan(path: Path, rel: str | None = None) -> list[str]:
             kwargs = {k.arg: k.value for k in node.keywords}
             if name in UNSAFE_CALLS or name in {f"builtins.{c}" for c in UNSAFE_CALLS}:
                 found.append(f"{where}: {name}()")
-            if any(name == f"{m}.{a}" or name.startswith(f"{m}.{a}.") for m, a in UNSAFE_ATTRS) or name.endswith(".read_pickle"):
+            if any(name == f"{m}.{a}" or name.startswith(f"{m}.{a}.") for m, a in UNSAFE_ATTRS) or name.endswith(
+                ".read_pickle"
+            ):
                 found.append(f"{where}: {name}()")
-            if name.split(".")[0] in ("subprocess", "sp") and isinstance(kwargs.get("shell"), ast.Constant) and kwargs["shell"].value:
+            if (
+                name.split(".")[0] in ("subprocess", "sp")
+                and isinstance(kwargs.get("shell"), ast.Constant)
+                and kwargs["shell"].value
+            ):
                 found.append(f"{where}: {name}(shell=True)")
             if name.split(".")[-1] == "load" and name.split(".")[0] in ("np", "numpy") and "allow_pickle" in kwargs:
                 found.append(f"{where}: {name}(allow_pickle=...)")
@@ -79,11 +92,18 @@ def test_the_scanner_finds_what_it_looks_for(tmp_path):
     bad.write_text(
         "import pickle\nfrom dill import loads\nimport torch\nx = torch.load('m.pt')\ny = eval('1')\n"
         "import subprocess\nsubprocess.run('ls', shell=True)\nimport numpy as np\nnp.load('a', allow_pickle=True)\n"
-        "import importlib\nimportlib.import_module(name)\n")
+        "import importlib\nimportlib.import_module(name)\n"
+    )
     found = scan(bad, "bad.py")
     assert [f.split(": ", 1)[1] for f in found] == [
-        "import pickle", "from dill import ...", "torch.load()", "eval()", "subprocess.run(shell=True)",
-        "np.load(allow_pickle=...)", "importlib.import_module() outside the allowed places"]
+        "import pickle",
+        "from dill import ...",
+        "torch.load()",
+        "eval()",
+        "subprocess.run(shell=True)",
+        "np.load(allow_pickle=...)",
+        "importlib.import_module() outside the allowed places",
+    ]
 
 
 def test_checkpoints_are_safetensors_with_no_pickle_inside(tmp_path):
@@ -107,10 +127,37 @@ def test_checkpoints_are_safetensors_with_no_pickle_inside(tmp_path):
 
 @pytest.mark.parametrize(
     "text",
-    ["a.__class__", "(a).real", "abs(a)", "a(b)", "pow(a, 2)", "__builtins__", "__class__ + a", "a[0]", "'a'", '"a"+b',
-     "eval('a')", "exec('import os')", "[a for a in b]", "(a := b)", "a if b else a", "a and b", "not a", "a @ b",
-     "a % b", "a == b", "a << b", "{}", "f'{a}'", "a;import os", "a\nimport os", "getattr(a, 'b')", "a.__dict__",
-     "x.__globals__", "().__class__.__bases__[0].__subclasses__()"],
+    [
+        "a.__class__",
+        "(a).real",
+        "abs(a)",
+        "a(b)",
+        "pow(a, 2)",
+        "__builtins__",
+        "__class__ + a",
+        "a[0]",
+        "'a'",
+        '"a"+b',
+        "eval('a')",
+        "exec('import os')",
+        "[a for a in b]",
+        "(a := b)",
+        "a if b else a",
+        "a and b",
+        "not a",
+        "a @ b",
+        "a % b",
+        "a == b",
+        "a << b",
+        "{}",
+        "f'{a}'",
+        "a;import os",
+        "a\nimport os",
+        "getattr(a, 'b')",
+        "a.__dict__",
+        "x.__globals__",
+        "().__class__.__bases__[0].__subclasses__()",
+    ],
 )
 def test_the_parser_rejects_python_beyond_its_grammar(text):
     with pytest.raises(FormulaError):
@@ -129,7 +176,14 @@ def test_a_parsed_formula_is_plain_data():
             else:
                 assert type(item) is int or item in allowed, item
 
-    for text in ["a+b", "x*y - 3*x", "(a+b)^3 / (a - b)", "-a**2 + 7", "x/y if y is odd else x-y", "a*b if a is even else a+b"]:
+    for text in [
+        "a+b",
+        "x*y - 3*x",
+        "(a+b)^3 / (a - b)",
+        "-a**2 + 7",
+        "x/y if y is odd else x-y",
+        "a*b if a is even else a+b",
+    ]:
         walk(parse_formula(text).tree)
 
 
@@ -141,8 +195,9 @@ def test_a_parsed_formula_is_plain_data():
 def _needs_plotly() -> None:
     pytest.importorskip("plotly", reason="plotly not installed (extra 'plot'): viewer security tests skipped")
 
+
 EVIL_DIR = "<script>alert(1)<!--<script>"  # no '/': a directory name cannot hold '</script>'
-EVIL_NAME = '<img src=x onerror=alert(2)>"\' <!--<script>'
+EVIL_NAME = "<img src=x onerror=alert(2)>\"' <!--<script>"
 OUTSIDE = "OUTSIDE-SECRET-2718"
 
 
@@ -184,7 +239,9 @@ def server(viewer_root):
     srv.server_close()
 
 
-def request(server, path: str, method: str = "GET", body: bytes | None = None, host: str | None = None) -> tuple[int, str]:
+def request(
+    server, path: str, method: str = "GET", body: bytes | None = None, host: str | None = None
+) -> tuple[int, str]:
     h, port = server.server_address[:2]
     conn = http.client.HTTPConnection(h, port, timeout=120)
     try:
@@ -239,16 +296,37 @@ def test_symlinks_out_of_the_root_are_not_followed(server, viewer_root):
     from grokscope.serve import find_runs
 
     assert "linked-run" not in find_runs(viewer_root) and "tiny-link" in find_runs(viewer_root)
-    for path in ["/run/linked-run", "/api/run/linked-run/metrics", "/api/run/linked-run/header", "/run/tiny/report.html",
-                 "/compare?run=linked-run", "/run/tiny-link/report.html"]:
+    for path in [
+        "/run/linked-run",
+        "/api/run/linked-run/metrics",
+        "/api/run/linked-run/header",
+        "/run/tiny/report.html",
+        "/compare?run=linked-run",
+        "/run/tiny-link/report.html",
+    ]:
         status, body = request(server, path)
         assert status == 404 and OUTSIDE not in body, path
     assert "linked-run" not in request(server, "/")[1]
     assert request(server, "/run/tiny-link")[0] == 200
 
 
-@pytest.mark.parametrize("path", ["/run/", "/run/tiny/checkpoints", "/run/tiny/checkpoints/", "/group/", "/group",
-                                  "/static/", "/api/", "/api/run/", "/api/run/tiny", "/sweep/", "/.", "/tiny/"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/run/",
+        "/run/tiny/checkpoints",
+        "/run/tiny/checkpoints/",
+        "/group/",
+        "/group",
+        "/static/",
+        "/api/",
+        "/api/run/",
+        "/api/run/tiny",
+        "/sweep/",
+        "/.",
+        "/tiny/",
+    ],
+)
 def test_no_directory_listing(server, path):
     status, body = request(server, path)
     assert status == 404, path
@@ -256,8 +334,11 @@ def test_no_directory_listing(server, path):
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.is_symlink() and not p.name.endswith(("-shm", "-wal"))}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink() and not p.name.endswith(("-shm", "-wal"))
+    }
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])

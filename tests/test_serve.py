@@ -175,8 +175,13 @@ def test_viewer_lists_and_shows_sweeps_without_writing(tmp_path):
     (tmp_path / "sweeps" / "empty").mkdir()
     (tmp_path / "sweeps" / "empty" / "sweep.json").write_text((tmp_path / "sweeps" / "wd" / "sweep.json").read_text())
     assert set(find_sweeps(tmp_path)) == {"sweeps/wd", "sweeps/empty"}
+
     def files():  # SQLite creates its -wal/-shm side files for any reader of a WAL database; they hold no new data
-        return {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(("-shm", "-wal"))}
+        return {
+            p: p.stat().st_mtime_ns
+            for p in tmp_path.rglob("*")
+            if p.is_file() and not p.name.endswith(("-shm", "-wal"))
+        }
 
     before = files()
     srv = make_server(tmp_path, port=0)
@@ -186,7 +191,12 @@ def test_viewer_lists_and_shows_sweeps_without_writing(tmp_path):
         status, body, _ = get(srv, "/")
         assert status == 200 and 'href="/sweep/sweeps/wd"' in body and "Sweeps" in body
         status, body, _ = get(srv, "/sweep/sweeps/wd")
-        assert status == 200 and "memorisation" in body and "/static/plotly.min.js" in body and "<script src=\"/static/plotly.min.js\">" in body
+        assert (
+            status == 200
+            and "memorisation" in body
+            and "/static/plotly.min.js" in body
+            and '<script src="/static/plotly.min.js">' in body
+        )
         assert get(srv, "/sweep/sweeps/empty")[0] == 404  # no index yet: the viewer does not build one
         assert get(srv, "/sweep/sweeps/../sweeps/wd")[0] == 404
         assert get(srv, "/sweep/nope")[0] == 404

@@ -97,7 +97,10 @@ def test_reads_during_an_open_write_transaction_see_the_last_commit(served):
     conn = sqlite3.connect(root / "live" / "metrics.sqlite", timeout=30, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")  # the write lock, as MetricsDB.log holds it inside its transaction
-        conn.executemany("INSERT OR REPLACE INTO metrics (step, name, value) VALUES (?, ?, ?)", [(35, k, v) for k, v in values_at(35).items()])
+        conn.executemany(
+            "INSERT OR REPLACE INTO metrics (step, name, value) VALUES (?, ?, ?)",
+            [(35, k, v) for k, v in values_at(35).items()],
+        )
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('status', 'running')")
         during = ok_json(srv, "/api/run/live/metrics")
         assert during["status"] == "completed" and during["epoch"] == 30 and as_rows(during) == committed

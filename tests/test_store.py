@@ -70,7 +70,9 @@ def test_run_handle_exposes_config_metrics_checkpoints_and_models(tmp_path, tiny
     conn.close()
     assert {"train_loss", "test_acc", "restricted_loss"} <= set(m.columns) == {name for _, name, _ in stored}
     assert list(m.index) == sorted({step for step, _, _ in stored}) == list(range(0, 51, 5)) and m.index.name == "step"
-    assert all(math.isnan(m.at[step, name]) if value is None else m.at[step, name] == value for step, name, value in stored)
+    assert all(
+        math.isnan(m.at[step, name]) if value is None else m.at[step, name] == value for step, name, value in stored
+    )
     assert int(m.notna().to_numpy().sum()) == sum(value is not None for _, _, value in stored)
     assert m["restricted_loss"].notna().tolist() == [step % 25 == 0 for step in m.index]  # measures every 25 epochs
     assert again.checkpoints == run.checkpoints and again.checkpoints[-1] == 50
@@ -110,8 +112,16 @@ def test_stale_temporaries_of_a_killed_writer_are_removed_and_nothing_else(tmp_p
     from grokscope.store.run import remove_stale_temporaries
 
     (tmp_path / "checkpoints").mkdir()
-    stale = [tmp_path / ".state.safetensors.ab12.tmp", tmp_path / ".config.json.x.tmp", tmp_path / "checkpoints" / ".step_00000100.safetensors.q.tmp"]
-    kept = [tmp_path / ".report.html.zz.tmp", tmp_path / "state.safetensors", tmp_path / "checkpoints" / "step_00000100.safetensors"]
+    stale = [
+        tmp_path / ".state.safetensors.ab12.tmp",
+        tmp_path / ".config.json.x.tmp",
+        tmp_path / "checkpoints" / ".step_00000100.safetensors.q.tmp",
+    ]
+    kept = [
+        tmp_path / ".report.html.zz.tmp",
+        tmp_path / "state.safetensors",
+        tmp_path / "checkpoints" / "step_00000100.safetensors",
+    ]
     for path in stale + kept:
         path.write_bytes(b"x")
     assert sorted(remove_stale_temporaries(tmp_path)) == sorted(stale)

@@ -3,8 +3,8 @@ training diverges (the index against values read straight from the run's own dat
 that cannot be reached (one error line, exit code 2, at once).
 
 Faults in the spawned worker processes are planned on the job's own state through :func:`hook_guarded`, which the
-tests put in place of the executor's ``run_job_guarded``: the worker imports it from this module (spawned workers get the
-test process's ``sys.path``) and reads the plan from the environment variable HOOK_ENV.
+tests put in place of the executor's ``run_job_guarded``: the worker imports it from this module (spawned workers get
+the test process's ``sys.path``) and reads the plan from the environment variable HOOK_ENV.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def hook_guarded(job, cells_root, threads):
     after the job's N-th metrics write, having written its pid to MARKER_DIR/killed."""
     action, cell, n, marker_dir = os.environ[HOOK_ENV].split()
     if cell in job.names and action == "raise":
+
         def boom(*args, **kwargs):
             raise RuntimeError(f"planned failure in the job of {cell}")
 
@@ -120,8 +121,14 @@ def lock_is_free(sweep: Path, cell: str) -> bool:
 
 
 def two_cells(name: str, epochs: int = 30):
-    spec = make_spec(name=name, base="tiny", set={"train.epochs": epochs}, axes={"optim.weight_decay": [0.0, 1.0]}, seeds=1,
-                     outcome={"tau": 10})
+    spec = make_spec(
+        name=name,
+        base="tiny",
+        set={"train.epochs": epochs},
+        axes={"optim.weight_decay": [0.0, 1.0]},
+        seeds=1,
+        outcome={"tau": 10},
+    )
     return spec, [c.name for c in expand(spec)]
 
 
@@ -192,7 +199,9 @@ def test_a_diverged_cell_is_failed_in_the_index(tmp_path, monkeypatch, ensemble)
     The index must say 'failed' and classify the cell on what it logged before the divergence; checked against the
     run's database read with sqlite3 and the phase rule written out."""
     monkeypatch.setattr(local_mod, "available_cores", lambda: 1)  # plan for one worker: both cells in one ensemble
-    spec = make_spec(name="dv", base="tiny", set={"train.epochs": 30}, axes={"optim.lr": [1e-2, 1e6]}, seeds=1, outcome={"tau": 10})
+    spec = make_spec(
+        name="dv", base="tiny", set={"train.epochs": 30}, axes={"optim.lr": [1e-2, 1e6]}, seeds=1, outcome={"tau": 10}
+    )
     healthy, diverged = [c.name for c in expand(spec)]
     out = tmp_path / "s"
     res = run_sweep(spec, out, workers=0, ensemble=ensemble, progress=False, log=quiet)
@@ -231,21 +240,59 @@ def test_an_unreachable_ray_address_is_one_error_line_and_exit_2(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"name": "a", "base": "tiny", "set": {"train.epochs": 10}, "axes": {"optim.weight_decay": [0.0]}}))
+    spec.write_text(
+        json.dumps({"name": "a", "base": "tiny", "set": {"train.epochs": 10}, "axes": {"optim.weight_decay": [0.0]}})
+    )
     for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
         out = tmp_path / f"o{len(address)}"
         # the timeout only bounds a hang (Ray itself retried an unreachable host:port forever); it fails in seconds
-        proc = subprocess.run([sys.executable, "-m", "grokscope", "sweep", str(spec), "--out", str(out), "--executor", "ray",
-                               "--address", address, "--quiet"], capture_output=True, text=True, timeout=180)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "grokscope",
+                "sweep",
+                str(spec),
+                "--out",
+                str(out),
+                "--executor",
+                "ray",
+                "--address",
+                address,
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         err = proc.stderr.strip()
         assert proc.returncode == 2, (address, proc.returncode, err[-2000:])
-        assert err.count("\n") == 0 and err.startswith(f"grokscope sweep: error: --address {address}: cannot connect to Ray"), err
+        assert err.count("\n") == 0 and err.startswith(
+            f"grokscope sweep: error: --address {address}: cannot connect to Ray"
+        ), err
         assert not (out / "index.sqlite").exists() and not (out / "cells").exists()
         assert not out.exists()  # the directory the command created is gone again: a failed connect leaves nothing
     kept = tmp_path / "existing"  # a directory the user made before is left where it was
     kept.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "grokscope", "sweep", str(spec), "--out", str(kept), "--executor", "ray",
-                           "--address", f"127.0.0.1:{port}", "--quiet"], capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grokscope",
+            "sweep",
+            str(spec),
+            "--out",
+            str(kept),
+            "--executor",
+            "ray",
+            "--address",
+            f"127.0.0.1:{port}",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 2 and kept.is_dir() and not any(kept.iterdir())
 
 
@@ -262,7 +309,9 @@ def test_a_cell_killed_while_its_run_directory_was_created_starts_anew(tmp_path)
     cell.mkdir(parents=True)
     (cell / ".config.json.k3j2l1.tmp").write_text('{"name": "half')  # what atomic_write_bytes leaves mid-write
     temporary = cell / ".config.json.k3j2l1.tmp"
-    assert sd.cell_state("c", ExperimentConfig()) == NEW and temporary.exists()  # a state query (--dry-run) writes nothing
+    assert (
+        sd.cell_state("c", ExperimentConfig()) == NEW and temporary.exists()
+    )  # a state query (--dry-run) writes nothing
     sd.clean_leftovers()  # what a run does first, under the driver lock
     assert cell.is_dir() and not any(cell.iterdir())  # the temporary is gone, so the run directory can be created
     (cell / "notes.txt").write_text("mine")

@@ -34,9 +34,19 @@ def frame():
                     phase, grok = "comprehension", 100 + seed * 20
                 else:
                     phase, grok = ("grokking", 900) if seed == 0 else ("memorisation", None)
-                rows.append({"name": f"c{len(rows)}", "seed": seed, "optim.weight_decay": wd, "task.train_fraction": frac, "status": "completed",
-                             "phase": phase, "grok_epoch": grok, "gap": None if grok is None else grok - 50,
-                             "final_test_acc": 1.0 if grok else 0.2 + 0.1 * seed})
+                rows.append(
+                    {
+                        "name": f"c{len(rows)}",
+                        "seed": seed,
+                        "optim.weight_decay": wd,
+                        "task.train_fraction": frac,
+                        "status": "completed",
+                        "phase": phase,
+                        "grok_epoch": grok,
+                        "gap": None if grok is None else grok - 50,
+                        "final_test_acc": 1.0 if grok else 0.2 + 0.1 * seed,
+                    }
+                )
     df = pd.DataFrame(rows)
     df["grok_epoch"] = df["grok_epoch"].astype("Int64")
     df["gap"] = df["gap"].astype("Int64")
@@ -87,9 +97,19 @@ def random_frame(seed=3):
             for s in SEEDS:
                 phase = rng.choice(PHASE_ORDER)
                 grok = rng.choice([None, rng.randrange(200, 1000)])
-                rows.append({"name": f"r{len(rows)}", "seed": s, "optim.weight_decay": wd, "task.train_fraction": frac, "status": "completed",
-                             "phase": phase, "grok_epoch": grok, "gap": None if grok is None else grok - rng.randrange(0, 150),
-                             "final_test_acc": round(rng.random(), 3)})
+                rows.append(
+                    {
+                        "name": f"r{len(rows)}",
+                        "seed": s,
+                        "optim.weight_decay": wd,
+                        "task.train_fraction": frac,
+                        "status": "completed",
+                        "phase": phase,
+                        "grok_epoch": grok,
+                        "gap": None if grok is None else grok - rng.randrange(0, 150),
+                        "final_test_acc": round(rng.random(), 3),
+                    }
+                )
     df = pd.DataFrame(rows)
     df["grok_epoch"] = df["grok_epoch"].astype("Int64")
     df["gap"] = df["gap"].astype("Int64")
@@ -98,7 +118,9 @@ def random_frame(seed=3):
 
 def cell(df, wd, frac, col):
     g = df[(df["optim.weight_decay"] == wd) & (df["task.train_fraction"] == frac)]
-    return [v for v in g[col].tolist() if v is not None and v is not pd.NA and not (isinstance(v, float) and math.isnan(v))]
+    return [
+        v for v in g[col].tolist() if v is not None and v is not pd.NA and not (isinstance(v, float) and math.isnan(v))
+    ]
 
 
 def label(v):
@@ -147,7 +169,9 @@ def test_continuous_map_is_the_aggregate_of_each_cell(metric, agg):
 
 def test_continuous_map_log_colour_is_log10_of_the_median():
     df = frame()
-    df.loc[df["grok_epoch"].eq(900).fillna(False).astype(bool), "grok_epoch"] = 9000  # a span over 30x: the colour is log10
+    df.loc[df["grok_epoch"].eq(900).fillna(False).astype(bool), "grok_epoch"] = (
+        9000  # a span over 30x: the colour is log10
+    )
     h = continuous_map(df, "optim.weight_decay", "task.train_fraction", "grok_epoch").data[0]
     assert z_of(h)[0][1] == pytest.approx(math.log10(9000)) and z_of(h)[1][1] == pytest.approx(math.log10(110))
     assert h.text[0][1] == "9000 (1/2)"
@@ -195,24 +219,39 @@ def _typed(arr):
 def _last(run_dir: Path, name: str):
     con = sqlite3.connect(f"file:{run_dir / 'metrics.sqlite'}?mode=ro", uri=True)
     try:
-        row = con.execute("SELECT value FROM metrics WHERE name = ? AND value IS NOT NULL ORDER BY step DESC LIMIT 1", (name,)).fetchone()
+        row = con.execute(
+            "SELECT value FROM metrics WHERE name = ? AND value IS NOT NULL ORDER BY step DESC LIMIT 1", (name,)
+        ).fetchone()
     finally:
         con.close()
     return row[0]
 
 
 def test_wall_time_over_sessions():
-    ev = [{"event": "start", "time": 0}, {"event": "cell", "time": 5}, {"event": "start", "time": 100}, {"event": "end", "time": 103}]
+    ev = [
+        {"event": "start", "time": 0},
+        {"event": "cell", "time": 5},
+        {"event": "start", "time": 100},
+        {"event": "end", "time": 103},
+    ]
     assert wall_time(ev) == 8
 
 
 def test_report_of_a_sweep_directory(tmp_path, capsys):
-    spec = make_spec(name="f", base="tiny", set={"train.epochs": 20}, axes={"optim.weight_decay": [0.0, 1.0], "task.train_fraction": [0.5, 0.8]}, seeds=1)
+    spec = make_spec(
+        name="f",
+        base="tiny",
+        set={"train.epochs": 20},
+        axes={"optim.weight_decay": [0.0, 1.0], "task.train_fraction": [0.5, 0.8]},
+        seeds=1,
+    )
     run_sweep(spec, tmp_path / "s", workers=0, progress=False, log=lambda s: None)
     assert main(["report", str(tmp_path / "s")]) == 0
     path = capsys.readouterr().out.strip()
     text = open(path).read()
-    assert path.endswith("report.html") and "Phase diagram" in text and "Grok epoch" in text and "wd0-frac0.5-s0-" in text
+    assert (
+        path.endswith("report.html") and "Phase diagram" in text and "Grok epoch" in text and "wd0-frac0.5-s0-" in text
+    )
     assert "<script src=" not in text  # self-contained
     assert (tmp_path / "s" / "index.csv").is_file()
     df = pd.read_csv(tmp_path / "s" / "index.csv")

@@ -30,8 +30,14 @@ SEEDS = 2
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
-    spec = make_spec(name="iv", base="tiny", set={"train.epochs": EPOCHS}, axes={"optim.lr": LRS}, seeds=SEEDS,
-                     outcome={"tau": TAU, "threshold": THRESHOLD, "grok_threshold": GROK, "budget": BUDGET})
+    spec = make_spec(
+        name="iv",
+        base="tiny",
+        set={"train.epochs": EPOCHS},
+        axes={"optim.lr": LRS},
+        seeds=SEEDS,
+        outcome={"tau": TAU, "threshold": THRESHOLD, "grok_threshold": GROK, "budget": BUDGET},
+    )
     out = tmp_path_factory.mktemp("iv") / "s"
     res = run_sweep(spec, out, workers=0, progress=False, log=lambda s: None)
     assert not res.errors
@@ -93,12 +99,20 @@ def expected_row(steps: dict[int, dict]) -> dict:
             if v is not None and math.isfinite(v):
                 final[name] = v
     return {
-        "phase": phase, "train_epoch": train, "test_epoch": test,
+        "phase": phase,
+        "train_epoch": train,
+        "test_epoch": test,
         "gap": None if train is None or test is None else test - train,
-        "grok_epoch": first_epoch(steps, "test_acc", GROK), "train_fit_epoch": first_epoch(steps, "train_acc", GROK),
-        "last_epoch": max(within), "budget": BUDGET, "tau": TAU, "threshold": THRESHOLD,
-        "final_train_acc": final["train_acc"], "final_test_acc": final["test_acc"],
-        "final_train_loss": final["train_loss"], "final_test_loss": final["test_loss"],
+        "grok_epoch": first_epoch(steps, "test_acc", GROK),
+        "train_fit_epoch": first_epoch(steps, "train_acc", GROK),
+        "last_epoch": max(within),
+        "budget": BUDGET,
+        "tau": TAU,
+        "threshold": THRESHOLD,
+        "final_train_acc": final["train_acc"],
+        "final_test_acc": final["test_acc"],
+        "final_train_loss": final["train_loss"],
+        "final_test_loss": final["test_loss"],
         "final": final,
     }
 
@@ -126,7 +140,9 @@ def test_each_index_row_is_what_the_cells_own_database_says(sweep):
     # the positions follow the spec's order (axis values, then seeds) and each seed appears once per point
     ordered = sorted(rows, key=lambda r: r["position"])
     assert [r["position"] for r in ordered] == list(range(len(rows)))
-    assert [(json.loads(r["point"])["optim.lr"], r["seed"]) for r in ordered] == [(lr, s) for lr in LRS for s in range(SEEDS)]
+    assert [(json.loads(r["point"])["optim.lr"], r["seed"]) for r in ordered] == [
+        (lr, s) for lr in LRS for s in range(SEEDS)
+    ]
 
 
 def test_the_sweep_covers_the_cases_the_rule_distinguishes(sweep):
@@ -157,8 +173,21 @@ def test_load_sweep_frame_matches_the_raw_rows(sweep):
     rows = sorted(index_table(sweep, "cells"), key=lambda r: r["position"])
     assert df["name"].tolist() == [r["name"] for r in rows]
     for (_, got), raw in zip(df.iterrows(), rows):
-        for col in ("status", "phase", "train_epoch", "test_epoch", "gap", "grok_epoch", "train_fit_epoch", "last_epoch",
-                    "final_train_acc", "final_test_acc", "final_train_loss", "final_test_loss", "seed"):
+        for col in (
+            "status",
+            "phase",
+            "train_epoch",
+            "test_epoch",
+            "gap",
+            "grok_epoch",
+            "train_fit_epoch",
+            "last_epoch",
+            "final_train_acc",
+            "final_test_acc",
+            "final_train_loss",
+            "final_test_loss",
+            "seed",
+        ):
             v = got[col]
             v = None if v is None or str(v) in ("<NA>", "nan") else v
             assert v == raw[col], (raw["name"], col, v, raw[col])

@@ -69,7 +69,11 @@ def _na(v):
 
 
 def _fingerprint(out: Path) -> dict[str, str]:
-    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((out / "cells").rglob("*")) if p.is_file() and not p.name.endswith((".lock", "-shm", "-wal"))}
+    return {
+        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((out / "cells").rglob("*"))
+        if p.is_file() and not p.name.endswith((".lock", "-shm", "-wal"))
+    }
 
 
 def test_rerun_skips_finished_cells(done_sweep):
@@ -89,7 +93,9 @@ def test_interrupted_cell_is_resumed_and_equals_an_uninterrupted_run(tmp_path):
 
     loop = importlib.import_module("grokscope.training.loop")  # (grokscope.train is also a function's name)
 
-    spec = small_spec(axes={"optim.weight_decay": [1.0]}, seeds=1, set={"train.epochs": 40, "train.checkpoint_every": 10})
+    spec = small_spec(
+        axes={"optim.weight_decay": [1.0]}, seeds=1, set={"train.epochs": 40, "train.checkpoint_every": 10}
+    )
     with interrupted_at_update(25):
         run_sweep(spec, tmp_path / "s", workers=0, progress=False, log=lambda s: None)
     cell = expand(spec)[0]
@@ -172,7 +178,6 @@ def test_cli_bad_specs_exit_2_before_anything_runs(tmp_path, capsys):
     assert "unknown sweep preset 'nope'" in capsys.readouterr().err
 
 
-
 def test_every_preset_sweep_expands_or_says_why_not():
     from grokscope.sweep.presets import SWEEP_PRESETS, describe_sweep_presets
 
@@ -193,7 +198,24 @@ def test_cli_list_show_dry_run_and_run(tmp_path, capsys):
     assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "2 cells" in out and "new" in out and not (tmp_path / "o").exists()
-    assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--workers", "0", "--quiet", "--csv", str(tmp_path / "i.csv"), "--set", "train.epochs=20"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                str(spec),
+                "--out",
+                str(tmp_path / "o"),
+                "--workers",
+                "0",
+                "--quiet",
+                "--csv",
+                str(tmp_path / "i.csv"),
+                "--set",
+                "train.epochs=20",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "phases:" in out and (tmp_path / "i.csv").is_file()
     # continuing from the directory alone
@@ -230,13 +252,36 @@ def _group(pgid: int) -> list[int]:
 def test_killing_the_driver_then_rerunning_finishes_without_redoing_cells(tmp_path):
     """Acceptance: kill -9 the sweep driver mid-sweep; the same command finishes the grid, finished cells untouched."""
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"name": "k", "base": "tiny", "set": {"train.epochs": 100, "train.checkpoint_every": 25},
-                                "axes": {"optim.weight_decay": [0.0, 0.5, 1.0, 2.0, 3.0, 4.0]}, "seeds": 2, "outcome": {"tau": 10}}))
+    spec.write_text(
+        json.dumps(
+            {
+                "name": "k",
+                "base": "tiny",
+                "set": {"train.epochs": 100, "train.checkpoint_every": 25},
+                "axes": {"optim.weight_decay": [0.0, 0.5, 1.0, 2.0, 3.0, 4.0]},
+                "seeds": 2,
+                "outcome": {"tau": 10},
+            }
+        )
+    )
     # 12 cells in jobs of 2 on 2 workers. Once two cells are finished, the driver and workers are frozen (SIGSTOP),
     # the finished cells read, the driver SIGKILLed: the workers die of their parent-death signal, so no cell finishes
     # after the read (the set read is the set on disk after the kill), and most cells are left for the second session
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "grokscope", "sweep", str(spec), "--out", str(out), "--workers", "2", "--ensemble-size", "2", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "grokscope",
+        "sweep",
+        str(spec),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--ensemble-size",
+        "2",
+        "--quiet",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     from grokscope.sweep.layout import run_is_done
 
@@ -245,7 +290,9 @@ def test_killing_the_driver_then_rerunning_finishes_without_redoing_cells(tmp_pa
         while len(_cells_done(out)) < 2 and proc.poll() is None:
             assert time.monotonic() < deadline, "no cell finished"
             time.sleep(0.05)
-        assert proc.poll() is None, "the sweep finished before it could be killed: " + proc.stderr.read().decode()[-500:]
+        assert proc.poll() is None, (
+            "the sweep finished before it could be killed: " + proc.stderr.read().decode()[-500:]
+        )
         # freeze the driver and its workers, so that what is finished on disk cannot change until the kill lands
         os.killpg(proc.pid, signal.SIGSTOP)
         group = _group(proc.pid)
@@ -256,7 +303,9 @@ def test_killing_the_driver_then_rerunning_finishes_without_redoing_cells(tmp_pa
         assert proc.returncode == -signal.SIGKILL  # the kill was delivered: the driver died of it, mid-sweep
         os.killpg(proc.pid, signal.SIGCONT)  # the workers wake to their parent-death SIGTERM and must exit
         while [p for p in group if _alive(p)]:
-            assert time.monotonic() < deadline, f"workers still alive after the driver died: {[p for p in group if _alive(p)]}"
+            assert time.monotonic() < deadline, (
+                f"workers still alive after the driver died: {[p for p in group if _alive(p)]}"
+            )
             time.sleep(0.05)
     finally:
         if proc.poll() is None or [p for p in _group(proc.pid)]:

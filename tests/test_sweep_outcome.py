@@ -103,14 +103,24 @@ def test_aggregate_seeds():
     assert list(agg["phase"]) == ["memorisation", "comprehension", "grokking"]  # 1-1 tie: comprehension first
     assert agg.loc[1, "n_grokking"] == 1 and agg.loc[1, "phase_agreement"] == 0.5
     assert math.isnan(agg.loc[0, "grok_epoch_mean"]) and agg.loc[0, "grok_epoch_n"] == 0
-    assert agg.loc[1, "grok_epoch_mean"] == 240 and agg.loc[1, "grok_epoch_min"] == 80 and agg.loc[1, "grok_epoch_max"] == 400
+    assert (
+        agg.loc[1, "grok_epoch_mean"] == 240
+        and agg.loc[1, "grok_epoch_min"] == 80
+        and agg.loc[1, "grok_epoch_max"] == 400
+    )
     assert agg.loc[2, "grok_epoch_n"] == 1
 
 
 def test_reclassify():
     df = _frame()
     r = reclassify(df, tau=30)
-    assert list(r["phase"][:5]) == ["memorisation", "memorisation", "grokking", "grokking", "grokking"]  # gaps 290, 40, 80
+    assert list(r["phase"][:5]) == [
+        "memorisation",
+        "memorisation",
+        "grokking",
+        "grokking",
+        "grokking",
+    ]  # gaps 290, 40, 80
     r = reclassify(df, tau=50)
     assert r.loc[3, "phase"] == "comprehension" and r.loc[4, "phase"] == "grokking"
     r = reclassify(df, tau=100)

@@ -21,14 +21,27 @@ from grokscope.sweep.ray_executor import CRASH_AT_WRITE, CRASH_ONCE_ENV, RayExec
 from grokscope.sweep.spec import make_spec  # noqa: E402
 from grokscope.training import train  # noqa: E402
 
-COLUMNS = ["name", "status", "phase", "train_epoch", "test_epoch", "gap", "grok_epoch", "final_train_acc", "final_test_acc", "final_test_loss"]
+COLUMNS = [
+    "name",
+    "status",
+    "phase",
+    "train_epoch",
+    "test_epoch",
+    "gap",
+    "grok_epoch",
+    "final_train_acc",
+    "final_test_acc",
+    "final_test_loss",
+]
 
 
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
     """The workers' testing-hook directory (see CRASH_ONCE_ENV); each test arms it with :func:`arm`."""
     hooks = tmp_path_factory.mktemp("crash")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {CRASH_ONCE_ENV: str(hooks)}})
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {CRASH_ONCE_ENV: str(hooks)}}
+    )
     yield hooks
     ray.shutdown()
 
@@ -68,7 +81,14 @@ def wait_for(predicate, timeout: float = 120.0, what: str = "a state") -> None:
 
 
 def spec():
-    return make_spec(name="r", base="tiny", set={"train.epochs": 30}, axes={"optim.weight_decay": [0.0, 1.0], "task.train_fraction": [0.5, 0.8]}, seeds=1, outcome={"tau": 5})
+    return make_spec(
+        name="r",
+        base="tiny",
+        set={"train.epochs": 30},
+        axes={"optim.weight_decay": [0.0, 1.0], "task.train_fraction": [0.5, 0.8]},
+        seeds=1,
+        outcome={"tau": 5},
+    )
 
 
 def test_ray_gives_the_same_outcomes_as_local_and_retries_a_lost_worker(local_ray, tmp_path):
@@ -101,7 +121,13 @@ def test_ray_gives_the_same_outcomes_as_local_and_retries_a_lost_worker(local_ra
 
 def test_ray_resumes_a_cell_interrupted_locally(local_ray, tmp_path):
     arm(local_ray)
-    s = make_spec(name="r2", base="tiny", set={"train.epochs": 30, "train.checkpoint_every": 10}, axes={"optim.weight_decay": [1.0]}, seeds=1)
+    s = make_spec(
+        name="r2",
+        base="tiny",
+        set={"train.epochs": 30, "train.checkpoint_every": 10},
+        axes={"optim.weight_decay": [1.0]},
+        seeds=1,
+    )
     with interrupted_at_update(15):
         run_sweep(s, tmp_path / "s", workers=0, progress=False, log=lambda s: None)
     res = run_sweep(s, tmp_path / "s", executor=RayExecutor(threads=1), progress=False, log=lambda s: None)
@@ -124,7 +150,11 @@ def test_pack_round_trip(tmp_path):
     (d / "sub" / "y.bin").write_bytes(b"\0\1")
     (d / "z.lock").write_text("")
     unpack_dir(pack_dir(d), tmp_path / "b")
-    assert sorted(p.relative_to(tmp_path / "b").as_posix() for p in (tmp_path / "b").rglob("*")) == ["sub", "sub/y.bin", "x.json"]
+    assert sorted(p.relative_to(tmp_path / "b").as_posix() for p in (tmp_path / "b").rglob("*")) == [
+        "sub",
+        "sub/y.bin",
+        "x.json",
+    ]
 
 
 def _error_rows(path: Path) -> dict[str, tuple[str, str]]:
@@ -144,7 +174,14 @@ def test_ray_retries_run_out_and_the_cell_is_an_error(local_ray, tmp_path):
 
     doomed, fine = [c.name for c in expand(s)]
     arm(local_ray, always=(doomed,))
-    res = run_sweep(s, tmp_path / "s", executor=RayExecutor(threads=1, retries=1), ensemble=False, progress=False, log=lambda s: None)
+    res = run_sweep(
+        s,
+        tmp_path / "s",
+        executor=RayExecutor(threads=1, retries=1),
+        ensemble=False,
+        progress=False,
+        log=lambda s: None,
+    )
     tries = attempts(local_ray)
     assert [n for _, n in tries].count((doomed,)) == 2 and [n for _, n in tries].count((fine,)) == 1
     assert len({p for p, n in tries if n == (doomed,)}) == 2  # each attempt in a fresh worker process
@@ -155,7 +192,9 @@ def test_ray_retries_run_out_and_the_cell_is_an_error(local_ray, tmp_path):
     assert not (tmp_path / "s" / "cells" / doomed).exists()  # nothing of the lost attempts reached the sweep
     # the next run retries the error cell, and only it
     arm(local_ray)
-    again = run_sweep(s, tmp_path / "s", executor=RayExecutor(threads=1), ensemble=False, progress=False, log=lambda s: None)
+    again = run_sweep(
+        s, tmp_path / "s", executor=RayExecutor(threads=1), ensemble=False, progress=False, log=lambda s: None
+    )
     assert again.ran == 1 and not again.errors
     assert [n for _, n in attempts(local_ray)] == [(doomed,)]
     assert set(_error_rows(tmp_path / "s").values()) == {("completed", "")}
@@ -179,7 +218,7 @@ def test_an_interrupt_cancels_the_ray_tasks_in_flight(local_ray, tmp_path):
         run_sweep(s, tmp_path / "s", executor=RayExecutor(threads=1), progress=False, log=lambda s: None)
     t.join(timeout=5)
     assert sent.is_set()
-    (pid, names), = attempts(local_ray)
+    ((pid, names),) = attempts(local_ray)
     wait_for(lambda: not pid_alive(pid), timeout=60, what=f"the worker {pid} running the cancelled job to die")
     assert attempts(local_ray) == [(pid, names)]
     assert {st for st, _ in _error_rows(tmp_path / "s").values()} == {"pending"}

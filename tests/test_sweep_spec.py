@@ -30,7 +30,11 @@ def test_expansion_order_and_points():
     assert len(cells) == s.size == 2 * 3 * 2
     # first axis slowest, seeds innermost
     assert [(c.value("optim.weight_decay"), c.value("task.train_fraction"), c.seed) for c in cells[:4]] == [
-        (0, 0.3, 3), (0, 0.3, 7), (0, 0.6, 3), (0, 0.6, 7)]
+        (0, 0.3, 3),
+        (0, 0.3, 7),
+        (0, 0.6, 3),
+        (0, 0.6, 7),
+    ]
     c = cells[5]
     assert c.config.optim.weight_decay == 0.0 and c.config.task.train_fraction == 0.9 and c.config.model.init_seed == 7
     assert c.config.name == c.name
@@ -46,7 +50,9 @@ def test_names_are_stable_readable_and_unique():
     assert a == b and len(set(a)) == 4
     assert a[2].startswith("wd0.3-frac0.5-s0-") and len(a[2].rsplit("-", 1)[1]) == 8
     # the hash follows the whole config: a different base gives different names for the same point
-    other = spec(axes={"optim.weight_decay": [0.0, 0.3], "task.train_fraction": [0.5]}, seeds=2, set={"train.epochs": 60})
+    other = spec(
+        axes={"optim.weight_decay": [0.0, 0.3], "task.train_fraction": [0.5]}, seeds=2, set={"train.epochs": 60}
+    )
     assert not set(a) & {c.name for c in expand(other)}
 
 
@@ -58,7 +64,13 @@ def test_config_hash_ignores_name_and_default_fields():
 
 
 def test_ranges_hand_computed():
-    s = spec(axes={"task.train_fraction": {"linspace": [0.2, 0.8, 4]}, "optim.lr": {"logspace": [1e-4, 1e-2, 3]}, "task.p": {"range": [11, 18, 2]}})
+    s = spec(
+        axes={
+            "task.train_fraction": {"linspace": [0.2, 0.8, 4]},
+            "optim.lr": {"logspace": [1e-4, 1e-2, 3]},
+            "task.p": {"range": [11, 18, 2]},
+        }
+    )
     ax = {a.key: [v[0] for v in a.values] for a in s.axes}
     assert ax["task.train_fraction"] == [0.2, 0.4, 0.6, 0.8]
     assert ax["optim.lr"] == [1e-4, 1e-3, 1e-2]
@@ -69,7 +81,11 @@ def test_ranges_hand_computed():
 
 
 def test_zipped_axes_and_seed_fields():
-    s = spec(axes={"model.d_model,model.d_mlp": [[32, 64], [48, 96]]}, seeds=[1], seed_fields=["model.init_seed", "task.split_seed"])
+    s = spec(
+        axes={"model.d_model,model.d_mlp": [[32, 64], [48, 96]]},
+        seeds=[1],
+        seed_fields=["model.init_seed", "task.split_seed"],
+    )
     cells = expand(s)
     assert [(c.config.model.d_model, c.config.model.d_mlp) for c in cells] == [(32, 64), (48, 96)]
     assert all(c.config.task.split_seed == 1 and c.config.model.init_seed == 1 for c in cells)
@@ -89,7 +105,8 @@ def test_load_json_yaml_and_python(tmp_path):
     assert load_spec(tmp_path / "s.json").size == 4
     (tmp_path / "mod.py").write_text(
         "def sweep():\n    return {'name': 'py', 'base': 'tiny', 'axes': {'optim.lr': [0.001, 0.01]}}\n"
-        "def other():\n    from grokscope.sweep import make_spec\n    return make_spec(name='o', base='tiny', axes={'optim.lr': [0.1]})\n"
+        "def other():\n    from grokscope.sweep import make_spec\n    return make_spec(name='o', base='tiny', "
+        "axes={'optim.lr': [0.1]})\n"
     )
     assert load_spec(f"{tmp_path}/mod.py").name == "py"
     assert load_spec(f"{tmp_path}/mod.py:other").size == 1
@@ -151,4 +168,6 @@ def test_examples_parse_and_the_file_form_of_a_preset_gives_its_cells():
     for f in sorted(ex.glob("*.json")):
         assert load_spec(f).size >= 1
     assert load_spec(f"{ex}/python_spec.py").size == 12
-    assert [c.name for c in expand(load_spec(ex / "wd_fraction.json"))] == [c.name for c in expand(get_sweep_preset("wd-fraction"))]
+    assert [c.name for c in expand(load_spec(ex / "wd_fraction.json"))] == [
+        c.name for c in expand(get_sweep_preset("wd-fraction"))
+    ]

@@ -91,7 +91,7 @@ def test_a_missing_library_is_one_line_naming_the_extra_and_writes_nothing(tmp_p
     assert not (tmp_path / "py").exists()
     assert main(["train", "--preset", "tiny", "--out", str(tmp_path / "cli"), "--log", "wandb", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and 'grokscope[wandb]' in err
+    assert err.count("\n") == 1 and "grokscope[wandb]" in err
     assert not (tmp_path / "cli").exists()
     assert main(["train", "--preset", "tiny", "--out", str(tmp_path / "cli"), "--log", "nope"]) == 2
     assert not (tmp_path / "cli").exists()
@@ -117,7 +117,9 @@ def test_a_failing_tracker_warns_once_and_training_and_the_store_carry_on(tmp_pa
     run = train(cfg, tmp_path / "tracked", progress=False, trackers=[broken, healthy, nostart])
     assert run.status == "completed" and run.metrics.equals(plain.metrics)
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "tracker broken failed at step 10 (RuntimeError: disk full)" in err[1] and "nostart" in err[0]
+    assert (
+        len(err) == 2 and "tracker broken failed at step 10 (RuntimeError: disk full)" in err[1] and "nostart" in err[0]
+    )
     assert max(s for s, _ in broken.rows()) == 5 and broken.calls[-1] == ("finish", "failed")
     assert_same_rows(healthy.rows(), run.dir)
     assert healthy.calls[0] == ("start", "tracked", 0) and healthy.calls[-1] == ("finish", "completed")
@@ -160,14 +162,31 @@ def test_tensorboard_event_file_holds_the_stored_curves_and_the_config(tmp_path,
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-    assert main(["train", "--config", _write(tmp_path / "c.json", cfg.to_json()), "--out", str(tmp_path / "run"),
-                 "--log", "tensorboard", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                _write(tmp_path / "c.json", cfg.to_json()),
+                "--out",
+                str(tmp_path / "run"),
+                "--log",
+                "tensorboard",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     acc.Reload()
     got = {(e.step, tag): e.value for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
     assert_same_rows(got, tmp_path / "run", float32=True)  # TensorBoard scalars are float32
 
-    start = next(c for c in acc.PluginTagToContent("hparams").values() if HParamsPluginData.FromString(c).HasField("session_start_info"))
+    start = next(
+        c
+        for c in acc.PluginTagToContent("hparams").values()
+        if HParamsPluginData.FromString(c).HasField("session_start_info")
+    )
     hp = HParamsPluginData.FromString(start).session_start_info.hparams
     assert hp["optim.weight_decay"].number_value == 1.0 and hp["task.p"].number_value == 13
     assert hp["task.formula"].string_value == "a+b" and hp["optim.betas"].string_value == "[0.9, 0.98]"
@@ -182,7 +201,9 @@ def test_mlflow_run_holds_the_stored_curves_and_the_config_as_params(tmp_path, c
     exp = client.get_experiment_by_name("grokscope")
     (info,) = client.search_runs([exp.experiment_id])
     assert info.info.run_name == "run" and info.info.status == "FINISHED"
-    got = {(m.step, name): m.value for name in info.data.metrics for m in client.get_metric_history(info.info.run_id, name)}
+    got = {
+        (m.step, name): m.value for name in info.data.metrics for m in client.get_metric_history(info.info.run_id, name)
+    }
     assert_same_rows(got, run.dir)
     params = info.data.params
     assert params["optim.weight_decay"] == "1.0" and params["task.p"] == "13" and params["task.formula"] == "a+b"

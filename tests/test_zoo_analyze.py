@@ -34,7 +34,11 @@ def _spectra_reference(w_e, p: int, eta: float = 0.25) -> dict:
 
     def pairs(x, n, last):
         F = np.fft.fft(x, axis=0)
-        return math.sqrt(2 / n) * np.linalg.norm(F[1:last].real, axis=1), math.sqrt(2 / n) * np.linalg.norm(F[1:last].imag, axis=1), F
+        return (
+            math.sqrt(2 / n) * np.linalg.norm(F[1:last].real, axis=1),
+            math.sqrt(2 / n) * np.linalg.norm(F[1:last].imag, axis=1),
+            F,
+        )
 
     def ffs_fcr(c, s):
         norm = np.hypot(c, s)
@@ -44,20 +48,31 @@ def _spectra_reference(w_e, p: int, eta: float = 0.25) -> dict:
     c_add, s_add, _ = pairs(w, p, (p - 1) // 2 + 1)
     n = p - 1
     c_log, s_log, G = pairs(w[[pow(g, i, p) for i in range(n)]], n, n // 2)
-    out = {"generator": g, "norms_add": np.hypot(c_add, s_add).tolist(), "norms_log": np.hypot(c_log, s_log).tolist(),
-           "nyquist_log": math.sqrt(1 / n) * float(np.linalg.norm(G[n // 2].real))}
+    out = {
+        "generator": g,
+        "norms_add": np.hypot(c_add, s_add).tolist(),
+        "norms_log": np.hypot(c_log, s_log).tolist(),
+        "nyquist_log": math.sqrt(1 / n) * float(np.linalg.norm(G[n // 2].real)),
+    }
     out["ffs_add"], out["fcr_add"] = ffs_fcr(c_add, s_add)
     out["ffs_log"], out["fcr_log"] = ffs_fcr(c_log, s_log)
     margin = 0.1  # sparser_basis: lower FFS by more than this
-    out["sparser_basis"] = ("additive" if out["ffs_add"] < out["ffs_log"] - margin
-                            else "discrete-log" if out["ffs_log"] < out["ffs_add"] - margin else "neither")
+    out["sparser_basis"] = (
+        "additive"
+        if out["ffs_add"] < out["ffs_log"] - margin
+        else "discrete-log"
+        if out["ffs_log"] < out["ffs_add"] - margin
+        else "neither"
+    )
     return out
 
 
 def _assert_spectra_match(sp: dict, ref: dict) -> None:
     for key in ("ffs_add", "fcr_add", "ffs_log", "fcr_log", "nyquist_log"):
         assert sp[key] == pytest.approx(ref[key], rel=1e-9, abs=1e-12), key
-    assert sp["norms_add"] == pytest.approx(ref["norms_add"], rel=1e-9) and sp["norms_log"] == pytest.approx(ref["norms_log"], rel=1e-9)
+    assert sp["norms_add"] == pytest.approx(ref["norms_add"], rel=1e-9) and sp["norms_log"] == pytest.approx(
+        ref["norms_log"], rel=1e-9
+    )
     assert sp["generator"] == ref["generator"] and sp.get("sparser_basis", sparser_basis(sp)) == ref["sparser_basis"]
 
 
@@ -79,7 +94,9 @@ def test_division_is_analysed_in_both_bases_and_says_what_it_skips(tmp_path, cap
     assert "spectra" in zoo and "key_frequencies" not in data
     assert "division by zero" in zoo["skipped"]["Fourier analysis and progress measures"]
     logged = run.metrics.loc[4]
-    assert zoo["scores"]["test_acc"] == pytest.approx(logged["test_acc"]) and zoo["scores"]["train_loss"] == pytest.approx(logged["train_loss"], rel=1e-6)
+    assert zoo["scores"]["test_acc"] == pytest.approx(logged["test_acc"]) and zoo["scores"][
+        "train_loss"
+    ] == pytest.approx(logged["train_loss"], rel=1e-6)
     assert "not computed" in out and "discrete-log basis" in out
 
 
@@ -107,15 +124,31 @@ def test_subtraction_gets_operand_asymmetry_and_addition_does_not(tmp_path, caps
 
 
 def test_sparse_parity_gets_neuron_bits(tmp_path, capsys):
-    run = _tiny_run(tmp_path, preset="pair-sparse-parity", **{"task.n_bits": 8, "task.n_examples": 120, "task.n_train": 80, "model.d_mlp": 8})
+    run = _tiny_run(
+        tmp_path,
+        preset="pair-sparse-parity",
+        **{"task.n_bits": 8, "task.n_examples": 120, "task.n_train": 80, "model.d_mlp": 8},
+    )
     data, out = _analyze(run, capsys)
     neurons = data["zoo"]["parity_neurons"]
-    assert neurons and all(set(n) == {"neuron", "strength", "bits"} for n in neurons) and data["zoo"]["parity_bits"] == [0, 1, 2]
+    assert (
+        neurons
+        and all(set(n) == {"neuron", "strength", "bits"} for n in neurons)
+        and data["zoo"]["parity_bits"] == [0, 1, 2]
+    )
     assert "surviving neurons" in out
 
 
 def test_digit_addition_gets_per_position_scores(tmp_path, capsys):
-    o = {"task.n_digits": 2, "task.n_examples": 60, "task.n_train": 40, "model.d_model": 16, "model.n_heads": 2, "model.d_head": 8, "model.d_mlp": 32}
+    o = {
+        "task.n_digits": 2,
+        "task.n_examples": 60,
+        "task.n_train": 40,
+        "model.d_model": 16,
+        "model.n_heads": 2,
+        "model.d_head": 8,
+        "model.d_mlp": 32,
+    }
     run = _tiny_run(tmp_path, preset="nanda-d3-addition", **o)
     data, out = _analyze(run, capsys)
     scores, logged = data["zoo"]["scores"], run.metrics.loc[4]
@@ -162,7 +195,8 @@ def test_sparser_basis_finds_the_basis_an_embedding_was_built_in():
     assert sparser_basis(spectra_both_bases(multiplicative, p)) == "discrete-log"
     noise = torch.randn(p, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert sparser_basis(spectra_both_bases(noise, p)) == "neither"
-    # the numbers behind the verdicts, against the numpy reference (sparse spectra: FFS and FCR over a few used frequencies)
+    # the numbers behind the verdicts, against the numpy reference (sparse spectra: FFS and FCR over a few used
+    # frequencies)
     for w in (additive, multiplicative, noise, additive + 0.3 * multiplicative):
         _assert_spectra_match(spectra_both_bases(w, p), _spectra_reference(w, p))
 
@@ -172,7 +206,13 @@ def test_a_polynomial_gets_spectra_and_its_structure(tmp_path, capsys):
     run = _tiny_run(tmp_path, **{"task.formula": "a^2+b^2", "task.p": p})
     data, out = _analyze(run, capsys)
     zoo = data["zoo"]
-    assert zoo["structure"] == {"sum_only": False, "product_only": False, "product_shift": None, "separable": True, "symmetric": True}
+    assert zoo["structure"] == {
+        "sum_only": False,
+        "product_only": False,
+        "product_shift": None,
+        "separable": True,
+        "symmetric": True,
+    }
     _assert_spectra_match(zoo["spectra"], _spectra_reference(run.load_model().W_E, p))
     assert "task structure: g(a) + h(b), symmetric in a, b" in out and "sparser basis:" in out
 

@@ -42,7 +42,9 @@ def test_digit_addition_targets_are_the_digits_of_the_integer_sum():
 
 def test_repeated_subsequence_labels_follow_the_earlier_occurrence():
     T, V, R = 12, 10, 4
-    task = make_task(TaskConfig(kind="repeated_subsequence", seq_len=T, n_tokens=V, repeat_len=R, n_examples=300, n_train=100))
+    task = make_task(
+        TaskConfig(kind="repeated_subsequence", seq_len=T, n_tokens=V, repeat_len=R, n_examples=300, n_train=100)
+    )
     for toks, labs in zip(*_rows(task)):
         repeats = [t for t in range(T) if toks[t] in toks[:t]]
         assert len(repeats) == R and repeats == list(range(repeats[0], repeats[0] + R))  # one contiguous copy
@@ -159,7 +161,9 @@ def test_logged_metrics_match_a_hand_evaluation_of_the_checkpoint(tmp_path):
 
 def test_fresh_data_trains_on_new_batches_and_resumes_exactly(tmp_path, monkeypatch):
     task = TaskConfig(kind="skip_trigram", seq_len=5, n_tokens=6, n_examples=60, n_train=20, fresh_data=True)
-    cfg = apply_overrides(_tiny_cfg(task, epochs=6), {"train.batch_size": 8, "train.checkpoint_every": 3, "train.checkpoint_early": False})
+    cfg = apply_overrides(
+        _tiny_cfg(task, epochs=6), {"train.batch_size": 8, "train.checkpoint_every": 3, "train.checkpoint_early": False}
+    )
     seen = []
     real = loop.train_step
 
@@ -179,4 +183,3 @@ def test_fresh_data_trains_on_new_batches_and_resumes_exactly(tmp_path, monkeypa
         loop.train(cfg, tmp_path / "part", progress=False)
     resumed = loop.resume(tmp_path / "part", progress=False)
     assert full.metrics["test_loss"].tolist() == resumed.metrics["test_loss"].tolist()
-

@@ -1,6 +1,5 @@
 """The zoo's tasks and config fields (issue 7): conditional formulas, multi-task, S5, sparse parity, splits."""
 
-
 import pytest
 import torch
 
@@ -118,7 +117,10 @@ def test_n_train_overrides_the_fraction_and_is_checked():
         (lambda: TrainConfig(loss="mse"), "train.loss"),
         (lambda: ExperimentConfig(task=TaskConfig(kind="sparse_parity")), "model.arch"),
         (lambda: ExperimentConfig(model=ModelConfig(arch="vector_mlp")), "model.arch"),
-        (lambda: ExperimentConfig(task=TaskConfig(kind="multi", formula="a+b;a-b"), model=ModelConfig(arch="mlp")), "model.arch"),
+        (
+            lambda: ExperimentConfig(task=TaskConfig(kind="multi", formula="a+b;a-b"), model=ModelConfig(arch="mlp")),
+            "model.arch",
+        ),
     ],
 )
 def test_new_fields_are_validated_by_name(make, field):
@@ -128,16 +130,28 @@ def test_new_fields_are_validated_by_name(make, field):
 
 
 def test_old_config_json_without_new_fields_still_loads():
-    old = {"name": "x", "task": {"kind": "modular", "formula": "a+b", "p": 13, "train_fraction": 0.5, "split_seed": 0},
-           "model": {"arch": "transformer", "d_model": 32}, "optim": {"lr": 0.01}, "train": {"epochs": 5}}
+    old = {
+        "name": "x",
+        "task": {"kind": "modular", "formula": "a+b", "p": 13, "train_fraction": 0.5, "split_seed": 0},
+        "model": {"arch": "transformer", "d_model": 32},
+        "optim": {"lr": 0.01},
+        "train": {"epochs": 5},
+    }
     cfg = ExperimentConfig.from_dict(old)
     assert cfg.model.dropout == 0.0 and cfg.optim.decay == "l2" and cfg.train.loss == "cross_entropy"
 
 
 @pytest.mark.parametrize(
     "key, value",
-    [("model.dropout", 0.1), ("optim.grad_filter", "ema"), ("optim.perp_grad", True), ("optim.decay", "l1"),
-     ("optim.fixed_norm", True), ("train.loss", "stablemax"), ("train.softmax_collapse", True)],
+    [
+        ("model.dropout", 0.1),
+        ("optim.grad_filter", "ema"),
+        ("optim.perp_grad", True),
+        ("optim.decay", "l1"),
+        ("optim.fixed_norm", True),
+        ("train.loss", "stablemax"),
+        ("train.softmax_collapse", True),
+    ],
 )
 def test_ensemble_rejects_training_variants_it_does_not_implement(key, value):
     from grokscope.config import apply_overrides

@@ -61,7 +61,7 @@ def test_softmax_collapse_thresholds_float32_vs_float64():
 def test_grokfast_lambda_zero_is_a_no_op_and_constant_gradient_is_scaled(kind):
     g = torch.randn(4, 3)
     for amplification, factor in ((0.0, 1.0), (2.0, 3.0)):
-        (name, p), = _params(torch.zeros(4, 3))
+        ((name, p),) = _params(torch.zeros(4, 3))
         filt = GradFilter(kind, alpha=0.9, amplification=amplification, window=3)
         for _ in range(5):
             p.grad = g.clone()
@@ -70,7 +70,7 @@ def test_grokfast_lambda_zero_is_a_no_op_and_constant_gradient_is_scaled(kind):
 
 
 def test_grokfast_ma_waits_for_a_full_window_and_state_round_trips():
-    (name, p), = _params(torch.zeros(2))
+    ((name, p),) = _params(torch.zeros(2))
     filt = GradFilter("ma", amplification=1.0, window=3)
     grads = [torch.tensor([1.0, 0.0]), torch.tensor([2.0, 0.0]), torch.tensor([3.0, 0.0]), torch.tensor([4.0, 0.0])]
     seen = []
@@ -98,7 +98,7 @@ def test_perpendicular_gradient_is_orthogonal_and_keeps_the_norm():
 
 
 def test_l1_prox_soft_thresholds_and_fixed_norm_rescales():
-    (_, p), = named = _params(torch.tensor([0.5, -0.05, 0.02, -2.0]))
+    ((_, p),) = named = _params(torch.tensor([0.5, -0.05, 0.02, -2.0]))
     l1_prox(named, 0.1)
     assert p.detach().tolist() == pytest.approx([0.4, 0.0, 0.0, -1.9])
     named = _params(torch.randn(3, 3), torch.randn(4))
@@ -115,7 +115,11 @@ def test_attention_only_transformer_has_no_mlp_and_no_fast_path():
     model = build_model(cfg, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3)
     assert not any("mlp" in k for k in model.state_dict())
     logits, cache = model.run_with_cache(task.tokens[:5])
-    assert logits.shape == (5, task.d_vocab_out) and "blocks.1.hook_resid_post" in cache and "blocks.0.mlp.hook_post" not in cache
+    assert (
+        logits.shape == (5, task.d_vocab_out)
+        and "blocks.1.hook_resid_post" in cache
+        and "blocks.0.mlp.hook_post" not in cache
+    )
     assert torch.allclose(model(task.tokens[:5]), logits)
     assert fast_forward(model, task) is None
 
@@ -124,20 +128,29 @@ def test_dropout_only_acts_in_training_mode_and_init_scale_multiplies_every_para
     base = ModelConfig(d_model=16, n_heads=2, d_head=8, d_mlp=32)
     task = make_task(get_preset("tiny").task)
     plain = build_model(base, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3)
-    drop = build_model(ModelConfig(**(base.__dict__ | {"dropout": 0.5})), d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3)
+    drop = build_model(
+        ModelConfig(**(base.__dict__ | {"dropout": 0.5})), d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3
+    )
     x = task.tokens[:20]
     drop.eval()
     assert torch.equal(drop(x), plain(x))
     drop.train()
     assert not torch.equal(drop(x), plain(x))
     assert fast_forward(drop, task) is None
-    big = build_model(ModelConfig(**(base.__dict__ | {"init_scale": 3.0})), d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3)
+    big = build_model(
+        ModelConfig(**(base.__dict__ | {"init_scale": 3.0})),
+        d_vocab=task.d_vocab,
+        d_vocab_out=task.d_vocab_out,
+        n_ctx=3,
+    )
     for (n, a), (_, b) in zip(plain.named_parameters(), big.named_parameters()):
         assert torch.allclose(b, 3.0 * a), n
 
 
 def test_circle_embedding_is_frozen_through_training(tmp_path):
-    cfg = apply_overrides(get_preset("pair-fixed-circle"), {"task.p": 11, "train.epochs": 5, "train.checkpoint_every": 5})
+    cfg = apply_overrides(
+        get_preset("pair-fixed-circle"), {"task.p": 11, "train.epochs": 5, "train.checkpoint_every": 5}
+    )
     run = loop.train(cfg, tmp_path / "run", progress=False)
     model = build_model(cfg.model, d_vocab=12, d_vocab_out=11, n_ctx=3)
     assert not model.embed.W_E.requires_grad
@@ -168,7 +181,16 @@ def shrink(cfg: ExperimentConfig, epochs: int = 3) -> ExperimentConfig:
     if kind == "sparse_parity":
         o.update({"task.n_bits": 8, "task.n_examples": 120, "task.n_train": 80})
     if kind in SEQUENCE_KINDS:
-        o.update({"task.n_digits": 2, "task.seq_len": 8, "task.n_tokens": 10, "task.repeat_len": 3, "task.n_examples": 60, "task.n_train": 40})
+        o.update(
+            {
+                "task.n_digits": 2,
+                "task.seq_len": 8,
+                "task.n_tokens": 10,
+                "task.repeat_len": 3,
+                "task.n_examples": 60,
+                "task.n_train": 40,
+            }
+        )
     if m.arch == "transformer":
         o.update({"model.d_model": 16, "model.n_heads": 2, "model.d_head": 8, "model.d_mlp": 32})
     elif m.fixed_embedding == "none":
@@ -195,12 +217,20 @@ def test_every_zoo_preset_trains_at_tiny_size(name, tmp_path):
         assert {f"test_loss_ans{j}" for j in range(3)} <= set(m.columns)  # per digit of the 3-digit sum
     if cfg.train.softmax_collapse:
         assert "sc_train" in m.columns
-    if cfg.task.kind == "modular" and cfg.task.pairs == "all" and not cfg.model.attn_only and cfg.task.formula in ("a+b", "a*b", "a-b"):
+    if (
+        cfg.task.kind == "modular"
+        and cfg.task.pairs == "all"
+        and not cfg.model.attn_only
+        and cfg.task.formula in ("a+b", "a*b", "a-b")
+    ):
         assert "ffs" in m.columns  # progress measures ran
 
 
 def test_a_grokfast_run_resumes_exactly(tmp_path):
-    cfg = apply_overrides(shrink(get_preset("grokfast-ema"), epochs=6), {"train.batch_size": None, "train.checkpoint_every": 3, "train.checkpoint_early": False})
+    cfg = apply_overrides(
+        shrink(get_preset("grokfast-ema"), epochs=6),
+        {"train.batch_size": None, "train.checkpoint_every": 3, "train.checkpoint_early": False},
+    )
     full = loop.train(cfg, tmp_path / "full", progress=False)
     with interrupted_at_update(5):
         loop.train(cfg, tmp_path / "part", progress=False)
@@ -212,14 +242,27 @@ def test_a_grokfast_run_resumes_exactly(tmp_path):
 def test_l1_and_fixed_norm_runs_keep_their_promises(tmp_path):
     cfg = apply_overrides(shrink(get_preset("omnigrok-fixed-norm")), {"train.measure_every": 0})
     task = make_task(cfg.task)
-    w0 = global_norm([(n, p) for n, p in build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3).named_parameters()])
+    w0 = global_norm(
+        [
+            (n, p)
+            for n, p in build_model(
+                cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3
+            ).named_parameters()
+        ]
+    )
     loop.train(cfg, tmp_path / "fn", progress=False)
     from grokscope.store.files import load_tensors
 
     tensors, _ = load_tensors(tmp_path / "fn" / "state.safetensors")
-    w = sum(float((t.double() ** 2).sum()) for k, t in tensors.items() if k.startswith("model.") and not k.split(".")[-1].startswith(("b_Q", "b_K", "b_V", "b_O", "b_U")))
+    w = sum(
+        float((t.double() ** 2).sum())
+        for k, t in tensors.items()
+        if k.startswith("model.") and not k.split(".")[-1].startswith(("b_Q", "b_K", "b_V", "b_O", "b_U"))
+    )
     assert math.sqrt(w) == pytest.approx(w0, rel=1e-6)
-    parity = apply_overrides(shrink(get_preset("pair-sparse-parity"), epochs=30), {"optim.weight_decay": 5.0, "optim.lr": 0.05})
+    parity = apply_overrides(
+        shrink(get_preset("pair-sparse-parity"), epochs=30), {"optim.weight_decay": 5.0, "optim.lr": 0.05}
+    )
     loop.train(parity, tmp_path / "l1", progress=False)
     tensors, _ = load_tensors(tmp_path / "l1" / "state.safetensors")
     assert (tensors["model.mlp.W_in"] == 0).any()  # the prox step makes exact zeros

@@ -95,7 +95,13 @@ def apply_and_run(copy: Path, m: Mutant, kill_tests: bool, timeout: float) -> di
     original = path.read_bytes()
     text = original.decode()
     if text.count(m.original) != 1:
-        return {"id": m.id, "package": m.package, "file": m.file, "status": "invalid", "detail": f"snippet occurs {text.count(m.original)} times"}
+        return {
+            "id": m.id,
+            "package": m.package,
+            "file": m.file,
+            "status": "invalid",
+            "detail": f"snippet occurs {text.count(m.original)} times",
+        }
     try:
         path.write_bytes(text.replace(m.original, m.replacement).encode())
         status, dt, out = run_tests(copy, selection(m, kill_tests, copy), timeout)
@@ -103,8 +109,16 @@ def apply_and_run(copy: Path, m: Mutant, kill_tests: bool, timeout: float) -> di
         path.write_bytes(original)
     if path.read_bytes() != original:  # pragma: no cover - write_bytes of the same bytes
         raise SystemExit(f"{m.file}: not restored after mutant {m.id}")
-    return {"id": m.id, "package": m.package, "file": m.file, "what": m.what, "status": status, "seconds": round(dt, 1),
-            "tests": selection(m, kill_tests, copy), "detail": first_failure(out)}
+    return {
+        "id": m.id,
+        "package": m.package,
+        "file": m.file,
+        "what": m.what,
+        "status": status,
+        "seconds": round(dt, 1),
+        "tests": selection(m, kill_tests, copy),
+        "detail": first_failure(out),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary copy")
     args = ap.parse_args(argv)
 
-    chosen = [m for m in MUTANTS if (not args.package or m.package in args.package) and (not args.only or m.id in args.only)]
+    chosen = [
+        m for m in MUTANTS if (not args.package or m.package in args.package) and (not args.only or m.id in args.only)
+    ]
     if args.only and len(chosen) != len(set(args.only)):
         ap.error(f"unknown mutant id(s): {sorted(set(args.only) - {m.id for m in chosen})}")
     ids = [m.id for m in MUTANTS]
@@ -131,8 +147,14 @@ def main(argv: list[str] | None = None) -> int:
         copy = tmp / "repo"
         make_copy(copy)
         before = {p: sha(p) for p in (copy / "grokscope").rglob("*.py")}
-        where = subprocess.run([sys.executable, "-c", "import grokscope; print(grokscope.__file__)"], cwd=copy, env=env_for(copy),
-                               capture_output=True, text=True, check=True).stdout.strip()
+        where = subprocess.run(
+            [sys.executable, "-c", "import grokscope; print(grokscope.__file__)"],
+            cwd=copy,
+            env=env_for(copy),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         if not where.startswith(str(copy)):
             raise SystemExit(f"the tests would import grokscope from {where}, not from the copy")
         # the unmutated baseline of every selection must pass, or a 'killed' means nothing
@@ -145,10 +167,15 @@ def main(argv: list[str] | None = None) -> int:
         for m in chosen:
             r = apply_and_run(copy, m, not args.no_kill_tests, args.timeout)
             results.append(r)
-            print(f"{r['status']:<26} {m.package:<9} {m.id:<34} {r.get('seconds', 0):>5} s  {r.get('detail', '')}", flush=True)
+            print(
+                f"{r['status']:<26} {m.package:<9} {m.id:<34} {r.get('seconds', 0):>5} s  {r.get('detail', '')}",
+                flush=True,
+            )
         after = {p: sha(p) for p in (copy / "grokscope").rglob("*.py")}
         if after != before:
-            raise SystemExit(f"the copy was not restored: {sorted(str(p) for p in before if after.get(p) != before[p])}")
+            raise SystemExit(
+                f"the copy was not restored: {sorted(str(p) for p in before if after.get(p) != before[p])}"
+            )
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -168,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     if git_diff(package_dirs) != diff_before:
         # this script writes only under the temporary copy; someone else changed (or committed) these files meanwhile
-        print("NOTE: git diff of grokscope/{measures,analysis,store} in the checkout changed during the run (not by this "
-              "script, which writes only to its copy): rerun for results on the new code")
+        print(
+            "NOTE: git diff of grokscope/{measures,analysis,store} in the checkout changed during the run (not by this "
+            "script, which writes only to its copy): rerun for results on the new code"
+        )
         return 2
     return 1 if invalid else 0
 
