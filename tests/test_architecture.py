@@ -1,5 +1,6 @@
-"""The package's import graph, read from the source: no module imports, directly or through others, a module that
-imports it back (imports inside functions count: a lazy import is still a dependency)."""
+"""The package's import graph, read from the source (imports inside functions count: a lazy import is still a
+dependency): no import cycle, no import from a higher floor (FLOORS below, drawn in docs/architecture.md), no
+private name imported across modules."""
 
 import ast
 from pathlib import Path
@@ -141,12 +142,6 @@ def test_the_package_has_no_import_cycles():
     assert import_cycles(graph) == []
 
 
-#: Private names still imported across modules, each to be made public or moved by the consolidation of the
-#: architecture (issue "One house"); the list may only shrink: a new entry fails the test, and so does a fixed one
-#: left in the list.
-PRIVATE_IMPORTS_LEFT: set[tuple[str, str]] = set()
-
-
 def private_imports(sources: dict[str, str]) -> set[tuple[str, str]]:
     """(importer, "module.name") for every ``from grokscope... import _name`` (relative imports resolved)."""
     return {
@@ -168,14 +163,9 @@ def test_the_private_import_checker_sees_plain_and_relative_imports():
     assert private_imports(sources) == {("grokscope.p.a", "grokscope.p._core._x"), ("grokscope.b", "grokscope.p.a._z")}
 
 
-def test_no_new_private_name_is_imported_across_modules():
+def test_no_private_name_is_imported_across_modules():
     found = private_imports(module_sources())
-    assert not found - PRIVATE_IMPORTS_LEFT, (
-        f"new private imports: {sorted(found - PRIVATE_IMPORTS_LEFT)}; make the name public"
-    )
-    assert not PRIVATE_IMPORTS_LEFT - found, (
-        f"fixed, remove from PRIVATE_IMPORTS_LEFT: {sorted(PRIVATE_IMPORTS_LEFT - found)}"
-    )
+    assert not found, f"private names imported across modules: {sorted(found)}; make them public or move them"
 
 
 def test_a_missing_extra_is_skipped_but_a_broken_grokscope_module_is_an_error():

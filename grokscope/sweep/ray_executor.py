@@ -230,7 +230,7 @@ class RayExecutor:
                     job = pending.pop(ref)
                     try:
                         out = ray.get(ref)
-                    except Exception as e:  # noqa: BLE001 - retries exhausted or task error: the cells are retried next run
+                    except Exception as e:  # noqa: BLE001 - retries exhausted or a task error: retried next run
                         msg = f"ray task failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                         on_done(job, [CellResult(n, "error", 0.0, job.kind, msg) for n in job.names])
                         continue
