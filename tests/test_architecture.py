@@ -253,3 +253,12 @@ def test_no_module_imports_from_a_floor_above_its_own():
     assert not found, "imports from a higher floor:\n" + "\n".join(
         f"  {m} (floor {floor_of(m)}) -> {t} (floor {floor_of(t)})" for m, t in sorted(found)
     )
+
+
+#: The longest a module may grow: past it, a module holds more than one thing (docs/architecture.md).
+MAX_MODULE_LINES = 450
+
+
+def test_no_module_is_longer_than_the_house_limit():
+    long = {name: text.count("\n") for name, text in module_sources().items() if text.count("\n") > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them along a seam): {long}"
