@@ -1,7 +1,7 @@
 """What every command line of grokscope shares: the one-line user error, the config arguments (a preset or a
-config.json, then ``--set`` overrides), ``--log`` and ``--threads``. A leaf below :mod:`grokscope.cli` and the
-feature CLIs (analysis, bench, export, figures, interp, serve, sweep), which all import it; nothing here imports
-a CLI module.
+config.json, then ``--set`` overrides), ``--log``, ``--threads`` and ``--device``. A leaf below
+:mod:`grokscope.cli` and the feature CLIs (analysis, bench, export, figures, interp, serve, sweep), which all
+import it; nothing here imports a CLI module.
 """
 
 from __future__ import annotations
@@ -9,12 +9,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from grokscope.config import ConfigError, ExperimentConfig, apply_overrides, parse_override
+from grokscope.device import resolve_device
 from grokscope.presets import get_preset
 from grokscope.trackers import TrackerError, make_trackers
 
 __all__ = [
-    "EXIT_USAGE", "UserError", "add_config_args", "add_log_arg", "add_threads_arg", "config_from_args",
+    "EXIT_USAGE", "UserError", "add_config_args", "add_device_arg", "add_log_arg", "add_threads_arg",
+    "config_from_args", "device_from_args",
     "raise_unless_extra", "threads_from_args", "trackers_from_args",
 ]
 
@@ -46,6 +50,21 @@ def add_threads_arg(p: argparse.ArgumentParser) -> None:
                    help="a fixed number of torch threads. Default: adaptive between 1 and one per core, by the "
                    "measured step time (on a machine shared with other jobs, one thread can be 5-10x faster than two). "
                    "The numbers do not depend on it (docs/speed.md)")
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", metavar="NAME",
+                   help="where to compute: auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps; "
+                   "shorthand for --set train.device=NAME (default: the config's, auto)")
+
+
+def device_from_args(args: argparse.Namespace, config: ExperimentConfig | None = None) -> torch.device:
+    """The device ``--device`` (else the config's ``train.device``, else auto) names on this machine."""
+    name = getattr(args, "device", None) or (config.train.device if config is not None else "auto")
+    try:
+        return resolve_device(name)
+    except ValueError as e:
+        raise UserError(f"--device {name}: {e}") from None
 
 
 def threads_from_args(args: argparse.Namespace) -> int | None:
@@ -80,6 +99,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     overrides = dict(parse_override(s) for s in args.overrides)
     if args.epochs is not None:
         overrides["train.epochs"] = args.epochs
+    if getattr(args, "device", None) is not None:
+        overrides["train.device"] = args.device
     return apply_overrides(cfg, overrides) if overrides else cfg
 
 

@@ -186,11 +186,12 @@ def test_a_missing_extra_is_skipped_but_a_broken_grokscope_module_is_an_error():
 #: and the floors below, never from a floor above; the most specific pattern decides a module's floor, and every
 #: feature package's ``cli`` module is on the top floor.
 FLOORS: dict[str, int] = {
-    # 0 the language: configs, the formula grammar they validate, how computations run
+    # 0 the language: configs, the formula grammar they validate, how and where computations run
     "grokscope.config": 0,
     "grokscope.config_fields": 0,
     "grokscope.formula": 0,
     "grokscope.runtime": 0,
+    "grokscope.device": 0,
     # 1 pure math: datasets, models, measures; presets (functions returning configs)
     "grokscope.tasks": 1,
     "grokscope.models": 1,
