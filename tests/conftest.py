@@ -45,6 +45,8 @@ class ExpectedSkip:
 EXPECTED_SKIPS: tuple[ExpectedSkip, ...] = (
     # CI installs the CPU build of torch (README, "Install"), so a check that needs a GPU cannot run there.
     ExpectedSkip(r".", r"(?i)\b(cuda|gpu)\b", "CI has no GPU and installs the CPU build of torch"),
+    # Apple's MPS device exists only on Apple silicon; CI runs on Linux.
+    ExpectedSkip(r".", r"(?i)\bmps\b", "CI runs on Linux, which has no MPS device"),
 )
 
 
