@@ -6,6 +6,9 @@ importable: ``pip install grokscope[bench]``), each timed without evaluation and
 users make it (``grokscope train`` at the default cadence), the agreement of (a) and (b) after N steps from the same
 initialisation, the FLOPs of the step and their rate against a measured matrix-multiply rate, and the cost as p
 grows. Timings on a shared machine are noisy: read the ratios, which are measured side by side.
+
+``--device``: every row on that device (the model, the data and the optimiser state placed there; the clock read
+after waiting for the device, :func:`~grokscope.bench_loops.clock`); the header names it. On the CPU nothing moves.
 """
 
 from __future__ import annotations
@@ -30,20 +33,24 @@ from grokscope.bench_loops import (
     EnsembleLoop,
     ReferenceLoop,
     TransformerLensLoop,
+    clock,
     loop_rate,
     transformer_lens_version,
 )
-from grokscope.cli_args import UserError
+from grokscope.cli_args import UserError, add_device_arg, device_from_args
 from grokscope.config import ExperimentConfig, apply_overrides
+from grokscope.device import describe_device
 from grokscope.measures import progress_measures
 from grokscope.models import build_model
 from grokscope.models.forward import choose_forward
 from grokscope.presets import nanda_mainline
-from grokscope.tasks import make_task
+from grokscope.tasks import make_task, task_to
 from grokscope.training.loop import train
 from grokscope.training.reference import reference_forward
 
 __all__ = ["BenchOptions", "fast_step_flops", "reference_step_flops", "register", "run_bench"]
+
+CPU = torch.device("cpu")
 
 
 @dataclass
@@ -60,6 +67,7 @@ class BenchOptions:
     tl: bool = True
     quick: bool = False
     config: ExperimentConfig = field(default_factory=nanda_mainline)
+    device: torch.device = CPU
 
     @classmethod
     def quick_options(cls, **kw: Any) -> BenchOptions:
@@ -98,32 +106,44 @@ def reference_step_flops(cfg: ExperimentConfig, n_train: int, n_ctx: int = 3) ->
 
 
 def _config(opts: BenchOptions, p: int) -> ExperimentConfig:
-    return apply_overrides(opts.config, {"task.p": p, "train.fast_path": True})
+    return apply_overrides(opts.config, {"task.p": p, "train.fast_path": True, "train.device": str(opts.device)})
 
 
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
+def _placed(cfg: ExperimentConfig, device: torch.device) -> tuple[Any, Any]:
+    """(task, a fresh model of ``cfg``) with the task's tensors and the model on ``device``."""
+    task = make_task(cfg.task)
+    model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
+    return task_to(task, device), model.to(device)
+
+
+def _median_time(fn: Callable[[], Any], repeats: int, device: torch.device = CPU) -> float:
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock(device)
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock(device) - t0)
     return statistics.median(times)
 
 
-def matmul_rates(n_train: int, d_mlp: int, n_out: int, repeats: int = 7) -> dict[str, float]:
-    """GFLOP/s of a 1024^3 matmul and of the step's main product shape [n_train, d_mlp] @ [d_mlp, n_out]."""
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    x, w = torch.randn(n_train, d_mlp), torch.randn(d_mlp, n_out)
+def matmul_rates(n_train: int, d_mlp: int, n_out: int, repeats: int = 7,
+                 device: torch.device = CPU) -> dict[str, float]:
+    """GFLOP/s of a 1024^3 matmul and of the step's main product shape [n_train, d_mlp] @ [d_mlp, n_out] (float32,
+    on ``device``)."""
+    a, b = torch.randn(1024, 1024).to(device), torch.randn(1024, 1024).to(device)
+    x, w = torch.randn(n_train, d_mlp).to(device), torch.randn(d_mlp, n_out).to(device)
     a @ b, x @ w
-    square = 2 * 1024**3 / _median_time(lambda: a @ b, repeats) / 1e9
-    shaped = 2 * n_train * d_mlp * n_out / _median_time(lambda: x @ w, repeats * 3) / 1e9
+    square = 2 * 1024**3 / _median_time(lambda: a @ b, repeats, device) / 1e9
+    shaped = 2 * n_train * d_mlp * n_out / _median_time(lambda: x @ w, repeats * 3, device) / 1e9
     return {"square_1024": square, "step_shape": shaped}
 
 
-def agreement(cfg: ExperimentConfig, steps: int, dtype: torch.dtype = torch.float64) -> dict[str, float | str]:
-    """Train (a) and (b) from the same initialisation for ``steps`` steps; their losses and relative difference."""
-    task = make_task(cfg.task)
-    base = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx).to(dtype)
+def agreement(cfg: ExperimentConfig, steps: int, dtype: torch.dtype = torch.float64,
+              device: torch.device = CPU) -> dict[str, float | str]:
+    """Train (a) and (b) from the same initialisation for ``steps`` steps; their losses and relative difference.
+    On ``device`` (MPS has no float64: there, on the CPU)."""
+    device = CPU if device.type == "mps" and dtype == torch.float64 else device
+    task, base = _placed(cfg, device)
+    base = base.to(dtype)
     ref, dflt = ReferenceLoop(cfg, task, copy.deepcopy(base)), DefaultLoop(cfg, task, copy.deepcopy(base))
     for _ in range(steps):
         ref.epoch()
@@ -137,8 +157,8 @@ def agreement(cfg: ExperimentConfig, steps: int, dtype: torch.dtype = torch.floa
             "path": dflt.path}
 
 
-def _per_epoch_times(runners: list, epochs: int, repeats: int,
-                     log: Callable[[str], None]) -> dict[str, dict[str, float]]:
+def _per_epoch_times(runners: list, epochs: int, repeats: int, log: Callable[[str], None],
+                     device: torch.device = CPU) -> dict[str, dict[str, float]]:
     """Median seconds per epoch, without and with a test evaluation every epoch, in interleaved rounds."""
     samples: dict[str, dict[str, list[float]]] = {r.name: {"train": [], "eval": []} for r in runners}
     for r in runners:  # warm-up (plans, allocator, lazy imports)
@@ -147,18 +167,19 @@ def _per_epoch_times(runners: list, epochs: int, repeats: int,
     for rnd in range(repeats):
         for r in runners:
             for mode in ("train", "eval"):
-                t0 = time.perf_counter()
+                t0 = clock(device)
                 for _ in range(epochs):
                     r.epoch()
                     if mode == "eval":
                         r.evaluate()
-                samples[r.name][mode].append((time.perf_counter() - t0) / epochs)
+                samples[r.name][mode].append((clock(device) - t0) / epochs)
         log(f"  round {rnd + 1}/{repeats} done")
     return {name: {mode: statistics.median(v) for mode, v in s.items()} for name, s in samples.items()}
 
 
 def whole_run(cfg: ExperimentConfig, epochs: int) -> dict[str, float]:
-    """``grokscope train`` at the config's cadence for ``epochs`` epochs in a temporary directory: its seconds."""
+    """``grokscope train`` at the config's cadence (on its ``train.device``) for ``epochs`` epochs in a temporary
+    directory: its seconds (``train`` returns after its last write, so no device wait is needed)."""
     cfg = apply_overrides(cfg, {"train.epochs": epochs, "train.stop_after_grok": None})
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -167,29 +188,30 @@ def whole_run(cfg: ExperimentConfig, epochs: int) -> dict[str, float]:
     return {"epochs": epochs, "seconds": total, "per_epoch": total / epochs}
 
 
-def bracketed_whole_run(cfg: ExperimentConfig, epochs: int, loops: list, loop_epochs: int) -> dict[str, Any]:
+def bracketed_whole_run(cfg: ExperimentConfig, epochs: int, loops: list, loop_epochs: int,
+                        device: torch.device = CPU) -> dict[str, Any]:
     """:func:`whole_run`, with each of ``loops`` timed as a demo loop (:func:`loop_rate`) just before and just
     after it, so the ratios compare runs made at the same time (a shared machine's speed drifts over minutes).
     Adds ``"loops"``: per runner name, the rates before and after and their combined rate (total epochs over
     total time)."""
-    before = {r.name: loop_rate(r, loop_epochs) for r in loops}
+    before = {r.name: loop_rate(r, loop_epochs, device) for r in loops}
     res: dict[str, Any] = whole_run(cfg, epochs)
-    after = {r.name: loop_rate(r, loop_epochs) for r in loops}
+    after = {r.name: loop_rate(r, loop_epochs, device) for r in loops}
     res["loops"] = {name: {"before": before[name], "after": after[name],
                            "rate": 2 / (1 / before[name] + 1 / after[name])} for name in before}
     return res
 
 
-def measure_cost(cfg: ExperimentConfig, repeats: int = 3) -> float | None:
+def measure_cost(cfg: ExperimentConfig, repeats: int = 3, device: torch.device = CPU) -> float | None:
     """Seconds of one call of the progress measures (None when they fail on this config)."""
-    task = make_task(cfg.task)
-    model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx).eval()
+    task, model = _placed(cfg, device)
+    model.eval()
     fwd = choose_forward(model, task, fast=cfg.train.fast_path).fn
     with torch.no_grad():
         logits = fwd(task.tokens)
         try:
             progress_measures(model, task, logits=logits)
-            return _median_time(lambda: progress_measures(model, task, logits=logits), repeats)
+            return _median_time(lambda: progress_measures(model, task, logits=logits), repeats, device)
         except Exception:
             return None
 
@@ -198,8 +220,7 @@ def scaling(opts: BenchOptions, log: Callable[[str], None]) -> list[dict[str, fl
     rows = []
     for p in opts.scaling:
         cfg = _config(opts, p)
-        task = make_task(cfg.task)
-        model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
+        task, model = _placed(cfg, opts.device)
         ref, dflt = ReferenceLoop(cfg, task, copy.deepcopy(model)), DefaultLoop(cfg, task, copy.deepcopy(model))
         ref.epoch()
         dflt.epoch()
@@ -207,9 +228,9 @@ def scaling(opts: BenchOptions, log: Callable[[str], None]) -> list[dict[str, fl
         reps = max(3, opts.repeats // 2)
         t_ref, t_fast, t_eval = [], [], []
         for _ in range(reps):  # interleaved
-            t_ref.append(_median_time(ref.epoch, 1))
-            t_fast.append(_median_time(dflt.epoch, 3))
-            t_eval.append(_median_time(dflt.evaluate, 1))
+            t_ref.append(_median_time(ref.epoch, 1, opts.device))
+            t_fast.append(_median_time(dflt.epoch, 3, opts.device))
+            t_eval.append(_median_time(dflt.evaluate, 1, opts.device))
         n_train = task.train_idx.numel()
         row = {"p": p, "n_train": n_train, "reference_ms": 1e3 * statistics.median(t_ref),
                "default_ms": 1e3 * statistics.median(t_fast), "eval_all_ms": 1e3 * statistics.median(t_eval),
@@ -229,15 +250,14 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print,
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    cfg = _config(opts, opts.p)
-    task = make_task(cfg.task)
+    cfg, device = _config(opts, opts.p), opts.device
+    task, model = _placed(cfg, device)
     n_train, n_test = task.train_idx.numel(), task.test_idx.numel()
-    model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
     res: dict[str, Any] = {"p": opts.p, "n_train": n_train, "n_test": n_test, "threads": torch.get_num_threads(),
-                           "torch": torch.__version__}
+                           "torch": torch.__version__, "device": describe_device(device)}
 
     log("matrix-multiply rate ...")
-    res["matmul_gflops"] = matmul_rates(n_train, cfg.model.d_mlp, task.d_vocab_out)
+    res["matmul_gflops"] = matmul_rates(n_train, cfg.model.d_mlp, task.d_vocab_out, device=device)
 
     runners: list = [ReferenceLoop(cfg, task, copy.deepcopy(model)), DefaultLoop(cfg, task, copy.deepcopy(model)),
                      EnsembleLoop(cfg, opts.k)]
@@ -249,7 +269,7 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print,
         except Exception as e:  # an incompatible TransformerLens: say so and go on
             res["transformer_lens"] = f"{tl_version}: failed ({type(e).__name__}: {e})"
     log(f"timing {len(runners)} contenders: {opts.repeats} rounds of {opts.epochs} epochs ...")
-    times = _per_epoch_times(runners, opts.epochs, opts.repeats, log)
+    times = _per_epoch_times(runners, opts.epochs, opts.repeats, log, device)
     rows = []
     for r in runners:
         scale, t = (r.k if isinstance(r, EnsembleLoop) else 1), times[r.name]
@@ -260,8 +280,8 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print,
 
     log(f"whole run: grokscope train, {opts.run_epochs} epochs at the default cadence, between demo loops ...")
     loops = [runners[0]] + runners[3:]  # the reference, and TransformerLens when it is there
-    res["whole_run"] = bracketed_whole_run(cfg, opts.run_epochs, loops, opts.epochs)
-    res["measure_seconds"] = mcost = measure_cost(cfg)
+    res["whole_run"] = bracketed_whole_run(cfg, opts.run_epochs, loops, opts.epochs, device)
+    res["measure_seconds"] = mcost = measure_cost(cfg, device=device)
 
     flops = fast_step_flops(cfg, n_train)
     res["flops"] = {"fast_step": flops, "reference_step": reference_step_flops(cfg, n_train)}
@@ -270,7 +290,7 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print,
 
     agree_p = opts.agree_p or opts.p
     log(f"agreement: {opts.agree_steps} steps of (a) and (b) from the same initialisation (float64, p={agree_p}) ...")
-    res["agreement"] = agreement(_config(opts, agree_p), opts.agree_steps)
+    res["agreement"] = agreement(_config(opts, agree_p), opts.agree_steps, device=device)
     log("scaling with p ...")
     res["scaling"] = scaling(opts, log)
 
@@ -278,7 +298,8 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print,
     matmul = res["matmul_gflops"]
     m = cfg.model
     out(f"grokscope bench: {cfg.task.formula} mod {opts.p}, {n_train} train / {n_test} test pairs, d_model "
-        f"{m.d_model}, d_mlp {m.d_mlp}, {m.n_heads} heads; torch {torch.__version__}, {res['threads']} threads")
+        f"{m.d_model}, d_mlp {m.d_mlp}, {m.n_heads} heads; torch {torch.__version__}, {res['threads']} threads; "
+        f"device {res['device']}")
     out(f"matrix-multiply rate: {matmul['square_1024']:.1f} GFLOP/s (1024^3), {matmul['step_shape']:.1f} GFLOP/s "
         f"([{n_train}x{m.d_mlp}]@[{m.d_mlp}x{task.d_vocab_out}])")
     out(f"TransformerLens: {res['transformer_lens']}")
@@ -343,7 +364,8 @@ def _whole_run(opts: BenchOptions, args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"--out {args.out}: already exists; give a new directory")
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    cfg = _config(opts, opts.p) if args.p or args.quick else opts.config
+    cfg = _config(opts, opts.p) if args.p or args.quick else apply_overrides(opts.config,
+                                                                              {"train.device": str(opts.device)})
     tl = opts.tl and transformer_lens_version() is not None
     epochs = args.run_epochs  # None: to 1.5x the grok epoch, as grokscope run
     with tempfile.TemporaryDirectory() as tmp:
@@ -351,6 +373,7 @@ def _whole_run(opts: BenchOptions, args: argparse.Namespace) -> dict[str, Any]:
         res = whole_run_phases(cfg, out, epochs=epochs, peer_epochs=args.peer_epochs, tl=tl,
                                log=lambda s: print(s, file=sys.stderr, flush=True))
         res["threads"] = torch.get_num_threads()
+        res["device"] = describe_device(opts.device)
     render_whole_run(res)
     return res
 
@@ -376,6 +399,7 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice; quick 1)")
     p.add_argument("--no-tl", action="store_true", help="skip TransformerLens even when it is installed")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every number as JSON")
+    add_device_arg(p)
     p.add_argument(
         "--whole-run", action="store_true",
         help="instead: train the whole mainline as 'grokscope run' does (to 1.5x the grok epoch, or --run-epochs) and "
@@ -400,6 +424,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     given = {k: v for k, v in kw.items() if v is not None}
     opts = BenchOptions.quick_options(**kw) if args.quick else BenchOptions(**given)
     opts.tl = not args.no_tl
+    opts.device = device_from_args(args, opts.config)
     if args.whole_run:
         res = _whole_run(opts, args)
     else:

@@ -8,6 +8,9 @@ from :func:`~grokscope.training.optim.adamw_hyperparameters` and its schedule fr
 :func:`~grokscope.training.optim.lr_at`. Each has ``epoch()`` (one training epoch) and ``evaluate()`` (what a demo
 loop evaluates every epoch); :func:`loop_rate` times them as a demo loop. ``fixed_lr`` (0: time a trained model
 without moving it) is how ``grokscope bench --whole-run`` times them from a run's checkpoints.
+
+Every contender runs where its model and task tensors are (``grokscope bench --device``); :func:`clock` reads the
+time after waiting for the device's queued work (a CUDA or MPS call returns before its kernels finish).
 """
 
 from __future__ import annotations
@@ -26,8 +29,25 @@ from grokscope.training.optim import adamw_hyperparameters, lr_at, make_optimize
 from grokscope.training.reference import reference_eval, reference_step
 
 __all__ = [
-    "DefaultLoop", "EnsembleLoop", "ReferenceLoop", "TransformerLensLoop", "loop_rate", "transformer_lens_version",
+    "DefaultLoop", "EnsembleLoop", "ReferenceLoop", "TransformerLensLoop", "clock", "loop_rate", "synchronize",
+    "transformer_lens_version",
 ]
+
+_CPU = torch.device("cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait until ``device`` has finished the work queued on it (CUDA, MPS); nothing on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def clock(device: torch.device = _CPU) -> float:
+    """``time.perf_counter()`` once ``device``'s queued work is done: what every bench timing reads."""
+    synchronize(device)
+    return time.perf_counter()
 
 
 class ReferenceLoop:
@@ -80,6 +100,8 @@ class DefaultLoop(ReferenceLoop):
 
 
 class EnsembleLoop:
+    """Row (c): K seeds of ``cfg`` as one :class:`Ensemble`, on the device ``cfg.train.device`` names."""
+
     def __init__(self, cfg: ExperimentConfig, k: int):
         self.k = k
         self.name = f"(c) ensemble K={k} (aggregate)"
@@ -114,7 +136,9 @@ class TransformerLensLoop(ReferenceLoop):
     def __init__(self, cfg: ExperimentConfig, task, model):
         from grokscope.interop import hooked_from_state_dict
 
-        self.model = hooked_from_state_dict(cfg, model.state_dict()).train()
+        device = next(model.parameters()).device
+        extra = {} if device.type == "cpu" else {"device": str(device)}  # on the CPU: as before
+        self.model = hooked_from_state_dict(cfg, model.state_dict(), **extra).train()
         for name, param in self.model.named_parameters():
             if name.split(".")[-1] in ("b_Q", "b_K", "b_V", "b_O", "b_U"):
                 param.requires_grad_(False)
@@ -142,10 +166,10 @@ class TransformerLensLoop(ReferenceLoop):
             F.cross_entropy(logits.to(torch.float64), self.task.test_labels).item()
 
 
-def loop_rate(runner, epochs: int) -> float:
+def loop_rate(runner, epochs: int, device: torch.device = _CPU) -> float:
     """Epochs per second of ``runner`` as a demo loop: one training epoch and a test evaluation, ``epochs`` times."""
-    t0 = time.perf_counter()
+    t0 = clock(device)
     for _ in range(epochs):
         runner.epoch()
         runner.evaluate()
-    return epochs / (time.perf_counter() - t0)
+    return epochs / (clock(device) - t0)

@@ -8,7 +8,8 @@ after) and reports epochs/s per phase. The peers, the reference loop and the Tra
 training epoch and a test evaluation, every epoch), are timed for a few epochs from the run's own checkpoint
 in the middle of each phase, at learning rate 0 (a fresh optimiser would knock a grokked model off its
 solution), so each phase compares grokscope with its peers on the same weights. Also: where the run's time
-went (from the run's meta), the start-up, the analysis and the report.
+went (from the run's meta), the start-up, the analysis and the report. The run and its peers compute on the
+config's ``train.device`` (``grokscope bench --whole-run --device NAME``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from grokscope.analysis.run import print_run_summary
 from grokscope.bench_loops import DefaultLoop, ReferenceLoop, TransformerLensLoop, loop_rate
 from grokscope.cli_args import raise_unless_extra
 from grokscope.config import ExperimentConfig, apply_overrides
+from grokscope.device import resolve_device
 from grokscope.measures import detect_phases
+from grokscope.tasks import task_to
 from grokscope.training import train
 
 __all__ = ["PHASE_NAMES", "WallStamps", "phase_segments", "segment_seconds", "whole_run_phases", "render_whole_run"]
@@ -91,19 +94,20 @@ def _peers(cfg: ExperimentConfig, run: Any, step: int, epochs: int, tl: bool) ->
     """Demo-loop epochs/s of grokscope's step, the reference and TransformerLens, from ``run``'s checkpoint at
     ``step``, at learning rate 0 (one warm-up epoch each, then ``epochs`` timed epochs with a test evaluation)."""
     cfg = apply_overrides(cfg, {"train.fast_path": True})
-    task = run.task()
+    device = resolve_device(cfg.train.device)
+    task = task_to(run.task(), device)
     runners: dict[str, Any] = {
-        "grokscope": DefaultLoop(cfg, task, run.load_model(step)),
-        "reference": ReferenceLoop(cfg, task, run.load_model(step)),
+        "grokscope": DefaultLoop(cfg, task, run.load_model(step).to(device)),
+        "reference": ReferenceLoop(cfg, task, run.load_model(step).to(device)),
     }
     if tl:
-        runners["transformer_lens"] = TransformerLensLoop(cfg, task, run.load_model(step))
+        runners["transformer_lens"] = TransformerLensLoop(cfg, task, run.load_model(step).to(device))
     rates = {}
     for name, r in runners.items():
         r.fixed_lr = 0.0
         r.epoch()
         r.evaluate()
-        rates[name] = loop_rate(r, epochs)
+        rates[name] = loop_rate(r, epochs, device)
     return rates
 
 
@@ -174,8 +178,9 @@ def render_whole_run(res: dict[str, Any], out: Callable[[str], None] = print) ->
     """Print :func:`whole_run_phases`'s table: per phase, epochs/s of the run and of its peers, and the ratios."""
     rows = res["phases"]
     tl = all("transformer_lens_eps" in r for r in rows)
-    out(f"whole run: {res['config']}, {res['final_epoch']} epochs (test accuracy >= 99% first at {res['grok_epoch']}), "
-        f"{res['forward']} forward, subnormals {res['denormals']}")
+    on = f" on {res['device']}" if res.get("device") else ""
+    out(f"whole run: {res['config']}{on}, {res['final_epoch']} epochs (test accuracy >= 99% first at "
+        f"{res['grok_epoch']}), {res['forward']} forward, subnormals {res['denormals']}")
     head = f"{'phase':18} {'epochs':>13} {'run ep/s':>9} {'step ep/s':>10} {'ref ep/s':>9} {'x ref':>6}"
     out(head + (f" {'TL ep/s':>8} {'x TL':>6}" if tl else ""))
     first = rows[0]["run_eps"] if rows else float("nan")

@@ -13,7 +13,7 @@ from typing import Any
 
 from grokscope.analysis.run import ANALYSIS_FILE, analyze_run, load_state_file, model_analysis, print_zoo
 from grokscope.analysis.tables import render_analysis, render_phases
-from grokscope.cli_args import UserError, config_from_args
+from grokscope.cli_args import UserError, config_from_args, device_from_args
 from grokscope.measures import MeasureError
 from grokscope.store import RunError, atomic_write_json, load_run, save_checkpoint
 from grokscope.training.loop import new_run_dir
@@ -42,6 +42,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="also recompute restricted/excluded loss for every checkpoint with the key frequencies fixed "
                    "(second pass; stored as metrics with the suffix _fixed)")
     p.add_argument("--quiet", action="store_true", help="write analysis.json without printing the tables")
+    p.add_argument("--device", metavar="NAME",
+                   help="where the model's forward passes run: auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N "
+                   "or mps (default: cpu; the float64 math stays float64; results equal the CPU's to rounding)")
     g = p.add_argument_group(
         "a model grokscope did not train",
         "--checkpoint FILE --preset NAME [--set k=v ...]: analyse a safetensors state dict with TransformerLens keys "
@@ -68,6 +71,11 @@ def _parse_freqs(text: str | None) -> list[int] | None:
         raise RunError(f"--key-freqs: expected comma-separated integers, got {text!r}") from None
 
 
+def _device(args: argparse.Namespace):
+    """The ``--device`` of an analysis command: the CPU unless given (UserError, one line, for a missing device)."""
+    return device_from_args(argparse.Namespace(device=getattr(args, "device", None) or "cpu"))
+
+
 def cmd_analyze(args: argparse.Namespace, *, load_run: Callable[[Any], Any] = load_run) -> int:
     """Handler of ``grokscope analyze``: returns the exit code (errors are raised as RunError)."""
     if getattr(args, "checkpoint", None) is not None or args.run is None:
@@ -76,9 +84,10 @@ def cmd_analyze(args: argparse.Namespace, *, load_run: Callable[[Any], Any] = lo
                                      ("--out", "out")) if getattr(args, attr, None)]
     if given:
         raise UserError(f"{'/'.join(given)} go with --checkpoint FILE; a RUN has its own config and directory")
+    device = _device(args)
     run = load_run(args.run)
     analysis, data = analyze_run(run, step=args.step, key_freqs=_parse_freqs(args.key_freqs), rule=args.rule,
-                                 all_steps=args.all_steps)
+                                 all_steps=args.all_steps, device=device)
     if not args.quiet:
         if analysis is not None:
             print(render_analysis(analysis))
@@ -104,7 +113,8 @@ def cmd_analyze_checkpoint(args: argparse.Namespace) -> int:
     if not args.preset and args.config is None:
         raise UserError("--checkpoint needs --preset NAME or --config FILE describing the model and task, "
                         "e.g. --preset nanda-mainline")
-    cfg = config_from_args(args)
+    device = _device(args)
+    cfg = config_from_args(argparse.Namespace(**{**vars(args), "device": None}))  # --device: not the config's
     path = Path(args.checkpoint)
     out = Path(args.out) if args.out is not None else path.with_name(path.stem + "-analysis")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -112,12 +122,12 @@ def cmd_analyze_checkpoint(args: argparse.Namespace) -> int:
     state = load_state_file(path)
     try:
         model, analysis, data = model_analysis(state, cfg, key_freqs=_parse_freqs(args.key_freqs), rule=args.rule,
-                                               step=0, where=str(path))
+                                               step=0, where=str(path), device=device)
     except MeasureError as e:
         raise RunError(f"{path}: cannot analyse this config: {e}") from None
     # Everything checked: write a run directory (config, the checkpoint as step 0, analysis.json).
     new_run_dir(out, cfg)
-    save_checkpoint(out, 0, model.state_dict())
+    save_checkpoint(out, 0, {k: v.detach().cpu() for k, v in model.state_dict().items()})  # always CPU tensors
     source = {"checkpoint": str(path), "preset": args.preset, "config": str(args.config) if args.config else None,
               "overrides": list(args.overrides)}
     data.update(run=str(out), checkpoints=[0], source=source)

@@ -1,12 +1,17 @@
 """The analysis of a run (analysis.json and phases.json, written through the run store API), the end-of-run
-summary of ``grokscope run``, and the analysis of a model or safetensors checkpoint grokscope did not train."""
+summary of ``grokscope run``, and the analysis of a model or safetensors checkpoint grokscope did not train.
+
+``device``: where the model's forward passes run (``grokscope analyze --device``). The model and the task's
+tensors are placed there; the float64 math stays float64. On the CPU (the default) nothing moves: the numbers
+are those of a plain CPU analysis, bit for bit; on another device they are close, not equal (other kernels).
+"""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from grokscope.analysis.reverse import Analysis, analyze_checkpoint
@@ -18,7 +23,7 @@ from grokscope.measures import MeasureError, check_task, detect_phases, fixed_ke
 from grokscope.models import Model, Transformer
 from grokscope.runtime import flush_denormal
 from grokscope.store import DamagedFileError, RunError, load_tensors
-from grokscope.tasks import make_task
+from grokscope.tasks import make_task, task_to
 
 __all__ = ["ANALYSIS_FILE", "PHASES_FILE", "analyze_model", "analyze_run", "load_state_file", "model_analysis",
            "print_run_summary", "print_zoo"]
@@ -30,18 +35,29 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 CONVERT_HINT = 'convert it once in Python: safetensors.torch.save_file(model.state_dict(), "model.safetensors")'
 
 
+def _task_on(task: Any, device: torch.device | None) -> Any:
+    """``task`` with its tensors on ``device``; the task itself on the CPU or ``None`` (nothing copied)."""
+    return task if device is None or device.type == "cpu" else task_to(task, device)
+
+
+def _model_on(model: Any, device: torch.device | None) -> Any:
+    return model if device is None or device.type == "cpu" else model.to(device)
+
+
 def analyze_run(run: Any, *, step: int | None = None, key_freqs: list[int] | None = None, rule: str = "W_L_dft",
-                all_steps: bool = False, write: bool = True) -> tuple[Analysis | None, dict[str, Any]]:
+                all_steps: bool = False, write: bool = True,
+                device: torch.device | None = None) -> tuple[Analysis | None, dict[str, Any]]:
     """Analyse one checkpoint of an opened run; returns (Analysis, the analysis.json dict).
 
     ``run`` follows the store API (``config``, ``task()``, ``checkpoints``, ``load_model(step)``, ``metrics``,
     ``dir``, ``write_json``, ``write_metrics``). Raises the store's RunError (one line) for a run without
     checkpoints or a missing step. The zoo analyses that fit the task go under ``"zoo"``
     (:func:`grokscope.analysis.zoo.zoo_analysis`); for a task the Fourier analysis does not cover (not a full
-    modular grid: division, other kinds) they are the whole analysis and Analysis is None.
+    modular grid: division, other kinds) they are the whole analysis and Analysis is None. ``device``: where the
+    forward passes run (default: the CPU; see the module docstring).
     """
     where = getattr(run, "dir", "run")
-    task = run.task()
+    task = _task_on(run.task(), device)
     try:
         check_task(task)
         unsupported = None
@@ -55,7 +71,7 @@ def analyze_run(run: Any, *, step: int | None = None, key_freqs: list[int] | Non
     elif step not in steps:
         near = min(steps, key=lambda s: abs(s - step))
         raise RunError(f"{where}: no checkpoint at step {step} (nearest: {near})")
-    model = run.load_model(step)
+    model = _model_on(run.load_model(step), device)
     if unsupported is not None:
         analysis, data, all_steps = None, _zoo_only(model, task, step, unsupported, all_steps), False
     else:
@@ -71,7 +87,8 @@ def analyze_run(run: Any, *, step: int | None = None, key_freqs: list[int] | Non
     if all_steps:
         assert analysis is not None  # all_steps is False for an unsupported task
         with flush_denormal(run.config.train.flush_denormal):  # as in training: no subnormal slow path
-            fixed = fixed_key_measures([(s, functools.partial(run.load_model, s)) for s in steps], task,
+            loaders = [(s, lambda s=s: _model_on(run.load_model(s), device)) for s in steps]
+            fixed = fixed_key_measures(loaders, task,
                                        key_freqs=analysis.key_frequencies)
         if write:
             for s, row in fixed.iterrows():
@@ -120,13 +137,13 @@ def print_zoo(data: dict[str, Any]) -> None:
         print(text)
 
 
-def print_run_summary(run: Any, *, all_steps: bool = True) -> None:
+def print_run_summary(run: Any, *, all_steps: bool = True, device: torch.device | None = None) -> None:
     """End-of-run summary for ``grokscope run``: the second pass with key frequencies fixed from the final
     checkpoint (``all_steps``), analysis.json/phases.json, then grok epoch, phases, key frequencies, restricted
     vs test loss and the Table 5 row. A task outside the Fourier analysis prints the zoo analyses that fit it; an
-    error prints one line."""
+    error prints one line. ``device``: where the forward passes run (default: the CPU)."""
     try:
-        analysis, data = analyze_run(run, all_steps=all_steps)
+        analysis, data = analyze_run(run, all_steps=all_steps, device=device)
     except (ValueError, RunError) as e:
         print(f"analysis:   skipped ({e})")
         return
@@ -142,13 +159,16 @@ def print_run_summary(run: Any, *, all_steps: bool = True) -> None:
 
 def model_analysis(model_or_state_dict: Any, config: ExperimentConfig, *, key_freqs: list[int] | None = None,
                    rule: str = "W_L_dft", step: int | None = None,
-                   where: str | None = None) -> tuple[nn.Module, Analysis, dict[str, Any]]:
-    """(grokscope model, Analysis, analysis dict); the dict has ``run`` None, ``checkpoints`` [], ``phases`` None."""
+                   where: str | None = None,
+                   device: torch.device | None = None) -> tuple[nn.Module, Analysis, dict[str, Any]]:
+    """(grokscope model, Analysis, analysis dict); the dict has ``run`` None, ``checkpoints`` [], ``phases`` None.
+    ``device``: where the forward passes run (the model is moved there; default: the CPU)."""
     task = make_task(config.task)
     check_task(task)
     model = model_or_state_dict
     if not isinstance(model, Transformer):
         model = from_hooked_transformer(model_or_state_dict, config, where=where)
+    model, task = _model_on(model, device), _task_on(task, device)
     analysis = analyze_checkpoint(model.eval(), task, key_freqs=key_freqs, rule=rule, step=step)
     data = analysis.to_dict()
     data.update(run=None, checkpoints=[], phases=None)
@@ -156,14 +176,15 @@ def model_analysis(model_or_state_dict: Any, config: ExperimentConfig, *, key_fr
 
 
 def analyze_model(model_or_state_dict: Any, config: ExperimentConfig, *, key_freqs: list[int] | None = None,
-                  rule: str = "W_L_dft") -> dict[str, Any]:
+                  rule: str = "W_L_dft", device: torch.device | None = None) -> dict[str, Any]:
     """The analysis dict of ``grokscope analyze`` (the analysis.json schema) for a model grokscope did not train.
 
     ``model_or_state_dict``: a grokscope model, a ``HookedTransformer`` or a TransformerLens state dict
     (see :func:`grokscope.interop.from_hooked_transformer`). Train/test numbers use the split of ``config.task``.
     ``run`` and ``phases`` are None (no run, no training curves). Raises ConfigError or MeasureError (ValueErrors).
+    ``device``: where the forward passes run (default: the CPU).
     """
-    return model_analysis(model_or_state_dict, config, key_freqs=key_freqs, rule=rule)[2]
+    return model_analysis(model_or_state_dict, config, key_freqs=key_freqs, rule=rule, device=device)[2]
 
 
 def load_state_file(path: Path) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 The only module of :mod:`grokscope.interp` that touches files: it loads checkpoints through the run store,
 prints tables and writes ``interp_patch.json``, ``interp_probe.json`` and ``interp_sae.json`` into the run
-(read by :mod:`grokscope.figures.interp` for the report).
+(read by :mod:`grokscope.figures.interp` for the report). ``--device`` places the model and the task's tensors
+(default: the CPU, where the numbers are those of a plain CPU run, bit for bit; elsewhere close, not equal).
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed-data", type=int, default=0, dest="data_seed",
                    help="seed for input sampling and probe splits (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--device", metavar="NAME",
+                   help="where the model's forward passes run: auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N "
+                   "or mps (default: cpu; results equal the CPU's to rounding)")
     p.add_argument("--no-write", action="store_true", help="print only; do not write the JSON file into the run")
 
 
@@ -103,22 +107,31 @@ def _ints(text: str, flag: str) -> list[int]:
         raise UserError(f"{flag}: expected comma-separated integers, got {text!r}") from None
 
 
+def _load(run, step: int | None, device):
+    """Checkpoint ``step``'s model on ``device`` (on the CPU: as the store loads it)."""
+    model = run.load_model(step)
+    return model if device.type == "cpu" else model.to(device)
+
+
 def _open(args: argparse.Namespace):
-    """(run, task, step, model, key frequencies) with one-line errors."""
+    """(run, task, step, model, key frequencies) with one-line errors; the model and the task on ``args.device``."""
     import torch
 
-    from grokscope.cli_args import UserError
+    from grokscope.cli_args import UserError, device_from_args
     from grokscope.measures import MeasureError, check_task, key_frequencies
     from grokscope.store import load_run
+    from grokscope.tasks import task_to
 
     torch.set_num_threads(max(1, args.threads))
+    args.device = device_from_args(argparse.Namespace(device=getattr(args, "device", None) or "cpu"))
     run = load_run(args.run)
     task = run.task()
     try:
         check_task(task)
     except MeasureError as e:
         raise UserError(f"{run.dir}: {e}") from None
-    model = run.load_model(args.step)
+    task = task if args.device.type == "cpu" else task_to(task, args.device)
+    model = _load(run, args.step, args.device)
     step = args.step if args.step is not None else run.checkpoints[-1]
     if not hasattr(model, "run_with_cache"):
         raise UserError(f"{run.dir}: the {type(model).__name__} model has no hooks to patch or probe")
@@ -226,7 +239,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     reports = []
     t0 = time.perf_counter()
     for s in steps:
-        m = model if s == step else run.load_model(s)
+        m = model if s == step else _load(run, s, args.device)
         try:
             reports.append(probe_model(m, task, keys, hook=args.hook, position=args.position, extra_freqs=extra,
                                        seed=args.data_seed, step=s))
@@ -260,7 +273,7 @@ def cmd_sae(args: argparse.Namespace) -> int:
     others = _steps(run, args.compare, step) if args.compare else []
     results = []
     for s in [step] + [o for o in others if o != step]:
-        m = model if s == step else run.load_model(s)
+        m = model if s == step else _load(run, s, args.device)
         sae, rep = sae_on_checkpoint(m, task, keys, cfg, step=s)
         print(rep.summary())
         results.append((sae, rep))
