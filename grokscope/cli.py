@@ -19,9 +19,11 @@ from grokscope.cli_args import (
     EXIT_USAGE,
     UserError,
     add_config_args,
+    add_device_arg,
     add_log_arg,
     add_threads_arg,
     config_from_args,
+    device_from_args,
     raise_unless_extra,
     threads_from_args,
     trackers_from_args,
@@ -75,6 +77,8 @@ def summarize(run: Run) -> str:
                                                     for k, v in parts.items()))
         except (ValueError, TypeError, AttributeError):
             pass  # written by another version: the summary goes on without it
+    if meta.get("device"):
+        lines.append(f"device:     {meta['device']} ({meta.get('numerics', '?')})")
     if meta.get("threads"):
         lines.append(f"threads:    {meta['threads']}")
     if meta.get("denormals"):
@@ -92,9 +96,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.preset or args.config or args.overrides or args.epochs is not None or args.out:
             raise UserError("--resume continues a run with its own config; "
                             "drop --preset/--config/--set/--epochs/--out")
-        run = resume(args.resume, progress=_progress(args), trackers=trackers_from_args(args), threads=threads)
+        if args.device is not None:
+            device_from_args(args)  # one line when it is not here
+        run = resume(args.resume, progress=_progress(args), trackers=trackers_from_args(args), threads=threads,
+                     device=args.device)
     else:
         cfg = config_from_args(args)
+        device_from_args(args, cfg)  # one line when the device is not here, before a run directory is made
         run = train(cfg, args.out, progress=_progress(args), trackers=trackers_from_args(args), threads=threads)
     print(summarize(run))
     return 0
@@ -103,6 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job: the nanda-mainline preset to grokking and clean-up, then its summary."""
     cfg = config_from_args(args)
+    device_from_args(args, cfg)  # one line when the device is not here, before anything is trained
     trackers = trackers_from_args(args)
     threads = threads_from_args(args)
     if args.epochs is None and not any(o.startswith("train.stop_after_grok") for o in args.overrides):
@@ -161,8 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a preset (or a config.json) into a new run directory, or resume one.")
     add_config_args(p, preset_default=None)
     p.add_argument("--out", type=Path, help="run directory to create (default runs/<name>-<time>)")
-    p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run exactly where it stopped")
+    p.add_argument("--resume", type=Path, metavar="RUN",
+                   help="continue an interrupted run exactly where it stopped (with --device: on that device, which "
+                   "may differ from the one it started on; the numbers are then close, not bitwise the same)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_arg(p)
     add_threads_arg(p)
     add_log_arg(p)
     p.set_defaults(func=cmd_train)
@@ -177,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, preset_default="nanda-mainline")
     p.add_argument("--out", type=Path, help="run directory to create (default runs/<name>-<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_arg(p)
     add_threads_arg(p)
     add_log_arg(p)
     p.set_defaults(func=cmd_run)

@@ -8,6 +8,7 @@ Shapes: p is the modulus; N = p*p inputs; "grid order" is row a*p + b (a slow); 
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -16,7 +17,8 @@ from torch import Tensor
 
 from grokscope.measures.fourier import fourier_transform_2d, n_frequencies
 from grokscope.models import Model, has_blocks, has_mlp
-from grokscope.models.forward import choose_forward
+from grokscope.models.forward import choose_forward, model_device
+from grokscope.tasks import task_to
 
 if TYPE_CHECKING:
     from grokscope.models.mlp import MLPWeights
@@ -25,8 +27,19 @@ if TYPE_CHECKING:
 __all__ = [
     "MeasureError", "block_fractions", "check_task", "cross_entropy", "grid_order", "grid_rows", "logit_table",
     "mlp_activations", "neuron_energy", "neuron_frequency_fractions", "neuron_logit_map", "number_embedding",
-    "post_hook_name",
+    "on_cpu", "post_hook_name",
 ]
+
+
+def on_cpu(model: Model, task: Any, logits: Tensor | None = None) -> tuple[Model, Any, Tensor | None]:
+    """The model, task and logits as CPU tensors: the measures compute in float64, which MPS lacks, and they are a
+    small share of a run's time, so a model on a device is measured through a CPU copy (the same numbers a CPU
+    run's weights would give). On the CPU, the arguments themselves (nothing is copied)."""
+    if model_device(model).type == "cpu":
+        return model, task, logits
+    cpu_model = copy.deepcopy(model).cpu()
+    cpu_task = None if task is None else task_to(task, "cpu")
+    return cpu_model, cpu_task, None if logits is None else logits.cpu()
 
 
 class MeasureError(ValueError):

@@ -19,6 +19,7 @@ from grokscope.measures.grid import (
     neuron_frequency_fractions,
     neuron_logit_map,
     number_embedding,
+    on_cpu,
 )
 from grokscope.models import Model
 
@@ -112,6 +113,7 @@ def key_frequencies(model: Model, task: Any | None = None, rule: str = "W_L_dft"
         if task is None:
             raise MeasureError("key_frequencies needs the task or p")
         p = task.p
+    model, task, _ = on_cpu(model, task)  # a model on a device: read through a CPU copy (float64)
     if rule == "W_L_dft":
         return key_frequencies_from_norms(frequency_norms(neuron_logit_map(model, p), dim=1))
     if rule == "W_L_online":

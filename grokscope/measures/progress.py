@@ -28,6 +28,7 @@ from grokscope.measures.grid import (
     logit_table,
     neuron_logit_map,
     number_embedding,
+    on_cpu,
 )
 from grokscope.measures.keys import (
     checked_key_set,
@@ -196,6 +197,7 @@ def progress_measures(
     gini_W_L; sum_sq_weights; ffs, fcr; n_key_freqs; key_freqs_fixed (1.0 if ``key_freqs`` was given, else 0.0).
     """
     p = check_task(task)
+    model, task, logits = on_cpu(model, task, logits)  # a model on a device: measured through a CPU copy
     with torch.no_grad():
         given = key_freqs is not None
         w_l = neuron_logit_map(model, p)

@@ -37,7 +37,8 @@ from torch import Tensor
 from grokscope.models.transformer import Transformer, activation
 
 __all__ = [
-    "FastPlan", "GatherPlan", "PlanCache", "fast_forward", "fast_ineligibility", "fast_logits", "fast_tables",
+    "FastPlan", "GatherPlan", "PlanCache", "fast_forward", "fast_ineligibility", "fast_logits", "fast_logits_batched",
+    "fast_tables",
     "gather_sum_backward", "is_fast_eligible", "model_tensors",
 ]
 
@@ -82,7 +83,7 @@ class GatherPlan:
     def __init__(self, idx: Tensor, n_rows: int):
         n, k = idx.shape
         self.idx, self.n_rows, self.shape = idx.contiguous(), n_rows, (n, k)
-        self.crow = torch.arange(0, n * k + 1, k, dtype=torch.int64)  # S: [N, R], k entries per row
+        self.crow = torch.arange(0, n * k + 1, k, dtype=torch.int64, device=idx.device)  # S: [N, R], k per row
         self.col = self.idx.reshape(-1)
         self._transposed: tuple[Tensor, Tensor, Tensor] | None = None
 
@@ -94,9 +95,9 @@ class GatherPlan:
         if self._transposed is None:
             # S^T: [R, N]; entries sorted by (row, n); `perm` maps S^T's value order to the (n, j) order.
             n, k = self.shape
-            example = torch.arange(n, dtype=torch.int64).repeat_interleave(k)
+            example = torch.arange(n, dtype=torch.int64, device=self.col.device).repeat_interleave(k)
             perm = torch.argsort(self.col * n + example, stable=True)
-            crow_t = torch.zeros(self.n_rows + 1, dtype=torch.int64)
+            crow_t = torch.zeros(self.n_rows + 1, dtype=torch.int64, device=self.col.device)
             crow_t[1:] = torch.bincount(self.col, minlength=self.n_rows).cumsum(0)
             self._transposed = (crow_t, example[perm], perm)
         crow_t, col_t, perm = self._transposed
@@ -114,7 +115,7 @@ def gather_sum_backward(plan: GatherPlan, table: Tensor, weights: Tensor, grad_o
         if needs[0]:
             d_table = plan.st_matrix(weights.detach()) @ grad_out  # [R, D]
         if needs[1]:
-            pattern = plan.s_matrix(torch.ones(plan.idx.numel(), dtype=grad_out.dtype))
+            pattern = plan.s_matrix(torch.ones(plan.idx.numel(), dtype=grad_out.dtype, device=grad_out.device))
             sampled = torch.sparse.sampled_addmm(pattern, grad_out, table.detach().t(), beta=0.0, alpha=1.0)
             d_weights = sampled.values().reshape(plan.shape)
     return d_table, d_weights
@@ -164,7 +165,7 @@ class ExampleBlock(torch.autograd.Function):
         K, _, C = W_L.shape
         N = plans[0].shape[0]
         tables, w = table.view(K, -1, table.shape[1]), weights.view(K, N, -1)
-        logits = torch.empty(K, N, C, dtype=table.dtype)
+        logits = torch.empty(K, N, C, dtype=table.dtype, device=table.device)
         ctx.blocks = []  # per member: (z, post or None); not save_for_backward: the backward overwrites them
         for k, plan in enumerate(plans):
             z = F.embedding_bag(plan.idx, tables[k], per_sample_weights=w[k], mode="sum")  # [N, d_mlp + C]
@@ -270,13 +271,13 @@ class FastPlan:
 
     def __init__(self, tokens: Tensor, V: int, H: int):
         K, N, _ = tokens.shape
-        member = torch.arange(K, dtype=torch.int64).view(K, 1)
+        member = torch.arange(K, dtype=torch.int64, device=tokens.device).view(K, 1)
         a, b = tokens[..., 0], tokens[..., 1]  # [K, N]
         self.shape = (K, N)
         self.score_a = (member * 2 * V + a).reshape(-1)  # rows of scores.reshape(K * 2V, H)
         self.score_b = (member * 2 * V + V + b).reshape(-1)
         rows = 2 * V * H + 1
-        heads = torch.arange(H, dtype=torch.int64)
+        heads = torch.arange(H, dtype=torch.int64, device=tokens.device)
         base = (member * rows).unsqueeze(-1)  # [K, 1, 1]
         constant_row = base + torch.full_like(a, rows - 1).unsqueeze(-1)
         idx = torch.cat([base + a.unsqueeze(-1) * H + heads, base + (V + b.unsqueeze(-1)) * H + heads, constant_row],
@@ -296,8 +297,8 @@ class FastPlan:
         return self._members
 
 
-def fast_logits(tables: dict[str, Tensor], plan: FastPlan, act_fn: str) -> Tensor:
-    """Last-position logits [K, N, d_vocab_out] from the tables (see the module docstring)."""
+def _attention_weights(tables: dict[str, Tensor], plan: FastPlan) -> Tensor:
+    """Each example's weights of its gathered table rows [K*N, 2H + 1]: attention to positions 0 and 1, then 1."""
     K, N = plan.shape
     scores = tables["scores"]
     flat = scores.reshape(-1, scores.shape[-1])
@@ -305,14 +306,24 @@ def fast_logits(tables: dict[str, Tensor], plan: FastPlan, act_fn: str) -> Tenso
     s2 = tables["score_eq"].repeat_interleave(N, dim=0) if K > 1 else tables["score_eq"].expand_as(s0)
     pattern = torch.stack([s0, s1, s2], dim=-1).softmax(dim=-1)  # [K*N, H, 3]
     ones = torch.ones_like(s0[:, :1])
-    weights = torch.cat([pattern[..., 0], pattern[..., 1], ones], dim=1)  # [K*N, 2H + 1], the order of plan idx
+    return torch.cat([pattern[..., 0], pattern[..., 1], ones], dim=1)  # [K*N, 2H + 1], the order of plan idx
+
+
+def fast_logits(tables: dict[str, Tensor], plan: FastPlan, act_fn: str) -> Tensor:
+    """Last-position logits [K, N, d_vocab_out] from the tables (see the module docstring). On CUDA the batched
+    form :func:`fast_logits_batched` (the one place the fast path picks a kernel by device); elsewhere the
+    member-by-member, cache-sized form tuned for the CPU."""
+    if tables["table"].device.type == "cuda":
+        return fast_logits_batched(tables, plan, act_fn)
+    K, N = plan.shape
+    weights = _attention_weights(tables, plan)
     table, W_L = tables["table"], tables["W_L"]  # [K * rows, d_mlp + C], [K, d_mlp, C]
     if torch.is_grad_enabled() and (table.requires_grad or weights.requires_grad or W_L.requires_grad):
         return ExampleBlock.apply(table, weights, W_L, plan.members, act_fn)
     # no gradient: member by member in row chunks (a training batch is one chunk; an evaluation over all p^2
     # pairs several), so the [chunk, d_mlp + C] block stays in cache between the gather, the activation and the
     # W_L product; the same operations row by row, so the logits are bitwise those of one pass
-    logits = torch.empty(K, N, W_L.shape[2], dtype=table.dtype)
+    logits = torch.empty(K, N, W_L.shape[2], dtype=table.dtype, device=table.device)
     for k in range(K):
         for start in range(0, N, EVAL_CHUNK):
             stop = min(start + EVAL_CHUNK, N)
@@ -321,6 +332,33 @@ def fast_logits(tables: dict[str, Tensor], plan: FastPlan, act_fn: str) -> Tenso
                                 mode="sum")  # [chunk, d_mlp + C]
             _member_block(z, W_L[k], act_fn, out=logits[k, start:stop])
     return logits
+
+
+BATCHED_CHUNK = 1 << 26  # elements of [rows, d_mlp + C] per block of a batched forward without gradient (256 MB)
+
+
+def fast_logits_batched(tables: dict[str, Tensor], plan: FastPlan, act_fn: str) -> Tensor:
+    """:func:`fast_logits` as a GPU wants it: all K members in one ``embedding_bag`` over the global gather plan and
+    one batched matrix product ``direct + act(pre) W_L`` (``baddbmm``), differentiated by autograd (an index-add
+    into the table, a gather-dot for the attention weights) instead of :class:`ExampleBlock`'s per-member sparse
+    products. The same algebra, so the same values and gradients to float32 rounding (tests/test_devices.py checks
+    it on the CPU). Without gradient, in blocks of whole members of at most :data:`BATCHED_CHUNK` elements."""
+    K, N = plan.shape
+    weights = _attention_weights(tables, plan)
+    table, W_L = tables["table"], tables["W_L"]  # [K * rows, d_mlp + C], [K, d_mlp, C]
+    m, D = W_L.shape[1], table.shape[1]
+    idx = plan.gather.idx  # [K*N, 2H + 1], rows of the stacked table
+
+    def block(members: slice) -> Tensor:
+        rows = slice(members.start * N, members.stop * N)
+        z = F.embedding_bag(idx[rows], table, per_sample_weights=weights[rows], mode="sum")
+        z = z.view(members.stop - members.start, N, D)
+        return torch.baddbmm(z[..., m:], activation(act_fn, z[..., :m]), W_L[members])
+
+    if torch.is_grad_enabled() and (table.requires_grad or weights.requires_grad or W_L.requires_grad):
+        return block(slice(0, K))
+    step = max(1, BATCHED_CHUNK // max(1, N * D))
+    return torch.cat([block(slice(k, min(k + step, K))) for k in range(0, K, step)])
 
 
 class PlanCache:

@@ -160,8 +160,9 @@ class Run:
             raise DamagedFileError(e.path, f"{e}; {advice}, or pick another --step") from None
         return tensors
 
-    def load_model(self, step: int | None = None) -> Model:
-        """A model with the weights of checkpoint ``step`` (default: the last), in eval mode."""
+    def load_model(self, step: int | None = None, device: torch.device | str | None = None) -> Model:
+        """A model with the weights of checkpoint ``step`` (default: the last), in eval mode, on ``device`` (default:
+        the CPU; checkpoints are CPU tensors whatever device trained the run)."""
         from grokscope.models import build_model
 
         task = self.task()
@@ -177,6 +178,8 @@ class Run:
         if missing or unexpected:
             raise RunError(
                 f"{self.dir}: checkpoint does not match the model (missing {missing}, unexpected {unexpected})")
+        if device is not None and torch.device(device).type != "cpu":
+            model.to(device)
         return model.eval()
 
     # -- writing (used by analysis and sweeps) -----------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -26,6 +28,15 @@ def make_task(config: TaskConfig) -> ModularTask | TableTask | SequenceTask:
     if config.kind in SEQUENCE_KINDS:
         return make_sequence_task(config)
     raise ValueError(f"task.kind: unknown task kind {config.kind!r}")
+
+
+def task_to(task, device: torch.device | str):
+    """The task with its tensors (tokens, labels, split indices, groups) on ``device``; the task itself when they are
+    there already (on the CPU, where tasks are built, nothing is copied)."""
+    device = torch.device(device)
+    moved = {f.name: value.to(device) for f in dataclasses.fields(task)
+             if isinstance(value := getattr(task, f.name), Tensor) and value.device != device}
+    return dataclasses.replace(task, **moved) if moved else task
 
 
 def is_sequence_task(task) -> bool:
@@ -62,5 +73,5 @@ __all__ = [
     "Expr", "FormulaError", "ModularTask", "SEQUENCE_KINDS", "SequenceTask", "TableTask", "answer_view",
     "has_task_metrics", "is_sequence_task",
     "make_modular_task", "make_multi_task", "make_parity_task", "make_s5_task", "make_sequence_task", "make_task",
-    "parse_formula", "sequence_metrics", "split_indices", "split_rows", "task_metrics",
+    "parse_formula", "sequence_metrics", "split_indices", "split_rows", "task_metrics", "task_to",
 ]

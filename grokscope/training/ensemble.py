@@ -20,16 +20,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from grokscope.config import ExperimentConfig, field_paths
+from grokscope.device import describe_device, device_settings
 from grokscope.measures import names
 from grokscope.models import build_model
 from grokscope.models.fast import PARAM_NAMES, PlanCache, fast_logits, fast_tables
 from grokscope.models.forward import choose_forward
-from grokscope.runtime import ThreadGovernor, flush_denormal
+from grokscope.runtime import ThreadGovernor
 from grokscope.store.run import Run
-from grokscope.tasks import ModularTask, make_task
+from grokscope.tasks import ModularTask, make_task, task_to
 from grokscope.training.adamw import adamw_update
 from grokscope.training.loop import loss_and_accuracy, measure_fn, new_run_dir, progress_bar
 from grokscope.training.optim import adamw_hyperparameters, lr_at
+from grokscope.training.placement import cpu_runtime, run_device
 from grokscope.training.recorder import RunRecorder, optim_state_tensors
 
 __all__ = ["Ensemble", "ENSEMBLE_FIELDS", "check_ensemble_configs", "train_ensemble"]
@@ -79,19 +81,31 @@ def check_ensemble_configs(configs: Sequence[ExperimentConfig]) -> None:
 
 
 class Ensemble:
-    """K stacked models with their tasks, data and AdamW state. ``step()`` is one full-batch update of all."""
+    """K stacked models with their tasks, data and AdamW state. ``step()`` is one full-batch update of all.
 
-    def __init__(self, configs: Sequence[ExperimentConfig], *, dtype: torch.dtype | None = None):
+    ``device``: where they compute (default the CPU). ``batched``: the loss and the AdamW update as a GPU wants them
+    (one cross-entropy over all members, one fused update per group of members with equal hyperparameters) rather
+    than member by member (cache-sized, for the CPU); chosen here by the device, once, and the same numbers (the
+    update bitwise, the loss to rounding).
+    """
+
+    def __init__(self, configs: Sequence[ExperimentConfig], *, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None):
         check_ensemble_configs(configs)
         self.configs = list(configs)
         self.K = K = len(configs)
-        self.tasks = [make_task(c.task) for c in configs]
+        self.device = dev = torch.device("cpu" if device is None else device)
+        self.batched = dev.type == "cuda"
+        self.tasks = [task_to(make_task(c.task), dev) for c in configs]  # built on the CPU, then placed
         task = self.tasks[0]
         assert isinstance(task, ModularTask)  # check_ensemble_configs allows modular tasks only
         models = [build_model(c.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
                   for c in configs]
-        if choose_forward(models[0], task).path != "fast":
-            raise ValueError("train_ensemble: the task is not one the fast path covers (inputs [a, b, =])")
+        if dev.type != "cpu":
+            models = [m.to(dev) for m in models]  # initialised on the CPU: the same weights on every device
+        choice = choose_forward(models[0], task)
+        if choice.path != "fast":
+            raise ValueError(f"train_ensemble: ensembles run on the fast path, which does not apply: {choice.why}")
         if dtype is not None:
             models = [m.to(dtype) for m in models]
         self.template = models[0]  # a module to hand member weights to measures and checkpoints
@@ -116,8 +130,8 @@ class Ensemble:
             idx = torch.cat([t.train_idx, t.train_idx[:1].expand(pad)])
             toks.append(t.tokens[idx])
             labels.append(t.labels[idx])
-            real = torch.full((n,), 1.0 / n, dtype=torch.float64)
-            weights.append(torch.cat([real, torch.zeros(pad, dtype=torch.float64)]))
+            real = torch.full((n,), 1.0 / n, dtype=torch.float64, device=dev)
+            weights.append(torch.cat([real, torch.zeros(pad, dtype=torch.float64, device=dev)]))
         self.train_tokens = torch.stack(toks)  # [K, n_max, 3]
         self.train_labels = torch.stack(labels)  # [K, n_max]
         self.train_weights = torch.stack(weights)  # [K, n_max]: 1/n_k on real examples, 0 on padding
@@ -129,7 +143,7 @@ class Ensemble:
         self.exp_avg = {n: torch.zeros_like(self.w[n]) for n in self.names}
         self.exp_avg_sq = {n: torch.zeros_like(self.w[n]) for n in self.names}
         # one float32 step counter per member and weight, as the single run's AdamW keeps them
-        self.steps = [[torch.zeros((), dtype=torch.float32) for _ in self.names] for _ in range(K)]
+        self.steps = [[torch.zeros((), dtype=torch.float32, device=dev) for _ in self.names] for _ in range(K)]
         self.update = 0  # updates made (drives the warm-up)
 
     # -- computation ---------------------------------------------------------------------------
@@ -154,6 +168,13 @@ class Ensemble:
         # member by member: one member's [N, C] in float64 stays in cache, all K of them do not (far slower);
         # unbind, not logits[k], whose backward would zero-fill and add a [K, N, C] gradient per member
         dtype = self.loss_dtype
+        if self.batched:  # one cross-entropy over every member's rows (the same sums, in one kernel)
+            flat = F.cross_entropy(logits.to(dtype).flatten(0, 1), self.train_labels.flatten(), reduction="none")
+            per_member = (flat.view(self.K, -1) * self.train_weights.to(dtype)).sum(1)
+            per_member.sum().backward()
+            self._adamw(self.lr_now())
+            self.update += 1
+            return per_member.detach()
         per_member = torch.stack([
             (F.cross_entropy(member.to(dtype), labels, reduction="none") * weights.to(dtype)).sum()
             for member, labels, weights in zip(logits.unbind(0), self.train_labels, self.train_weights)
@@ -170,6 +191,9 @@ class Ensemble:
         alone."""
         grads = [self.w[n].grad for n in self.names]
         assert all(g is not None for g in grads)  # self.names are the trainable weights; step() follows a backward
+        if self.batched:
+            self._adamw_grouped(lrs, grads)  # type: ignore[arg-type]
+            return
         for k, hyper in enumerate(self.hyperparameters):
             if not bool(self.active[k]):
                 continue
@@ -177,6 +201,23 @@ class Ensemble:
                 [self.w[n][k] for n in self.names], [g[k] for g in grads],  # type: ignore[index]
                 [self.exp_avg[n][k] for n in self.names], [self.exp_avg_sq[n][k] for n in self.names], self.steps[k],
                 lr=float(lrs[k]), betas=hyper["betas"], eps=hyper["eps"], weight_decay=hyper["weight_decay"],
+            )
+
+    def _adamw_grouped(self, lrs: Sequence[float] | Tensor, grads: list[Tensor]) -> None:
+        """:meth:`_adamw` with one fused call per group of active members that share their hyperparameters and
+        learning rate (a few calls, not K). The kernel updates each tensor on its own, so the numbers are bitwise
+        those of the member-by-member calls."""
+        groups: dict[tuple, list[int]] = {}
+        for k, hyper in enumerate(self.hyperparameters):
+            if bool(self.active[k]):
+                key = (float(lrs[k]), hyper["betas"], hyper["eps"], hyper["weight_decay"])
+                groups.setdefault(key, []).append(k)
+        for (lr, betas, eps, weight_decay), members in groups.items():
+            adamw_update(
+                [self.w[n][k] for k in members for n in self.names], [g[k] for k in members for g in grads],
+                [self.exp_avg[n][k] for k in members for n in self.names],
+                [self.exp_avg_sq[n][k] for k in members for n in self.names],
+                [s for k in members for s in self.steps[k]], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
             )
 
     # -- members as single models ----------------------------------------------------------------
@@ -212,19 +253,23 @@ def train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progre
     check_ensemble_configs(configs)
     if len(out_dirs) != len(configs):
         raise ValueError(f"train_ensemble: {len(configs)} configs but {len(out_dirs)} output directories")
-    governor = ThreadGovernor()  # one thread when a busy machine makes two slower (never changes the numbers)
-    with flush_denormal(configs[0].train.flush_denormal) as denormals, governor:
-        return _train_ensemble(configs, out_dirs, progress, denormals, governor)
+    t = configs[0].train
+    device = run_device(t.device)  # one line when the config's device is not here, before any directory is made
+    # on the CPU: one thread when a busy machine makes two slower (never changes the numbers), subnormals flushed
+    with (cpu_runtime(device, t.flush_denormal, False) as (denormals, governor),
+          device_settings(device, deterministic=t.deterministic, allow_tf32=t.allow_tf32) as numerics):
+        where = {"denormals": denormals, "device": describe_device(device), "numerics": numerics}
+        return _train_ensemble(configs, out_dirs, progress, where, governor, device)
 
 
-def _train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progress: bool | None, denormals: str,
-                    governor: ThreadGovernor) -> list[Run]:
-    ens = Ensemble(configs)
+def _train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progress: bool | None,
+                    where: dict[str, str], governor: ThreadGovernor, device: torch.device) -> list[Run]:
+    ens = Ensemble(configs, device=device)
     records = [RunRecorder(new_run_dir(d, c), c.train) for d, c in zip(out_dirs, configs)]
     settings = configs[0].train
     measure = measure_fn(configs[0]) if settings.measure_every else None
     for record, cfg in zip(records, configs):
-        record.start(cfg, {"forward": "ensemble", "message": "", "ensemble_size": str(ens.K), "denormals": denormals})
+        record.start(cfg, {"forward": "ensemble", "message": "", "ensemble_size": str(ens.K), **where})
 
     def evaluate(epoch: int) -> list[dict[str, float]]:
         logits = ens.all_logits()
@@ -258,7 +303,7 @@ def _train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progr
             t_step = time.perf_counter()
             losses = ens.step()
             governor.record(time.perf_counter() - t_step)
-            finite = torch.isfinite(losses)
+            finite = torch.isfinite(losses).cpu()  # one transfer, then per-member reads
             for k, record in enumerate(records):
                 if ens.active[k]:
                     record.epoch, record.update = epoch, ens.update

@@ -20,10 +20,11 @@ import torch
 from torch import Tensor
 
 from grokscope.config import ExperimentConfig
+from grokscope.device import describe_device, device_settings
 from grokscope.measures import names, progress_measures
 from grokscope.models import build_model
 from grokscope.models.forward import choose_forward
-from grokscope.runtime import ThreadGovernor, flush_denormal
+from grokscope.runtime import ThreadGovernor
 from grokscope.store.errors import StoreWriteError
 from grokscope.store.files import atomic_write_bytes
 from grokscope.store.run import (
@@ -36,11 +37,20 @@ from grokscope.store.run import (
     remove_stale_temporaries,
     repair_checkpoint,
 )
-from grokscope.tasks import SequenceTask, answer_view, has_task_metrics, is_sequence_task, make_task, task_metrics
+from grokscope.tasks import (
+    SequenceTask,
+    answer_view,
+    has_task_metrics,
+    is_sequence_task,
+    make_task,
+    task_metrics,
+    task_to,
+)
 from grokscope.trackers import TrackerGroup
 from grokscope.training.adamw import AdamW
 from grokscope.training.losses import LOSSES, cross_entropy, softmax_collapse
 from grokscope.training.optim import UpdateRules, lr_at, make_optimizer
+from grokscope.training.placement import cpu_runtime, run_device, via_cpu
 from grokscope.training.recorder import RunRecorder, load_state, single_run_state
 
 
@@ -120,32 +130,40 @@ def train(config: ExperimentConfig, out: Path | str | None = None, *, progress: 
     """Train ``config`` into a new run directory (default ``runs/<name>-<time>``) and return the run.
     ``trackers``: names ("wandb", "tensorboard", "mlflow") or objects that mirror each logged row
     (grokscope.trackers). ``threads``: a fixed intra-op thread count; None adapts between 1 and torch's count
-    (:class:`ThreadGovernor`)."""
+    (:class:`ThreadGovernor`). The run computes on ``config.train.device`` (RunError, one line, when it is not
+    here, before anything is written)."""
     group = TrackerGroup(trackers)  # a missing tracker library fails here, before anything is written
+    device = run_device(config.train.device)
     run_dir = new_run_dir(out, config)
-    return _fit_tracked(run_dir, config, progress, group, threads)
+    return _fit_tracked(run_dir, config, progress, group, threads, device)
 
 
-def resume(path: Path | str, *, progress: bool | None = None, trackers=(), threads: int | None = None) -> Run:
-    """Continue an interrupted run from its last saved state; the result equals an uninterrupted run.
-    Trackers receive the rows logged after the resume point only."""
+def resume(path: Path | str, *, progress: bool | None = None, trackers=(), threads: int | None = None,
+           device: str | None = None) -> Run:
+    """Continue an interrupted run from its last saved state; the result equals an uninterrupted run (bitwise on
+    the device it started on; close, not equal, on another). Trackers receive the rows logged after the resume
+    point only. ``device``: where to continue (a device name); None: the config's ``train.device``."""
     group = TrackerGroup(trackers)
     run = Run(path)
     check_run(run.dir, resume=True)  # a damaged file: one line naming it and how to recover, before any write
-    return _fit_tracked(run.dir, run.config, progress, group, threads)
+    where = run_device(device or run.config.train.device, resuming=run.dir)
+    return _fit_tracked(run.dir, run.config, progress, group, threads, where)
 
 
 def _fit_tracked(run_dir: Path, cfg: ExperimentConfig, progress: bool | None, group: TrackerGroup,
-                 threads: int | None = None) -> Run:
+                 threads: int | None = None, device: torch.device | None = None) -> Run:
     """``_fit``, then close the trackers' session with the outcome (they never stop training).
     ``threads``: a fixed count for this run (the caller's count is restored after); None: adaptive."""
     callers_threads = torch.get_num_threads()
+    device = torch.device("cpu") if device is None else device
+    t = cfg.train
     try:
         if threads is not None:
             torch.set_num_threads(threads)  # before the flush reaches every thread of the team
-        governor = ThreadGovernor(1 if threads is not None else None)  # a fixed count: a governor doing nothing
-        with flush_denormal(cfg.train.flush_denormal) as denormals, governor:  # scoped: IEEE again after training
-            run = _fit(run_dir, cfg, progress=progress, trackers=group, denormals=denormals, governor=governor)
+        with (cpu_runtime(device, t.flush_denormal, threads is not None) as (denormals, governor),
+              device_settings(device, deterministic=t.deterministic, allow_tf32=t.allow_tf32) as numerics):
+            run = _fit(run_dir, cfg, progress=progress, trackers=group, denormals=denormals, governor=governor,
+                       device=device, numerics=numerics)
     except BaseException as e:
         group.finish("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
         if isinstance(e, StoreWriteError):  # a full disk: the run is intact and resumable
@@ -159,11 +177,13 @@ def _fit_tracked(run_dir: Path, cfg: ExperimentConfig, progress: bool | None, gr
 
 
 def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, trackers: TrackerGroup, denormals: str,
-         governor: ThreadGovernor) -> Run:
+         governor: ThreadGovernor, device: torch.device, numerics: str) -> Run:
     settings = cfg.train
     loss_dtype = getattr(torch, settings.loss_dtype)
-    task = make_task(cfg.task)
+    task = task_to(make_task(cfg.task), device)  # built on the CPU (seeded), then placed: the same data everywhere
     model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
+    if device.type != "cpu":
+        model.to(device)  # initialised on the CPU, so every device starts from the same weights
     opt = make_optimizer(model, cfg.optim)
     built = UpdateRules(model, cfg.optim)  # built from the initial weights (fixed norm reads their norm)
     rules = built if built.active else None
@@ -171,6 +191,8 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
     sequence = is_sequence_task(task)  # labels [N, T]: the loss runs over the scored positions only
     if sequence:
         loss_fn = _on_answers(loss_fn)
+    if device.type == "mps" and loss_dtype == torch.float64:
+        loss_fn = via_cpu(loss_fn)  # MPS has no float64
     remove_stale_temporaries(run_dir)  # a SIGKILL during an atomic write leaves its temporary file behind
     start = load_state(run_dir, model, opt, rules)
     if start.epoch > settings.epochs:  # config.json edited: the run has trained past its new length
@@ -186,7 +208,8 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
     record = RunRecorder(run_dir, settings, start=start, trackers=trackers)
     if record.already_finished():
         return record.close()
-    record.start(cfg, {"forward": choice.path, "message": "", "denormals": denormals})
+    record.start(cfg, {"forward": choice.path, "message": "", "denormals": denormals,
+                       "device": describe_device(device), "numerics": numerics})
 
     train_x, train_y = task.train_tokens, task.train_labels  # [N_train, 3], [N_train]
     n_train = train_x.shape[0]
@@ -199,6 +222,8 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
 
     def score(logits: Tensor, labels: Tensor) -> tuple[float, float]:
         """Loss (the training objective) and accuracy (of a sequence task: over its scored positions)."""
+        if device.type == "mps":
+            logits, labels = logits.cpu(), labels.cpu()  # float64 scores: MPS has none
         if sequence:
             logits, labels = answer_view(logits, labels)
         if settings.loss == "cross_entropy":
@@ -218,7 +243,8 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
 
         @functools.cache  # task metrics and measures may both ask at one epoch
         def in_task_order() -> Tensor:
-            logits = torch.empty(task.tokens.shape[0], *train_logits.shape[1:], dtype=train_logits.dtype)
+            logits = torch.empty(task.tokens.shape[0], *train_logits.shape[1:], dtype=train_logits.dtype,
+                                 device=train_logits.device)
             logits[task.train_idx], logits[task.test_idx] = train_logits, test_logits
             return logits
 
@@ -265,8 +291,11 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
                 # task.fresh_data: one update on a new batch each epoch ("infinite data"), else the fixed training rows
                 if idx is None:
                     assert isinstance(task, SequenceTask)  # the config allows fresh_data for sequence tasks only
-                    x, y = task.fresh_batch(batch, settings.data_seed, epoch)
+                    x, y = task.fresh_batch(batch, settings.data_seed, epoch)  # drawn on the CPU
+                    x, y = x.to(device), y.to(device)
                 else:
+                    if isinstance(idx, Tensor):
+                        idx = idx.to(device)  # a CPU permutation (seeded), the same on every device
                     x, y = train_x[idx], train_y[idx]
                 shared, pending = pending, None  # this update's forward, done by the last evaluation (or None)
                 t_update = time.perf_counter()

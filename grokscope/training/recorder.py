@@ -88,7 +88,8 @@ def single_run_state(model: nn.Module, opt: AdamW, rules: UpdateRules | None) ->
 
 
 def load_state(run_dir: Path, model: nn.Module, opt: AdamW, rules: UpdateRules | None = None) -> ResumePoint:
-    """Load the run's resume state into ``model``, ``opt`` and ``rules``; where it stands (a new run: epoch 0)."""
+    """Load the run's resume state into ``model``, ``opt`` and ``rules``; where it stands (a new run: epoch 0).
+    The state is stored as CPU tensors; they are placed on the model's device (a run resumes on any device)."""
     path = run_dir / STATE
     if not path.exists():
         return ResumePoint()
@@ -96,6 +97,9 @@ def load_state(run_dir: Path, model: nn.Module, opt: AdamW, rules: UpdateRules |
         tensors, meta = load_tensors(path)
     except ValueError as e:
         raise RunError(f"{e}; the run cannot resume from it (retrain into a new directory)") from None
+    device = next(iter(model.state_dict().values())).device
+    if device.type != "cpu":
+        tensors = {k: v.to(device) for k, v in tensors.items()}
     weights = {k.removeprefix(MODEL): v for k, v in tensors.items() if k.startswith(MODEL)}
     check_state_fits(path, weights, model.state_dict())
     model.load_state_dict(weights)
