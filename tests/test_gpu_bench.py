@@ -30,8 +30,9 @@ def _mps() -> bool:
 
 DEVICES = [
     pytest.param("cpu", id="cpu"),
-    pytest.param("cuda", id="cuda",
-                 marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")),
+    pytest.param(
+        "cuda", id="cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+    ),
     pytest.param("mps", id="mps", marks=pytest.mark.skipif(not _mps(), reason="MPS not available")),
 ]
 
@@ -47,8 +48,9 @@ def run_dir(tmp_path_factory):
     from grokscope.presets import tiny
     from grokscope.training import train
 
-    cfg = apply_overrides(tiny(), {"task.p": 11, "train.epochs": 40, "train.checkpoint_every": 20,
-                                   "train.device": "cpu"})
+    cfg = apply_overrides(
+        tiny(), {"task.p": 11, "train.epochs": 40, "train.checkpoint_every": 20, "train.device": "cpu"}
+    )
     return train(cfg, tmp_path_factory.mktemp("gpubench") / "run", progress=False).dir
 
 
@@ -68,10 +70,18 @@ def test_gpu_benchmark_quick_prints_every_row(device, tmp_path, capsys):
     out = tmp_path / "gpu.json"
     assert gpu.main(["--quick", "--device", device, "--json", str(out), "--window", "2", "--run-epochs", "10"]) == 0
     text = capsys.readouterr().out
-    for row in ("mainline step (ms/epoch)", "mainline 40k epochs (s)", "ensemble K=1 aggregate",
-                "ensemble K=4 aggregate", "phase diagram, 4 cells", "phase diagram, 1,024 cells",
-                "TransformerLens demo loop",
-                "K_max at p=113, 16 GB", "K_max at p=113, 80 GB", "memory check"):
+    for row in (
+        "mainline step (ms/epoch)",
+        "mainline 40k epochs (s)",
+        "ensemble K=1 aggregate",
+        "ensemble K=4 aggregate",
+        "phase diagram, 4 cells",
+        "phase diagram, 1,024 cells",
+        "TransformerLens demo loop",
+        "K_max at p=113, 16 GB",
+        "K_max at p=113, 80 GB",
+        "memory check",
+    ):
         assert row in text, row
     data = json.loads(out.read_text())
     assert data["device"].startswith(device) and data["quick"] is True
@@ -115,8 +125,25 @@ def test_gpu_benchmark_missing_device_is_one_line(capsys):
 
 def test_bench_runs_every_row_on_the_device(device, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    argv = ["bench", "--quick", "--no-tl", "--device", device, "--epochs", "2", "--repeats", "1",
-            "--run-epochs", "10", "--agree-steps", "5", "--scaling", "11", "--json", str(out)]
+    argv = [
+        "bench",
+        "--quick",
+        "--no-tl",
+        "--device",
+        device,
+        "--epochs",
+        "2",
+        "--repeats",
+        "1",
+        "--run-epochs",
+        "10",
+        "--agree-steps",
+        "5",
+        "--scaling",
+        "11",
+        "--json",
+        str(out),
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     data = json.loads(out.read_text())
