@@ -7,14 +7,22 @@ import json
 import sys
 from pathlib import Path
 
+from grokscope.cli_args import add_device_arg
+
 EPILOG = """examples:
   grokscope sweep --list
   grokscope sweep --preset wd-fraction --out sweeps/wdf            # 72 runs, local processes
   grokscope sweep examples/sweeps/wd_fraction.json --out sweeps/wdf --dry-run
   grokscope sweep spec.json --out sweeps/x --executor ray --address auto
+  grokscope sweep spec.json --out sweeps/x --device cuda              # one worker per visible GPU, ensembles of 64
+  grokscope sweep spec.json --out sweeps/x --executor ray --address auto --device cuda   # one GPU per Ray job
   grokscope sweep sweeps/wdf                                        # continue a sweep from its sweep.json
   grokscope report sweeps/wdf                                       # phase diagrams -> sweeps/wdf/report.html
-re-running the same command skips finished cells and resumes interrupted ones."""
+re-running the same command skips finished cells and resumes interrupted ones.
+--device sets the cells' train.device. It says how cells run, not what they are: cell names and finished cells do
+not depend on it, so a sweep continues on another machine (interrupted cells resume on the new device). On CUDA the
+local executor runs one worker per visible GPU (each sees only its own); Ray asks for one GPU per job. --dry-run
+plans for the local executor on this machine."""
 
 
 def register(sub) -> None:
@@ -35,10 +43,15 @@ def register(sub) -> None:
                    help="local processes (default) or a Ray cluster")
     p.add_argument("--address",
                    help="Ray cluster address (e.g. auto, ray://host:10001); default: start a local Ray instance")
-    p.add_argument("--workers", type=int, help="parallel jobs (default: the usable CPU cores; 0 = run in this process)")
+    p.add_argument("--workers", type=int,
+                   help="parallel jobs (default: the usable CPU cores, or one per visible GPU on CUDA; "
+                   "0 = run in this process)")
     p.add_argument("--threads", type=int, help="torch threads per job (default 1: the cells are the parallelism)")
+    add_device_arg(p)
     p.add_argument("--no-ensemble", action="store_true", help="never pack cells into batched ensembles")
-    p.add_argument("--ensemble-size", type=int, default=16, metavar="K", help="largest ensemble (default 16)")
+    p.add_argument("--ensemble-size", type=int, metavar="K",
+                   help="largest ensemble (default 16 on the CPU, 64 on a GPU; on a GPU also bounded by an estimate "
+                   "of its memory)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a base-config field, e.g. --set train.epochs=500 (repeatable)")
     p.add_argument("--dry-run", action="store_true",
@@ -88,7 +101,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     if out is None:
         raise UserError("give --out DIR (the sweep directory)")
-    if args.ensemble_size < 1:
+    if args.ensemble_size is not None and args.ensemble_size < 1:
         raise UserError(f"--ensemble-size: must be >= 1, got {args.ensemble_size}")
     if args.executor != "ray" and args.address:
         raise UserError("--address is for --executor ray")
@@ -96,10 +109,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError(f"--workers: must be >= 0, got {args.workers}")
 
     if args.dry_run:
-        from grokscope.sweep.local import available_cores, plan_sweep
+        from grokscope.sweep.local import plan_sweep
 
-        plan = plan_sweep(spec, out, workers=args.workers or available_cores(), ensemble=not args.no_ensemble,
-                          max_ensemble=args.ensemble_size)
+        plan = plan_sweep(spec, out, workers=args.workers, ensemble=not args.no_ensemble,
+                          max_ensemble=args.ensemble_size, device=args.device)
         print(plan.describe())
         print(plan.table())
         return 0
@@ -109,7 +122,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         result = run_sweep(spec, out, executor=args.executor, workers=args.workers, threads=args.threads,
                            address=args.address, ensemble=not args.no_ensemble, max_ensemble=args.ensemble_size,
-                           progress=False if args.quiet else None)
+                           device=args.device, progress=False if args.quiet else None)
     except KeyboardInterrupt:
         print(f"\ngrokscope sweep: interrupted; run the same command again to finish the sweep ({out})",
               file=sys.stderr)

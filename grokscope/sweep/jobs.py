@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -21,13 +22,15 @@ from typing import Any
 
 import torch
 
-from grokscope.config import ExperimentConfig, field_paths
-from grokscope.store.run import Run, is_run_dir
+from grokscope.config import ExperimentConfig, apply_overrides, field_paths
+from grokscope.store.files import atomic_write_bytes
+from grokscope.store.run import CONFIG, Run, is_run_dir
 from grokscope.sweep.layout import LOCKS_DIR, cell_lock, run_is_done
 from grokscope.training import TrainingDiverged, resume, train
 from grokscope.training.ensemble import ENSEMBLE_FIELDS, check_ensemble_configs, train_ensemble
 
-__all__ = ["CellResult", "Job", "available_cores", "execute_job", "plan_jobs", "run_job_guarded"]
+__all__ = ["CellResult", "Job", "available_cores", "execute_job", "plan_jobs", "retarget", "run_job_guarded", "use_gpu",
+           "worker_init", "worker_label"]
 
 TRAIN, RESUME, ENSEMBLE = "train", "resume", "ensemble"
 
@@ -41,6 +44,7 @@ class Job:
     names: list[str]
     configs: list[dict[str, Any]]
     payload: dict[str, bytes] = field(default_factory=dict)  # Ray: packed partial runs to resume, by name
+    device: str | None = None  # the sweep's --device: an interrupted cell resumes there (new cells' configs name it)
 
     @property
     def size(self) -> int:
@@ -51,13 +55,15 @@ class Job:
 class CellResult:
     """What a worker reports for one cell: ``status`` is the run's status ('completed', 'failed' when it
     diverged) or 'error' (an exception, in ``error``); ``seconds`` the wall time spent on it (an ensemble's time is
-    shared equally among its members); ``how`` is 'train', 'resume', 'ensemble' or 'skipped' (already done)."""
+    shared equally among its members); ``how`` is 'train', 'resume', 'ensemble' or 'skipped' (already done);
+    ``worker`` says where it ran (host, process, and the GPU the worker sees)."""
 
     name: str
     status: str
     seconds: float
     how: str
     error: str = ""
+    worker: str = ""
 
 
 # --------------------------------------------------------------------------- planning
@@ -83,27 +89,30 @@ def plan_jobs(
     workers: int,
     ensemble: bool = True,
     max_ensemble: int = 16,
+    device: str | None = None,
 ) -> list[Job]:
     """Jobs for every cell that is not done: one ``resume`` job per interrupted cell, then the new cells, packed
     into ensembles of compatible cells when ``ensemble`` (at most ``max_ensemble`` members; groups are split into
-    a multiple of ``workers`` chunks of nearly equal size so that every worker gets a share)."""
-    jobs = [Job(RESUME, [c.name], [c.config.to_dict()]) for c in cells if states[c.name] == "partial"]
+    a multiple of ``workers`` chunks of nearly equal size so that every worker gets a share). ``device``: the
+    sweep's ``--device``, where interrupted cells resume (the configs of new cells name it already)."""
+    jobs = [Job(RESUME, [c.name], [c.config.to_dict()], device=device) for c in cells if states[c.name] == "partial"]
     new = [c for c in cells if states[c.name] == "new"]
     if not ensemble or max_ensemble < 2:
-        return jobs + [Job(TRAIN, [c.name], [c.config.to_dict()]) for c in new]
+        return jobs + [Job(TRAIN, [c.name], [c.config.to_dict()], device=device) for c in new]
     groups: dict[str, list[Any]] = {}
     for c in new:
         groups.setdefault(_group_key(c.config), []).append(c)
     packed: list[Job] = []
     for members in groups.values():
         if len(members) < 2 or not _can_pack([c.config for c in members]):
-            packed += [Job(TRAIN, [c.name], [c.config.to_dict()]) for c in members]
+            packed += [Job(TRAIN, [c.name], [c.config.to_dict()], device=device) for c in members]
             continue
         for chunk in split_evenly(members, workers=workers, max_size=max_ensemble):
             if len(chunk) == 1:
-                packed.append(Job(TRAIN, [chunk[0].name], [chunk[0].config.to_dict()]))
+                packed.append(Job(TRAIN, [chunk[0].name], [chunk[0].config.to_dict()], device=device))
             else:
-                packed.append(Job(ENSEMBLE, [c.name for c in chunk], [c.config.to_dict() for c in chunk]))
+                packed.append(Job(ENSEMBLE, [c.name for c in chunk], [c.config.to_dict() for c in chunk],
+                                  device=device))
     return jobs + packed
 
 
@@ -160,24 +169,34 @@ def execute_job(job: Job, cells_root: Path | str, *, lock_dir: Path | str | None
                     dt = (time.perf_counter() - t0) / len(runs)
                     return [CellResult(n, r.status, dt, ENSEMBLE) for n, r in zip(job.names, runs)]
             # Fallback (or some member already exists): each cell on its own, in this worker.
-            return [_one(root / n, cfg, n) for n, cfg in zip(job.names, configs)]
+            return [_one(root / n, cfg, n, job.device) for n, cfg in zip(job.names, configs)]
     results = []
     for name, cfg in zip(job.names, configs):
         with cell_lock(locks, name):
             if run_is_done(root / name):
                 results.append(CellResult(name, "completed", 0.0, "skipped"))
                 continue
-            results.append(_one(root / name, cfg, name))
+            results.append(_one(root / name, cfg, name, job.device))
     return results
 
 
 def run_job_guarded(job: Job, cells_root: Path | str, threads: int | None) -> list[CellResult]:
     """:func:`execute_job` that turns a job-level exception into per-cell errors (they are retried on the next
-    run): what every executor runs on its workers."""
+    run): what every executor runs on its workers. Each result says which worker ran it."""
     try:
-        return execute_job(job, cells_root, threads=threads)
+        results = execute_job(job, cells_root, threads=threads)
     except Exception as e:  # noqa: BLE001
-        return [CellResult(n, "error", 0.0, job.kind, f"{type(e).__name__}: {e}") for n in job.names]
+        results = [CellResult(n, "error", 0.0, job.kind, f"{type(e).__name__}: {e}") for n in job.names]
+    where = worker_label()
+    for r in results:
+        r.worker = where
+    return results
+
+
+def worker_label() -> str:
+    """``host:pid``, and ``gpu ID`` when the process sees a chosen GPU (its ``CUDA_VISIBLE_DEVICES``)."""
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    return f"{socket.gethostname()}:{os.getpid()}" + (f" gpu {gpu}" if gpu else "")
 
 
 def available_cores() -> int:
@@ -192,13 +211,16 @@ def _empty(d: Path) -> bool:
     return not d.exists() or (d.is_dir() and not any(d.iterdir()))
 
 
-def _one(d: Path, cfg: ExperimentConfig, name: str) -> CellResult:
-    """Train or resume one cell in this process (the caller holds its lock)."""
+def _one(d: Path, cfg: ExperimentConfig, name: str, device: str | None = None) -> CellResult:
+    """Train or resume one cell in this process (the caller holds its lock); an interrupted cell resumes on
+    ``device`` when given."""
     if run_is_done(d):
         return CellResult(name, Run(d).status, 0.0, "skipped")
     how = RESUME if is_run_dir(d) else TRAIN
     t0 = time.perf_counter()
     try:
+        if how == RESUME and device is not None:
+            retarget(d, device)
         run = resume(d, progress=False) if how == RESUME else train(cfg, d, progress=False)
         status = run.status
         err = ""
@@ -209,10 +231,34 @@ def _one(d: Path, cfg: ExperimentConfig, name: str) -> CellResult:
     return CellResult(name, status, time.perf_counter() - t0, how, err)
 
 
-def worker_init(threads: int | None) -> None:
-    """Process-pool initializer: die with the driver (Linux), and use ``threads`` torch threads."""
+def retarget(run_dir: Path, device: str) -> None:
+    """Make an interrupted run resume on ``device``: its config.json's ``train.device`` rewritten (atomically) when
+    it names another. The device says how a run is computed, not what (the cell keeps its name); the run's meta
+    records the device each stretch ran on."""
+    cfg = Run(run_dir).config
+    if cfg.train.device != device:
+        moved = apply_overrides(cfg, {"train.device": device})
+        atomic_write_bytes(Path(run_dir) / CONFIG, (moved.to_json() + "\n").encode())
+
+
+def worker_init(threads: int | None, gpus: Any = None) -> None:
+    """Process-pool initializer: die with the driver (Linux), take this worker's GPU from the queue ``gpus`` (when
+    the sweep runs on GPUs) and use ``threads`` torch threads."""
     _die_with_parent()
+    if gpus is not None:
+        use_gpu(gpus.get(timeout=60))
     set_threads(threads)
+
+
+def use_gpu(gpu: str) -> None:
+    """Let this process see the one GPU ``gpu`` (a ``CUDA_VISIBLE_DEVICES`` entry), so its ``cuda`` and ``auto`` are
+    that GPU. Must run before torch initialises CUDA here; RuntimeError when it came too late."""
+    if torch.cuda.is_initialized():
+        raise RuntimeError(f"CUDA was initialised in this sweep worker before it could be given GPU {gpu}")
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    if torch.cuda.is_available() and torch.cuda.device_count() != 1:
+        raise RuntimeError(f"this sweep worker sees {torch.cuda.device_count()} GPUs after choosing GPU {gpu}: "
+                           "CUDA read CUDA_VISIBLE_DEVICES before it was set")
 
 
 def _die_with_parent() -> None:

@@ -29,6 +29,7 @@ from types import ModuleType
 from grokscope.config import ConfigError, ExperimentConfig
 from grokscope.store.files import atomic_write_bytes
 from grokscope.store.run import CONFIG, Run, RunError, is_run_dir
+from grokscope.sweep.naming import same_cell
 from grokscope.sweep.spec import SweepSpec, spec_from_dict
 
 SPEC_FILE = "sweep.json"
@@ -162,7 +163,7 @@ class SweepDir:
             run = Run(d)
         except RunError as e:
             raise SweepError(f"{d}: unreadable run ({e}); move it away and re-run the sweep") from None
-        if run.config.to_dict() != config.to_dict():
+        if not same_cell(run.config, config):  # the device may differ: a sweep moves between machines
             raise SweepError(f"{d}: holds a run of a different config than its cell; move it away and re-run the sweep")
         status = run.meta.get("status", "new")
         return DONE if status in ("completed", "failed") else PARTIAL

@@ -10,6 +10,7 @@ trains a cell twice.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import multiprocessing as mp
 import shutil
 import sys
@@ -19,16 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from grokscope.config import apply_overrides
+from grokscope.device import check_device_name
+from grokscope.sweep.devices import CPU_ENSEMBLE, Placement, local_placement
 from grokscope.sweep.index import SweepIndex, aggregate_seeds, read_cell_outcome
 from grokscope.sweep.jobs import CellResult, Job, available_cores, plan_jobs, run_job_guarded, worker_init
 from grokscope.sweep.layout import DONE, NEW, PARTIAL, SPEC_FILE, SweepDir, SweepError
 from grokscope.sweep.outcome import PHASES, resolve_tau
+from grokscope.sweep.progress import SweepProgress
 from grokscope.sweep.spec import Cell, SweepSpec, expand
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["LocalExecutor", "SweepPlan", "SweepResult", "available_cores", "plan_sweep", "run_sweep"]
+__all__ = ["LocalExecutor", "SweepPlan", "SweepResult", "available_cores", "plan_sweep", "run_sweep", "with_device"]
 
 OnDone = Callable[[Job, list[CellResult]], None]
 
@@ -44,16 +49,33 @@ class LocalExecutor:
     this very process when ``workers`` is 0 (no pool: simplest to debug).
 
     ``threads`` defaults to 1: cells are the parallelism, and several torch threads per process on busy cores
-    (OpenMP threads waiting on each other) measured 10x slower here than one thread each."""
+    (OpenMP threads waiting on each other) measured 10x slower here than one thread each.
+
+    On GPUs (:meth:`place` with a CUDA device) there is one worker per visible GPU unless ``workers`` says
+    otherwise, and each worker sees only its own GPU (:mod:`grokscope.sweep.devices`). ``gpus`` and
+    ``gpu_memory`` (bytes) stand in for what torch sees (tests)."""
 
     name = "local"
 
-    def __init__(self, workers: int | None = None, threads: int | None = None):
-        cores = available_cores()
-        self.workers = cores if workers is None else int(workers)
-        if self.workers < 0:
+    def __init__(self, workers: int | None = None, threads: int | None = None, *, gpus: int | None = None,
+                 gpu_memory: int | None = None):
+        if workers is not None and workers < 0:
             raise SweepError(f"--workers: must be >= 0, got {workers}")
+        self.requested_workers = workers
+        self.workers = available_cores() if workers is None else int(workers)
         self.threads = threads or 1
+        self.gpus, self.gpu_memory = gpus, gpu_memory
+        self.gpu_ids: tuple[str, ...] = ()
+
+    def place(self, device: str, config, max_ensemble: int | None) -> Placement:
+        """Decide the workers (and their GPUs) and the largest ensemble for cells on ``device``."""
+        try:
+            p = local_placement(device, config, workers=self.requested_workers, cores=available_cores(),
+                                max_ensemble=max_ensemble, gpus=self.gpus, memory=self.gpu_memory)
+        except ValueError as e:
+            raise SweepError(f"--device {device}: {e}") from None
+        self.workers, self.gpu_ids = p.workers, p.gpu_ids
+        return p
 
     def run(self, jobs: list[Job], sweep: SweepDir, on_done: OnDone) -> None:
         if not jobs:
@@ -69,8 +91,14 @@ class LocalExecutor:
                 torch.set_num_threads(before)
             return
         ctx = mp.get_context("spawn")
-        pool = cf.ProcessPoolExecutor(max_workers=min(self.workers, len(jobs)), mp_context=ctx, initializer=worker_init,
-                                      initargs=(self.threads,))
+        n = min(self.workers, len(jobs))
+        gpus = None
+        if self.gpu_ids:  # each worker takes its GPU from the queue before torch initialises CUDA in it
+            gpus = ctx.Queue()
+            for gpu in self.gpu_ids[:n]:
+                gpus.put(gpu)
+        pool = cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=worker_init,
+                                      initargs=(self.threads, gpus))
         futures: dict[cf.Future, Job] = {}
         try:
             for job in jobs:
@@ -100,6 +128,7 @@ class SweepPlan:
     cells: list[Cell]
     states: dict[str, str]
     jobs: list[Job]
+    placement: Placement | None = None
 
     def counts(self) -> dict[str, int]:
         return {s: sum(1 for v in self.states.values() if v == s) for s in (DONE, PARTIAL, NEW)}
@@ -125,6 +154,8 @@ class SweepPlan:
                 + (f"; ensembles of {min(sizes)}-{max(sizes)} cells" if sizes else "")
                 + ")"
             )
+        if self.placement is not None:
+            lines.append(self.placement.describe())
         return "\n".join(lines)
 
     def table(self) -> str:
@@ -151,16 +182,41 @@ class SweepResult:
     seconds: float = 0.0
 
 
-def plan_sweep(spec: SweepSpec, out: Path | str, *, workers: int = 1, ensemble: bool = True,
-               max_ensemble: int = 16) -> SweepPlan:
-    """The plan for ``spec`` in ``out`` without running or writing anything."""
-    cells = expand(spec)
+def plan_sweep(spec: SweepSpec, out: Path | str, *, workers: int | None = 1, ensemble: bool = True,
+               max_ensemble: int | None = None, device: str | None = None, gpus: int | None = None) -> SweepPlan:
+    """The plan for ``spec`` in ``out`` on this machine's local executor, without running or writing anything.
+    ``workers`` None: the executor's default (the usable cores, or one per GPU); ``max_ensemble`` None: 16 on the
+    CPU, 64 on a GPU (bounded by its memory); ``device``: the cells' ``train.device`` (default: the spec's)."""
+    cells = with_device(expand(spec), device)
     sd = SweepDir(out)
     if sd.path.exists() and not (sd.path / SPEC_FILE).is_file() and sd.path.is_dir() and any(sd.path.iterdir()):
         sd.create()  # raises the clear error about a foreign directory
     states = {c.name: sd.cell_state(c.name, c.config) for c in cells}
-    jobs = plan_jobs(cells, states, workers=max(1, workers), ensemble=ensemble, max_ensemble=max_ensemble)
-    return SweepPlan(spec, cells, states, jobs)
+    placement = _place(LocalExecutor(workers, gpus=gpus), cells, max_ensemble)
+    jobs = plan_jobs(cells, states, workers=max(1, placement.workers), ensemble=ensemble,
+                     max_ensemble=placement.max_ensemble, device=device)
+    return SweepPlan(spec, cells, states, jobs, placement)
+
+
+def with_device(cells: list[Cell], device: str | None) -> list[Cell]:
+    """The cells with ``train.device`` set to ``device`` (unchanged when None); names stay (the device is how, not
+    what: :data:`~grokscope.sweep.naming.HOW_FIELDS`). SweepError (one line) for a name that is no device."""
+    if device is None:
+        return cells
+    try:
+        check_device_name(device)
+    except ValueError as e:
+        raise SweepError(f"--device: {e}") from None
+    return [dataclasses.replace(c, config=apply_overrides(c.config, {"train.device": device})) for c in cells]
+
+
+def _place(ex: Executor, cells: list[Cell], max_ensemble: int | None) -> Placement:
+    """Where the executor runs the cells (their device is the first cell's: it is no axis)."""
+    device = cells[0].config.train.device
+    place = getattr(ex, "place", None)
+    if place is not None:
+        return place(device, cells[0].config, max_ensemble)
+    return Placement(device, getattr(ex, "workers", None) or available_cores(), max_ensemble or CPU_ENSEMBLE)
 
 
 def _make_executor(executor: str | Executor, workers: int | None, threads: int | None, address: str | None) -> Executor:
@@ -191,36 +247,41 @@ def run_sweep(
     threads: int | None = None,
     address: str | None = None,
     ensemble: bool = True,
-    max_ensemble: int = 16,
+    max_ensemble: int | None = None,
+    device: str | None = None,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
 ) -> SweepResult:
     """Run every cell of ``spec`` not yet done into the sweep directory ``out`` and return the index.
 
-    ``executor``: "local" (worker processes; ``workers`` defaults to the usable cores, 0 runs in this process),
-    "ray" (see :mod:`grokscope.sweep.ray_executor`; ``address`` of the cluster, None starts a local instance) or
-    an object with ``run(jobs, sweep_dir, on_done)``. Raises :class:`SweepError` / ``ConfigError`` (one line)
-    before any run starts when the spec or the directory is unusable."""
+    ``executor``: "local" (worker processes; ``workers`` defaults to the usable cores, or one per GPU; 0 runs in
+    this process), "ray" (see :mod:`grokscope.sweep.ray_executor`; ``address`` of the cluster, None starts a local
+    instance) or an object with ``run(jobs, sweep_dir, on_done)``. ``device``: the cells' ``train.device``
+    (default: the spec's; it is not part of the cells' names, so a sweep continues on another machine).
+    ``max_ensemble``: the largest ensemble (default 16 on the CPU, 64 on a GPU, bounded by its memory).
+    Raises :class:`SweepError` / ``ConfigError`` (one line) before any run starts when the spec, the device or the
+    directory is unusable."""
     log = log or (lambda s: print(s, file=sys.stderr))
-    cells = expand(spec)
+    cells = with_device(expand(spec), device)
     by_name = {c.name: c for c in cells}
     sd = SweepDir(out)
     created = not sd.path.exists()
     sd.create()
     try:
         ex = _make_executor(executor, workers, threads, address)
+        placement = _place(ex, cells, max_ensemble)
     except BaseException:
         if created:  # nothing was written yet: leave no empty directory behind (e.g. an unreachable --address)
             shutil.rmtree(sd.path, ignore_errors=True)
         raise
-    n_workers = getattr(ex, "workers", None) or available_cores()
 
     t_start = time.perf_counter()
     with sd.driver_lock():
         sd.write_spec(spec.to_dict())
         sd.clean_leftovers()
         states = {c.name: sd.cell_state(c.name, c.config) for c in cells}
-        jobs = plan_jobs(cells, states, workers=max(1, n_workers), ensemble=ensemble, max_ensemble=max_ensemble)
+        jobs = plan_jobs(cells, states, workers=max(1, placement.workers), ensemble=ensemble,
+                         max_ensemble=placement.max_ensemble, device=device)
         index = SweepIndex(sd.index_path)
         try:
             same_params = index.meta().get("outcome") == spec.outcome.to_dict()
@@ -242,14 +303,15 @@ def run_sweep(
             for c in cells:
                 if states[c.name] != DONE and index.get(c.name) is None:
                     index.upsert(c, status="pending")
-            plan = SweepPlan(spec, cells, states, jobs)
-            sd.log_event("start", executor=ex.name, cells=len(cells), done=len(done), jobs=len(jobs))
+            plan = SweepPlan(spec, cells, states, jobs, placement)
+            sd.log_event("start", executor=ex.name, cells=len(cells), done=len(done), jobs=len(jobs),
+                         placement=placement.describe())
             log(plan.describe())
             for job in jobs:
                 sd.log_event("job", kind=job.kind, cells=job.names)
 
             errors: dict[str, str] = {}
-            bar = _bar(len(cells), len(done), progress, spec.name)
+            bar = SweepProgress(len(cells), len(done), spec.name, enabled=progress, log=log)
 
             def on_done(job: Job, results: list[CellResult]) -> None:
                 for r in results:
@@ -265,11 +327,9 @@ def run_sweep(
                         bar.write(f"cell {r.name}: {r.error}")
                     index.upsert(cell, status=status, outcome=o, seconds=r.seconds, executor=ex.name, error=r.error)
                     sd.log_event("cell", cell=r.name, status=status, how=r.how, seconds=round(r.seconds, 3),
-                                 phase=o.phase if o else None)
-                bar.update(len(results))
+                                 phase=o.phase if o else None, worker=r.worker)
                 counts = index.query("SELECT phase, count(*) AS n FROM cells WHERE phase IS NOT NULL GROUP BY phase")
-                postfix = " ".join(f"{p[:4]}={n}" for p, n in zip(counts["phase"], counts["n"]))
-                bar.set_postfix_str(postfix, refresh=False)
+                bar.update(len(results), " ".join(f"{p[:4]}={n}" for p, n in zip(counts["phase"], counts["n"])))
 
             try:
                 ex.run(jobs, sd, on_done)
@@ -291,14 +351,6 @@ def _indexed_with(row: dict | None, cell: Cell, spec: SweepSpec) -> bool:
     o = spec.outcome
     budget = o.budget if o.budget is not None else cell.config.train.epochs
     return row["budget"] == budget and row["tau"] == resolve_tau(o.tau, budget) and row["threshold"] == o.threshold
-
-
-def _bar(total: int, initial: int, enabled: bool | None, name: str):
-    from tqdm.auto import tqdm
-
-    disable = (not sys.stderr.isatty()) if enabled is None else (not enabled)
-    return tqdm(total=total, initial=initial, desc=name, unit="cell", disable=disable, dynamic_ncols=True,
-                smoothing=0.1)
 
 
 def summarize(frame, spec: SweepSpec | None = None) -> str:

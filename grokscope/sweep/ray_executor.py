@@ -9,6 +9,11 @@ directory), so a cell is recorded exactly once.
 
 ``RayExecutor(address=None)`` starts a local Ray instance with ``workers`` CPUs (default: the usable cores);
 ``address="auto"`` or ``"ray://host:10001"`` joins a running cluster (every node needs grokscope installed).
+
+GPUs: when the cells' device is CUDA (``--device cuda``, or ``auto`` on a cluster that has GPUs) every task asks
+for one GPU (``num_gpus=1``), so Ray runs it on a GPU node and sets its ``CUDA_VISIBLE_DEVICES`` to the GPU it
+holds; as many jobs run at once as the cluster has GPUs, and cells are packed into ensembles of up to 64
+(:mod:`grokscope.sweep.devices`). Otherwise tasks ask for no GPU (Ray hides the GPUs from them).
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ import socket
 import sqlite3
 import tarfile
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
 from grokscope.store.metrics import MetricsDB
 from grokscope.store.run import CONFIG
+from grokscope.sweep.devices import Placement, ray_placement
 from grokscope.sweep.jobs import CellResult, Job, available_cores, run_job_guarded
 from grokscope.sweep.layout import SweepDir, SweepError
 
@@ -35,9 +42,12 @@ __all__ = ["RayExecutor", "pack_dir", "unpack_dir"]
 # Every attempt of a job appends "PID CELL..." to ``attempts.log`` there. The first job to start (the one that creates
 # the file ``crashed``) ends its worker process abruptly at its CRASH_AT_WRITE-th metrics write, in the middle of
 # training (or on finishing, should it write fewer), so its first attempt never returns and Ray must retry it. A job
-# with a cell named in the file ``crash-always`` crashes the same way on every attempt (its retries run out).
+# with a cell named in the file ``crash-always`` crashes the same way on every attempt (its retries run out). While
+# the file ``hold`` exists, an attempt waits after logging itself (at most HOLD_LIMIT seconds): a test removes a node
+# while its jobs are known to be running.
 CRASH_ONCE_ENV = "GROKSCOPE_SWEEP_TEST_CRASH_ONCE"
 CRASH_AT_WRITE = 3
+HOLD_LIMIT = 120.0
 
 
 def pack_dir(d: Path | str) -> bytes:
@@ -125,6 +135,9 @@ def _test_crash_planned(job: Job) -> bool:
     d = Path(hook_dir)
     with open(d / "attempts.log", "a") as f:
         f.write(f"{os.getpid()} {' '.join(job.names)}\n")
+    deadline = time.monotonic() + HOLD_LIMIT
+    while (d / "hold").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     always = d / "crash-always"
     if always.is_file() and set(always.read_text().split()) & set(job.names):
         return True
@@ -169,7 +182,8 @@ def _check_reachable(address: str, timeout: float = 10.0) -> None:
 
 
 class RayExecutor:
-    """Sends jobs to Ray. ``threads`` torch threads (= Ray CPUs) per task; ``retries`` for lost workers."""
+    """Sends jobs to Ray. ``threads`` torch threads (= Ray CPUs) per task, and one GPU per task when the cells run
+    on CUDA (:meth:`place`); ``retries`` for lost workers (a lost node: its tasks are retried elsewhere)."""
 
     name = "ray"
 
@@ -182,8 +196,10 @@ class RayExecutor:
 
         self.address = address
         self.threads = threads or 1
+        self.requested_workers = workers or None
         self.workers = workers if workers else (available_cores() // self.threads if address is None else None)
         self.retries = retries
+        self.gpus_per_job = 0
         self._started = False
 
     def prepare(self) -> None:
@@ -210,13 +226,43 @@ class RayExecutor:
             cpus = int(ray.cluster_resources().get("CPU", 1))
             self.workers = max(1, cpus // self.threads)
 
+    def place(self, device: str, config, max_ensemble: int | None) -> Placement:
+        """Ask for a GPU per task when the cells run on CUDA; as many parallel jobs as the cluster has GPUs (or
+        room for CPU tasks). The GPUs' memory bounds the ensembles: this machine's GPU when it has one, else 16 GB
+        is assumed (Ray does not say)."""
+        import ray
+
+        self.prepare()
+        resources = ray.cluster_resources()
+        try:
+            p = ray_placement(device, config, cluster_gpus=int(resources.get("GPU", 0)),
+                              parallel_cpu_jobs=max(1, int(resources.get("CPU", 1)) // self.threads),
+                              workers=self.requested_workers, max_ensemble=max_ensemble)
+        except ValueError as e:
+            self.close()
+            raise SweepError(f"--device {device}: {e}") from None
+        self.workers, self.gpus_per_job = p.workers, p.gpus_per_job
+        return p
+
+    def close(self) -> None:
+        """Shut down the Ray connection (or local instance) this executor started."""
+        import ray
+
+        if self._started:
+            ray.shutdown()
+            self._started = False
+
+    def task_options(self) -> dict:
+        """The resources and retries each Ray task asks for (``ray.remote(**options)``)."""
+        return {"num_cpus": self.threads, "num_gpus": self.gpus_per_job, "max_retries": self.retries}
+
     def run(self, jobs: list[Job], sweep: SweepDir, on_done) -> None:
         import ray
 
         if not jobs:
             return
         self.prepare()
-        task = ray.remote(num_cpus=self.threads, max_retries=self.retries)(ray_job)
+        task = ray.remote(**self.task_options())(ray_job)
         pending = {}
         try:
             for job in jobs:
@@ -243,6 +289,4 @@ class RayExecutor:
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
-            if self._started:
-                ray.shutdown()
-                self._started = False
+            self.close()

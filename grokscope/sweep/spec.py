@@ -37,7 +37,7 @@ from typing import Any
 
 from grokscope.config import ConfigError, ExperimentConfig, apply_overrides, field_paths
 from grokscope.measures import GROK_ACC
-from grokscope.sweep.naming import cell_name, config_hash
+from grokscope.sweep.naming import HOW_FIELDS, cell_name, config_hash
 
 __all__ = ["Axis", "Cell", "OutcomeParams", "SweepSpec", "SweepSpecError", "cell_name", "config_hash", "expand",
            "make_spec", "spec_from_dict"]
@@ -197,6 +197,9 @@ def spec_from_dict(data: Mapping[str, Any]) -> SweepSpec:
             _check_field(f, paths, f"axes.{key}")
             if f in seen:
                 raise SweepSpecError(f"axes.{key}: field {f} appears in more than one axis")
+            if f in HOW_FIELDS:
+                raise SweepSpecError(f"axes.{key}: {f} says where cells run, not what they are, so it cannot be an "
+                                     "axis; give 'grokscope sweep --device NAME' (or set it in the base)")
             seen.add(f)
         axes.append(Axis(fields, _axis_values(key, fields, raw, paths)))
 
