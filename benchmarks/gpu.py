@@ -9,8 +9,9 @@ issue's target and PASS, FAIL or "not measured" (and why):
 * ensembles: aggregate epochs/s of K = 1, 8, 64, 128, 256 stacked mainline members. Before each K the memory
   model below is checked against the free memory: a K over it is reported and the row stops there. Target:
   K = 128 >= 50x one run's epochs/s.
-* a phase diagram: a sweep of N cells (default 256) of the quick setting (weight decay x data fraction x seeds)
-  through the sweep runner on the device, wall time; extrapolated to 1,024 cells. Target: 1,024 cells <= 10 min.
+* a phase diagram (measured last, the longest): a sweep of N cells (default 256) of the quick setting (weight
+  decay x data fraction x seeds) through the sweep runner on the device, wall time; extrapolated to 1,024 cells.
+  Target: 1,024 cells <= 10 min.
 * the TransformerLens demo loop (a training epoch and a test evaluation, every epoch) on the same device, against
   grokscope's whole run. Target: >= 20x.
 * K_max at p = 113 for 16 GB and 80 GB from a memory model (bytes per member from the shapes: weights, AdamW
@@ -245,7 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     rep = Report(q)
     rep.out(f"{'measurement':38} {'value':>22} {'target':>16} {'result':>12}  note")
 
+    def save() -> None:  # after every section, so a run cut short still leaves its numbers
+        if args.json:
+            res["rows"], res["seconds"] = rep.rows, time.perf_counter() - t_start
+            args.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
+
     def budget_left(what: str) -> bool:
+        save()
         if time.perf_counter() - t_start <= args.budget:
             return True
         rep.row(what, "-", "", "not measured", "time budget spent")
@@ -280,14 +287,6 @@ def main(argv: list[str] | None = None) -> int:
         if not q and not any(r["k"] == 128 for r in rows if "eps" in r):
             rep.row("ensemble K=128 aggregate (ep/s)", "-", f">= {TARGETS['ensemble']:.0f}x one run", "not measured",
                     "K=128 was not timed")
-    if cells and budget_left("phase diagram"):
-        log(f"phase diagram: {cells} cells ...")
-        pd = res["phase_diagram"] = phase_diagram(cells, q, device, args.sweep_ensemble)
-        rep.row(f"phase diagram, {pd['cells']} cells (s)", f"{pd['seconds']:.1f}", "", "",
-                f"{pd['grid']}, {pd['epochs']} epochs each")
-        rep.row("phase diagram, 1,024 cells (s)", f"{pd['per_1024']:.1f}", f"<= {TARGETS['diagram']:.0f} s",
-                verdict(pd["per_1024"], TARGETS["diagram"], at_most=True, quick=q),
-                f"extrapolated from {pd['cells']} cells")
     if budget_left("TransformerLens demo loop"):
         log("TransformerLens demo loop ...")
         tl = res["transformer_lens"] = tl_rate(cfg, device, window)
@@ -316,10 +315,16 @@ def main(argv: list[str] | None = None) -> int:
                 "torch.cuda.max_memory_allocated over the model's estimate")
     else:
         rep.row("memory check", "-", "", "not measured", "needs CUDA (torch.cuda.max_memory_allocated)")
-    res["rows"], res["seconds"] = rep.rows, time.perf_counter() - t_start
-    print(f"total {res['seconds']:.1f} s", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
+    if cells and budget_left("phase diagram"):
+        log(f"phase diagram: {cells} cells ...")
+        pd = res["phase_diagram"] = phase_diagram(cells, q, device, args.sweep_ensemble)
+        rep.row(f"phase diagram, {pd['cells']} cells (s)", f"{pd['seconds']:.1f}", "", "",
+                f"{pd['grid']}, {pd['epochs']} epochs each")
+        rep.row("phase diagram, 1,024 cells (s)", f"{pd['per_1024']:.1f}", f"<= {TARGETS['diagram']:.0f} s",
+                verdict(pd["per_1024"], TARGETS["diagram"], at_most=True, quick=q),
+                f"extrapolated from {pd['cells']} cells")
+    save()
+    print(f"total {time.perf_counter() - t_start:.1f} s", flush=True)
     return 0
 
 
