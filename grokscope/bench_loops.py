@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from grokscope.config import ExperimentConfig, apply_overrides
+from grokscope.device import resolve_device
 from grokscope.models.forward import choose_forward
 from grokscope.training.ensemble import Ensemble
 from grokscope.training.loop import loss_and_accuracy, train_step
@@ -105,7 +106,8 @@ class EnsembleLoop:
     def __init__(self, cfg: ExperimentConfig, k: int):
         self.k = k
         self.name = f"(c) ensemble K={k} (aggregate)"
-        self.ens = Ensemble([apply_overrides(cfg, {"model.init_seed": cfg.model.init_seed + i}) for i in range(k)])
+        configs = [apply_overrides(cfg, {"model.init_seed": cfg.model.init_seed + i}) for i in range(k)]
+        self.ens = Ensemble(configs, device=resolve_device(cfg.train.device))
 
     def epoch(self) -> float:
         return float(self.ens.step()[0])
