@@ -297,6 +297,10 @@ def test_killing_the_driver_then_rerunning_finishes_without_redoing_cells(tmp_pa
         os.killpg(proc.pid, signal.SIGSTOP)
         group = _group(proc.pid)
         assert proc.pid in group and len(group) >= 3, group  # the driver and its two workers (at least)
+        # a signal is delivered asynchronously: read the disk only once every process has actually stopped
+        while [p for p in group if (st := _stat(p)) is not None and st[0] not in ("T", "Z", "X")]:
+            assert time.monotonic() < deadline, "the sweep's processes did not stop"
+            time.sleep(0.01)
         first = {d.name for d in (out / "cells").iterdir() if run_is_done(d)}  # finished on disk (the index may lag)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
