@@ -25,7 +25,7 @@ def reference_forward(model, tokens: Tensor) -> Tensor:
     """Logits at the last position [batch, d_vocab_out], computed for every position and then sliced."""
     n_pos = tokens.shape[1]
     resid = model.embed.W_E[tokens] + model.pos_embed.W_pos[:n_pos]  # [batch, pos, d_model]
-    causal = torch.tril(torch.ones(n_pos, n_pos, dtype=torch.bool))
+    causal = torch.tril(torch.ones(n_pos, n_pos, dtype=torch.bool, device=tokens.device))
     for block in model.blocks:
         attn, mlp = block.attn, block.mlp
         q = torch.einsum("bpd,hde->bphe", resid, attn.W_Q) + attn.b_Q  # [batch, pos, head, d_head]
