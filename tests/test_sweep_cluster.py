@@ -32,9 +32,14 @@ def local_outcomes(name: str, out: Path):
 
 
 def spec(name: str = "c"):
-    return make_spec(name=name, base="tiny", set={"train.epochs": 30},
-                     axes={"optim.weight_decay": [0.0, 1.0], "task.train_fraction": [0.5, 0.8]}, seeds=1,
-                     outcome={"tau": 5})
+    return make_spec(
+        name=name,
+        base="tiny",
+        set={"train.epochs": 30},
+        axes={"optim.weight_decay": [0.0, 1.0], "task.train_fraction": [0.5, 0.8]},
+        seeds=1,
+        outcome={"tau": 5},
+    )
 
 
 def outcomes(frame):
@@ -67,8 +72,9 @@ def two_nodes(tmp_path):
     os.environ[CRASH_ONCE_ENV] = str(hooks)  # the nodes' processes inherit it, so their workers see it
     cluster = None
     try:
-        cluster = cluster_utils.Cluster(initialize_head=True,
-                                        head_node_args={"num_cpus": 1, "node_ip_address": LOOPBACK})
+        cluster = cluster_utils.Cluster(
+            initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": LOOPBACK}
+        )
         worker = cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK)
         cluster.wait_for_nodes()
         yield cluster, worker, hooks
@@ -91,8 +97,13 @@ def test_a_worker_node_lost_mid_sweep_changes_no_outcome(two_nodes, tmp_path):
 
     def drive() -> None:
         try:
-            result["res"] = run_sweep(spec(), tmp_path / "ray", executor=RayExecutor(address=cluster.address),
-                                      progress=False, log=lambda s: None)
+            result["res"] = run_sweep(
+                spec(),
+                tmp_path / "ray",
+                executor=RayExecutor(address=cluster.address),
+                progress=False,
+                log=lambda s: None,
+            )
         except BaseException as e:  # noqa: BLE001 - reported by the test below
             result["error"] = e
 
@@ -143,8 +154,9 @@ def test_gpu_jobs_run_with_the_gpu_ray_gave_them(ray_with_gpus, tmp_path):
     """``auto`` on a cluster with GPUs: every job asks for one GPU; Ray sets each task's CUDA_VISIBLE_DEVICES to the
     GPU it holds, which the cell's worker label records; the outcomes are the local executor's."""
     local = local_outcomes("g", tmp_path / "local")
-    res = run_sweep(spec("g"), tmp_path / "ray", executor=RayExecutor(address="auto"), progress=False,
-                    log=lambda s: None)
+    res = run_sweep(
+        spec("g"), tmp_path / "ray", executor=RayExecutor(address="auto"), progress=False, log=lambda s: None
+    )
     assert not res.errors
     cells = [e for e in SweepDir(tmp_path / "ray").events() if e["event"] == "cell"]
     gpus = {e["worker"].rpartition(" gpu ")[2] for e in cells}
@@ -158,8 +170,14 @@ def test_cuda_on_a_cluster_without_gpus_is_one_line(tmp_path):
     ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, log_to_driver=False, _node_ip_address=LOOPBACK)
     try:
         with pytest.raises(SweepError, match="the Ray cluster has no GPUs"):
-            run_sweep(spec(), tmp_path / "s", executor=RayExecutor(address="auto"), device="cuda", progress=False,
-                      log=lambda s: None)
+            run_sweep(
+                spec(),
+                tmp_path / "s",
+                executor=RayExecutor(address="auto"),
+                device="cuda",
+                progress=False,
+                log=lambda s: None,
+            )
         assert not (tmp_path / "s").exists()
     finally:
         ray.shutdown()
