@@ -89,7 +89,7 @@ def test_an_interrupted_cell_resumes_on_the_new_device_bit_for_bit(tmp_path):
     res = run_sweep(s, tmp_path / "s", workers=0, device="cpu", **QUIET)
     assert res.frame["status"].tolist() == ["completed"]
     assert [e["how"] for e in SweepDir(tmp_path / "s").events() if e["event"] == "cell"] == ["resume"]
-    assert Run(d).config.train.device == "cpu"  # it resumed where --device said
+    assert Run(d).config.train.device == "auto" and Run(d).meta.get("device") == "cpu"  # resumed where --device said
     ref = train(cell.config, tmp_path / "ref", progress=False).metrics
     assert Run(d).metrics[["train_loss", "test_acc"]].equals(ref[["train_loss", "test_acc"]])
 

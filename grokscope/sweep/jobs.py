@@ -22,14 +22,13 @@ from typing import Any
 
 import torch
 
-from grokscope.config import ExperimentConfig, apply_overrides, field_paths
-from grokscope.store.files import atomic_write_bytes
-from grokscope.store.run import CONFIG, Run, is_run_dir
+from grokscope.config import ExperimentConfig, field_paths
+from grokscope.store.run import Run, is_run_dir
 from grokscope.sweep.layout import LOCKS_DIR, cell_lock, run_is_done
 from grokscope.training import TrainingDiverged, resume, train
 from grokscope.training.ensemble import ENSEMBLE_FIELDS, check_ensemble_configs, train_ensemble
 
-__all__ = ["CellResult", "Job", "available_cores", "execute_job", "plan_jobs", "retarget", "run_job_guarded", "use_gpu",
+__all__ = ["CellResult", "Job", "available_cores", "execute_job", "plan_jobs", "run_job_guarded", "use_gpu",
            "worker_init", "worker_label"]
 
 TRAIN, RESUME, ENSEMBLE = "train", "resume", "ensemble"
@@ -219,9 +218,7 @@ def _one(d: Path, cfg: ExperimentConfig, name: str, device: str | None = None) -
     how = RESUME if is_run_dir(d) else TRAIN
     t0 = time.perf_counter()
     try:
-        if how == RESUME and device is not None:
-            retarget(d, device)
-        run = resume(d, progress=False) if how == RESUME else train(cfg, d, progress=False)
+        run = resume(d, progress=False, device=device) if how == RESUME else train(cfg, d, progress=False)
         status = run.status
         err = ""
     except TrainingDiverged as e:
@@ -229,16 +226,6 @@ def _one(d: Path, cfg: ExperimentConfig, name: str, device: str | None = None) -
     except Exception as e:  # noqa: BLE001 - one bad cell must not stop the sweep; reported and retried next time
         status, err = "error", f"{type(e).__name__}: {e}"
     return CellResult(name, status, time.perf_counter() - t0, how, err)
-
-
-def retarget(run_dir: Path, device: str) -> None:
-    """Make an interrupted run resume on ``device``: its config.json's ``train.device`` rewritten (atomically) when
-    it names another. The device says how a run is computed, not what (the cell keeps its name); the run's meta
-    records the device each stretch ran on."""
-    cfg = Run(run_dir).config
-    if cfg.train.device != device:
-        moved = apply_overrides(cfg, {"train.device": device})
-        atomic_write_bytes(Path(run_dir) / CONFIG, (moved.to_json() + "\n").encode())
 
 
 def worker_init(threads: int | None, gpus: Any = None) -> None:
