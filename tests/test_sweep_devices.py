@@ -149,7 +149,12 @@ def test_the_ensemble_size_is_bounded_by_the_gpu_memory():
     assert ensemble_limit(big, 80 * GIB, 10_000, sharing=2) == pytest.approx(k80 / 2, abs=1)
     assert ensemble_limit(big, None, 64) == 64 and ensemble_limit(big, 1, 64) == 1
     p = local_placement("cuda", big, workers=None, cores=2, gpus=1, memory=16 * GIB)
-    assert p.max_ensemble == min(GPU_ENSEMBLE, k16) and "estimate" in p.describe()
+    assert p.max_ensemble == min(GPU_ENSEMBLE, k16) and f"at most {k16} members fit 70% of 16 GiB" in p.describe()
+    # an explicit --ensemble-size is taken as given (the user may know better), with the estimate beside it
+    p = local_placement("cuda", big, workers=None, cores=2, gpus=1, max_ensemble=128, memory=16 * GIB)
+    assert p.max_ensemble == 128 and "--ensemble-size 128 taken as given" in p.describe()
+    p = local_placement("cuda", big, workers=2, cores=2, gpus=1, memory=80 * GIB)
+    assert p.max_ensemble == min(GPU_ENSEMBLE, ensemble_limit(big, 80 * GIB, 10_000, sharing=2))
 
 
 def test_plan_on_gpus_packs_cells_into_large_ensembles(tmp_path):

@@ -5,7 +5,8 @@ The cells' ``train.device`` (``grokscope sweep --device NAME``, else the base co
 - ``cpu`` (or ``auto`` with no GPU): one worker per usable core, ensembles of at most 16 cells (``--ensemble-size``).
 - ``cuda`` (or ``auto`` with GPUs): one worker process per visible GPU. Each worker's ``CUDA_VISIBLE_DEVICES`` names
   its own GPU, set before torch initialises CUDA in it, so the worker's ``cuda`` and ``auto`` are that GPU.
-  Ensembles of at most 64 cells, fewer when :func:`member_bytes` says that many do not fit a GPU's memory.
+  Ensembles of at most 64 cells, fewer when :func:`member_bytes` says that many do not fit a GPU's memory (an
+  explicit ``--ensemble-size`` is taken as given, with a note when the estimate says fewer fit).
   More ``--workers`` than GPUs share the GPUs round-robin (the memory bound is divided among them).
 - ``cuda:N``: every worker on GPU N (one worker unless ``--workers``).
 - ``mps``: one worker (one device).
@@ -57,7 +58,8 @@ class Placement:
     def describe(self) -> str:
         if self.gpu_ids:
             per = ", ".join(f"worker {i}: GPU {g}" for i, g in enumerate(self.gpu_ids))
-            where = f"{self.workers} worker{'s' if self.workers != 1 else ''} on {len(set(self.gpu_ids))} GPUs ({per})"
+            n = len(set(self.gpu_ids))
+            where = f"{self.workers} worker{'s' if self.workers != 1 else ''} on {n} GPU{'s' if n != 1 else ''} ({per})"
         elif self.gpus_per_job:
             where = f"{self.workers} parallel jobs, {self.gpus_per_job} GPU each (Ray)"
         else:
@@ -134,22 +136,21 @@ def local_placement(device: str, config: ExperimentConfig, *, workers: int | Non
         return Placement(device, default_workers if workers is None else workers, max_ensemble or CPU_ENSEMBLE)
     if n == 0:
         resolve_device(device)  # raises: no CUDA device is visible (says which torch)
-    requested = max_ensemble or GPU_ENSEMBLE
     if device.startswith("cuda:"):
         index = int(device.partition(":")[2])
         if index >= n:
             raise ValueError(f"{device!r} asked for, but only {n} CUDA device(s) are visible")
         w = 1 if workers is None else workers
         mem = memory if memory is not None else gpu_memory([index])
-        k = ensemble_limit(config, mem, requested, max(1, w))
-        return Placement(device, w, k, note=_bound_note(requested, k, mem, max(1, w)))
+        k, note = _gpu_ensemble(config, mem, max_ensemble, max(1, w))
+        return Placement(device, w, k, note=note)
     ids = visible_gpu_ids(n)
     w = n if workers is None else workers
     sharing = max(1, math.ceil(w / n))
     mem = memory if memory is not None else gpu_memory(range(n))
-    k = ensemble_limit(config, mem, requested, sharing)
+    k, note = _gpu_ensemble(config, mem, max_ensemble, sharing)
     gpu_ids = tuple(ids[i % n] for i in range(w))
-    return Placement(device, w, k, gpu_ids=gpu_ids, note=_bound_note(requested, k, mem, sharing))
+    return Placement(device, w, k, gpu_ids=gpu_ids, note=note)
 
 
 def ray_placement(device: str, config: ExperimentConfig, *, cluster_gpus: int, parallel_cpu_jobs: int,
@@ -163,16 +164,21 @@ def ray_placement(device: str, config: ExperimentConfig, *, cluster_gpus: int, p
         raise ValueError("'cuda' asked for, but the Ray cluster has no GPUs (its resources list none)")
     if device in ("cpu", "mps") or (device == "auto" and cluster_gpus == 0):
         return Placement(device, workers or parallel_cpu_jobs, max_ensemble or CPU_ENSEMBLE)
-    requested = max_ensemble or GPU_ENSEMBLE
     mem = memory if memory is not None else (gpu_memory([0]) or ASSUMED_GPU_MEMORY)
-    k = ensemble_limit(config, mem, requested)
-    return Placement(device, workers or cluster_gpus, k, gpus_per_job=1, note=_bound_note(requested, k, mem, 1))
+    k, note = _gpu_ensemble(config, mem, max_ensemble, 1)
+    return Placement(device, workers or cluster_gpus, k, gpus_per_job=1, note=note)
 
 
-def _bound_note(requested: int, k: int, memory: int | None, sharing: int) -> str:
+def _gpu_ensemble(config: ExperimentConfig, memory: int | None, asked: int | None, sharing: int) -> tuple[int, str]:
+    """The largest ensemble on a GPU and a note: the default :data:`GPU_ENSEMBLE` bounded by the memory estimate;
+    an ``--ensemble-size`` the user gave is taken as given (they may know their GPUs better than the estimate),
+    with a note when the estimate says fewer fit."""
     if memory is None:
-        return "GPU memory unknown: the ensemble size is not bounded by it"
-    if k >= requested:
-        return ""
+        return asked or GPU_ENSEMBLE, "GPU memory unknown: the ensemble size is not bounded by it"
+    fits = ensemble_limit(config, memory, 10**9, sharing)
     share = f" shared by {sharing} workers" if sharing > 1 else ""
-    return f"at most {k} members fit {MEMORY_SHARE:.0%} of {_gib(memory)}{share} (estimate)"
+    estimate = f"{fits} members fit {MEMORY_SHARE:.0%} of {_gib(memory)}{share} (estimate)"
+    if asked is not None:
+        return asked, (f"--ensemble-size {asked} taken as given; {estimate}" if asked > fits else "")
+    k = min(GPU_ENSEMBLE, fits)
+    return k, (f"at most {estimate}" if k < GPU_ENSEMBLE else "")
