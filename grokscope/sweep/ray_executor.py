@@ -13,7 +13,7 @@ directory), so a cell is recorded exactly once.
 GPUs: when the cells' device is CUDA (``--device cuda``, or ``auto`` on a cluster that has GPUs) every task asks
 for one GPU (``num_gpus=1``), so Ray runs it on a GPU node and sets its ``CUDA_VISIBLE_DEVICES`` to the GPU it
 holds; as many jobs run at once as the cluster has GPUs, and cells are packed into ensembles of up to 64
-(:mod:`grokscope.sweep.devices`). Otherwise tasks ask for no GPU (Ray hides the GPUs from them).
+(:mod:`grokscope.sweep.devices`). Otherwise tasks ask for no GPU.
 """
 
 from __future__ import annotations
