@@ -2,7 +2,9 @@
 
 :func:`quadratic_mlp_addition` builds an :class:`~grokscope.models.MLPModel` (x^2 activation) that computes
 a + b mod p exactly with chosen frequencies; :func:`wave_logit_table` builds the ideal logit table
-sum_k amplitude * cos(w_k(a+b-c)).
+sum_k amplitude * cos(w_k(a+b-c)). :func:`group_transformer` builds a one-layer transformer that computes any task
+with a group basis (:mod:`grokscope.measures.bases`) from chosen frequencies of that basis:
+:func:`group_network` for a formula (a*b, a/b, ab+a+b in the discrete-log basis).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import torch
 from torch import Tensor
 
 from grokscope.config import ModelConfig
-from grokscope.models import MLPModel
+from grokscope.measures.bases import GroupBasis, detect_basis, formula_table
+from grokscope.models import MLPModel, Transformer
 
-__all__ = ["quadratic_mlp_addition", "wave_logit_table"]
+__all__ = ["group_network", "group_transformer", "quadratic_mlp_addition", "wave_logit_table"]
 
 
 def wave_logit_table(p: int, freqs: Iterable[int], amplitude: float = 1.0) -> Tensor:
@@ -63,3 +66,83 @@ def quadratic_mlp_addition(p: int, freqs: Iterable[int], *, n_per_freq: int = 5,
         model.mlp.W_out.copy_(w_out)
         model.unembed.W_U.copy_(w_e[:p].T)
     return model.eval()
+
+
+def group_transformer(p: int, basis: GroupBasis, freqs: Iterable[int], *, scale: float = 4.0,
+                      sharp: float = 40.0) -> Transformer:
+    """A one-layer transformer (x^2 MLP, no LayerNorm) whose logits over the group's outputs are exactly
+    ``scale * sum_k cos(w_k (i + j - m))``, w_k = 2 pi k / n, at the group input (a_order[i], b_order[j]) and output
+    c_order[m]; the outside output's logit is 0 (inputs outside the group are not computed).
+
+    Layout of d_model = 3 + 10|K|: the one-hot positions; per token, the waves (cos, sin)(w_k i) of its index as
+    operand a and (cos, sin)(w_k j) as operand b (blocks SA, SB: zero for a token outside the group); head 0 (1)
+    attends from "=" to position 0 (1) with score ``sharp`` and copies SA (SB) into block A (B); the 8|K| neurons
+    (x_c +- y_c)^2, (x_s +- y_s)^2, (x_s +- y_c)^2, (x_c +- y_s)^2 combine into cos and sin of w_k (i + j) (block O),
+    which W_U reads against (cos, sin)(w_k m). Every neuron is a degree-2 polynomial of one frequency: its 3x3-block
+    fraction is 0.8 (the squares sit at the harmonic 2k) and its ``fve_quadratic`` 1.
+    """
+    freqs = [int(k) for k in freqs]
+    if not freqs or any(not 1 <= k < basis.n / 2 for k in freqs):
+        raise ValueError(f"frequencies must be in 1..{(basis.n - 1) // 2} (cos/sin pairs), got {freqs}")
+    n, nk = basis.n, len(freqs)
+    sa, sb, blk_a, blk_b, blk_o = (3 + 2 * nk * i for i in range(5))
+    d_model, d_head = 3 + 10 * nk, 2 * nk
+    cfg = ModelConfig(arch="transformer", d_model=d_model, n_heads=2, d_head=d_head, d_mlp=8 * nk,
+                      act_fn="quadratic")
+    model = Transformer(cfg, d_vocab=p + 1, d_vocab_out=p, n_ctx=3)
+    f64 = torch.float64
+    w_e = torch.zeros(p + 1, d_model, dtype=f64)
+    w_q = torch.zeros(2, d_model, d_head, dtype=f64)
+    w_k = torch.zeros(2, d_model, d_head, dtype=f64)
+    w_v = torch.zeros(2, d_model, d_head, dtype=f64)
+    w_o = torch.zeros(2, d_head, d_model, dtype=f64)
+    w_in = torch.zeros(d_model, 8 * nk, dtype=f64)
+    w_out = torch.zeros(8 * nk, d_model, dtype=f64)
+    w_u = torch.zeros(d_model, p, dtype=f64)
+    idx = torch.arange(n, dtype=f64)
+    root = math.sqrt(sharp * math.sqrt(d_head))
+    eye = torch.eye(d_head, dtype=f64)
+    combos = [(1, 1, 0, 0), (1, -1, 0, 0), (0, 0, 1, 1), (0, 0, 1, -1)]  # (x_c, y_c, x_s, y_s) weights
+    cross = [((1, 1), "sc"), ((1, -1), "sc"), ((1, 1), "cs"), ((1, -1), "cs")]
+    for q, k in enumerate(freqs):
+        c, s = torch.cos(2 * math.pi * k * idx / n), torch.sin(2 * math.pi * k * idx / n)
+        w_e[basis.a_order, sa + 2 * q], w_e[basis.a_order, sa + 2 * q + 1] = c, s
+        w_e[basis.b_order, sb + 2 * q], w_e[basis.b_order, sb + 2 * q + 1] = c, s
+        w_u[blk_o + 2 * q, basis.c_order], w_u[blk_o + 2 * q + 1, basis.c_order] = scale * c, scale * s
+        xc, xs, yc, ys = blk_a + 2 * q, blk_a + 2 * q + 1, blk_b + 2 * q, blk_b + 2 * q + 1
+        for j, (u, v, x, y) in enumerate(combos):  # cos(x + y) = (n0 - n1 - n2 + n3) / 4
+            w_in[xc, 8 * q + j], w_in[yc, 8 * q + j], w_in[xs, 8 * q + j], w_in[ys, 8 * q + j] = u, v, x, y
+        w_out[8 * q : 8 * q + 4, blk_o + 2 * q] = torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=f64) / 4
+        for j, ((u, v), kind) in enumerate(cross):  # sin(x + y) = (n4 - n5 + n6 - n7) / 4
+            first, second = (xs, yc) if kind == "sc" else (xc, ys)
+            w_in[first, 8 * q + 4 + j], w_in[second, 8 * q + 4 + j] = u, v
+        w_out[8 * q + 4 : 8 * q + 8, blk_o + 2 * q + 1] = torch.tensor([1.0, -1.0, 1.0, -1.0], dtype=f64) / 4
+    for h, (src, dst) in enumerate(((sa, blk_a), (sb, blk_b))):
+        w_q[h, 2, 0], w_k[h, h, 0] = root, root  # "=" (position 2) attends to position h
+        w_v[h, src : src + d_head] = eye
+        w_o[h, :, dst : dst + d_head] = eye
+    pos = torch.zeros(3, d_model, dtype=f64)
+    pos[torch.arange(3), torch.arange(3)] = 1.0
+    with torch.no_grad():
+        for param in model.parameters():
+            param.zero_()
+        model.embed.W_E.copy_(w_e)
+        model.pos_embed.W_pos.copy_(pos)
+        attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
+        attn.W_Q.copy_(w_q)
+        attn.W_K.copy_(w_k)
+        attn.W_V.copy_(w_v)
+        attn.W_O.copy_(w_o)
+        mlp.W_in.copy_(w_in)
+        mlp.W_out.copy_(w_out)
+        model.unembed.W_U.copy_(w_u)
+    return model.eval()
+
+
+def group_network(formula: str, p: int, freqs: Iterable[int], **kwargs: float) -> tuple[Transformer, GroupBasis]:
+    """:func:`group_transformer` for the group basis detected from ``formula``'s table (a*b, a/b, ab+a+b: the
+    discrete-log basis; a+b, a-b: the additive one), and that basis. ValueError for a formula without one."""
+    basis, why = detect_basis(formula_table(formula, p), p)
+    if basis is None or not basis.exact:
+        raise ValueError(f"{formula!r} mod {p} has no exact group basis: {why}")
+    return group_transformer(p, basis, freqs, **kwargs), basis
