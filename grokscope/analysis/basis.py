@@ -61,6 +61,7 @@ from grokscope.measures.bases import (
     task_basis,
 )
 from grokscope.models import Model, has_blocks
+from grokscope.models.forward import choose_forward
 
 __all__ = ["BasisAnalysis", "GroupGrid", "analyze_group", "analyze_in_basis", "basis_summary", "read_group_grid"]
 
@@ -115,7 +116,8 @@ def read_group_grid(model: Model, task: Any, basis: GroupBasis) -> GroupGrid:
     in_test = torch.zeros_like(in_train)
     in_test[task.test_idx] = True
     with torch.no_grad():
-        out, cache = model.run_with_cache(task.tokens)
+        out = choose_forward(model, task).fn(task.tokens)  # the logits the training loop and logit_table read
+        _, cache = model.run_with_cache(task.tokens)
     logits = out.detach()[:, :p].to(torch.float64)
     hook = post_hook_name(model)
     acts = None
