@@ -30,13 +30,26 @@ from grokscope.tasks import make_task
 
 # formula -> (basis name, shift, exact); None: no group basis
 EXPECTED = {
-    "a+b": ("additive", 0, True), "a-b": ("additive", 0, True), "2*a+3*b+1": ("additive", 0, True),
-    "b-a": ("additive", 0, True), "a^3+b": ("additive", 0, True),  # p = 53: gcd(3, 52) = 1, so a^3 is a bijection
-    "a*b": ("dlog", 0, True), "a/b": ("dlog", 0, True), "b/a": ("dlog", 0, True), "3*a*b": ("dlog", 0, True),
-    "5*a/b": ("dlog", 0, True), "a*b+a+b": ("dlog", 1, True), "(a+2)*(b+5)-1": ("dlog", 1, True),
-    "a*b+a": ("dlog", 0, True), "a*b+a+b+1": ("dlog", 0, True),
-    "a^2+b": ("additive", 0, False), "a^2+b^2": ("additive", 0, False), "a^2*b": ("dlog", 0, False),
-    "a^2+a*b+b^2": None, "a^3+a*b": None, "a-b if b is odd else a/b": None,
+    "a+b": ("additive", 0, True),
+    "a-b": ("additive", 0, True),
+    "2*a+3*b+1": ("additive", 0, True),
+    "b-a": ("additive", 0, True),
+    "a^3+b": ("additive", 0, True),  # p = 53: gcd(3, 52) = 1, so a^3 is a bijection
+    "a*b": ("dlog", 0, True),
+    "a/b": ("dlog", 0, True),
+    "b/a": ("dlog", 0, True),
+    "3*a*b": ("dlog", 0, True),
+    "5*a/b": ("dlog", 0, True),
+    "a*b+a+b": ("dlog", 1, True),
+    "(a+2)*(b+5)-1": ("dlog", 1, True),
+    "a*b+a": ("dlog", 0, True),
+    "a*b+a+b+1": ("dlog", 0, True),
+    "a^2+b": ("additive", 0, False),
+    "a^2+b^2": ("additive", 0, False),
+    "a^2*b": ("dlog", 0, False),
+    "a^2+a*b+b^2": None,
+    "a^3+a*b": None,
+    "a-b if b is odd else a/b": None,
 }
 P = 53
 
@@ -148,13 +161,16 @@ def test_even_n_nyquist_frequency():
 # ----------------------------------------------------------------------------- constructed networks
 
 
-@pytest.mark.parametrize(("formula", "p", "freqs"), [
-    ("a*b", 13, [1, 5]),  # n = 12
-    ("a/b", 13, [2, 5]),
-    ("a*b+a+b", 13, [1, 5]),
-    ("a*b", 29, [3, 9, 13]),  # n = 28: 2 * 7 = 14 is the Nyquist frequency, harmonic of none of these
-    ("a/b", 29, [5, 11]),
-])
+@pytest.mark.parametrize(
+    ("formula", "p", "freqs"),
+    [
+        ("a*b", 13, [1, 5]),  # n = 12
+        ("a/b", 13, [2, 5]),
+        ("a*b+a+b", 13, [1, 5]),
+        ("a*b", 29, [3, 9, 13]),  # n = 28: 2 * 7 = 14 is the Nyquist frequency, harmonic of none of these
+        ("a/b", 29, [5, 11]),
+    ],
+)
 def test_constructed_group_network_is_analysed_to_its_frequencies(formula, p, freqs):
     model, basis = group_network(formula, p, freqs)
     task = make_task(TaskConfig(formula=formula, p=p, train_fraction=0.5, split_seed=0))
