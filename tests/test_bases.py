@@ -258,3 +258,17 @@ def test_ideal_group_logit_table_has_full_fve():
     i = torch.arange(169)
     fit = group_logit_fit(table, (i // 13 + i % 13) % 13, 13, [3])
     assert fit.fve == pytest.approx(1.0)
+
+
+def test_render_names_the_basis():
+    from grokscope.analysis import render_analysis, render_summary
+
+    model, _ = group_network("a/b", 13, [2, 5])
+    a = analyze_in_basis(model, make_task(TaskConfig(formula="a/b", p=13, train_fraction=0.5)))
+    text = render_analysis(a)
+    assert "basis:      dlog over Z_12, generator g = 2" in text and "no answer for b = 0" in text
+    assert "restricted loss (all 12^2 group inputs)" in text and "cos(w_k(i+j-m))" in text
+    assert "the model's own (all p classes)" in text
+    assert "basis:      dlog" in render_summary(a)
+    plain = analyze_checkpoint(quadratic_mlp_addition(13, [2, 5]), make_task(TaskConfig(p=13)))
+    assert "basis:" not in render_analysis(plain) and "loss (all p^2)" in render_analysis(plain)

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from grokscope.analysis.basis import basis_summary
 from grokscope.analysis.reverse import Analysis
 from grokscope.measures import FIT_ACC, GROK_ACC, names
 
@@ -40,11 +41,26 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: s
     return "\n".join(out)
 
 
+def _basis_of(a: Analysis) -> tuple[dict[str, Any], str]:
+    """(the basis dict of a :class:`~grokscope.analysis.basis.BasisAnalysis`, or {}; the inputs its numbers cover)."""
+    basis = getattr(a, "basis", None) or {}
+    grouped = bool(basis) and basis.get("name") is not None and not basis.get("softmax", "").startswith("over all p")
+    return basis, (f"all {basis['n']}^2 group inputs" if grouped else "all p^2")
+
+
 def render_analysis(a: Analysis, *, top: int = 10) -> str:
-    """Every table of one analysis, as text."""
+    """Every table of one analysis, as text (in a group basis: its name first, and the inputs it covers)."""
     parts = []
     head = f"Analysis of {a.arch} on {a.formula} mod {a.p}" + (f" at step {a.step}" if a.step is not None else "")
     parts.append(head)
+    basis, scope = _basis_of(a)
+    if basis:
+        parts.append(basis_summary(basis))
+        own = basis.get("model")
+        if own:
+            parts.append(f"the model's own (all p classes): loss {_fmt(own['loss'])}, test loss "
+                         f"{_fmt(own['test_loss'])}; outside the group ({int(own['n_outside'])} inputs): loss "
+                         f"{_fmt(own['outside_loss'])}, acc {_fmt(own['outside_acc'])}")
     parts.append(
         f"key frequencies ({a.key_freq_rule}): {_fmt(a.key_frequencies)}   "
         + "   ".join(f"{r}: {_fmt(v)}" for r, v in a.key_frequencies_by_rule.items())
@@ -54,11 +70,11 @@ def render_analysis(a: Analysis, *, top: int = 10) -> str:
         format_table(
             ["measure", "value"],
             [
-                ["loss (all p^2)", losses["loss"]],
+                [f"loss ({scope})", losses["loss"]],
                 ["train loss", losses[names.TRAIN_LOSS]],
                 ["test loss", losses[names.TEST_LOSS]],
-                ["restricted loss (all p^2)", losses[names.RESTRICTED_LOSS]],
-                ["restricted acc (all p^2)", losses[names.RESTRICTED_ACC]],
+                [f"restricted loss ({scope})", losses[names.RESTRICTED_LOSS]],
+                [f"restricted acc ({scope})", losses[names.RESTRICTED_ACC]],
                 ["excluded loss (train)", losses[names.EXCLUDED_LOSS]],
                 ["excluded acc (train)", losses[names.EXCLUDED_ACC]],
                 ["Gini W_E / W_L", f"{a.gini_W_E:.4f} / {a.gini_W_L:.4f}"],
@@ -93,14 +109,15 @@ def render_analysis(a: Analysis, *, top: int = 10) -> str:
         format_table(
             ["k", "alpha_k", "sin coef"],
             [[k, lf.alpha[k], lf.sin_coefficient[k]] for k in lf.frequencies],
-            title=f"\nLogit fit sum_k alpha_k cos(w_k(a+b-c)): FVE {lf.fve:.4f}, fit loss {_fmt(lf.fit_loss)}",
+            title=f"\nLogit fit sum_k alpha_k cos(w_k({'a+b-c' if scope == 'all p^2' else 'i+j-m'})): "
+            f"FVE {lf.fve:.4f}, fit loss {_fmt(lf.fit_loss)}",
         )
     )
     parts.append(
         format_table(
             ["ablation", "loss", "acc", "train loss", "test loss"],
             [[r.name, r.loss, r.acc, r.train_loss, r.test_loss] for r in a.ablations],
-            title="\nAblations (loss/acc over all p^2 inputs)",
+            title=f"\nAblations (loss/acc over {scope}{' inputs' if scope == 'all p^2' else ''})",
         )
     )
     if a.attention:
@@ -159,10 +176,14 @@ def render_phases(phases: dict[str, Any]) -> str:
 
 
 def render_summary(a: Analysis, phases: dict[str, Any] | None = None) -> str:
-    """A short end-of-run summary: grok epoch, phases, key frequencies, restricted vs test loss, Table 5 row."""
+    """A short end-of-run summary: grok epoch, phases, the basis (when named), key frequencies, restricted vs test
+    loss, Table 5 row."""
     lines = []
     if phases is not None:
         lines.append(render_phases(phases))
+    basis, _ = _basis_of(a)
+    if basis:
+        lines.append(basis_summary(basis))
     lines.append(
         f"\nkey frequencies ({a.key_freq_rule}): {_fmt(a.key_frequencies)}; restricted loss "
         f"{_fmt(a.losses[names.RESTRICTED_LOSS])} vs test loss {_fmt(a.losses[names.TEST_LOSS])}; "
