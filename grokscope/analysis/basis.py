@@ -60,6 +60,7 @@ from grokscope.measures.bases import (
     is_identity,
     task_basis,
 )
+from grokscope.measures.grid import on_cpu
 from grokscope.models import Model, has_blocks
 from grokscope.models.forward import choose_forward
 
@@ -150,6 +151,7 @@ def analyze_group(model: Model, task: Any, basis: GroupBasis, *, key_freqs: Any 
     """The whole analysis of :func:`~grokscope.analysis.analyze_checkpoint` on the model read in ``basis``
     (:func:`read_group_grid`); frequencies are over Z_n, 1..n//2."""
     model.eval()
+    model, task, _ = on_cpu(model, task)  # a model on a device: read through a CPU copy (float64, CPU index tensors)
     n = basis.n
     with torch.no_grad():
         grid = read_group_grid(model, task, basis)
