@@ -95,7 +95,7 @@ def basis_table(task: Any) -> Tensor:
     """The task's answers over the p x p grid: [p, p] int64, row a, column b, -1 for a pair the task leaves out."""
     p = task.p
     table = torch.full((p * p,), -1, dtype=torch.int64)
-    table[task.pair_index] = task.labels.to(torch.int64)
+    table[task.pair_index.cpu()] = task.labels.cpu().to(torch.int64)
     return table.reshape(p, p)
 
 
