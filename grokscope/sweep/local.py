@@ -193,7 +193,7 @@ def plan_sweep(spec: SweepSpec, out: Path | str, *, workers: int | None = 1, ens
         sd.create()  # raises the clear error about a foreign directory
     states = {c.name: sd.cell_state(c.name, c.config) for c in cells}
     placement = _place(LocalExecutor(workers, gpus=gpus), cells, max_ensemble)
-    jobs = plan_jobs(cells, states, workers=max(1, placement.workers), ensemble=ensemble,
+    jobs = plan_jobs(cells, states, workers=placement.workers or available_cores(), ensemble=ensemble,
                      max_ensemble=placement.max_ensemble, device=device)
     return SweepPlan(spec, cells, states, jobs, placement)
 
@@ -280,7 +280,9 @@ def run_sweep(
         sd.write_spec(spec.to_dict())
         sd.clean_leftovers()
         states = {c.name: sd.cell_state(c.name, c.config) for c in cells}
-        jobs = plan_jobs(cells, states, workers=max(1, placement.workers), ensemble=ensemble,
+        # workers=0 (in this process) packs as the default pool would: an ensemble member's last bits depend on
+        # its ensemble-mates (the padded sums), so the same sweep must pack the same way whichever executor runs it
+        jobs = plan_jobs(cells, states, workers=placement.workers or available_cores(), ensemble=ensemble,
                          max_ensemble=placement.max_ensemble, device=device)
         index = SweepIndex(sd.index_path)
         try:
