@@ -231,9 +231,14 @@ def test_analyze_user_errors_are_one_line_run_errors(tmp_path):
         analyze_run(FakeRun(tmp_path, cfg, {}))
     with pytest.raises(RunError, match="no checkpoint at step 5 \\(nearest: 0\\)"):
         analyze_run(FakeRun(tmp_path, cfg, {0: model}), step=5)
-    # Division is no error: the zoo analyses stand in and say what the missing full grid rules out
-    # (test_zoo_analyze.py).
+    # Division is no error: it is analysed in its discrete-log basis (tests/test_bases.py), which does not need the
+    # division-by-zero pairs; asked for in the additive basis, the zoo analyses stand in and say what the missing
+    # full grid rules out (test_zoo_analyze.py).
     analysis, data = analyze_run(FakeRun(tmp_path, TaskConfig(p=P, formula="a/b"), {0: model}), write=False)
+    assert analysis is not None and data["basis"]["name"] == "dlog" and data["basis"]["n"] == P - 1
+    analysis, data = analyze_run(
+        FakeRun(tmp_path, TaskConfig(p=P, formula="a/b"), {0: model}), write=False, basis="additive"
+    )
     assert analysis is None and "division by zero" in data["zoo"]["skipped"]["Fourier analysis and progress measures"]
     with pytest.raises(RunError, match="--key-freqs"):
         cmd_analyze(_args(tmp_path, key_freqs="2,x"), load_run=lambda path: FakeRun(tmp_path, cfg, {0: model}))
@@ -274,5 +279,5 @@ def test_print_run_summary(tmp_path, capsys):
     assert "Phases" in out and "Table 5" in out and "{2, 5}" in out
     assert set(run.metric_writes) == {100, 200}  # the fixed-key second pass was stored
     print_run_summary(FakeRun(tmp_path, TaskConfig(p=P, formula="a/b"), {0: quadratic_mlp_addition(P, FREQS)}))
-    out = capsys.readouterr().out  # division: the zoo analyses, and what was not computed and why
-    assert "not computed" in out and "division by zero" in out and "analysis.json" in out
+    out = capsys.readouterr().out  # division: the analysis in its discrete-log basis (tests/test_bases.py)
+    assert "basis:      dlog over Z_12" in out and "Table 5" in out and "analysis.json" in out

@@ -90,6 +90,13 @@ def test_multiplication_gets_spectra_in_both_bases(tmp_path, capsys):
 def test_division_is_analysed_in_both_bases_and_says_what_it_skips(tmp_path, capsys):
     run = _tiny_run(tmp_path, **{"task.formula": "a/b", "task.p": 11})
     data, out = _analyze(run, capsys)
+    # Its own basis is the discrete-log one, which needs no division-by-zero pair: the whole analysis runs there
+    # (tests/test_bases.py), the spectra in both bases beside it.
+    assert data["basis"]["name"] == "dlog" and data["basis"]["n"] == 10 and "key_frequencies" in data
+    assert "spectra" in data["zoo"] and "basis:      dlog over Z_10" in out and "discrete-log basis" in out
+    # Asked for in the additive basis, the zoo analyses stand in and say what the missing full grid rules out.
+    assert main(["analyze", str(run.dir), "--basis", "additive"]) == 0
+    data, out = json.loads((run.dir / "analysis.json").read_text()), capsys.readouterr().out
     zoo = data["zoo"]
     assert "spectra" in zoo and "key_frequencies" not in data
     assert "division by zero" in zoo["skipped"]["Fourier analysis and progress measures"]

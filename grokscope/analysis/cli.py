@@ -38,6 +38,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="comma-separated key frequencies to use instead of the W_L_dft rule, e.g. 14,35,41")
     p.add_argument("--rule", default="W_L_dft", help="key-frequency rule (default W_L_dft)",
                    choices=("W_L_dft", "W_L_online", "W_E_norm", "neuron_cluster", "logits_dft"))
+    p.add_argument("--basis", choices=("additive", "dlog"),
+                   help="analyse in this basis instead of the task's own (default: the basis in which the task is a "
+                   "group operation: additive for a+b, a-b; discrete-log for a*b, a/b, ab+a+b; see "
+                   "docs/measures/bases.md)")
     p.add_argument("--all-steps", action="store_true",
                    help="also recompute restricted/excluded loss for every checkpoint with the key frequencies fixed "
                    "(second pass; stored as metrics with the suffix _fixed)")
@@ -87,7 +91,7 @@ def cmd_analyze(args: argparse.Namespace, *, load_run: Callable[[Any], Any] = lo
     device = _device(args)
     run = load_run(args.run)
     analysis, data = analyze_run(run, step=args.step, key_freqs=_parse_freqs(args.key_freqs), rule=args.rule,
-                                 all_steps=args.all_steps, device=device)
+                                 all_steps=args.all_steps, device=device, basis=getattr(args, "basis", None))
     if not args.quiet:
         if analysis is not None:
             print(render_analysis(analysis))
@@ -122,7 +126,8 @@ def cmd_analyze_checkpoint(args: argparse.Namespace) -> int:
     state = load_state_file(path)
     try:
         model, analysis, data = model_analysis(state, cfg, key_freqs=_parse_freqs(args.key_freqs), rule=args.rule,
-                                               step=0, where=str(path), device=device)
+                                               step=0, where=str(path), device=device,
+                                               basis=getattr(args, "basis", None))
     except MeasureError as e:
         raise RunError(f"{path}: cannot analyse this config: {e}") from None
     # Everything checked: write a run directory (config, the checkpoint as step 0, analysis.json).

@@ -14,12 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from grokscope.analysis.reverse import Analysis, analyze_checkpoint
+from grokscope.analysis.basis import analyze_in_basis
+from grokscope.analysis.reverse import Analysis
 from grokscope.analysis.tables import render_summary
 from grokscope.analysis.zoo import render_zoo, zoo_analysis
 from grokscope.config import ExperimentConfig
 from grokscope.interop import from_hooked_transformer
 from grokscope.measures import MeasureError, check_task, detect_phases, fixed_key_measures, names
+from grokscope.measures.bases import is_identity, task_basis
 from grokscope.models import Model, Transformer
 from grokscope.runtime import flush_denormal
 from grokscope.store import DamagedFileError, RunError, load_tensors
@@ -44,9 +46,18 @@ def _model_on(model: Any, device: torch.device | None) -> Any:
     return model if device is None or device.type == "cpu" else model.to(device)
 
 
+def _in_group(task: Any, basis: str | None) -> bool:
+    """Whether a task is analysed in a group basis other than the plain additive one (MeasureError for a basis it
+    cannot take)."""
+    if task.config.kind != "modular":
+        return False
+    chosen, _ = task_basis(task, basis)
+    return chosen is not None and not is_identity(chosen, task.p)
+
+
 def analyze_run(run: Any, *, step: int | None = None, key_freqs: list[int] | None = None, rule: str = "W_L_dft",
-                all_steps: bool = False, write: bool = True,
-                device: torch.device | None = None) -> tuple[Analysis | None, dict[str, Any]]:
+                all_steps: bool = False, write: bool = True, device: torch.device | None = None,
+                basis: str | None = None) -> tuple[Analysis | None, dict[str, Any]]:
     """Analyse one checkpoint of an opened run; returns (Analysis, the analysis.json dict).
 
     ``run`` follows the store API (``config``, ``task()``, ``checkpoints``, ``load_model(step)``, ``metrics``,
@@ -54,15 +65,18 @@ def analyze_run(run: Any, *, step: int | None = None, key_freqs: list[int] | Non
     checkpoints or a missing step. The zoo analyses that fit the task go under ``"zoo"``
     (:func:`grokscope.analysis.zoo.zoo_analysis`); for a task the Fourier analysis does not cover (not a full
     modular grid: division, other kinds) they are the whole analysis and Analysis is None. ``device``: where the
-    forward passes run (default: the CPU; see the module docstring).
+    forward passes run (default: the CPU; see the module docstring). ``basis``: ``"additive"`` or ``"dlog"`` instead
+    of the task's own group basis (:func:`grokscope.analysis.analyze_in_basis`).
     """
     where = getattr(run, "dir", "run")
     task = _task_on(run.task(), device)
     try:
-        check_task(task)
+        grouped = _in_group(task, basis)
+        if not grouped:
+            check_task(task)
         unsupported = None
     except MeasureError as e:
-        unsupported = str(e)
+        grouped, unsupported = False, str(e)
     steps = list(run.checkpoints)
     if not steps:
         raise RunError(f"{where}: the run has no checkpoints to analyse")
@@ -76,11 +90,16 @@ def analyze_run(run: Any, *, step: int | None = None, key_freqs: list[int] | Non
         analysis, data, all_steps = None, _zoo_only(model, task, step, unsupported, all_steps), False
     else:
         try:
-            analysis = analyze_checkpoint(model, task, key_freqs=key_freqs, rule=rule, step=step)
+            analysis = analyze_in_basis(model, task, basis=basis, key_freqs=key_freqs, rule=rule, step=step)
         except MeasureError as e:
             raise RunError(f"{where}: {e}") from None
         data = analysis.to_dict()
         data["zoo"] = zoo_analysis(model, task, scores=False)  # spectra in both bases, operand asymmetry, when they fit
+        if all_steps and grouped:  # the fixed-key second pass recomputes the additive progress measures
+            data["zoo"].setdefault("skipped", {})["--all-steps"] = (
+                f"the fixed-key progress measures are additive; in the {data['basis']['name']} basis they are not "
+                "recomputed yet")
+            all_steps = False
     data["run"] = str(where)
     data["checkpoints"] = steps
 
@@ -159,24 +178,26 @@ def print_run_summary(run: Any, *, all_steps: bool = True, device: torch.device 
 
 def model_analysis(model_or_state_dict: Any, config: ExperimentConfig, *, key_freqs: list[int] | None = None,
                    rule: str = "W_L_dft", step: int | None = None,
-                   where: str | None = None,
-                   device: torch.device | None = None) -> tuple[nn.Module, Analysis, dict[str, Any]]:
+                   where: str | None = None, device: torch.device | None = None,
+                   basis: str | None = None) -> tuple[nn.Module, Analysis, dict[str, Any]]:
     """(grokscope model, Analysis, analysis dict); the dict has ``run`` None, ``checkpoints`` [], ``phases`` None.
     ``device``: where the forward passes run (the model is moved there; default: the CPU)."""
     task = make_task(config.task)
-    check_task(task)
+    if not _in_group(task, basis):
+        check_task(task)
     model = model_or_state_dict
     if not isinstance(model, Transformer):
         model = from_hooked_transformer(model_or_state_dict, config, where=where)
     model, task = _model_on(model, device), _task_on(task, device)
-    analysis = analyze_checkpoint(model.eval(), task, key_freqs=key_freqs, rule=rule, step=step)
+    analysis = analyze_in_basis(model.eval(), task, basis=basis, key_freqs=key_freqs, rule=rule, step=step)
     data = analysis.to_dict()
     data.update(run=None, checkpoints=[], phases=None)
     return model, analysis, data
 
 
 def analyze_model(model_or_state_dict: Any, config: ExperimentConfig, *, key_freqs: list[int] | None = None,
-                  rule: str = "W_L_dft", device: torch.device | None = None) -> dict[str, Any]:
+                  rule: str = "W_L_dft", device: torch.device | None = None,
+                  basis: str | None = None) -> dict[str, Any]:
     """The analysis dict of ``grokscope analyze`` (the analysis.json schema) for a model grokscope did not train.
 
     ``model_or_state_dict``: a grokscope model, a ``HookedTransformer`` or a TransformerLens state dict
@@ -184,7 +205,7 @@ def analyze_model(model_or_state_dict: Any, config: ExperimentConfig, *, key_fre
     ``run`` and ``phases`` are None (no run, no training curves). Raises ConfigError or MeasureError (ValueErrors).
     ``device``: where the forward passes run (default: the CPU).
     """
-    return model_analysis(model_or_state_dict, config, key_freqs=key_freqs, rule=rule, device=device)[2]
+    return model_analysis(model_or_state_dict, config, key_freqs=key_freqs, rule=rule, device=device, basis=basis)[2]
 
 
 def load_state_file(path: Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ modules, so the modules can be rearranged freely. ``grokscope.measures.names`` h
 """
 
 from grokscope.measures import names
+from grokscope.measures.bases import GroupBasis, detect_basis, formula_table, task_basis
 from grokscope.measures.fourier import (
     abc_wave_components,
     basis_index,
@@ -78,7 +79,8 @@ from grokscope.measures.progress import (
 )
 
 __all__ = [
-    "names", "FFS_ETA", "FIT_ACC", "GROK_ACC", "KEY_FREQ_RULES", "KEY_GAP_FLOOR", "KEY_GAP_RATIO", "MeasureError",
+    "names", "GroupBasis", "detect_basis", "formula_table", "task_basis",
+    "FFS_ETA", "FIT_ACC", "GROK_ACC", "KEY_FREQ_RULES", "KEY_GAP_FLOOR", "KEY_GAP_RATIO", "MeasureError",
     "ModelSource", "NEURON_FVE_THRESHOLD", "ONLINE_ENERGY_FACTOR", "PHASE_FRACTION", "Phases", "SMOOTH_WINDOW",
     "W_E_NORM_FRACTION", "abc_wave_components", "basis_index", "block_fractions", "check_task", "checked_key_set",
     "component_norms", "cross_entropy", "detect_phases", "discrete_log", "discrete_log_basis",
