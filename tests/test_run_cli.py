@@ -207,8 +207,9 @@ def test_run_with_epochs_trains_exactly_that_many_and_drops_the_stop_rule(tmp_pa
     assert (tmp_path / "r" / "analysis.json").is_file() and (tmp_path / "r" / "report.html").is_file()
 
 
-def test_run_with_a_task_outside_the_fourier_analysis_still_summarises(tmp_path, capsys):
-    """a/b mod 13 (rows left out): the analysis falls back to the zoo analyses and says why; exit 0, report written."""
+def test_run_with_a_task_outside_the_additive_basis_still_summarises(tmp_path, capsys):
+    """a/b mod 13 (rows b = 0 left out): the analysis runs in the discrete-log basis, names it, and says that the
+    additive fixed-key pass was not run; exit 0, report written."""
     rc, out, err = _run(
         [
             "run",
@@ -228,7 +229,8 @@ def test_run_with_a_task_outside_the_fourier_analysis_still_summarises(tmp_path,
     )
     assert rc == 0, err
     data = json.loads((tmp_path / "r" / "analysis.json").read_text())
-    assert data["step"] == 6 and "Fourier analysis and progress measures" in data["zoo"]["skipped"]
+    assert data["step"] == 6 and data["basis"]["name"] == "dlog" and data["basis"]["n"] == 12
+    assert "--all-steps" in data["zoo"]["skipped"]
     assert (tmp_path / "r" / "report.html").is_file()
 
 
