@@ -11,7 +11,8 @@ Three results, each hashed exactly (floats by their bits, not rounded):
   path columns;
 - the quick preset's run and its analysis: every number of ``analysis.json``, the summary the report prints.
 
-Wall times, dates, host names and thread counts are left out: they differ between any two runs.
+Wall times, dates, host names and thread counts are left out: they differ between any two runs. The runs use two
+torch threads, fixed (the adaptive count follows the machine's load, and the measures' last bits follow the count).
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ def _raw(db: Path, sql: str) -> list:
 def fingerprint(work: Path) -> dict:
     out: dict = {}
     mainline = work / "mainline"
-    _cli("train", "--preset", "nanda-mainline", "--epochs", "2000", "--out", str(mainline), "--quiet")
+    # a fixed thread count: the progress measures' float64 products can differ in their last bit between one and
+    # two threads, and the adaptive count depends on how busy the machine is
+    _cli("train", "--preset", "nanda-mainline", "--epochs", "2000", "--out", str(mainline), "--quiet", "--threads", "2")
     out["mainline_2000"] = run_fingerprint(mainline)
 
     sweep = work / "sweep"
@@ -121,7 +124,7 @@ def fingerprint(work: Path) -> dict:
     out["sweep_index"] = {"rows": _digest(_table(sweep / "index.sqlite", "cells"))}
 
     quick = work / "quick"
-    _cli("train", "--preset", "quick", "--out", str(quick), "--quiet")
+    _cli("train", "--preset", "quick", "--out", str(quick), "--quiet", "--threads", "2")
     _cli("analyze", str(quick), "--quiet")
     out["quick_run"] = run_fingerprint(quick)
     analysis = json.loads((quick / "analysis.json").read_text())
