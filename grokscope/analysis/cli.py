@@ -11,11 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from grokscope.analysis.run import ANALYSIS_FILE, analyze_run, load_state_file, model_analysis, print_zoo
+from grokscope.analysis.run import ANALYSIS_FILE, analyze_run, load_state_and_step, model_analysis, print_zoo
 from grokscope.analysis.tables import render_analysis, render_phases
 from grokscope.cli_args import UserError, config_from_args, device_from_args
 from grokscope.measures import MeasureError
 from grokscope.store import RunError, atomic_write_json, load_run, save_checkpoint
+from grokscope.store.split import SPLIT_FILE, read_split_file, write_split
 from grokscope.training.loop import new_run_dir
 
 __all__ = ["cmd_analyze", "cmd_analyze_checkpoint", "register"]
@@ -53,8 +54,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "a model grokscope did not train",
         "--checkpoint FILE --preset NAME [--set k=v ...]: analyse a safetensors state dict with TransformerLens keys "
         "(e.g. a HookedTransformer's) whose architecture and task the preset and overrides describe. Writes OUT "
-        "(default FILE's name + '-analysis' beside it): a run directory with config.json, the checkpoint as step 0, "
-        "and analysis.json.",
+        "(default FILE's name + '-analysis' beside it): a run directory with config.json, the checkpoint (at its "
+        "step: the file's metadata field 'step' or a step_N in its name; unknown: stored as 0, analysis.json step "
+        "null), analysis.json and, with --split, split.json.",
     )
     g.add_argument("--checkpoint", type=Path, metavar="FILE", help="a .safetensors state dict (instead of RUN)")
     g.add_argument("--preset", help="preset describing the model and task (see 'grokscope presets')")
@@ -62,6 +64,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field (repeatable)")
     g.add_argument("--out", type=Path, help="directory to create for the results (must not exist or be empty)")
+    g.add_argument("--split", type=Path, metavar="FILE",
+                   help="the model's own train indices, so train and test losses are its own: a JSON list of flat "
+                   "indices a*p + b, or {\"train\": [...]} (default: the config's split, which is then assumed)")
     p.set_defaults(func=cmd_analyze, epochs=None)
     return p
 
@@ -85,7 +90,7 @@ def cmd_analyze(args: argparse.Namespace, *, load_run: Callable[[Any], Any] = lo
     if getattr(args, "checkpoint", None) is not None or args.run is None:
         return cmd_analyze_checkpoint(args)
     given = [flag for flag, attr in (("--preset", "preset"), ("--config", "config"), ("--set", "overrides"),
-                                     ("--out", "out")) if getattr(args, attr, None)]
+                                     ("--out", "out"), ("--split", "split")) if getattr(args, attr, None)]
     if given:
         raise UserError(f"{'/'.join(given)} go with --checkpoint FILE; a RUN has its own config and directory")
     device = _device(args)
@@ -107,7 +112,10 @@ def cmd_analyze(args: argparse.Namespace, *, load_run: Callable[[Any], Any] = lo
 
 
 def cmd_analyze_checkpoint(args: argparse.Namespace) -> int:
-    """``grokscope analyze --checkpoint FILE --preset NAME``: analyse a state dict grokscope did not train."""
+    """``grokscope analyze --checkpoint FILE --preset NAME``: analyse a state dict grokscope did not train.
+
+    What a run gets (the analysis in the task's basis, the ``zoo`` block), at the file's step (or "step unknown",
+    ``"step": null``), with ``--split FILE``'s train indices (else the config's split, said to be assumed)."""
     if args.run is not None:
         raise UserError("give a RUN directory or --checkpoint FILE, not both")
     if args.checkpoint is None:
@@ -123,21 +131,50 @@ def cmd_analyze_checkpoint(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else path.with_name(path.stem + "-analysis")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"{out}: already exists; choose another --out or remove it")
-    state = load_state_file(path)
+    split_path = getattr(args, "split", None)
+    train = read_split_file(split_path) if split_path is not None else None
+    state, step = load_state_and_step(path)
     try:
         model, analysis, data = model_analysis(state, cfg, key_freqs=_parse_freqs(args.key_freqs), rule=args.rule,
-                                               step=0, where=str(path), device=device,
-                                               basis=getattr(args, "basis", None))
+                                               step=step, where=str(path), device=device,
+                                               basis=getattr(args, "basis", None), split=train,
+                                               split_where=str(split_path))
     except MeasureError as e:
         raise RunError(f"{path}: cannot analyse this config: {e}") from None
-    # Everything checked: write a run directory (config, the checkpoint as step 0, analysis.json).
+    # Everything checked: write a run directory (config, the checkpoint at its step or 0, split.json, analysis.json).
     new_run_dir(out, cfg)
-    save_checkpoint(out, 0, {k: v.detach().cpu() for k, v in model.state_dict().items()})  # always CPU tensors
+    save_checkpoint(out, step or 0, {k: v.detach().cpu() for k, v in model.state_dict().items()})  # CPU tensors
+    if train is not None:
+        write_split(out, train, source=str(split_path))
+    split_note = _split_note(cfg, split_path, train, out)
     source = {"checkpoint": str(path), "preset": args.preset, "config": str(args.config) if args.config else None,
-              "overrides": list(args.overrides)}
-    data.update(run=str(out), checkpoints=[0], source=source)
+              "overrides": list(args.overrides), "step": step,
+              "split": str(split_path) if split_path is not None else None, "split_note": split_note}
+    data.update(run=str(out), checkpoints=[step or 0], source=source)
     atomic_write_json(out / ANALYSIS_FILE, data)
     if not args.quiet:
-        print(render_analysis(analysis))
+        if analysis is not None:
+            text = render_analysis(analysis)
+            if step is None:
+                head, _, rest = text.partition("\n")
+                text = f"{head} (step unknown)\n{rest}"
+            print(text)
+        else:
+            task = cfg.task
+            what = f"{task.formula} mod {task.p}" if task.kind == "modular" else f"task {task.kind}"
+            print(f"Analysis of {cfg.model.arch} on {what} " + (f"at step {step}" if step is not None else
+                                                                 "(step unknown)"))
+        print_zoo(data)
+        print(f"split: {split_note}")
         print(f"\nwrote {out / ANALYSIS_FILE}")
     return 0
+
+
+def _split_note(cfg: Any, split_path: Path | None, train: list[int] | None, out: Path) -> str:
+    """One line on the train/test split an outside model was scored with."""
+    if split_path is not None and train is not None:
+        return f"the model's own, {len(train)} train pairs from {split_path} (recorded in {out / SPLIT_FILE})"
+    t = cfg.task
+    how = f"n_train={t.n_train}" if t.n_train is not None else f"train_fraction={t.train_fraction}"
+    return (f"the config's split was assumed (task.{how}, split_seed={t.split_seed}); give --split FILE with the "
+            "model's train indices a*p + b for its own train and test losses")

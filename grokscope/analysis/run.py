@@ -8,6 +8,8 @@ are those of a plain CPU analysis, bit for bit; on another device they are close
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,11 @@ from grokscope.measures.bases import is_identity, task_basis
 from grokscope.models import Model, Transformer
 from grokscope.runtime import flush_denormal
 from grokscope.store import DamagedFileError, RunError, load_tensors
+from grokscope.store.split import apply_split
 from grokscope.tasks import make_task, task_to
 
-__all__ = ["ANALYSIS_FILE", "PHASES_FILE", "analyze_model", "analyze_run", "load_state_file", "model_analysis",
-           "print_run_summary", "print_zoo"]
+__all__ = ["ANALYSIS_FILE", "PHASES_FILE", "analyze_model", "analyze_run", "file_step", "load_state_and_step",
+           "load_state_file", "model_analysis", "print_run_summary", "print_zoo"]
 
 ANALYSIS_FILE = "analysis.json"
 PHASES_FILE = "phases.json"
@@ -179,37 +182,67 @@ def print_run_summary(run: Any, *, all_steps: bool = True, device: torch.device 
 def model_analysis(model_or_state_dict: Any, config: ExperimentConfig, *, key_freqs: list[int] | None = None,
                    rule: str = "W_L_dft", step: int | None = None,
                    where: str | None = None, device: torch.device | None = None,
-                   basis: str | None = None) -> tuple[nn.Module, Analysis, dict[str, Any]]:
-    """(grokscope model, Analysis, analysis dict); the dict has ``run`` None, ``checkpoints`` [], ``phases`` None.
+                   basis: str | None = None, split: Sequence[int] | None = None,
+                   split_where: str = "split") -> tuple[nn.Module, Analysis | None, dict[str, Any]]:
+    """(grokscope model, Analysis, analysis dict): what :func:`analyze_run` gives a run, for one model.
+
+    The dict has ``run`` None, ``checkpoints`` [], ``phases`` None, and the ``zoo`` block of a run (spectra in both
+    bases where they fit). ``step``: the model's training step, or None when unknown (``"step": null``, never a
+    made-up 0). ``split``: the model's own train indices ``a * p + b`` (:func:`grokscope.store.split.apply_split`;
+    RunError, one line naming ``split_where``, for bad ones) instead of ``config.task``'s split, so train and test
+    losses are the model's. ``where``: the model's name in error messages.
+    A task outside the Fourier analysis gets the zoo analyses that fit it, as a run does, and Analysis is None.
     ``device``: where the forward passes run (the model is moved there; default: the CPU)."""
     task = make_task(config.task)
-    if not _in_group(task, basis):
-        check_task(task)
+    if split is not None:
+        task = apply_split(task, split, split_where)
+    try:
+        if not _in_group(task, basis):
+            check_task(task)
+        unsupported = None
+    except MeasureError as e:  # as analyze_run: the zoo analyses that fit, and why the rest does not
+        unsupported = str(e)
     model = model_or_state_dict
     if not isinstance(model, Transformer):
         model = from_hooked_transformer(model_or_state_dict, config, where=where)
     model, task = _model_on(model, device), _task_on(task, device)
-    analysis = analyze_in_basis(model.eval(), task, basis=basis, key_freqs=key_freqs, rule=rule, step=step)
-    data = analysis.to_dict()
+    model.eval()
+    analysis: Analysis | None
+    if unsupported is not None:
+        analysis, data = None, _zoo_only(model, task, 0, unsupported, False)
+        data["step"] = step
+    else:
+        analysis = analyze_in_basis(model, task, basis=basis, key_freqs=key_freqs, rule=rule, step=step)
+        data = analysis.to_dict()
+        data["zoo"] = zoo_analysis(model, task, scores=False)  # as analyze_run: spectra in both bases, asymmetry
     data.update(run=None, checkpoints=[], phases=None)
     return model, analysis, data
 
 
 def analyze_model(model_or_state_dict: Any, config: ExperimentConfig, *, key_freqs: list[int] | None = None,
                   rule: str = "W_L_dft", device: torch.device | None = None,
-                  basis: str | None = None) -> dict[str, Any]:
+                  basis: str | None = None, step: int | None = None,
+                  split: Sequence[int] | None = None) -> dict[str, Any]:
     """The analysis dict of ``grokscope analyze`` (the analysis.json schema) for a model grokscope did not train.
 
     ``model_or_state_dict``: a grokscope model, a ``HookedTransformer`` or a TransformerLens state dict
-    (see :func:`grokscope.interop.from_hooked_transformer`). Train/test numbers use the split of ``config.task``.
-    ``run`` and ``phases`` are None (no run, no training curves). Raises ConfigError or MeasureError (ValueErrors).
-    ``device``: where the forward passes run (default: the CPU).
+    (see :func:`grokscope.interop.from_hooked_transformer`). Train/test numbers use ``split`` (the model's train
+    indices ``a * p + b``) when given, else the split of ``config.task``. ``step``: the model's step, or None
+    (unknown). ``run`` and ``phases`` are None (no run, no training curves). Raises ConfigError, MeasureError
+    (ValueErrors) or RunError (a bad split). ``device``: where the forward passes run (default: the CPU).
     """
-    return model_analysis(model_or_state_dict, config, key_freqs=key_freqs, rule=rule, device=device, basis=basis)[2]
+    return model_analysis(model_or_state_dict, config, key_freqs=key_freqs, rule=rule, device=device, basis=basis,
+                          step=step, split=split)[2]
 
 
 def load_state_file(path: Path) -> dict[str, Any]:
     """The tensors of a safetensors file (never pickle); RunError (one line) for a missing, pickle or damaged file."""
+    return load_state_and_step(path)[0]
+
+
+def load_state_and_step(path: Path) -> tuple[dict[str, Any], int | None]:
+    """(the tensors of a safetensors file, its training step or None): :func:`load_state_file` and
+    :func:`file_step`."""
     path = Path(path)
     if path.is_dir():
         raise RunError(f"{path}: a directory; --checkpoint takes a .safetensors file "
@@ -220,7 +253,7 @@ def load_state_file(path: Path) -> dict[str, Any]:
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise RunError(pickle)
     try:
-        tensors, _ = load_tensors(path)
+        tensors, metadata = load_tensors(path)
     except OSError as e:
         raise RunError(f"{path}: cannot read ({e.strerror or e})") from None
     except ValueError as e:
@@ -229,4 +262,21 @@ def load_state_file(path: Path) -> dict[str, Any]:
         if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save's zip archive or a bare pickle
             raise RunError(pickle) from None
         raise RunError(f"{e}; --checkpoint takes a safetensors file ({CONVERT_HINT})") from None
-    return tensors
+    return tensors, file_step(path, metadata)
+
+
+_STEP_IN_NAME = re.compile(r"(?:^|[^a-z0-9])step[_-]?(\d+)(?![0-9])", re.IGNORECASE)
+
+
+def file_step(path: Path, metadata: dict[str, str] | None = None) -> int | None:
+    """The training step of a checkpoint file: its safetensors metadata field ``step`` (grokscope's checkpoints
+    write it), else a ``step_<N>`` (or ``step-N``, ``stepN``) in the file name, else None (unknown). RunError (one
+    line) for a ``step`` field that is not a non-negative integer."""
+    raw = (metadata or {}).get("step")
+    if raw is not None:
+        text = str(raw).strip()
+        if not text.isdigit():
+            raise RunError(f"{path}: the metadata field step is {raw!r}, not a non-negative integer")
+        return int(text)
+    found = _STEP_IN_NAME.findall(Path(path).stem)
+    return int(found[-1]) if len(found) == 1 else None
