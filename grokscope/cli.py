@@ -34,6 +34,8 @@ from grokscope.measures import GROK_ACC
 from grokscope.measures.names import TEST_ACC, TEST_LOSS, TRAIN_ACC, TRAIN_LOSS
 from grokscope.presets import describe_presets, get_preset
 from grokscope.store import Run, RunError, check_run
+from grokscope.store.run import METRICS
+from grokscope.store.split import SPLIT_FILE
 from grokscope.training import TrainingDiverged, resume, train
 
 # Subcommands that live with their feature: module path -> each exposes register(subparsers).
@@ -54,10 +56,10 @@ def _progress(args: argparse.Namespace) -> bool | None:
 def summarize(run: Run) -> str:
     """A few lines on a run: where it is, how far it got, whether and when it grokked."""
     meta = run.meta
-    m = run.metrics
+    m = run.metrics if (run.dir / METRICS).is_file() else None  # none: written by analyze --checkpoint, no curves
     message = f" ({meta['message']})" if meta.get("message") else ""
     lines = [f"run:        {run.dir}", f"status:     {meta.get('status', 'new')}{message}"]
-    if len(m):
+    if m is not None and len(m):
         last = m.iloc[-1]
         lines.append(f"epochs:     {int(m.index[-1])} of {run.config.train.epochs}")
         splits = (("train", TRAIN_ACC, TRAIN_LOSS), ("test", TEST_ACC, TEST_LOSS))
@@ -83,6 +85,10 @@ def summarize(run: Run) -> str:
         lines.append(f"threads:    {meta['threads']}")
     if meta.get("denormals"):
         lines.append(f"subnormals: {meta['denormals']} (train.flush_denormal)")
+    if (run.dir / SPLIT_FILE).is_file():
+        task = run.task()
+        lines.append(f"split:      {len(task.train_idx)} train / {len(task.test_idx)} test pairs from "
+                     f"{run.dir / SPLIT_FILE} (the model's own, given with analyze --checkpoint --split)")
     lines.append(f"checkpoints: {len(run.checkpoints)}")
     return "\n".join(lines)
 

@@ -214,7 +214,7 @@ def test_cli_analyses_a_transformer_lens_checkpoint(tl_trained, capsys):
     assert keys, "the W_L_dft rule found no key frequencies"
     top = (torch.argsort(wl_norms, descending=True)[: len(keys)] + 1).tolist()
     assert sorted(keys) == sorted(top)  # the largest-gap rule keeps the largest W_L frequencies
-    assert data["step"] == 0 and data["source"]["preset"] == "tiny"
+    assert data["step"] is None and data["source"]["preset"] == "tiny"  # the file names no step
 
     # OUT is a run directory: the checkpoint reloads with the TransformerLens weights (biases included)
     run = load_run(out)
