@@ -4,11 +4,13 @@
 a + b mod p exactly with chosen frequencies; :func:`wave_logit_table` builds the ideal logit table
 sum_k amplitude * cos(w_k(a+b-c)). :func:`group_transformer` builds a one-layer transformer that computes any task
 with a group basis (:mod:`grokscope.measures.bases`) from chosen frequencies of that basis:
-:func:`group_network` for a formula (a*b, a/b, ab+a+b in the discrete-log basis).
+:func:`group_network` for a formula (a*b, a/b, ab+a+b in the discrete-log basis). :func:`s5_irrep_transformer`
+builds one for composition in S5 from chosen irreducible representations.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable
 
@@ -17,9 +19,12 @@ from torch import Tensor
 
 from grokscope.config import ModelConfig
 from grokscope.measures.bases import GroupBasis, detect_basis, formula_table
+from grokscope.measures.irreps import S5_ORDER, s5_irreps
 from grokscope.models import MLPModel, Transformer
 
-__all__ = ["group_network", "group_transformer", "quadratic_mlp_addition", "wave_logit_table"]
+__all__ = [
+    "group_network", "group_transformer", "quadratic_mlp_addition", "s5_irrep_transformer", "wave_logit_table",
+]
 
 
 def wave_logit_table(p: int, freqs: Iterable[int], amplitude: float = 1.0) -> Tensor:
@@ -146,3 +151,71 @@ def group_network(formula: str, p: int, freqs: Iterable[int], **kwargs: float) -
     if basis is None or not basis.exact:
         raise ValueError(f"{formula!r} mod {p} has no exact group basis: {why}")
     return group_transformer(p, basis, freqs, **kwargs), basis
+
+
+def s5_irrep_transformer(irreps: Iterable[str], *, scale: float = 1.0, sharp: float = 40.0) -> Transformer:
+    """A one-layer transformer (x^2 MLP, no LayerNorm) for composition in S5 (the ``s5`` task ``x*y``: tokens
+    [x, y, =], ``=`` = 120) whose logits are exactly ``scale * sum_rho d_rho * chi_rho(x y c^-1)`` over the chosen
+    irreps (names of :data:`grokscope.measures.irreps.IRREP_NAMES`; the argmax is x y when one of them is faithful,
+    i.e. any but [5] and [1^5]).
+
+    Layout, with D = sum d_rho^2: d_model = 3 + 3D (the one-hot positions; block S: vec rho(t) of each token; blocks
+    A and B, which heads 0 and 1 fill from "=" by copying S of positions 0 and 1 (score ``sharp``)) + D (block O).
+    For each rho and (i, j, k), the neurons (A_ij + B_jk)^2 and (A_ij - B_jk)^2 write +-1/4 into O_ik, so
+    O = vec(rho(x) rho(y)) = vec rho(x y); W_U[O, c] = scale * d_rho * vec rho(c), so the logit of c is
+    scale * d_rho * tr(rho(x y) rho(c)^T). d_mlp = 2 sum d_rho^3.
+    """
+    names = list(dict.fromkeys(irreps))
+    reps = s5_irreps()
+    unknown = [n for n in names if n not in reps]
+    if not names or unknown:
+        raise ValueError(f"irreps must be a non-empty list of {list(reps)}, got {list(irreps)}")
+    dims = [reps[n].shape[1] for n in names]
+    big_d = sum(d * d for d in dims)
+    s_blk, a_blk, b_blk, o_blk = 3, 3 + big_d, 3 + 2 * big_d, 3 + 3 * big_d
+    d_model, d_mlp = 3 + 4 * big_d, 2 * sum(d**3 for d in dims)
+    cfg = ModelConfig(arch="transformer", d_model=d_model, n_heads=2, d_head=big_d, d_mlp=d_mlp, act_fn="quadratic")
+    model = Transformer(cfg, d_vocab=S5_ORDER + 1, d_vocab_out=S5_ORDER, n_ctx=3)
+    f64 = torch.float64
+    w_e = torch.zeros(S5_ORDER + 1, d_model, dtype=f64)
+    w_in = torch.zeros(d_model, d_mlp, dtype=f64)
+    w_out = torch.zeros(d_mlp, d_model, dtype=f64)
+    w_u = torch.zeros(d_model, S5_ORDER, dtype=f64)
+    offset, neuron = 0, 0
+    for name, d in zip(names, dims, strict=True):
+        vec = reps[name].reshape(S5_ORDER, d * d)
+        w_e[:S5_ORDER, s_blk + offset : s_blk + offset + d * d] = vec
+        w_u[o_blk + offset : o_blk + offset + d * d] = scale * d * vec.T
+        for i, j, k in itertools.product(range(d), repeat=3):
+            x, y, o = a_blk + offset + i * d + j, b_blk + offset + j * d + k, o_blk + offset + i * d + k
+            for sign in (1.0, -1.0):
+                w_in[x, neuron], w_in[y, neuron] = 1.0, sign
+                w_out[neuron, o] = sign / 4
+                neuron += 1
+        offset += d * d
+    root = math.sqrt(sharp * math.sqrt(big_d))
+    eye = torch.eye(big_d, dtype=f64)
+    w_q = torch.zeros(2, d_model, big_d, dtype=f64)
+    w_k = torch.zeros(2, d_model, big_d, dtype=f64)
+    w_v = torch.zeros(2, d_model, big_d, dtype=f64)
+    w_o = torch.zeros(2, big_d, d_model, dtype=f64)
+    for h, dst in enumerate((a_blk, b_blk)):
+        w_q[h, 2, 0], w_k[h, h, 0] = root, root  # "=" (position 2) attends to position h
+        w_v[h, s_blk : s_blk + big_d] = eye
+        w_o[h, :, dst : dst + big_d] = eye
+    pos = torch.zeros(3, d_model, dtype=f64)
+    pos[torch.arange(3), torch.arange(3)] = 1.0
+    with torch.no_grad():
+        for param in model.parameters():
+            param.zero_()
+        model.embed.W_E.copy_(w_e)
+        model.pos_embed.W_pos.copy_(pos)
+        attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
+        attn.W_Q.copy_(w_q)
+        attn.W_K.copy_(w_k)
+        attn.W_V.copy_(w_v)
+        attn.W_O.copy_(w_o)
+        mlp.W_in.copy_(w_in)
+        mlp.W_out.copy_(w_out)
+        model.unembed.W_U.copy_(w_u)
+    return model.eval()

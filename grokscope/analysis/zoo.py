@@ -1,6 +1,7 @@
 """Per-task analyses of the zoo: spectra in the additive and discrete-log bases (multiplication, division
 and polynomials, with the exact pattern structure of the task's table), operand asymmetry (subtraction), the input
-bits that sparse-parity neurons read, and the scores of a checkpoint per answer position or operation.
+bits that sparse-parity neurons read, S5 in its irreducible representations, and the scores of a checkpoint per
+answer position or operation.
 :func:`zoo_analysis` picks the ones that fit a task (``grokscope analyze`` stores them under ``"zoo"``);
 :func:`render_zoo` prints them.
 
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from grokscope.analysis.irreps import irrep_analysis, render_irreps
 from grokscope.analysis.reverse import json_safe
 from grokscope.formula import parse_formula
 from grokscope.measures import (
@@ -204,7 +206,9 @@ def zoo_analysis(model: Model, task: Any, *, scores: bool = True) -> dict[str, A
     them, for a full-grid modular task, ``structure``: :func:`task_structure` of its label table (which patterns the
     task is made of, to compare with the basis the model chose). ``asymmetry``: :func:`operand_asymmetry` of the MLP
     activations for a modular formula over the full grid that is not symmetric in a and b (subtraction).
-    ``parity_neurons``: :func:`parity_neuron_bits` for sparse parity."""
+    ``parity_neurons``: :func:`parity_neuron_bits` for sparse parity. ``irreps``: for S5,
+    :func:`~grokscope.analysis.irreps.irrep_analysis` (the irreps W_E, W_U and the logits use, the GCR logit fit,
+    restricted and excluded loss)."""
     cfg = task.config
     out: dict[str, Any] = {"kind": cfg.kind}
     if scores:
@@ -227,6 +231,8 @@ def zoo_analysis(model: Model, task: Any, *, scores: bool = True) -> dict[str, A
             acts = _hidden_on_grid(model, task)
             if acts is not None:
                 out["asymmetry"] = operand_asymmetry(acts, p)
+    if cfg.kind == "s5" and hasattr(model, "W_E") and hasattr(model, "W_U"):
+        out["irreps"] = irrep_analysis(model, task)
     if cfg.kind == "sparse_parity":
         assert isinstance(model, VectorMLP)  # the config allows only arch vector_mlp for sparse parity
         out["parity_neurons"] = parity_neuron_bits(model)
@@ -283,6 +289,8 @@ def render_zoo(z: dict[str, Any], *, top: int = 10) -> str:
             f"operand asymmetry ||A - A^T|| / ||A|| = {asym['asymmetry']:.3f}; variance in functions of a alone "
             f"{asym['energy_a']:.3f}, of b alone {asym['energy_b']:.3f}"
         )
+    if z.get("irreps"):
+        lines.append(render_irreps(z["irreps"]))
     neurons = z.get("parity_neurons")
     if neurons is not None:
         lines.append(f"sparse parity: {len(neurons)} surviving neurons (the label reads bits {z.get('parity_bits')}); "
