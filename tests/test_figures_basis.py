@@ -151,3 +151,57 @@ def test_division_and_shifted_product_name_their_basis(tmp_path):
     shifted = _make(tmp_path / "shift", "a*b+a+b")
     title = gf.fourier_norms(shifted, slider=False).layout.title.text
     assert "discrete-log basis of t + 1, g = 2" in title and "key frequencies [2, 5]" in title
+
+
+def _fourier_rows(n: int) -> np.ndarray:
+    """The orthonormal real Fourier basis over Z_n from its definition (even n: the Nyquist cosine last)."""
+    x = np.arange(n)
+    rows = [np.full(n, 1 / np.sqrt(n))]
+    for k in range(1, (n + 1) // 2):
+        rows += [np.cos(2 * np.pi * k * x / n) * np.sqrt(2 / n), np.sin(2 * np.pi * k * x / n) * np.sqrt(2 / n)]
+    if n % 2 == 0:
+        rows.append(np.cos(np.pi * x) / np.sqrt(n))
+    return np.stack(rows)
+
+
+def test_a_mixture_is_drawn_per_operation_in_its_own_basis(tmp_path):
+    from safetensors.numpy import load_file
+
+    import grokscope
+    from grokscope import apply_overrides, get_preset
+    from grokscope.store.run import checkpoint_path
+
+    cfg = apply_overrides(get_preset("tiny"), {
+        "name": "multi", "task.kind": "multi", "task.formula": "a+b;a*b", "task.p": P, "train.epochs": 10,
+        "train.checkpoint_every": 10, "train.measure_every": 0, "train.log_every": 5})
+    run = grokscope.train(cfg, tmp_path / "multi", progress=False)
+    fig = gf.fourier_norms(run)
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[0].startswith("a+b: W_E over Z_13 (additive basis)")
+    assert titles[2].startswith(f"a*b: W_E over Z_12 ({LABEL})") and titles[3].startswith("a*b: W_L over Z_12")
+    w_e = load_file(checkpoint_path(run.dir, run.checkpoints[-1]))["embed.W_E"].astype(np.float64)[:P]
+    powers = [pow(2, i, P) for i in range(P - 1)]
+    np.testing.assert_allclose(values(fig.data[0].y), np.linalg.norm(_fourier_rows(P) @ w_e, axis=1), rtol=1e-9)
+    np.testing.assert_allclose(values(fig.data[2].y), np.linalg.norm(_fourier_rows(P - 1) @ w_e[powers], axis=1),
+                               rtol=1e-9)
+    assert [op["basis"] for op in fig.layout.meta["operations"]] == [None, "dlog"]
+    with pytest.raises(gf.FigureUnavailable, match="each operation in its own basis"):
+        gf.neuron_clusters(run)
+
+
+def test_mlp_star_plots_and_progress_name_the_basis(tmp_path):
+    import grokscope
+    from grokscope import apply_overrides, get_preset
+
+    cfg = apply_overrides(get_preset("tiny"), {
+        "name": "mlp-mul", "task.formula": "a*b", "task.p": P, "model.arch": "mlp", "model.d_mlp": 12,
+        "model.n_heads": 1, "train.epochs": 20, "train.checkpoint_every": 10, "train.measure_every": 10,
+        "train.log_every": 5})
+    run = grokscope.train(cfg, tmp_path / "mlp", progress=False)
+    stars = gf.star_plots(run)
+    assert LABEL in stars.layout.title.text
+    assert all(int(t.split("freq ")[1].split()[0]) <= (P - 2) // 2 for t in
+               (a.text for a in stars.layout.annotations if a.text.startswith("in")))  # no Nyquist group
+    assert LABEL in gf.star_trajectory(run).layout.title.text
+    title = gf.progress(run).layout.title.text
+    assert title.startswith("Progress measures (") and LABEL in title

@@ -43,6 +43,7 @@ from grokscope.figures.group import (
     view_grid,
     view_weights,
 )
+from grokscope.figures.operations import operation_norms
 from grokscope.figures.style import COLORS, PALETTE, add_slider, base_layout, shade_phases
 from grokscope.measures import (
     abc_wave_components,
@@ -91,6 +92,8 @@ def fourier_norms(run: Run | str | Path, step: int | None = None, *, slider: boo
     task's group basis (:func:`~grokscope.figures.group.run_basis`): W_E rows a_order, W_L columns c_order, the
     components over Z_n, the basis in the titles."""
     run = as_run(run)
+    if run.config.task.kind == "multi":  # a mixture: each operation in its own basis
+        return operation_norms(run, step)
     final = last_step(run, step)
     basis = run_basis(run)
     if basis is None:

@@ -212,7 +212,14 @@ class Grid:
     attn: np.ndarray | None
 
 
+def _single_operation(run: Run) -> None:
+    if run.config.task.kind == "multi":
+        raise FigureUnavailable("a mixture of operations: the (a, b) grid figures read one formula's inputs [a, b, =]; "
+                                "the Fourier norms figure shows each operation in its own basis")
+
+
 def grid(run: Run, step: int) -> Grid:
+    _single_operation(run)
     return _grid_cached(str(run.dir.resolve()), step, _ckpt_mtime(run, step))
 
 
@@ -237,6 +244,7 @@ def _grid_cached(run_dir: str, step: int, _mtime: float) -> Grid:
 
 def logits_grid(run: Run, step: int) -> np.ndarray:
     """Only the logits [p, p, p] (a, b, c) of checkpoint ``step``: a plain forward pass, no activation cache."""
+    _single_operation(run)
     p = run.config.task.p
     model = run.load_model(step)
     forward = choose_forward(model, run.task()).fn

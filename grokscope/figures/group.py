@@ -12,6 +12,7 @@ operation (:func:`operation_bases`).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from grokscope import measures
-from grokscope.figures.data import FigureUnavailable, analysis, weights
+from grokscope.figures.data import FigureUnavailable, analysis, safe_meta, weights
 from grokscope.measures.bases import (
     GroupBasis,
     group_basis_for,
@@ -34,8 +35,8 @@ from grokscope.store.run import Run
 
 __all__ = [
     "FigureBasis", "basis_label", "basis_suffix", "component_freqs", "component_labels", "group_keys",
-    "group_neuron_fve", "group_wave_coefs", "operation_bases", "require_keys", "run_basis", "view_grid",
-    "view_weights",
+    "group_neuron_fve", "group_wave_coefs", "measures_suffix", "operation_bases", "require_keys", "run_basis",
+    "view_grid", "view_weights",
 ]
 
 
@@ -112,9 +113,9 @@ def run_basis(run: Run) -> FigureBasis | None:
     return _task_basis_cached(str(run.dir.resolve()), run.config.to_json())
 
 
-def operation_bases(run: Run) -> list[tuple[str, FigureBasis | None, str]]:
+def operation_bases(run: Run) -> list[tuple[str, FigureBasis | None, str, str]]:
     """A mixture's operations (kind "multi"), each with its own table's basis: (formula, basis or None for the
-    plain additive one, the reason in words)."""
+    plain additive one or none, the basis in words, the reason)."""
     task = run.task()
     p = run.config.task.p
     out = []
@@ -126,7 +127,10 @@ def operation_bases(run: Run) -> list[tuple[str, FigureBasis | None, str]]:
             found, why = group_basis_for(table.reshape(p, p), p)
         except measures.MeasureError as e:
             found, why = None, str(e)
-        out.append((formula, _from_group(found, p, f"the table of {formula}"), why))
+        view = _from_group(found, p, f"the table of {formula}")
+        label = basis_label(view) if view is not None else "additive basis" if found is not None else (
+            "no group basis: tokens in order")
+        out.append((formula, view, label, why))
     return out
 
 
@@ -208,3 +212,24 @@ def require_keys(keys: list[int]) -> list[int]:
     if not keys:
         raise FigureUnavailable("no key frequencies found (the run has not formed a Fourier circuit)")
     return keys
+
+
+def measures_suffix(run: Run) -> str:
+    """The basis of a run's recorded progress measures, for a title: '' for the plain additive basis; else
+    ' (discrete-log basis, g = 5)' when the run's meta records the basis its measures used (key ``basis``: a name,
+    or a JSON object with ``name``), or a note that it does not."""
+    basis = run_basis(run)
+    if basis is None:
+        return ""
+    recorded = safe_meta(run).get("basis")
+    if recorded:
+        try:
+            parsed = json.loads(recorded)
+        except ValueError:
+            parsed = recorded
+        name = parsed.get("name") if isinstance(parsed, dict) else parsed
+        if name == basis.name:
+            return basis_suffix(basis)
+        if name == "additive":
+            return f" (measures in the additive basis; the task's own: {basis_label(basis)})"
+    return f" (the task's basis: {basis_label(basis)}; the run does not record the basis of its measures)"

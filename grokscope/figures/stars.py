@@ -19,8 +19,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from grokscope.figures.data import FigureNotApplicable, FigureUnavailable, as_run, last_step, pick_checkpoints, weights
+from grokscope.figures.group import basis_suffix, run_basis
 from grokscope.figures.style import PALETTE, add_slider, base_layout
-from grokscope.measures import fourier_basis
+from grokscope.measures import fourier_basis, real_fourier_basis
 from grokscope.store.run import Run
 
 MAX_GROUPS = 6
@@ -36,7 +37,12 @@ class StarGroups:
 
 
 def _coeffs(run: Run, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """[p, d_mlp] each; in a task's group basis [n, d_mlp]: H rows a_order, W_L columns c_order, over Z_n."""
     w = weights(run, step)
+    basis = run_basis(run)
+    if basis is not None:
+        F = real_fourier_basis(basis.n).numpy()
+        return F @ w.H[basis.a_order], F @ w.W_L[:, basis.c_order].T
     F = fourier_basis(run.config.task.p).numpy()
     return F @ w.H, F @ w.W_L.T  # [p, d_mlp] each
 
@@ -44,7 +50,8 @@ def _coeffs(run: Run, step: int) -> tuple[np.ndarray, np.ndarray]:
 def star_groups(run: Run, step: int | None = None) -> StarGroups:
     s = last_step(run, step)
     fin, fout = _coeffs(run, s)
-    idx = np.argmax(np.abs(fin[1:]), axis=0) + 1  # basis row of each neuron's largest non-constant coefficient
+    pairs = 2 * ((fin.shape[0] - 1) // 2) + 1  # the cos/sin rows (an even n's Nyquist row has no sine)
+    idx = np.argmax(np.abs(fin[1:pairs]), axis=0) + 1  # basis row of each neuron's largest non-constant coefficient
     freq = (idx + 1) // 2
     groups = []
     for f in np.unique(freq):
@@ -72,7 +79,8 @@ def star_plots(run: Run | str | Path, *, max_frames: int = 40) -> go.Figure:
     run = as_run(run)
     if run.config.model.arch != "mlp":
         raise FigureNotApplicable("star plots are drawn for MLP models (arch='mlp')")
-    if run.config.task.p % 2 == 0:
+    basis = run_basis(run)
+    if basis is None and run.config.task.p % 2 == 0:
         raise FigureUnavailable("the Fourier basis over Z_p needs an odd p")
     groups = star_groups(run).groups
     steps = pick_checkpoints(run, max_frames)
@@ -112,7 +120,7 @@ def star_plots(run: Run | str | Path, *, max_frames: int = 40) -> go.Figure:
         fig.frames = [go.Frame(data=stars(s, full=False), name=str(s), traces=list(range(len(first)))) for s in steps]
         add_slider(fig, [str(s) for s in steps])
     base_layout(fig, "Star plots: each neuron's (cos, sin) coefficient at its frequency, scaled by the group's mean "
-                "radius", height=330 * 2 + 150, margin=dict(b=110))
+                f"radius{basis_suffix(basis)}", height=330 * 2 + 150, margin=dict(b=110))
     axes = dict(range=[-1.8, 1.8], showticklabels=False, showgrid=False, zeroline=True, zerolinecolor="#eee",
                 showline=False, ticks="")
     fig.update_xaxes(**axes)
@@ -143,7 +151,8 @@ def star_trajectory(run: Run | str | Path, *, max_frames: int = 60) -> go.Figure
                                      hovertemplate="%{text}<br>(%{x:.2f}, %{y:.2f})<extra></extra>"), 1, i + 1)
             fig.add_trace(go.Scatter(x=xs[-1:], y=ys[-1:], mode="markers", marker=dict(color=color, size=8),
                                      showlegend=False, hoverinfo="skip"), 1, i + 1)
-    base_layout(fig, f"Star trajectories over {len(steps)} checkpoints (input side)", height=380)
+    base_layout(fig, f"Star trajectories over {len(steps)} checkpoints (input side){basis_suffix(run_basis(run))}",
+                height=380)
     fig.update_xaxes(title_text="cos", zeroline=True, zerolinecolor="#ddd")
     fig.update_yaxes(zeroline=True, zerolinecolor="#ddd")
     fig.update_yaxes(title_text="sin", col=1)

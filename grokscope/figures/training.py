@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from grokscope.figures.data import FigureUnavailable, as_run, grok_epoch, metrics, phases
+from grokscope.figures.group import measures_suffix
 from grokscope.figures.style import COLORS, PALETTE, base_layout, shade_phases
 from grokscope.measures import names
 from grokscope.store.run import Run
@@ -77,7 +78,7 @@ def progress(run: Run | str | Path) -> go.Figure:
             fig.update_yaxes(range=[-0.02, 1.05], row=i, col=1)
     ph, _ = phases(run, m)
     shade_phases(fig, ph, grok_epoch(run, m))
-    base_layout(fig, "Progress measures", height=230 * len(panels) + 80)
+    base_layout(fig, f"Progress measures{measures_suffix(run)}", height=230 * len(panels) + 80)
     fig.update_xaxes(title_text="epoch", row=len(panels), col=1)
     return fig
 
@@ -110,7 +111,7 @@ def excluded_per_frequency(run: Run | str | Path) -> go.Figure:
         fig.add_trace(_line(m, names.TRAIN_LOSS, "train loss", COLORS["train"], line=dict(dash="dot")))
     ph, _ = phases(run, m)
     shade_phases(fig, ph, grok_epoch(run, m))
-    base_layout(fig, "Excluded loss per key frequency (train split)", height=420)
+    base_layout(fig, f"Excluded loss per key frequency (train split){measures_suffix(run)}", height=420)
     fig.update_yaxes(type="log", exponentformat="power", title_text="loss")
     fig.update_xaxes(title_text="epoch")
     return fig
