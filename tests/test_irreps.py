@@ -169,3 +169,21 @@ def test_the_construction_refuses_unknown_irreps():
 def test_all_pairs_of_distinct_irreps_have_orthogonal_characters_over_the_output():
     for u, v in itertools.combinations(IRREP_NAMES, 2):
         assert float((character_table(u) * character_table(v)).sum()) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_grokscope_analyze_on_an_s5_run_reports_the_irreps(tmp_path, capsys):
+    from grokscope.cli import main
+    from grokscope.config import apply_overrides
+    from grokscope.presets import get_preset
+    from grokscope.training import loop
+
+    o = {"train.epochs": 2, "train.log_every": 1, "train.measure_every": 0, "train.checkpoint_every": 1,
+         "train.batch_size": 2048, "model.n_layers": 1, "model.d_model": 16, "model.n_heads": 2, "model.d_head": 8,
+         "model.d_mlp": 32}
+    run = loop.train(apply_overrides(get_preset("power-s5-xy"), o), tmp_path / "run", progress=False)
+    assert main(["analyze", str(run.dir)]) == 0
+    out = capsys.readouterr().out
+    irreps = json.loads((run.dir / "analysis.json").read_text())["zoo"]["irreps"]
+    assert set(irreps["embed_energy"]) == set(IRREP_NAMES) and sum(irreps["embed_energy"].values()) == pytest.approx(1)
+    assert 0 <= irreps["gcr_fve"] <= 1 and math.isfinite(irreps["restricted_loss"])
+    assert "S5 irreps" in out and "GCR logit fit FVE" in out
