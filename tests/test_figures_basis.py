@@ -205,3 +205,13 @@ def test_mlp_star_plots_and_progress_name_the_basis(tmp_path):
     assert LABEL in gf.star_trajectory(run).layout.title.text
     title = gf.progress(run).layout.title.text
     assert title.startswith("Progress measures (") and LABEL in title
+
+
+def test_report_header_names_the_basis_and_its_keys(mul):
+    from grokscope.figures.report import build_report, header_data
+
+    h = header_data(mul)
+    assert h["basis"] == LABEL and h["key_frequencies"] == list(KEYS)
+    assert LABEL in h["key_frequency_rule"]
+    html = build_report(mul, plotly_src="")
+    assert f'data-field="basis">{LABEL}' in html

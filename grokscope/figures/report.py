@@ -25,6 +25,7 @@ from grokscope.figures.data import (
     phases,
     safe_meta,
 )
+from grokscope.figures.group import basis_label, group_keys, operation_bases, run_basis
 from grokscope.measures import names
 from grokscope.store.run import Run
 
@@ -64,11 +65,21 @@ def header_data(run: Run | str | Path) -> dict:
             if col in m and m[col].notna().any():
                 last[col] = float(m[col].dropna().iloc[-1])
     found, rule = phases(run, m)
+    basis_text = None
     try:
-        keys, key_rule = key_frequencies(run)
+        basis = run_basis(run)
+        if basis is None:
+            keys, key_rule = key_frequencies(run)
+        else:  # over Z_n of the task's group basis
+            basis_text = basis_label(basis)
+            keys, key_rule = group_keys(run, basis, run.checkpoints[-1]) if run.checkpoints else ([], "no checkpoints")
+        if run.config.task.kind == "multi":
+            basis_text = "per operation: " + "; ".join(f"{f}: {label}" for f, _, label, _ in operation_bases(run))
     except Exception as e:  # noqa: BLE001 - a damaged checkpoint must not cost the header
         keys, key_rule = [], f"unavailable ({e})"
+    extra = {} if basis_text is None else {"basis": basis_text}  # addition's header as it was
     return {
+        **extra,
         "name": run.config.name,
         "dir": str(run.dir),
         "status": meta.get("status", "new"),
@@ -172,6 +183,7 @@ def _header_html(h: dict, *, live: bool) -> str:
         ("test acc", f"{last['test_acc']:.3f}" if "test_acc" in last else "–"),
         ("test loss", f"{last['test_loss']:.2e}" if "test_loss" in last else "–"),
         ("key frequencies", ", ".join(map(str, h["key_frequencies"])) or "none"),
+        *([("basis", h["basis"])] if h.get("basis") else []),
     ]
     card_html = "".join(f'<div class="card"><div class="k">{_esc(k)}</div><div class="v" data-field="{_esc(k)}">'
                         f'{_esc(v)}</div></div>' for k, v in cards)
