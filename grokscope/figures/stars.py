@@ -6,6 +6,10 @@ checkpoint each neuron gets the frequency f of its largest non-constant input co
 by f and sorted by the angle atan2(sin f, cos f). Each group is drawn as dots at (cos f, sin f) of its neurons,
 joined in angle order, with a circle at the group's mean radius. Coordinates are divided by that mean radius
 (so every panel has the same scale, as the explorable's ±1.2x-mean axes do); the slider scrubs checkpoints.
+
+In a task's group basis (a*b, a/b, ab+a+b: :func:`grokscope.figures.group.run_basis`) H's rows are read in the order
+a_order and O's columns in c_order, F is the Fourier basis over Z_n, and the titles name the basis; for an even n
+the Nyquist frequency n/2 (a cosine without a sine) is never a group's frequency.
 """
 
 from __future__ import annotations
