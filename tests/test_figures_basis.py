@@ -165,6 +165,7 @@ def _fourier_rows(n: int) -> np.ndarray:
 
 
 def test_a_mixture_is_drawn_per_operation_in_its_own_basis(tmp_path):
+    import torch
     from safetensors.numpy import load_file
 
     import grokscope
@@ -186,7 +187,28 @@ def test_a_mixture_is_drawn_per_operation_in_its_own_basis(tmp_path):
                                rtol=1e-9)
     assert [op["basis"] for op in fig.layout.meta["operations"]] == [None, "dlog"]
     with pytest.raises(gf.FigureUnavailable, match="each operation in its own basis"):
-        gf.neuron_clusters(run)
+        gf.logit_fourier(run)
+    # clusters per operation, each at its own group inputs: the reference reads the model on [a, op, b, =] itself
+    clusters = gf.neuron_clusters(run)
+    assert [a.text.split(":")[0] for a in clusters.layout.annotations] == ["a+b (additive basis)", f"a*b ({LABEL})"]
+    model = run.load_model(run.checkpoints[-1])
+    for i, (order, n) in enumerate(((list(range(P)), P), (powers, P - 1))):
+        a = torch.tensor(order).repeat_interleave(n)
+        b = torch.tensor(order).repeat(n)
+        tokens = torch.stack([a, torch.full_like(a, P + 1 + i), b, torch.full_like(a, P)], dim=1)
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens)
+        post = cache["blocks.0.mlp.hook_post"][:, -1].double().numpy().reshape(n, n, -1)
+        coef = np.einsum("ia,abd,jb->ijd", _fourier_rows(n), post, _fourier_rows(n)) ** 2
+        coef[0, 0] = 0
+        fracs = []
+        for k in range(1, n // 2 + 1):
+            rows = [0, 2 * k - 1, 2 * k] if 2 * k < n else [0, n - 1]
+            with np.errstate(invalid="ignore"):
+                fracs.append(coef[np.ix_(rows, rows)].sum(axis=(0, 1)) / coef.sum(axis=(0, 1)))
+        best = np.nan_to_num(np.max(fracs, axis=0))  # a dead neuron: no variance, not clustered
+        assert sum(values(clusters.data[i].y)[:-1]) == int((best >= 0.85).sum())
+        assert values(clusters.data[i].y)[-1] == int((best < 0.85).sum())
 
 
 def test_mlp_star_plots_and_progress_name_the_basis(tmp_path):

@@ -43,7 +43,7 @@ from grokscope.figures.group import (
     view_grid,
     view_weights,
 )
-from grokscope.figures.operations import operation_norms
+from grokscope.figures.operations import operation_clusters, operation_norms
 from grokscope.figures.style import COLORS, PALETTE, add_slider, base_layout, shade_phases
 from grokscope.measures import (
     abc_wave_components,
@@ -247,6 +247,8 @@ def neuron_clusters(run: Run | str | Path, step: int | None = None, *, threshold
     """Neurons grouped by frequency: each neuron's fraction of variance explained (FVE) by its best frequency
     (3x3 block {const, cos k, sin k}^2 of its 2D DFT), and the cluster sizes (Figure 5)."""
     run = as_run(run)
+    if run.config.task.kind == "multi":  # a mixture: each operation in its own basis
+        return operation_clusters(run, step, threshold=threshold)
     s = last_step(run, step)
     basis = run_basis(run)
     g = grid(run, s)

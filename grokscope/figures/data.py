@@ -223,14 +223,21 @@ def grid(run: Run, step: int) -> Grid:
     return _grid_cached(str(run.dir.resolve()), step, _ckpt_mtime(run, step))
 
 
+def operation_grid(run: Run, step: int, op: int) -> Grid:
+    """:func:`grid` of one operation of a mixture (kind "multi"): the inputs [a, op_i, b, =] with op_i = p + 1 + op."""
+    if run.config.task.kind != "multi":
+        raise FigureUnavailable("operation grids exist for mixtures (task.kind='multi')")
+    return _grid_cached(str(run.dir.resolve()), step, _ckpt_mtime(run, step), op)
+
+
 @lru_cache(maxsize=8)
-def _grid_cached(run_dir: str, step: int, _mtime: float) -> Grid:
+def _grid_cached(run_dir: str, step: int, _mtime: float, op: int | None = None) -> Grid:
     run = Run(run_dir)
     p = run.config.task.p
     model = run.load_model(step)
     posts, attns, logits = [], [], []
     with torch.no_grad():
-        for chunk in _grid_tokens(p).split(4096):
+        for chunk in _grid_tokens(p, op).split(4096):
             out, cache = model.run_with_cache(chunk)
             logits.append(out[:, :p].float())
             hooked = cache[measures.post_hook_name(model)]
@@ -253,9 +260,11 @@ def logits_grid(run: Run, step: int) -> np.ndarray:
     return out.reshape(p, p, p).numpy()
 
 
-def _grid_tokens(p: int) -> torch.Tensor:
+def _grid_tokens(p: int, op: int | None = None) -> torch.Tensor:
     a = torch.arange(p).repeat_interleave(p)
     b = torch.arange(p).repeat(p)
+    if op is not None:  # a mixture's inputs [a, op, b, =]
+        return torch.stack([a, torch.full_like(a, p + 1 + op), b, torch.full_like(a, p)], dim=1)
     return torch.stack([a, b, torch.full_like(a, p)], dim=1)
 
 
