@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ class TaskConfig:
     the first ``parity_k``; ``n_examples`` distinct sequences drawn with ``split_seed`` (``p``, ``formula`` ignored).
     ``n_train``: the number of training examples (overrides ``train_fraction``); ``None`` uses the fraction.
     ``pairs``: ``"all"`` p*p pairs, or ``"unordered"``: only a <= b (PAIR's symmetric-task datasets; modular only).
+    ``kind="registered"``: the task registered under ``name`` (:func:`grokscope.tasks.register_task`, or a package's
+    ``grokscope.tasks`` entry point): a user's table or callable; only the split fields apply (``p`` is ignored).
 
     Nanda et al. (2023) Appendix D.3 (:mod:`grokscope.tasks.sequence`; answers at several positions,
     arch='transformer'): ``kind="digit_addition"``: ``n_digits``-digit a + b, every digit of the sum predicted.
@@ -65,6 +68,7 @@ class TaskConfig:
     n_tokens: int = 20
     repeat_len: int = 4
     fresh_data: bool = False
+    name: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
@@ -76,6 +80,9 @@ class TaskConfig:
         _check_seed("task.split_seed", self.split_seed)
         if self.n_train is not None and self.n_train < 1:
             fail("task.n_train", f"must be >= 1 or null (use train_fraction), got {self.n_train}")
+        if self.kind == "registered" or self.name:
+            self._check_registered()
+            return
         if not (1 <= self.n_bits <= 62):
             fail("task.n_bits", f"must be an integer in 1..62, got {self.n_bits}")
         if not (1 <= self.parity_k <= self.n_bits):
@@ -113,6 +120,16 @@ class TaskConfig:
             if expr.uses_division and not is_prime(self.p):
                 fail("task.p", f"the formula {text!r} divides, which needs a prime p; {self.p} is not prime")
 
+    def _check_registered(self) -> None:
+        """``kind="registered"`` names a task registered with :func:`grokscope.tasks.register_task` (whether the name
+        is registered is checked when the task is built: registrations live in the task floor)."""
+        if self.kind != "registered":
+            fail("task.name", f"applies to task.kind='registered' only (got task.kind={self.kind!r})")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}", self.name):
+            fail("task.name", f"must name a registered task (letters, digits, '_.:-', at most 100), got {self.name!r}")
+        if self.pairs != "all" or self.fresh_data:
+            fail("task.pairs" if self.pairs != "all" else "task.fresh_data", "does not apply to task.kind='registered'")
+
     def _check_sequence(self) -> None:
         """The fields of the Appendix D.3 tasks; ``n_examples`` must not exceed the number of distinct sequences."""
         if self.kind == "digit_addition":
@@ -144,7 +161,7 @@ class TaskConfig:
 
 
 SEQUENCE_KINDS = ("digit_addition", "repeated_subsequence", "skip_trigram")
-TASK_KINDS = ("modular", "multi", "s5", "sparse_parity", *SEQUENCE_KINDS)
+TASK_KINDS = ("modular", "multi", "s5", "sparse_parity", *SEQUENCE_KINDS, "registered")
 S5_FORMULAS = ("x*y", "x*y*x^-1", "x*y*x")
 
 

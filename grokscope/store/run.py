@@ -20,7 +20,7 @@ import json
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import torch
 
@@ -50,6 +50,9 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
 
 def is_run_dir(path: Path) -> bool:
     return (Path(path) / CONFIG).is_file()
+
+
+_M = TypeVar("_M", bound=torch.nn.Module)
 
 
 class Run:
@@ -160,13 +163,29 @@ class Run:
             raise DamagedFileError(e.path, f"{e}; {advice}, or pick another --step") from None
         return tensors
 
-    def load_model(self, step: int | None = None, device: torch.device | str | None = None) -> Model:
+    @overload
+    def load_model(self, step: int | None = None, device: torch.device | str | None = None, *,
+                   model: None = None) -> Model: ...
+
+    @overload
+    def load_model(self, step: int | None = None, device: torch.device | str | None = None, *,
+                   model: _M) -> _M: ...
+
+    def load_model(self, step: int | None = None, device: torch.device | str | None = None, *,
+                   model: torch.nn.Module | None = None) -> torch.nn.Module:
         """A model with the weights of checkpoint ``step`` (default: the last), in eval mode, on ``device`` (default:
-        the CPU; checkpoints are CPU tensors whatever device trained the run)."""
+        the CPU; checkpoints are CPU tensors whatever device trained the run). ``model``: for a run of your own
+        module, a module of the same class to load the weights into (it is returned)."""
         from grokscope.models import build_model
 
-        task = self.task()
-        model = build_model(self.config.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
+        trained = self.meta.get("model_class")
+        if trained is not None and model is None:
+            raise RunError(f"{self.dir}: the run trained your module {trained}; load it with "
+                           f"load_model(model=<a new {trained}>)")
+        if model is None:
+            task = self.task()
+            model = build_model(self.config.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out,
+                                n_ctx=task.n_ctx)
         state = self.load_state_dict(step)
         expected = model.state_dict()
         resized = [f"{k} {list(v.shape)} vs {list(expected[k].shape)}" for k, v in sorted(state.items())

@@ -11,6 +11,15 @@ from torch import Tensor
 from grokscope.config import TaskConfig
 from grokscope.formula import Expr, FormulaError, parse_formula
 from grokscope.tasks.modular import ModularTask, make_modular_task, split_indices, split_rows
+from grokscope.tasks.registry import (
+    function_task,
+    make_registered_task,
+    register_task,
+    registered_tasks,
+    rows_to_task,
+    table_task,
+    unregister_task,
+)
 from grokscope.tasks.sequence import SEQUENCE_KINDS, SequenceTask, answer_view, make_sequence_task, sequence_metrics
 from grokscope.tasks.zoo import TableTask, make_multi_task, make_parity_task, make_s5_task
 
@@ -27,6 +36,8 @@ def make_task(config: TaskConfig) -> ModularTask | TableTask | SequenceTask:
         return make_parity_task(config)
     if config.kind in SEQUENCE_KINDS:
         return make_sequence_task(config)
+    if config.kind == "registered":
+        return make_registered_task(config)
     raise ValueError(f"task.kind: unknown task kind {config.kind!r}")
 
 
@@ -71,7 +82,8 @@ def task_metrics(task, logits: Tensor, loss_dtype: torch.dtype = torch.float64) 
 
 __all__ = [
     "Expr", "FormulaError", "ModularTask", "SEQUENCE_KINDS", "SequenceTask", "TableTask", "answer_view",
-    "has_task_metrics", "is_sequence_task",
+    "function_task", "has_task_metrics", "is_sequence_task", "make_registered_task", "register_task",
+    "registered_tasks", "rows_to_task", "table_task", "unregister_task",
     "make_modular_task", "make_multi_task", "make_parity_task", "make_s5_task", "make_sequence_task", "make_task",
     "parse_formula", "sequence_metrics", "split_indices", "split_rows", "task_metrics", "task_to",
 ]

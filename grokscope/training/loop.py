@@ -52,6 +52,7 @@ from grokscope.training.losses import LOSSES, cross_entropy, softmax_collapse
 from grokscope.training.optim import UpdateRules, lr_at, make_optimizer
 from grokscope.training.placement import cpu_runtime, run_device, via_cpu
 from grokscope.training.recorder import RunRecorder, load_state, single_run_state
+from grokscope.training.user_model import MODEL_CLASS, class_name, exposes_tl_names, user_forward, user_meta
 
 
 class TrainingDiverged(RuntimeError):
@@ -126,32 +127,36 @@ def new_run_dir(out: Path | str | None, config: ExperimentConfig) -> Path:
 
 
 def train(config: ExperimentConfig, out: Path | str | None = None, *, progress: bool | None = None, trackers=(),
-          threads: int | None = None) -> Run:
+          threads: int | None = None, model: torch.nn.Module | None = None) -> Run:
     """Train ``config`` into a new run directory (default ``runs/<name>-<time>``) and return the run.
     ``trackers``: names ("wandb", "tensorboard", "mlflow") or objects that mirror each logged row
     (grokscope.trackers). ``threads``: a fixed intra-op thread count; None adapts between 1 and torch's count
     (:class:`ThreadGovernor`). The run computes on ``config.train.device`` (RunError, one line, when it is not
-    here, before anything is written)."""
+    here, before anything is written). ``model``: your own ``nn.Module`` (tokens [batch, n_ctx] -> logits) instead
+    of the one ``config.model`` describes (:mod:`grokscope.training.user_model`)."""
     group = TrackerGroup(trackers)  # a missing tracker library fails here, before anything is written
     device = run_device(config.train.device)
     run_dir = new_run_dir(out, config)
-    return _fit_tracked(run_dir, config, progress, group, threads, device)
+    return _fit_tracked(run_dir, config, progress, group, threads, device, model)
 
 
 def resume(path: Path | str, *, progress: bool | None = None, trackers=(), threads: int | None = None,
-           device: str | None = None) -> Run:
+           device: str | None = None, model: torch.nn.Module | None = None) -> Run:
     """Continue an interrupted run from its last saved state; the result equals an uninterrupted run (bitwise on
     the device it started on; close, not equal, on another). Trackers receive the rows logged after the resume
-    point only. ``device``: where to continue (a device name); None: the config's ``train.device``."""
+    point only. ``device``: where to continue (a device name); None: the config's ``train.device``. ``model``: a
+    run of your own module resumes into a new module of the same class (its weights are replaced)."""
     group = TrackerGroup(trackers)
     run = Run(path)
     check_run(run.dir, resume=True)  # a damaged file: one line naming it and how to recover, before any write
+    check_user_model(run, model)
     where = run_device(device or run.config.train.device, resuming=run.dir)
-    return _fit_tracked(run.dir, run.config, progress, group, threads, where)
+    return _fit_tracked(run.dir, run.config, progress, group, threads, where, model)
 
 
 def _fit_tracked(run_dir: Path, cfg: ExperimentConfig, progress: bool | None, group: TrackerGroup,
-                 threads: int | None = None, device: torch.device | None = None) -> Run:
+                 threads: int | None = None, device: torch.device | None = None,
+                 user_model: torch.nn.Module | None = None) -> Run:
     """``_fit``, then close the trackers' session with the outcome (they never stop training).
     ``threads``: a fixed count for this run (the caller's count is restored after); None: adaptive."""
     callers_threads = torch.get_num_threads()
@@ -163,7 +168,7 @@ def _fit_tracked(run_dir: Path, cfg: ExperimentConfig, progress: bool | None, gr
         with (cpu_runtime(device, t.flush_denormal, threads is not None) as (denormals, governor),
               device_settings(device, deterministic=t.deterministic, allow_tf32=t.allow_tf32) as numerics):
             run = _fit(run_dir, cfg, progress=progress, trackers=group, denormals=denormals, governor=governor,
-                       device=device, numerics=numerics)
+                       device=device, numerics=numerics, user_model=user_model)
     except BaseException as e:
         group.finish("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
         if isinstance(e, StoreWriteError):  # a full disk: the run is intact and resumable
@@ -177,11 +182,13 @@ def _fit_tracked(run_dir: Path, cfg: ExperimentConfig, progress: bool | None, gr
 
 
 def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, trackers: TrackerGroup, denormals: str,
-         governor: ThreadGovernor, device: torch.device, numerics: str) -> Run:
+         governor: ThreadGovernor, device: torch.device, numerics: str,
+         user_model: torch.nn.Module | None = None) -> Run:
     settings = cfg.train
     loss_dtype = getattr(torch, settings.loss_dtype)
     task = task_to(make_task(cfg.task), device)  # built on the CPU (seeded), then placed: the same data everywhere
-    model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
+    model = user_model if user_model is not None else build_model(
+        cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
     if device.type != "cpu":
         model.to(device)  # initialised on the CPU, so every device starts from the same weights
     opt = make_optimizer(model, cfg.optim)
@@ -201,15 +208,19 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
                        "config into a new directory")
     if (run_dir / STATE).exists():  # the checkpoint at the resume point has the state's weights: rebuild it if damaged
         repair_checkpoint(run_dir, start.epoch, model.state_dict())
-    choice = choose_forward(model, task, fast=settings.fast_path)
+    choice = choose_forward(model, task, fast=settings.fast_path) if user_model is None else user_forward(model, task)
     forward = choice.fn
     measure = measure_fn(cfg) if settings.measure_every else None
+    extra: dict[str, str] = {}
+    if user_model is not None:
+        measure = measure if exposes_tl_names(model) else None
+        extra = user_meta(model, choice, measure is not None)
 
     record = RunRecorder(run_dir, settings, start=start, trackers=trackers)
     if record.already_finished():
         return record.close()
     record.start(cfg, {"forward": choice.path, "message": "", "denormals": denormals,
-                       "device": describe_device(device), "numerics": numerics})
+                       "device": describe_device(device), "numerics": numerics, **extra})
 
     train_x, train_y = task.train_tokens, task.train_labels  # [N_train, 3], [N_train]
     n_train = train_x.shape[0]
@@ -346,6 +357,20 @@ def _on_answers(loss_fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
         return loss_fn(*answer_view(logits, labels), dtype)
 
     return loss
+
+
+def check_user_model(run: Run, model: torch.nn.Module | None) -> None:
+    """One line (RunError) when ``model`` does not suit the run: a run of a user module needs a module of its class,
+    a run of grokscope's own model takes none."""
+    trained = run.meta.get(MODEL_CLASS)
+    if trained is None and model is not None:
+        raise RunError(f"{run.dir}: the run trained grokscope's own model (config.json's model); resume it without "
+                       f"model= (got {class_name(model)})")
+    if trained is not None and model is None:
+        raise RunError(f"{run.dir}: the run trained your module {trained}; resume it with model=<a new {trained}>")
+    if model is not None and trained is not None and trained != class_name(model) \
+            and not trained.endswith("." + type(model).__qualname__):  # __main__.X in a script, mod.X imported
+        raise RunError(f"{run.dir}: the run trained {trained}, not {class_name(model)}; pass a module of that class")
 
 
 def measure_fn(cfg: ExperimentConfig):

@@ -1,0 +1,78 @@
+"""Your own model: any ``nn.Module`` mapping tokens [batch, n_ctx] to logits, trained by the ordinary loop.
+
+The module's output shape is read once, on two rows of the task: [batch, d_vocab_out] (logits at the last
+position) or [batch, n_ctx, d_vocab_out] (logits at every position; the last one is scored, or every answer position
+of a sequence task). The run records which in its meta (``model_class``, ``logits_at``, ``measures``); checkpoints
+are the module's own state dict, so ``resume(path, model=...)`` and ``Run.load_model(model=...)`` take a module of
+the same class. The progress measures read TransformerLens names (``W_E``, ``W_U``, ``blocks[0].mlp``) and
+apply only where the module exposes them; the meta says so otherwise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from grokscope.models.forward import ForwardChoice
+from grokscope.store.errors import RunError
+from grokscope.tasks import is_sequence_task
+
+__all__ = ["MODEL_CLASS", "TL_NAMES", "class_name", "exposes_tl_names", "user_forward", "user_meta"]
+
+MODEL_CLASS = "model_class"  # the meta key naming a user module's class; absent for grokscope's own models
+TL_NAMES = ("W_E", "W_U", "blocks")
+
+
+def class_name(model: nn.Module) -> str:
+    """``module.QualName`` of the module's class."""
+    return f"{type(model).__module__}.{type(model).__qualname__}"
+
+
+def exposes_tl_names(model: nn.Module) -> bool:
+    """True when the module has the TransformerLens names the progress measures read."""
+    return all(hasattr(model, n) for n in TL_NAMES)
+
+
+def user_forward(model: nn.Module, task) -> ForwardChoice:
+    """The forward of a user module on ``task``, its output shape detected once on two rows.
+    Returns ``fn``: tokens [N, n_ctx] -> logits [N, d_vocab_out] (a sequence task: [N, n_ctx, d_vocab_out])."""
+    x = task.tokens[:2]  # [2, n_ctx]
+    n, t = x.shape
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as e:  # the user's forward: one line naming the module and the input it got
+        raise RunError(f"model: {class_name(model)} failed on tokens of shape [batch, {t}] "
+                       f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    finally:
+        model.train(was)
+    c = task.d_vocab_out
+    name = class_name(model)
+    if not isinstance(out, Tensor):
+        raise RunError(f"model: {name} returned {type(out).__name__}, not a tensor of logits")
+    shape = list(out.shape)
+    if is_sequence_task(task):
+        if shape != [n, t, c]:
+            raise RunError(f"model: {name} returned logits {shape}; this task is scored at every position, so it must "
+                           f"return [batch, n_ctx, d_vocab_out] = [{n}, {t}, {c}]")
+        return ForwardChoice(fn=model, path="user", why=f"{name}: logits at every position (the task scores several)")
+    if shape == [n, c]:
+        return ForwardChoice(fn=model, path="user", why=f"{name}: logits at the last position ([batch, {c}])")
+    if shape == [n, t, c]:
+        def last(tokens: Tensor) -> Tensor:
+            return model(tokens)[:, -1]  # [batch, d_vocab_out]
+
+        return ForwardChoice(fn=last, path="user", why=f"{name}: logits at every position; the last one is scored")
+    raise RunError(f"model: {name} returned logits {shape} on tokens [{n}, {t}]; expected [batch, d_vocab_out] = "
+                   f"[{n}, {c}] or [batch, n_ctx, d_vocab_out] = [{n}, {t}, {c}]")
+
+
+def user_meta(model: nn.Module, choice: ForwardChoice, measured: bool) -> dict[str, str]:
+    """The meta a run of a user module records: its class, where its logits are, whether the measures ran."""
+    at = "every position" if "every position" in choice.why else "last position"
+    note = ("applied: the module exposes TransformerLens names" if measured else
+            "skipped: the progress measures need a modular task and TransformerLens names "
+            f"({', '.join(TL_NAMES)}) on the module")
+    return {MODEL_CLASS: class_name(model), "logits_at": at, "measures": note}
