@@ -9,6 +9,7 @@ helpers are in :mod:`grokscope.measures.grid`, the key-frequency rules in :mod:`
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -18,6 +19,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from grokscope.measures import names
+from grokscope.measures.bases import (
+    GroupBasis,
+    checked_group_keys,
+    group_component_norms,
+    group_frequency_norms,
+    group_restricted_excluded,
+    is_identity,
+    task_basis,
+)
 from grokscope.measures.fourier import component_norms, frequency_norms
 from grokscope.measures.grid import (
     MeasureError,
@@ -37,13 +47,14 @@ from grokscope.measures.keys import (
     key_frequencies_online,
 )
 from grokscope.models import Model
+from grokscope.models.forward import choose_forward
 
 if TYPE_CHECKING:
     import pandas
 
 __all__ = [
     "FFS_ETA", "ModelSource", "ffs_fcr", "ffs_fcr_from_norms", "fixed_key_measures", "gini", "label_wave_fit",
-    "progress_measures", "restricted_excluded", "sum_sq_weights",
+    "measure_basis", "progress_measures", "restricted_excluded", "sum_sq_weights",
 ]
 
 #: FFS threshold: a frequency counts as "used" when its W_E norm exceeds FFS_ETA * the largest one.
@@ -173,6 +184,97 @@ def restricted_excluded(
     return out
 
 
+# ----------------------------------------------------------------------------- the task's basis
+
+#: The basis found for each task (and asked-for name), so the training loop detects it once per task.
+_BASES: weakref.WeakKeyDictionary[Any, dict[str | None, GroupBasis | None]] = weakref.WeakKeyDictionary()
+
+
+def measure_basis(task: Any, basis: str | GroupBasis | None = None) -> GroupBasis | None:
+    """The group basis the progress measures of ``task`` use: the task's own (:func:`~grokscope.measures.task_basis`),
+    a named one (``"additive"`` or ``"dlog"``), or a given :class:`GroupBasis`. ``None`` when they run in the plain
+    additive basis of the tokens (a+b, a-b: a and the answer not relabelled, and the measures never read b_order;
+    a task without a group: the tokens' order), which is exactly the code path of the additive measures.
+    Found once per task (cached on the task object)."""
+    if isinstance(basis, GroupBasis):
+        return None if _plain(basis, getattr(task, "p", -1)) else basis
+    if getattr(getattr(task, "config", None), "kind", None) != "modular" or not hasattr(task, "pair_index"):
+        return None  # check_task names the problem
+    try:
+        cache = _BASES.setdefault(task, {})
+    except TypeError:  # a task that cannot be weakly referenced: detect every time
+        cache = {}
+    if basis not in cache:
+        found, _ = task_basis(task, basis)
+        cache[basis] = None if found is None or _plain(found, task.p) else found
+    return cache[basis]
+
+
+def _plain(basis: GroupBasis, p: int) -> bool:
+    """Whether the measures in ``basis`` are the additive ones over Z_p: they read W_E[a_order], W_L[:, c_order] and
+    the answers' labels, never b_order, so a-b (b relabelled by -b) is measured exactly as today."""
+    ident = torch.arange(p)
+    return is_identity(basis, p) or (basis.name == "additive" and basis.n == p and torch.equal(basis.a_order, ident)
+                                     and torch.equal(basis.c_order, ident))
+
+
+def _group_rows(task: Any, basis: GroupBasis) -> tuple[Tensor, Tensor, Tensor]:
+    """The task rows of the n x n group grid (row i*n + j is a = a_order[i], b = b_order[j]) [n*n], their labels in
+    0..n-1 [n*n], and the positions in that grid of the training rows that lie in the group [n_train_in]."""
+    p, n = task.p, basis.n
+    lookup = torch.full((p * p,), -1, dtype=torch.int64)
+    lookup[task.pair_index] = torch.arange(task.pair_index.shape[0])
+    rows = lookup[(basis.a_order[:, None] * p + basis.b_order[None, :]).reshape(-1)]
+    if bool((rows < 0).any()):
+        raise MeasureError(f"{int((rows < 0).sum())} inputs of the {basis.name} group grid are not in the task")
+    c_index = torch.full((p,), -1, dtype=torch.int64)
+    c_index[basis.c_order] = torch.arange(n)
+    labels = c_index[task.labels[rows]]
+    if bool((labels < 0).any()):
+        raise MeasureError(f"{int((labels < 0).sum())} inputs of the {basis.name} group grid have answers outside "
+                           "the group's outputs")
+    position = torch.full((task.labels.shape[0],), -1, dtype=torch.int64)
+    position[rows] = torch.arange(n * n)
+    train = position[task.train_idx]
+    return rows, labels, train[train >= 0]
+
+
+def _group_measures(model: Model, task: Any, basis: GroupBasis, key_freqs: Iterable[int] | None,
+                    logits: Tensor | None, rule: str) -> dict[str, float]:
+    """:func:`progress_measures` read through ``basis`` (over Z_n, frequencies 1..n//2): W_E[a_order] [n, d_model],
+    W_L[:, c_order] [d_mlp, n] and the logits of the group inputs on the group outputs [n*n, n]. The inputs and
+    outputs outside the group (a = 0, b = 0 and the answer -c in the discrete-log basis) are left out; the
+    excluded loss is over the training rows inside the group."""
+    p, n = task.p, basis.n
+    w_l = neuron_logit_map(model, p)[:, basis.c_order]
+    w_e = number_embedding(model, p)[basis.a_order]
+    l_norms = group_frequency_norms(w_l, dim=1)
+    if key_freqs is not None:
+        freqs = checked_group_keys(key_freqs, n)
+    elif rule == "W_L_dft":
+        freqs = key_frequencies_from_norms(l_norms)
+    elif rule == "W_L_online":
+        freqs = key_frequencies_online(l_norms)
+    else:
+        raise MeasureError(f"in the {basis.name} basis the measures take key rule W_L_dft or W_L_online, got {rule!r}")
+    rows, labels, train = _group_rows(task, basis)
+    if logits is None:
+        logits = choose_forward(model, task).fn(task.tokens)
+    if logits.shape[0] != task.tokens.shape[0] or logits.shape[1] < p:
+        raise MeasureError(
+            f"logits must be [{task.tokens.shape[0]}, {p}] in task.tokens order, got {tuple(logits.shape)}")
+    table = logits.detach()[:, :p].to(torch.float64)[rows][:, basis.c_order]
+    out = group_restricted_excluded(table, labels, train, n, freqs)
+    out[names.GINI_W_E] = gini(group_frequency_norms(w_e, dim=0))
+    out[names.GINI_W_L] = gini(l_norms)
+    out[names.SUM_SQ_WEIGHTS] = sum_sq_weights(model)
+    comps, m = group_component_norms(w_e, dim=0), (n - 1) // 2  # cos/sin pairs; an even n's Nyquist has no sine
+    out[names.FFS], out[names.FCR] = ffs_fcr_from_norms(comps[1 : 2 * m + 1 : 2], comps[2 : 2 * m + 1 : 2])
+    out[names.N_KEY_FREQS] = float(len(freqs))
+    out[names.KEY_FREQS_FIXED] = 1.0 if key_freqs is not None else 0.0
+    return out
+
+
 # ----------------------------------------------------------------------------- the integration point
 
 
@@ -183,19 +285,28 @@ def progress_measures(
     logits: Tensor | None = None,
     *,
     rule: str = "W_L_online",
+    basis: str | GroupBasis | None = None,
 ) -> dict[str, float]:
     """All progress measures of one model state, as ``{snake_case_name: float}``.
 
     ``model``: a :class:`~grokscope.models.Transformer` or :class:`~grokscope.models.MLPModel` (call it in eval
-    mode; this function runs under ``no_grad``). ``task``: a modular task over the full p*p grid
-    (:class:`MeasureError`, a ValueError, otherwise). ``key_freqs``: fixed key frequencies; ``None`` computes
-    them from the current weights by ``rule`` (default ``W_L_online``: no forward pass needed). ``logits``: the
-    model's [N, p] output on ``task.tokens`` if the caller already has it (saves the one forward pass).
+    mode; this function runs under ``no_grad``). ``task``: a modular task (:class:`MeasureError`, a ValueError,
+    otherwise). ``key_freqs``: fixed key frequencies; ``None`` computes them from the current weights by ``rule``
+    (default ``W_L_online``: no forward pass needed). ``logits``: the model's [N, p] output on ``task.tokens`` if
+    the caller already has it (saves the one forward pass). ``basis``: the task's own group basis by default
+    (:func:`measure_basis`; a+b and a-b: the plain additive measures over the full p*p grid, odd p; a*b, a/b,
+    ab+a+b: the discrete-log basis over Z_{p-1}, the zero row and column left out), or ``"additive"``/``"dlog"``
+    or a :class:`GroupBasis`; frequencies are then those of that basis's Z_n (1..n//2).
 
     Returned keys (stable, :mod:`~grokscope.measures.names`): restricted_loss, restricted_acc (all p*p inputs);
     excluded_loss, excluded_acc (train rows); excluded_loss_k{K} for each key k (train rows); gini_W_E,
     gini_W_L; sum_sq_weights; ffs, fcr; n_key_freqs; key_freqs_fixed (1.0 if ``key_freqs`` was given, else 0.0).
     """
+    chosen = measure_basis(task, basis)
+    if chosen is not None:
+        model, task, logits = on_cpu(model, task, logits)
+        with torch.no_grad():
+            return _group_measures(model, task, chosen, key_freqs, logits, rule)
     p = check_task(task)
     model, task, logits = on_cpu(model, task, logits)  # a model on a device: measured through a CPU copy
     with torch.no_grad():
@@ -233,6 +344,7 @@ def fixed_key_measures(
     rule: str = "W_L_dft",
     suffix: str = names.FIXED_SUFFIX,
     final: ModelSource | None = None,
+    basis: str | GroupBasis | None = None,
 ) -> pandas.DataFrame:
     """Second pass: the key-frequency-dependent measures of every checkpoint with ONE key set.
 
@@ -240,11 +352,14 @@ def fixed_key_measures(
     (so a caller can load checkpoints lazily). ``key_freqs``: the fixed set; ``None`` takes it from the
     final checkpoint (``final`` if given, else the largest step) by ``rule``. Returns a DataFrame indexed by
     ``step`` with columns restricted_loss, restricted_acc, excluded_loss, excluded_acc, excluded_loss_k{K}
-    each followed by ``suffix``; ``df.attrs`` holds ``key_frequencies`` and ``key_freq_rule``.
+    each followed by ``suffix``; ``df.attrs`` holds ``key_frequencies``, ``key_freq_rule`` and ``basis`` (its
+    name). ``basis``: as in :func:`progress_measures` (the task's own by default; frequencies over its Z_n).
     """
     import pandas as pd
 
-    check_task(task)
+    chosen = measure_basis(task, basis)
+    if chosen is None:
+        check_task(task)
     items = sorted(checkpoints, key=lambda item: item[0])
     if not items:
         raise MeasureError("no checkpoints to measure")
@@ -254,16 +369,28 @@ def fixed_key_measures(
         return cast(Model, src) if isinstance(src, nn.Module) else src()
 
     if key_freqs is None:
-        key_freqs = key_frequencies(load(final if final is not None else items[-1][1]), task, rule)
+        last = load(final if final is not None else items[-1][1])
+        if chosen is None:
+            key_freqs = key_frequencies(last, task, rule)
+        else:
+            last.eval()
+            key_freqs = [int(k) for k in _nonzero_keys(progress_measures(last, task, rule=rule, basis=chosen))]
         used_rule = f"{rule} (final checkpoint)"
     else:
         used_rule = "given"
     freqs = sorted({int(k) for k in key_freqs})
     rows = []
     for step, src in items:
-        measured = progress_measures(load(src), task, key_freqs=freqs)
+        measured = progress_measures(load(src), task, key_freqs=freqs, basis=basis if chosen is None else chosen)
         rows.append({"step": int(step), **{k + suffix: v for k, v in measured.items() if names.is_key_dependent(k)}})
     df = pd.DataFrame(rows).set_index("step")
     df.attrs["key_frequencies"] = freqs
     df.attrs["key_freq_rule"] = used_rule
+    df.attrs["basis"] = "additive" if chosen is None else chosen.name
     return df
+
+
+def _nonzero_keys(measured: dict[str, float]) -> list[int]:
+    """The key frequencies a measurement used, read back from its excluded_loss_k{K} names."""
+    prefix = names.excluded_loss_k(0)[:-1]
+    return sorted(int(k[len(prefix):]) for k in measured if k.startswith(prefix) and k[len(prefix):].isdigit())
