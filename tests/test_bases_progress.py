@@ -97,3 +97,26 @@ def test_fixed_key_measures_in_the_dlog_basis():
     assert df.loc[0, "restricted_loss_fixed"] > df.loc[100, "restricted_loss_fixed"]
     add = fixed_key_measures([(0, early)], _task("a+b", 13), key_freqs=[1])
     assert add.attrs["basis"] == "additive"
+
+
+def test_training_and_all_steps_measure_a_division_run_in_its_basis(tmp_path):
+    """The loop's measures and analyze --all-steps on a tiny a/b run: dlog keys (1..6 over Z_12), the _fixed metrics
+    of every checkpoint equal to progress_measures in that basis with the analysis's key set."""
+    import grokscope
+    from grokscope.analysis.run import analyze_run
+    from grokscope.config import apply_overrides
+
+    cfg = apply_overrides(grokscope.get_preset("tiny"), {"task.formula": "a/b"})
+    run = grokscope.train(cfg, tmp_path / "r", progress=False)
+    stored = run.metrics
+    assert "restricted_loss" in stored.columns  # measured during training (a/b had none before: not a full grid)
+    assert stored["n_key_freqs"].dropna().max() <= 6
+    analysis, data = analyze_run(run, all_steps=True, write=True)
+    assert data["basis"]["name"] == "dlog" and data["fixed_key_measures"]["steps"] == len(run.checkpoints)
+    keys = data["fixed_key_measures"]["key_frequencies"]
+    assert keys == analysis.key_frequencies and all(1 <= k <= 6 for k in keys)
+    last = run.checkpoints[-1]
+    direct = progress_measures(run.load_model(last).eval(), run.task(), key_freqs=keys)
+    fixed = run.metrics.loc[last]
+    assert fixed["restricted_loss_fixed"] == pytest.approx(direct["restricted_loss"], rel=1e-9)
+    assert fixed["excluded_loss_fixed"] == pytest.approx(direct["excluded_loss"], rel=1e-9)

@@ -98,11 +98,6 @@ def analyze_run(run: Any, *, step: int | None = None, key_freqs: list[int] | Non
             raise RunError(f"{where}: {e}") from None
         data = analysis.to_dict()
         data["zoo"] = zoo_analysis(model, task, scores=False)  # spectra in both bases, operand asymmetry, when they fit
-        if all_steps and grouped:  # the fixed-key second pass recomputes the additive progress measures
-            data["zoo"].setdefault("skipped", {})["--all-steps"] = (
-                f"the fixed-key progress measures are additive; in the {data['basis']['name']} basis they are not "
-                "recomputed yet")
-            all_steps = False
     data["run"] = str(where)
     data["checkpoints"] = steps
 
@@ -110,8 +105,8 @@ def analyze_run(run: Any, *, step: int | None = None, key_freqs: list[int] | Non
         assert analysis is not None  # all_steps is False for an unsupported task
         with flush_denormal(run.config.train.flush_denormal):  # as in training: no subnormal slow path
             loaders = [(s, lambda s=s: _model_on(run.load_model(s), device)) for s in steps]
-            fixed = fixed_key_measures(loaders, task,
-                                       key_freqs=analysis.key_frequencies)
+            # the fixed-key second pass in the analysis's basis (same detection, same Z_n frequencies)
+            fixed = fixed_key_measures(loaders, task, key_freqs=analysis.key_frequencies, basis=basis)
         if write:
             for s, row in fixed.iterrows():
                 run.write_metrics(int(s), {k: float(v) for k, v in row.items() if v == v})
