@@ -153,6 +153,29 @@ def test_grokscope_s_own_transformer_passed_as_a_module_is_the_general_path_bit_
     assert _same_weights(ref, mine) and _rows(ref) == _rows(mine)
 
 
+def test_a_hooked_transformer_trains_with_the_measures(tmp_path):
+    """TransformerLens's HookedTransformer (LayerNorm, logits at every position): the measures apply (it exposes
+    W_E, W_U, blocks), and the logged loss is the loaded module's own loss at the last position."""
+    tl = pytest.importorskip("transformer_lens")
+    cfg = ExperimentConfig(task=TaskConfig(formula="a+b", p=7, train_fraction=0.6),
+                           train=TrainConfig(epochs=6, log_every=3, measure_every=3, checkpoint_every=3))
+    task = make_task(cfg.task)
+
+    def hooked():
+        return tl.HookedTransformer(tl.HookedTransformerConfig(
+            n_layers=1, d_model=16, n_ctx=3, d_head=8, n_heads=2, d_mlp=32, d_vocab=task.d_vocab,
+            d_vocab_out=task.d_vocab_out, act_fn="relu", normalization_type="LN", seed=0))
+
+    run = train(cfg, tmp_path / "tl", model=hooked(), progress=False)
+    assert run.meta["logits_at"] == "every position" and run.meta["measures"].startswith("applied")
+    assert "restricted_loss" in run.metrics.columns
+    model = run.load_model(model=hooked())
+    with torch.no_grad():
+        z = model(task.train_tokens)[:, -1]
+    loss = torch.nn.functional.cross_entropy(z.double(), task.train_labels).item()
+    assert loss == pytest.approx(run.metrics["train_loss"].iloc[-1], rel=1e-6)
+
+
 if __name__ == "__main__":
     from grokscope.store import files
 
