@@ -10,7 +10,7 @@ import torch
 from grokscope.analysis.construct import group_network, quadratic_mlp_addition
 from grokscope.config import ModelConfig, TaskConfig
 from grokscope.measures import MeasureError, fixed_key_measures, progress_measures
-from grokscope.measures.progress import measure_basis
+from grokscope.measures.progress import measure_basis, measure_basis_label
 from grokscope.models import build_model
 from grokscope.tasks import make_task
 
@@ -66,6 +66,9 @@ def test_additive_tasks_keep_the_additive_code_path():
         assert measure_basis(_task(formula, 13)) is None
     task = _task("a+b", 13)
     model = quadratic_mlp_addition(13, [2, 5]).eval()
+    assert measure_basis_label(task) == "additive"
+    assert measure_basis_label(_task("a*b", 13)) == "dlog (g=2, n=12)"
+    assert measure_basis_label(_task("a*b+a+b", 13)) == "dlog (g=2, shift=1, n=12)"
     auto, named = progress_measures(model, task), progress_measures(model, task, basis="additive")
     assert auto == named  # identical, bit for bit
     assert auto["n_key_freqs"] == 2 and auto["restricted_acc"] == 1.0

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FFS_ETA", "ModelSource", "ffs_fcr", "ffs_fcr_from_norms", "fixed_key_measures", "gini", "label_wave_fit",
-    "measure_basis", "progress_measures", "restricted_excluded", "sum_sq_weights",
+    "measure_basis", "measure_basis_label", "progress_measures", "restricted_excluded", "sum_sq_weights",
 ]
 
 #: FFS threshold: a frequency counts as "used" when its W_E norm exceeds FFS_ETA * the largest one.
@@ -208,6 +208,20 @@ def measure_basis(task: Any, basis: str | GroupBasis | None = None) -> GroupBasi
         found, _ = task_basis(task, basis)
         cache[basis] = None if found is None or _plain(found, task.p) else found
     return cache[basis]
+
+
+def measure_basis_label(task: Any, basis: str | GroupBasis | None = None) -> str:
+    """The basis of :func:`measure_basis` in words, for a run's meta: ``"additive"`` (the plain measures),
+    ``"dlog (g=5, n=52)"`` and so on; the one-line reason when the task has none the measures can take."""
+    try:
+        chosen = measure_basis(task, basis)
+    except MeasureError as e:
+        return f"none: {e}"
+    if chosen is None:
+        return "additive"
+    details = [f"g={chosen.generator}"] if chosen.generator is not None else []
+    details += [f"shift={chosen.shift}"] if chosen.shift else []
+    return f"{chosen.name} ({', '.join([*details, f'n={chosen.n}'])})"
 
 
 def _plain(basis: GroupBasis, p: int) -> bool:
