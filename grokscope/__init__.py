@@ -29,7 +29,15 @@ from grokscope.models import MLPModel, Transformer, build_model
 from grokscope.presets import PRESETS, get_preset
 from grokscope.store import Run, RunError, load_run
 from grokscope.sweep.index import load_sweep
-from grokscope.tasks import ModularTask, make_task, parse_formula
+from grokscope.tasks import (
+    ModularTask,
+    function_task,
+    make_task,
+    parse_formula,
+    register_task,
+    registered_tasks,
+    table_task,
+)
 from grokscope.training import TrainingDiverged, resume, train
 
 try:
@@ -41,5 +49,6 @@ __all__ = [
     "PRESETS", "ConfigError", "ExperimentConfig", "MLPModel", "ModelConfig", "ModularTask", "OptimConfig", "Run",
     "RunError", "TaskConfig", "TrainConfig", "Transformer", "TrainingDiverged", "analyze_model", "apply_overrides",
     "build_model", "from_hooked_transformer", "get_preset", "hooked_transformer_config", "load_run", "load_sweep",
-    "make_task", "parse_formula", "resume", "to_hooked_transformer", "train",
+    "function_task", "make_task", "parse_formula", "register_task", "registered_tasks", "resume", "table_task",
+    "to_hooked_transformer", "train",
 ]

@@ -21,7 +21,8 @@ import pytest
 pytest.importorskip("plotly")
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-SCRIPTS = ["01_reproduce_paper_figures.py", "02_fourier_walkthrough.py", "03_compare_two_runs.py"]
+SCRIPTS = ["01_reproduce_paper_figures.py", "02_fourier_walkthrough.py", "03_compare_two_runs.py",
+           "04_own_model_and_task.py"]
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,15 @@ def test_compare_two_runs_table_and_figures(outputs):
     assert html.count("Plotly.newPlot") == len(metrics)  # to_html writes one newPlot call per figure
     assert "tiny-wd1.0" in html and "tiny-wd0.1" in html  # both runs are in the overlays
     assert len(list((outputs["out"] / "runs").iterdir())) == 2  # 01 and 02 reused one run, 03 added one
+
+
+def test_own_model_and_task_trains_the_users_module_and_reports(outputs):
+    log = outputs["logs"][SCRIPTS[3]]
+    assert "task: 121 rows, tokens [121, 3], 11 labels" in log
+    assert "forward: user (last position); measures skipped" in log
+    assert (outputs["out"] / "own-model-report.html").stat().st_size > 10_000
+    run = outputs["out"] / "own-model-run"
+    assert json.loads((run / "config.json").read_text())["task"]["name"] == "shuffled-add"
 
 
 def test_examples_are_jupytext_notebooks(tmp_path):
