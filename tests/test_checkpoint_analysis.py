@@ -206,3 +206,22 @@ def test_a_task_outside_the_fourier_analysis_gets_the_zoo_as_a_run_does(mul_run,
     assert data["step"] is None and data["formula"] == "a/b" and "key_frequencies" not in data
     assert "spectra" in data["zoo"] and "Fourier analysis and progress measures" in data["zoo"]["skipped"]
     assert "on a/b mod 13 (step unknown)" in out and "config's split was assumed" in out
+
+
+def test_the_run_directory_uses_its_recorded_split(add_run, tmp_path, capsys):
+    task = make_task(add_run.config.task)
+    train_pairs = _other_split(task, seed=3)
+    split = tmp_path / "s.json"
+    split.write_text(json.dumps(train_pairs))
+    path = _export(add_run, tmp_path / "e.safetensors")
+    _analyze(capsys, ["--checkpoint", str(path), "--preset", "tiny", "--split", str(split), "--quiet"])
+    first = json.loads((tmp_path / "e-analysis" / "analysis.json").read_text())
+    run = load_run(tmp_path / "e-analysis")
+    assert [int(task.pair_index[i]) for i in run.task().train_idx] == train_pairs
+    _analyze(capsys, [str(run.dir), "--quiet"])  # analyse the directory again: the model's own split
+    again = json.loads((tmp_path / "e-analysis" / "analysis.json").read_text())
+    assert again["losses"] == first["losses"]
+    capsys.readouterr()
+    assert main(["show", str(run.dir)]) == 0
+    shown = capsys.readouterr().out
+    assert f"split:      {len(train_pairs)} train / {len(task.pair_index) - len(train_pairs)} test pairs" in shown

@@ -33,6 +33,7 @@ from grokscope.store.files import (
     save_tensors,
 )
 from grokscope.store.metrics import MetricsDB
+from grokscope.store.split import run_split
 
 if TYPE_CHECKING:
     from grokscope.models import Model
@@ -87,7 +88,7 @@ class Run:
     def _task(self):
         from grokscope.tasks import make_task
 
-        return make_task(self.config.task)
+        return run_split(self.dir, make_task(self.config.task))  # split.json: a split given from outside
 
     @property
     def checkpoints(self) -> list[int]:
