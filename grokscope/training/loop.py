@@ -22,6 +22,7 @@ from torch import Tensor
 from grokscope.config import ExperimentConfig
 from grokscope.device import describe_device, device_settings
 from grokscope.measures import names, progress_measures
+from grokscope.measures.progress import measure_basis_label
 from grokscope.models import build_model
 from grokscope.models.forward import choose_forward
 from grokscope.runtime import ThreadGovernor
@@ -215,6 +216,9 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
     if user_model is not None:
         measure = measure if exposes_tl_names(model) else None
         extra = user_meta(model, choice, measure is not None)
+    if measure is not None and cfg.task.kind == "modular":  # the basis the progress measures read the task in
+        label = measure_basis_label(task)
+        extra["basis"] = json.dumps({"name": label.partition(" ")[0], "label": label})
 
     record = RunRecorder(run_dir, settings, start=start, trackers=trackers)
     if record.already_finished():
