@@ -167,14 +167,16 @@ S5_FORMULAS = ("x*y", "x*y*x^-1", "x*y*x")
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """Network shape. ``arch="transformer"``: TransformerLens layout, no LayerNorm, only the MLP has biases.
+    """Network shape. ``arch="transformer"``: TransformerLens layout, only the MLP has biases.
     ``arch="mlp"``: embeddings of a and b summed into one hidden layer, then an unembedding (PAIR style).
     ``arch="vector_mlp"``: one hidden layer on the input read as a vector of numbers (sparse parity); no biases.
 
     ``attn_only``: transformer blocks without MLPs. ``dropout``: dropout probability on the MLP hidden
     activations (training mode only). ``init_scale``: every initial parameter is multiplied by it (Omnigrok's
-    alpha). ``fixed_embedding="circle"``: W_E of the number tokens frozen to the normalised (cos, sin) of
-    frequency 1 (arch='mlp', d_model=2; the PAIR 5-neuron model)."""
+    alpha). ``normalization_type``: TransformerLens's (None, "LN", "LNPre", "RMS", "RMSPre"; ln1/ln2 before
+    attention/MLP and ln_final before the unembedding, eps 1e-5; default None, no normalisation).
+    ``fixed_embedding="circle"``: W_E of the number tokens frozen to the normalised (cos, sin) of frequency 1
+    (arch='mlp', d_model=2; the PAIR 5-neuron model)."""
 
     arch: str = "transformer"
     n_layers: int = 1
@@ -189,6 +191,7 @@ class ModelConfig:
     dropout: float = 0.0
     init_scale: float = 1.0
     fixed_embedding: str = "none"
+    normalization_type: str | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -216,10 +219,16 @@ class ModelConfig:
             fail("model.fixed_embedding", f"must be 'none' or 'circle', got {self.fixed_embedding!r}")
         if self.fixed_embedding == "circle" and (self.arch != "mlp" or self.d_model != 2):
             fail("model.fixed_embedding", "'circle' needs arch='mlp' and d_model=2 (one cos and one sin dimension)")
+        if self.normalization_type not in NORMALIZATION_TYPES:
+            fail("model.normalization_type",
+                 f"must be one of {', '.join(repr(n) for n in NORMALIZATION_TYPES)}, got {self.normalization_type!r}")
+        if self.normalization_type is not None and self.arch != "transformer":
+            fail("model.normalization_type", "normalisation is offered for arch='transformer' only")
 
 
 ARCHS = ("transformer", "mlp", "vector_mlp")
 ACT_FNS = ("relu", "gelu", "quadratic")
+NORMALIZATION_TYPES = (None, "LN", "LNPre", "RMS", "RMSPre")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -46,7 +46,7 @@ _DIMS = {
     "W_V": ("n_heads", "d_model", "d_head"), "W_O": ("n_heads", "d_head", "d_model"),
     "b_Q": ("n_heads", "d_head"), "b_K": ("n_heads", "d_head"), "b_V": ("n_heads", "d_head"), "b_O": ("d_model",),
     "W_in": ("d_model", "d_mlp"), "b_in": ("d_mlp",), "W_out": ("d_mlp", "d_model"), "b_out": ("d_model",),
-    "unembed.W_U": ("d_model", "d_vocab_out"), "unembed.b_U": ("d_vocab_out",),
+    "unembed.W_U": ("d_model", "d_vocab_out"), "unembed.b_U": ("d_vocab_out",), "w": ("d_model",), "b": ("d_model",),
 }
 
 
@@ -93,7 +93,7 @@ def hooked_transformer_config(config: ExperimentConfig, **overrides: Any) -> Any
     kwargs: dict[str, Any] = {
         "n_layers": m.n_layers, "d_model": m.d_model, "d_head": m.d_head, "n_heads": m.n_heads, "d_mlp": m.d_mlp,
         "d_vocab": d_vocab, "d_vocab_out": d_vocab_out, "n_ctx": n_ctx, "act_fn": m.act_fn,
-        "normalization_type": None, "attn_only": m.attn_only, "positional_embedding_type": "standard",
+        "normalization_type": m.normalization_type, "attn_only": m.attn_only, "positional_embedding_type": "standard",
         "device": "cpu", "dtype": torch.float32,
     }
     kwargs.update(overrides)
@@ -175,7 +175,7 @@ def _checked_state(state: Mapping[str, Any], model: nn.Module, where: str) -> di
 
 def _extra_hint(extra: list[str], model: nn.Module) -> str:
     if any(".ln" in k or k.startswith("ln_final") for k in extra):
-        return " (LayerNorm weights: grokscope's transformer has no LayerNorm, normalization_type must be None)"
+        return " (LayerNorm/RMSNorm weights: set model.normalization_type to the source's, e.g. 'LN')"
     n_layers = len(getattr(model, "blocks", ()))
     if any(k.startswith(f"blocks.{n_layers}.") for k in extra):
         return f" (more layers than model.n_layers={n_layers})"

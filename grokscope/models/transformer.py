@@ -85,6 +85,35 @@ class HookedModule(nn.Module):
         raise NotImplementedError
 
 
+class LayerNorm(nn.Module):
+    """TransformerLens's LN / LNPre / RMS / RMSPre over the last dimension (eps 1e-5); weights ``w``, ``b``."""
+
+    def __init__(self, kind: str, d_model: int):
+        super().__init__()
+        self.kind = kind
+        if kind == "LN":
+            self.w = nn.Parameter(torch.ones(d_model))
+            self.b = nn.Parameter(torch.zeros(d_model))
+        elif kind == "RMS":
+            self.w = nn.Parameter(torch.ones(d_model))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x [..., d_model] -> [..., d_model]."""
+        if self.kind in ("LN", "LNPre"):
+            x = x - x.mean(-1, keepdim=True)
+        x = x / (x.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt()
+        if self.kind == "LN":
+            return x * self.w + self.b
+        if self.kind == "RMS":
+            return x * self.w
+        return x
+
+
+def _norm(cfg: ModelConfig, d_model: int) -> nn.Module:
+    kind = getattr(cfg, "normalization_type", None)
+    return nn.Identity() if kind is None else LayerNorm(kind, d_model)
+
+
 class Embed(nn.Module):
     def __init__(self, d_vocab: int, d_model: int):
         super().__init__()
@@ -131,8 +160,10 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, n_ctx: int):
         super().__init__()
+        self.ln1 = _norm(cfg, cfg.d_model)
         self.attn = Attention(cfg, n_ctx)
         if not cfg.attn_only:
+            self.ln2 = _norm(cfg, cfg.d_model)
             self.mlp = MLP(cfg)
 
 
@@ -179,6 +210,7 @@ class Transformer(HookedModule):
         self.embed = Embed(d_vocab, cfg.d_model)
         self.pos_embed = PosEmbed(n_ctx, cfg.d_model)
         self.blocks = _Blocks([Block(cfg, n_ctx) for _ in range(cfg.n_layers)])
+        self.ln_final = _norm(cfg, cfg.d_model)
         self.unembed = Unembed(cfg.d_model, d_vocab_out)
         init_weights(self, cfg.init_seed)
 
@@ -188,7 +220,7 @@ class Transformer(HookedModule):
         resid = self._embed(tokens)  # [batch, pos, d_model]
         for i, block in enumerate(self.blocks):
             resid = self._block(i, block, resid, last_only=False)
-        return self.hook("hook_logits", resid @ self.unembed.W_U + self.unembed.b_U)
+        return self.hook("hook_logits", self.ln_final(resid) @ self.unembed.W_U + self.unembed.b_U)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """tokens [batch, pos] -> logits at the last position [batch, d_vocab_out].
@@ -200,7 +232,7 @@ class Transformer(HookedModule):
         n = len(self.blocks)
         for i, block in enumerate(self.blocks):
             resid = self._block(i, block, resid, last_only=(i == n - 1))
-        return resid[:, -1] @ self.unembed.W_U + self.unembed.b_U
+        return self.ln_final(resid[:, -1]) @ self.unembed.W_U + self.unembed.b_U
 
     def _embed(self, tokens: Tensor) -> Tensor:
         embed = self.hook("hook_embed", self.embed.W_E[tokens])  # [batch, pos, d_model]
@@ -210,10 +242,11 @@ class Transformer(HookedModule):
     def _block(self, i: int, block: Block, resid: Tensor, *, last_only: bool) -> Tensor:
         attn, name = block.attn, f"blocks.{i}"
         resid = self.hook(f"{name}.hook_resid_pre", resid)  # [batch, pos, d_model]
-        x_q = resid[:, -1:] if last_only else resid
+        x = block.ln1(resid)  # [batch, pos, d_model]; resid itself without normalisation
+        x_q = x[:, -1:] if last_only else x
         q = self.hook(f"{name}.attn.hook_q", torch.einsum("bpd,hde->bphe", x_q, attn.W_Q) + attn.b_Q)
-        k = self.hook(f"{name}.attn.hook_k", torch.einsum("bpd,hde->bphe", resid, attn.W_K) + attn.b_K)
-        v = self.hook(f"{name}.attn.hook_v", torch.einsum("bpd,hde->bphe", resid, attn.W_V) + attn.b_V)
+        k = self.hook(f"{name}.attn.hook_k", torch.einsum("bpd,hde->bphe", x, attn.W_K) + attn.b_K)
+        v = self.hook(f"{name}.attn.hook_v", torch.einsum("bpd,hde->bphe", x, attn.W_V) + attn.b_V)
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * attn.scale  # [batch, head, q, k]
         n_k = resid.shape[1]
         mask = attn.mask[n_k - q.shape[1] : n_k, :n_k]
@@ -225,7 +258,7 @@ class Transformer(HookedModule):
             return self.hook(f"{name}.hook_resid_post", resid[:, -q.shape[1] :] + attn_out)
         mlp = block.mlp  # present unless attn_only
         resid_mid = self.hook(f"{name}.hook_resid_mid", resid[:, -q.shape[1] :] + attn_out)
-        pre = self.hook(f"{name}.mlp.hook_pre", resid_mid @ mlp.W_in + mlp.b_in)  # [batch, q, d_mlp]
+        pre = self.hook(f"{name}.mlp.hook_pre", block.ln2(resid_mid) @ mlp.W_in + mlp.b_in)  # [batch, q, d_mlp]
         post = self.hook(f"{name}.mlp.hook_post", activation(self.cfg.act_fn, pre))
         if self.cfg.dropout > 0:
             post = F.dropout(post, self.cfg.dropout, training=self.training)
@@ -254,6 +287,9 @@ def init_weights(model: HookedModule, seed: int) -> None:
         for name, param in model.named_parameters():
             if name.split(".")[-1].startswith("b_"):
                 param.zero_()
+                continue
+            if name.split(".")[-1] in ("w", "b"):  # normalisation: weight 1, bias 0, no draw
+                param.fill_(1.0 if name.endswith(".w") else 0.0)
                 continue
             std = 1.0 / math.sqrt(model.d_vocab) if name.endswith("W_U") else 1.0 / math.sqrt(d_model)
             param.copy_(torch.randn(param.shape, generator=gen) * std)
