@@ -227,7 +227,7 @@ class ModelConfig:
 
 
 ARCHS = ("transformer", "mlp", "vector_mlp")
-ACT_FNS = ("relu", "gelu", "quadratic")
+ACT_FNS = ("relu", "gelu", "quadratic", "gelu_new", "silu", "solu")
 NORMALIZATION_TYPES = (None, "LN", "LNPre", "RMS", "RMSPre")
 
 

@@ -67,9 +67,9 @@ def _check_representable(config: ExperimentConfig) -> None:
     m = config.model
     if m.arch != "transformer":
         raise ConfigError(f"model.arch: a HookedTransformer represents arch='transformer' only, got {m.arch!r}")
-    if m.act_fn not in ("relu", "gelu"):
+    if m.act_fn == "quadratic":
         raise ConfigError(f"model.act_fn: TransformerLens has no {m.act_fn!r} activation "
-                          "(grokscope's relu and gelu map to its own)")
+                          "(grokscope's relu, gelu, gelu_new, silu and solu map to its own)")
 
 
 def _task_shape(config: ExperimentConfig) -> tuple[int, int, int]:

@@ -22,7 +22,8 @@ GRID = [
     (norm, n_layers, act, attn_only)
     for (norm, n_layers, act, attn_only) in itertools.product(NORMS, (1, 2), ("relu", "gelu"), (False, True))
     if not (act == "gelu" and attn_only)
-]
+] + [("LN", 2, act, False) for act in ("gelu_new", "silu", "solu")]
+GRID += [(None, 1, act, False) for act in ("silu", "solu")]
 
 
 def _cfg(norm, n_layers, act, attn_only):
@@ -78,6 +79,9 @@ def test_normalisation_makes_the_fast_path_ineligible_and_says_why():
     assert why is not None and "normalisation" in why
     plain, task = _perturbed(_cfg(None, 1, "relu", False))
     assert fast_ineligibility(plain, task) is None
+    solu, task = _perturbed(_cfg(None, 1, "solu", False))
+    why = fast_ineligibility(solu, task)
+    assert why is not None and "solu" in why
 
 
 def test_default_normalisation_leaves_the_state_dict_and_init_unchanged():

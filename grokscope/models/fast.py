@@ -52,6 +52,8 @@ def fast_ineligibility(model, task) -> str | None:
                 f"n_ctx {model.n_ctx}")
     if getattr(model.cfg, "attn_only", False) or getattr(model.cfg, "dropout", 0.0) > 0:
         return "the fast path has no attention-only or dropout variant"
+    if model.cfg.act_fn not in ("relu", "gelu", "quadratic"):
+        return f"the fast path's hand-written backward covers relu, gelu and quadratic, not {model.cfg.act_fn}"
     if getattr(model.cfg, "normalization_type", None) is not None:
         return f"the fast path's algebra has no normalisation ({model.cfg.normalization_type})"
     tokens = getattr(task, "tokens", None)

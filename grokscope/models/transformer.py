@@ -36,6 +36,12 @@ def activation(name: str, x: Tensor) -> Tensor:
         return F.gelu(x)
     if name == "quadratic":
         return x * x
+    if name == "gelu_new":  # GPT-2's tanh approximation, as TransformerLens writes it
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+    if name == "silu":
+        return F.silu(x)
+    if name == "solu":  # x * softmax(x) over the hidden units (TransformerLens's 'solu', no LayerNorm after)
+        return x * F.softmax(x, dim=-1)
     raise ValueError(f"model.act_fn: unknown activation {name!r}")
 
 
