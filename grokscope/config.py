@@ -175,6 +175,8 @@ class ModelConfig:
     activations (training mode only). ``init_scale``: every initial parameter is multiplied by it (Omnigrok's
     alpha). ``normalization_type``: TransformerLens's (None, "LN", "LNPre", "RMS", "RMSPre"; ln1/ln2 before
     attention/MLP and ln_final before the unembedding, eps 1e-5; default None, no normalisation).
+    ``use_attn_scale``: scores divided by sqrt(d_head) (default) or not. ``parallel_attn_mlp``: GPT-J style
+    blocks, attention and MLP both read resid_pre and add to it (no resid_mid). Both TransformerLens's meanings.
     ``fixed_embedding="circle"``: W_E of the number tokens frozen to the normalised (cos, sin) of frequency 1
     (arch='mlp', d_model=2; the PAIR 5-neuron model)."""
 
@@ -192,6 +194,8 @@ class ModelConfig:
     init_scale: float = 1.0
     fixed_embedding: str = "none"
     normalization_type: str | None = None
+    use_attn_scale: bool = True
+    parallel_attn_mlp: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -224,6 +228,10 @@ class ModelConfig:
                  f"must be one of {', '.join(repr(n) for n in NORMALIZATION_TYPES)}, got {self.normalization_type!r}")
         if self.normalization_type is not None and self.arch != "transformer":
             fail("model.normalization_type", "normalisation is offered for arch='transformer' only")
+        if self.parallel_attn_mlp and (self.arch != "transformer" or self.attn_only):
+            fail("model.parallel_attn_mlp", "a parallel attention+MLP block needs arch='transformer' with an MLP")
+        if not self.use_attn_scale and self.arch != "transformer":
+            fail("model.use_attn_scale", "the attention scale is a transformer knob (arch='transformer')")
 
 
 ARCHS = ("transformer", "mlp", "vector_mlp")

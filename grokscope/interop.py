@@ -93,7 +93,9 @@ def hooked_transformer_config(config: ExperimentConfig, **overrides: Any) -> Any
     kwargs: dict[str, Any] = {
         "n_layers": m.n_layers, "d_model": m.d_model, "d_head": m.d_head, "n_heads": m.n_heads, "d_mlp": m.d_mlp,
         "d_vocab": d_vocab, "d_vocab_out": d_vocab_out, "n_ctx": n_ctx, "act_fn": m.act_fn,
-        "normalization_type": m.normalization_type, "attn_only": m.attn_only, "positional_embedding_type": "standard",
+        "normalization_type": m.normalization_type, "attn_only": m.attn_only,
+        "use_attn_scale": m.use_attn_scale, "parallel_attn_mlp": m.parallel_attn_mlp,
+        "positional_embedding_type": "standard",
         "device": "cpu", "dtype": torch.float32,
     }
     kwargs.update(overrides)

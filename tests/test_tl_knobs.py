@@ -24,6 +24,8 @@ GRID = [
     if not (act == "gelu" and attn_only)
 ] + [("LN", 2, act, False) for act in ("gelu_new", "silu", "solu")]
 GRID += [(None, 1, act, False) for act in ("silu", "solu")]
+# (normalisation, layers, use_attn_scale, parallel_attn_mlp)
+BLOCKS = [(None, 1, False, False), ("LN", 2, False, True), (None, 2, True, True), ("RMS", 1, True, True)]
 
 
 def _cfg(norm, n_layers, act, attn_only):
@@ -70,6 +72,26 @@ def test_grokscope_model_and_hooked_transformer_give_identical_logits_both_ways(
     back = from_hooked_transformer(hooked, cfg)
     with torch.no_grad():
         torch.testing.assert_close(back.forward_all(tokens), theirs, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("norm,n_layers,scale,parallel", BLOCKS)
+def test_attention_scale_and_parallel_blocks_match_transformer_lens(norm, n_layers, scale, parallel):
+    pytest.importorskip("transformer_lens")
+    cfg = _cfg(norm, n_layers, "relu", False)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, use_attn_scale=scale,
+                                                             parallel_attn_mlp=parallel))
+    model, task = _perturbed(cfg)
+    hooked = hooked_from_state_dict(cfg, model.state_dict())
+    assert (hooked.cfg.use_attn_scale, hooked.cfg.parallel_attn_mlp) == (scale, parallel)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = hooked(task.tokens)
+        torch.testing.assert_close(model.forward_all(task.tokens), theirs, atol=1e-5, rtol=0)
+        torch.testing.assert_close(model(task.tokens), theirs[:, -1], atol=1e-5, rtol=0)
+        torch.testing.assert_close(from_hooked_transformer(hooked, cfg).forward_all(task.tokens), theirs,
+                                   atol=1e-5, rtol=0)
+    why = fast_ineligibility(model, task)
+    assert why is not None and ("scaled attention" in why or "normalisation" in why or n_layers == 2)
 
 
 def test_normalisation_makes_the_fast_path_ineligible_and_says_why():

@@ -54,6 +54,8 @@ def fast_ineligibility(model, task) -> str | None:
         return "the fast path has no attention-only or dropout variant"
     if model.cfg.act_fn not in ("relu", "gelu", "quadratic"):
         return f"the fast path's hand-written backward covers relu, gelu and quadratic, not {model.cfg.act_fn}"
+    if not getattr(model.cfg, "use_attn_scale", True) or getattr(model.cfg, "parallel_attn_mlp", False):
+        return "the fast path's algebra assumes scaled attention and sequential attention then MLP"
     if getattr(model.cfg, "normalization_type", None) is not None:
         return f"the fast path's algebra has no normalisation ({model.cfg.normalization_type})"
     tokens = getattr(task, "tokens", None)

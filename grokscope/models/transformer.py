@@ -151,7 +151,7 @@ class Attention(nn.Module):
             self.register_buffer(name, torch.zeros(h, dh))
         self.register_buffer("b_O", torch.zeros(d))
         self.register_buffer("mask", torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.bool)), persistent=False)
-        self.scale = 1.0 / math.sqrt(dh)
+        self.scale = 1.0 / math.sqrt(dh) if getattr(cfg, "use_attn_scale", True) else 1.0
 
 
 class MLP(nn.Module):
@@ -263,8 +263,14 @@ class Transformer(HookedModule):
         if self.cfg.attn_only:
             return self.hook(f"{name}.hook_resid_post", resid[:, -q.shape[1] :] + attn_out)
         mlp = block.mlp  # present unless attn_only
-        resid_mid = self.hook(f"{name}.hook_resid_mid", resid[:, -q.shape[1] :] + attn_out)
-        pre = self.hook(f"{name}.mlp.hook_pre", block.ln2(resid_mid) @ mlp.W_in + mlp.b_in)  # [batch, q, d_mlp]
+        parallel = getattr(self.cfg, "parallel_attn_mlp", False)
+        if parallel:  # GPT-J: the MLP reads resid_pre too, both outputs add to it
+            resid_mid = resid[:, -q.shape[1] :] + attn_out
+            mlp_in = block.ln2(resid[:, -q.shape[1] :])
+        else:
+            resid_mid = self.hook(f"{name}.hook_resid_mid", resid[:, -q.shape[1] :] + attn_out)
+            mlp_in = block.ln2(resid_mid)
+        pre = self.hook(f"{name}.mlp.hook_pre", mlp_in @ mlp.W_in + mlp.b_in)  # [batch, q, d_mlp]
         post = self.hook(f"{name}.mlp.hook_post", activation(self.cfg.act_fn, pre))
         if self.cfg.dropout > 0:
             post = F.dropout(post, self.cfg.dropout, training=self.training)
