@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, reject, settings
 from hypothesis import strategies as st
 
-from grokscope.config import ConfigError, ExperimentConfig, apply_overrides, field_paths, parse_override
+from grokscope.config import ACT_FNS, ConfigError, ExperimentConfig, apply_overrides, field_paths, parse_override
 from grokscope.formula import MAX_LENGTH, FormulaError, parse_formula
 from grokscope.presets import tiny
 
@@ -336,7 +336,7 @@ INVALID = st.one_of(
     st.tuples(st.just("model.d_model"), _outside(1, 65536)),
     st.tuples(st.just("model.n_layers"), _outside(1, 64)),
     st.tuples(st.just("model.dropout"), st.floats(max_value=0, exclude_max=True) | st.floats(min_value=1)),
-    st.tuples(st.just("model.act_fn"), st.text(max_size=12).filter(lambda s: s not in ("relu", "gelu", "quadratic"))),
+    st.tuples(st.just("model.act_fn"), st.text(max_size=12).filter(lambda s: s not in ACT_FNS)),
     st.tuples(st.just("model.init_seed"), _outside(0, MAX_SEED)),
     st.tuples(st.just("model.tie_unembed"), st.integers() | st.text(max_size=5)),
     st.tuples(st.just("optim.lr"), st.floats(max_value=0) | st.sampled_from([math.inf, math.nan])),
