@@ -57,6 +57,7 @@ from grokscope.measures.bases import (
     group_label_wave_fit,
     group_neuron_energy,
     group_restricted_excluded,
+    group_rows,
     is_identity,
     task_basis,
 )
@@ -100,18 +101,8 @@ class GroupGrid:
 def read_group_grid(model: Model, task: Any, basis: GroupBasis) -> GroupGrid:
     """One forward pass over the task's tokens, read through ``basis``. :class:`MeasureError` when a group input is
     not in the task or its answer is not a group output."""
-    p, n = task.p, basis.n
-    lookup = torch.full((p * p,), -1, dtype=torch.int64)
-    lookup[task.pair_index] = torch.arange(task.pair_index.shape[0])
-    rows = lookup[(basis.a_order[:, None] * p + basis.b_order[None, :]).reshape(-1)]
-    if bool((rows < 0).any()):
-        raise MeasureError(f"{int((rows < 0).sum())} inputs of the {basis.name} group grid are not in the task")
-    c_index = torch.full((p,), -1, dtype=torch.int64)
-    c_index[basis.c_order] = torch.arange(n)
-    labels = c_index[task.labels[rows]]
-    if bool((labels < 0).any()):
-        raise MeasureError(f"{int((labels < 0).sum())} inputs of the {basis.name} group grid have answers outside "
-                           "the group's outputs")
+    p = task.p
+    rows, labels, _ = group_rows(task, basis)
     in_train = torch.zeros(task.labels.shape[0], dtype=torch.bool)
     in_train[task.train_idx] = True
     in_test = torch.zeros_like(in_train)

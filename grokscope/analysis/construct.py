@@ -126,22 +126,9 @@ def group_transformer(p: int, basis: GroupBasis, freqs: Iterable[int], *, scale:
         w_q[h, 2, 0], w_k[h, h, 0] = root, root  # "=" (position 2) attends to position h
         w_v[h, src : src + d_head] = eye
         w_o[h, :, dst : dst + d_head] = eye
-    pos = torch.zeros(3, d_model, dtype=f64)
-    pos[torch.arange(3), torch.arange(3)] = 1.0
-    with torch.no_grad():
-        for param in model.parameters():
-            param.zero_()
-        model.embed.W_E.copy_(w_e)
-        model.pos_embed.W_pos.copy_(pos)
-        attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
-        attn.W_Q.copy_(w_q)
-        attn.W_K.copy_(w_k)
-        attn.W_V.copy_(w_v)
-        attn.W_O.copy_(w_o)
-        mlp.W_in.copy_(w_in)
-        mlp.W_out.copy_(w_out)
-        model.unembed.W_U.copy_(w_u)
-    return model.eval()
+    return _load_one_layer(model, {"embed.W_E": w_e, "blocks.0.attn.W_Q": w_q, "blocks.0.attn.W_K": w_k,
+                                   "blocks.0.attn.W_V": w_v, "blocks.0.attn.W_O": w_o, "blocks.0.mlp.W_in": w_in,
+                                   "blocks.0.mlp.W_out": w_out, "unembed.W_U": w_u})
 
 
 def group_network(formula: str, p: int, freqs: Iterable[int], **kwargs: float) -> tuple[Transformer, GroupBasis]:
@@ -203,19 +190,20 @@ def s5_irrep_transformer(irreps: Iterable[str], *, scale: float = 1.0, sharp: fl
         w_q[h, 2, 0], w_k[h, h, 0] = root, root  # "=" (position 2) attends to position h
         w_v[h, s_blk : s_blk + big_d] = eye
         w_o[h, :, dst : dst + big_d] = eye
-    pos = torch.zeros(3, d_model, dtype=f64)
-    pos[torch.arange(3), torch.arange(3)] = 1.0
+    return _load_one_layer(model, {"embed.W_E": w_e, "blocks.0.attn.W_Q": w_q, "blocks.0.attn.W_K": w_k,
+                                   "blocks.0.attn.W_V": w_v, "blocks.0.attn.W_O": w_o, "blocks.0.mlp.W_in": w_in,
+                                   "blocks.0.mlp.W_out": w_out, "unembed.W_U": w_u})
+
+
+def _load_one_layer(model: Transformer, weights: dict[str, Tensor]) -> Transformer:
+    """Zero every parameter of a one-layer ``model``, then set ``weights`` (state-dict names) and the one-hot
+    positions (position i on residual direction i); in eval mode."""
+    d_model = model.cfg.d_model
+    weights = {**weights, "pos_embed.W_pos": torch.eye(3, d_model, dtype=torch.float64)}
+    params = dict(model.named_parameters())
     with torch.no_grad():
         for param in model.parameters():
             param.zero_()
-        model.embed.W_E.copy_(w_e)
-        model.pos_embed.W_pos.copy_(pos)
-        attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
-        attn.W_Q.copy_(w_q)
-        attn.W_K.copy_(w_k)
-        attn.W_V.copy_(w_v)
-        attn.W_O.copy_(w_o)
-        mlp.W_in.copy_(w_in)
-        mlp.W_out.copy_(w_out)
-        model.unembed.W_U.copy_(w_u)
+        for name, value in weights.items():
+            params[name].copy_(value)
     return model.eval()

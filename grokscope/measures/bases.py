@@ -42,7 +42,7 @@ __all__ = [
     "BASIS_NAMES", "GroupBasis", "additive_basis", "basis_table", "checked_group_keys", "detect_basis",
     "dlog_basis", "formula_table", "frequency_rows", "group_basis_for", "group_block_fractions",
     "group_component_norms", "group_frequency_norms", "group_inverse_2d", "group_label_wave_fit", "group_neuron_energy",
-    "group_restricted_excluded", "group_transform", "group_transform_2d", "identity_basis", "is_identity",
+    "group_restricted_excluded", "group_rows", "group_transform", "group_transform_2d", "identity_basis", "is_identity",
     "n_group_frequencies",
     "task_basis",
 ]
@@ -397,3 +397,24 @@ def group_restricted_excluded(table: Tensor, labels: Tensor, train_rows: Tensor,
         _, key_k = group_label_wave_fit(table, labels, n, [k])
         out[names.excluded_loss_k(k)], _ = cross_entropy(tr_table - key_k[tr_labels], tr_labels)
     return out
+
+
+def group_rows(task: Any, basis: GroupBasis) -> tuple[Tensor, Tensor, Tensor]:
+    """The task rows of the n x n group grid (row i*n + j is a = a_order[i], b = b_order[j]) [n*n], their labels in
+    0..n-1 [n*n], and the positions in that grid of the training rows that lie in the group [n_train_in]."""
+    p, n = task.p, basis.n
+    lookup = torch.full((p * p,), -1, dtype=torch.int64)
+    lookup[task.pair_index] = torch.arange(task.pair_index.shape[0])
+    rows = lookup[(basis.a_order[:, None] * p + basis.b_order[None, :]).reshape(-1)]
+    if bool((rows < 0).any()):
+        raise MeasureError(f"{int((rows < 0).sum())} inputs of the {basis.name} group grid are not in the task")
+    c_index = torch.full((p,), -1, dtype=torch.int64)
+    c_index[basis.c_order] = torch.arange(n)
+    labels = c_index[task.labels[rows]]
+    if bool((labels < 0).any()):
+        raise MeasureError(f"{int((labels < 0).sum())} inputs of the {basis.name} group grid have answers outside "
+                           "the group's outputs")
+    position = torch.full((task.labels.shape[0],), -1, dtype=torch.int64)
+    position[rows] = torch.arange(n * n)
+    train = position[task.train_idx]
+    return rows, labels, train[train >= 0]

@@ -25,6 +25,7 @@ from grokscope.measures.bases import (
     group_component_norms,
     group_frequency_norms,
     group_restricted_excluded,
+    group_rows,
     is_identity,
     task_basis,
 )
@@ -232,27 +233,6 @@ def _plain(basis: GroupBasis, p: int) -> bool:
                                      and torch.equal(basis.c_order, ident))
 
 
-def _group_rows(task: Any, basis: GroupBasis) -> tuple[Tensor, Tensor, Tensor]:
-    """The task rows of the n x n group grid (row i*n + j is a = a_order[i], b = b_order[j]) [n*n], their labels in
-    0..n-1 [n*n], and the positions in that grid of the training rows that lie in the group [n_train_in]."""
-    p, n = task.p, basis.n
-    lookup = torch.full((p * p,), -1, dtype=torch.int64)
-    lookup[task.pair_index] = torch.arange(task.pair_index.shape[0])
-    rows = lookup[(basis.a_order[:, None] * p + basis.b_order[None, :]).reshape(-1)]
-    if bool((rows < 0).any()):
-        raise MeasureError(f"{int((rows < 0).sum())} inputs of the {basis.name} group grid are not in the task")
-    c_index = torch.full((p,), -1, dtype=torch.int64)
-    c_index[basis.c_order] = torch.arange(n)
-    labels = c_index[task.labels[rows]]
-    if bool((labels < 0).any()):
-        raise MeasureError(f"{int((labels < 0).sum())} inputs of the {basis.name} group grid have answers outside "
-                           "the group's outputs")
-    position = torch.full((task.labels.shape[0],), -1, dtype=torch.int64)
-    position[rows] = torch.arange(n * n)
-    train = position[task.train_idx]
-    return rows, labels, train[train >= 0]
-
-
 def _group_measures(model: Model, task: Any, basis: GroupBasis, key_freqs: Iterable[int] | None,
                     logits: Tensor | None, rule: str) -> dict[str, float]:
     """:func:`progress_measures` read through ``basis`` (over Z_n, frequencies 1..n//2): W_E[a_order] [n, d_model],
@@ -271,7 +251,7 @@ def _group_measures(model: Model, task: Any, basis: GroupBasis, key_freqs: Itera
         freqs = key_frequencies_online(l_norms)
     else:
         raise MeasureError(f"in the {basis.name} basis the measures take key rule W_L_dft or W_L_online, got {rule!r}")
-    rows, labels, train = _group_rows(task, basis)
+    rows, labels, train = group_rows(task, basis)
     if logits is None:
         logits = choose_forward(model, task).fn(task.tokens)
     if logits.shape[0] != task.tokens.shape[0] or logits.shape[1] < p:
