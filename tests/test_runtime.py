@@ -120,9 +120,10 @@ def test_a_post_grok_step_is_not_slower_than_an_early_one(two_threads):
         for _ in range(7):
             t_early += _step_ms(*early, task, 3)
             t_late += _step_ms(*late, task, 3)
-    # fastest against fastest: a transient stall of a shared machine inflates single samples, while a subnormal
-    # penalty (every late step 5-10x slower) would show in the fastest late step too
-    ratio = min(t_late) / min(t_early)
+    # fastest against fastest, and median against median, the smaller: a shared machine's stall inflates single
+    # samples (and one lucky early sample deflates the fastest), while a subnormal penalty (every late step 5-10x
+    # slower) shows in both ratios
+    ratio = min(min(t_late) / min(t_early), statistics.median(t_late) / statistics.median(t_early))
     assert ratio <= 1.5, (
         f"post-grok step {ratio:.2f}x the early step "
         f"(medians {statistics.median(t_late):.2f} / {statistics.median(t_early):.2f} ms)"
