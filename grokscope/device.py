@@ -21,7 +21,9 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["DEVICE_NAMES", "check_device_name", "describe_device", "device_settings", "resolve_device"]
+__all__ = [
+    "DEVICE_NAMES", "check_device_name", "describe_device", "device_settings", "mps_available", "resolve_device",
+]
 
 #: How a device may be named (``cuda:N`` with N a device index).
 DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N", "mps")
@@ -34,7 +36,8 @@ def check_device_name(name: str) -> None:
         raise ValueError(f"expected one of {', '.join(DEVICE_NAMES)}; got {name!r}")
 
 
-def _mps_available() -> bool:
+def mps_available() -> bool:
+    """Whether this torch has a usable MPS device (Apple silicon)."""
     mps = getattr(torch.backends, "mps", None)
     return bool(mps is not None and mps.is_available())
 
@@ -46,11 +49,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", torch.cuda.current_device())
-        return torch.device("mps") if _mps_available() else torch.device("cpu")
+        return torch.device("mps") if mps_available() else torch.device("cpu")
     if name == "cpu":
         return torch.device("cpu")
     if name == "mps":
-        if not _mps_available():
+        if not mps_available():
             raise ValueError("'mps' asked for, but this machine has no MPS device (Apple silicon with macOS 12.3+)")
         return torch.device("mps")
     if not torch.cuda.is_available():

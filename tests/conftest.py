@@ -5,6 +5,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from grokscope.device import mps_available
+
 # Tests use tiny models: one thread avoids oversubscription (threads spin-waiting on each other) on small CPUs.
 torch.set_num_threads(1)
 
@@ -17,6 +19,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+#: Every device a computing test can run on: the CPU always, CUDA and MPS where present (skipped elsewhere with a
+#: reason that EXPECTED_SKIPS accepts in CI).
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param(
+        "cuda", id="cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+    ),
+    pytest.param("mps", id="mps", marks=pytest.mark.skipif(not mps_available(), reason="MPS not available")),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    """Each device of :data:`DEVICES` in turn, by name."""
+    return request.param
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import torch
 
 from grokscope.cli import main
 from grokscope.config import apply_overrides
+from grokscope.device import mps_available
 from grokscope.measures import progress_measures
 from grokscope.models import build_model
 from grokscope.models import fast as fast_mod
@@ -27,24 +28,6 @@ from grokscope.training import resume, train
 from grokscope.training.ensemble import Ensemble, train_ensemble
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _mps() -> bool:
-    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-
-
-DEVICES = [
-    pytest.param("cpu", id="cpu"),
-    pytest.param(
-        "cuda", id="cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
-    ),
-    pytest.param("mps", id="mps", marks=pytest.mark.skipif(not _mps(), reason="MPS not available")),
-]
-
-
-@pytest.fixture(params=DEVICES)
-def device(request) -> str:
-    return request.param
 
 
 @pytest.fixture
@@ -139,7 +122,7 @@ def test_a_config_naming_a_missing_device_fails_in_one_line_and_device_cpu_overr
 @pytest.mark.parametrize("argv", [["train", "--preset", "tiny"], ["run", "--preset", "tiny", "--epochs", "2"]])
 def test_device_errors_on_the_command_line_are_one_line_with_exit_2(tmp_path, capsys, argv):
     missing = "mps" if torch.cuda.is_available() else "cuda"
-    if missing == "mps" and _mps():
+    if missing == "mps" and mps_available():
         pytest.skip("both CUDA and MPS are here: no missing device to name")
     for name, says in ((missing, "asked for, but"), ("gpu", "train.device")):
         out = tmp_path / name

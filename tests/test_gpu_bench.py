@@ -24,24 +24,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _mps() -> bool:
-    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-
-
-DEVICES = [
-    pytest.param("cpu", id="cpu"),
-    pytest.param(
-        "cuda", id="cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
-    ),
-    pytest.param("mps", id="mps", marks=pytest.mark.skipif(not _mps(), reason="MPS not available")),
-]
-
-
-@pytest.fixture(params=DEVICES)
-def device(request) -> str:
-    return request.param
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     from grokscope.config import apply_overrides
