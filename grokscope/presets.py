@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from grokscope.config import ConfigError, ExperimentConfig, ModelConfig, OptimConfig, TaskConfig, TrainConfig
+from grokscope.presets_recent import RECENT_PRESETS
 from grokscope.presets_zoo import MAINLINE_MODEL, ZOO_PRESETS
 
 
@@ -59,6 +60,7 @@ PRESETS: dict[str, Callable[[], ExperimentConfig]] = {
     "pair-mlp": pair_mlp,
     "tiny": tiny,
     **ZOO_PRESETS,
+    **RECENT_PRESETS,
 }
 
 

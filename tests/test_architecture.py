@@ -198,6 +198,7 @@ FLOORS: dict[str, int] = {
     "grokscope.measures": 1,
     "grokscope.presets": 1,
     "grokscope.presets_zoo": 1,
+    "grokscope.presets_recent": 1,
     # 2 training and storage: the loop, the run directory, trackers, conversions, what every command line shares
     "grokscope.training": 2,
     "grokscope.store": 2,

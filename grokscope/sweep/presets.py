@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from grokscope.config import ExperimentConfig, apply_overrides
 from grokscope.presets import first_paragraph, get_preset
+from grokscope.sweep.presets_recent import RECENT_SWEEP_PRESETS
 from grokscope.sweep.spec import SweepSpec, SweepSpecError, make_spec
 
 __all__ = ["SWEEP_PRESETS", "describe_sweep_presets", "get_sweep_preset", "small_addition"]
@@ -101,6 +102,7 @@ SWEEP_PRESETS: dict[str, Callable[[], SweepSpec]] = {
     "lr-wd": lr_wd,
     "omnigrok-init-wd": omnigrok_init_wd,
     "pair-sparse-parity": pair_sparse_parity,
+    **RECENT_SWEEP_PRESETS,
 }
 
 
