@@ -26,6 +26,7 @@ import plotly.graph_objects as go
 from grokscope.config import field_paths
 from grokscope.figures.report import CSS, RENDER_JS, figure_section, plotly_script_tag
 from grokscope.store.files import atomic_write_bytes
+from grokscope.sweep.figures_recent import recent_figures
 from grokscope.sweep.index import SweepIndex, aggregate_seeds, load_sweep
 from grokscope.sweep.layout import SweepDir
 from grokscope.sweep.outcome import PHASE_COLORS, PHASES
@@ -331,7 +332,7 @@ def build_sweep_report(sweep_dir: Path | str, *, plotly_src: str | None = None, 
     sweep = SweepDir(sweep_dir)
     spec = sweep.read_spec()
     df = load_sweep(sweep.path, refresh=refresh)
-    figs = sweep_figures(df, spec.axis_fields)
+    figs = sweep_figures(df, spec.axis_fields) + recent_figures(df, spec)
     counts = {p: int((df["phase"] == p).sum()) for p in PHASES}
     status = df["status"].value_counts().to_dict()
     outcome = spec.outcome
