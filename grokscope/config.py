@@ -251,7 +251,11 @@ class OptimConfig:
     ``filter_window`` gradients) once the window is full. ``perp_grad``: the perpendicular gradient of Prieto
     et al. (2025): per tensor g <- g - (w.g)/(w.w + 1e-30) w, rescaled to the norm of g, before the step.
     ``fixed_norm``: after each update rescale all trainable parameters to their initial global L2 norm
-    (Omnigrok's constrained runs; use with weight_decay 0)."""
+    (Omnigrok's constrained runs; use with weight_decay 0).
+
+    ``optimizer``: ``"adamw"``, or ``"muon"``: Muon on the hidden weight matrices (learning rate lr_t *
+    ``muon_lr_scale``, Nesterov momentum ``muon_momentum``, step scale ``muon_adjust_lr``), AdamW on the embeddings,
+    unembedding and biases; each group decays by its own learning rate (:mod:`grokscope.training.muon`)."""
 
     lr: float = 1e-3
     weight_decay: float = 1.0
@@ -265,6 +269,10 @@ class OptimConfig:
     filter_window: int = 100
     perp_grad: bool = False
     fixed_norm: bool = False
+    optimizer: str = "adamw"
+    muon_momentum: float = 0.95
+    muon_lr_scale: float = 1.0
+    muon_adjust_lr: str = "match_rms_adamw"
 
     def __post_init__(self) -> None:
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -287,6 +295,15 @@ class OptimConfig:
             fail("optim.filter_lambda", f"must be a finite number >= 0, got {self.filter_lambda}")
         if not (1 <= self.filter_window <= 10_000):
             fail("optim.filter_window", f"must be an integer in 1..10000, got {self.filter_window}")
+        if self.optimizer not in ("adamw", "muon"):
+            fail("optim.optimizer", f"must be 'adamw' or 'muon' (Muon on the hidden matrices), got {self.optimizer!r}")
+        if not (0.0 <= self.muon_momentum < 1.0):
+            fail("optim.muon_momentum", f"must be in [0, 1), got {self.muon_momentum}")
+        if not (self.muon_lr_scale > 0 and math.isfinite(self.muon_lr_scale)):
+            fail("optim.muon_lr_scale", f"must be a finite number > 0, got {self.muon_lr_scale}")
+        if self.muon_adjust_lr not in ("match_rms_adamw", "original", "none"):
+            fail("optim.muon_adjust_lr", f"must be 'match_rms_adamw', 'original' or 'none', "
+                 f"got {self.muon_adjust_lr!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
