@@ -49,6 +49,7 @@ from grokscope.tasks import (
 )
 from grokscope.trackers import TrackerGroup
 from grokscope.training.adamw import AdamW
+from grokscope.training.lineage import Parent, freeze, frozen_names, prepare_start, write_start
 from grokscope.training.losses import LOSSES, cross_entropy, softmax_collapse
 from grokscope.training.optim import UpdateRules, lr_at, make_optimizer
 from grokscope.training.placement import cpu_runtime, run_device, via_cpu
@@ -128,16 +129,22 @@ def new_run_dir(out: Path | str | None, config: ExperimentConfig) -> Path:
 
 
 def train(config: ExperimentConfig, out: Path | str | None = None, *, progress: bool | None = None, trackers=(),
-          threads: int | None = None, model: torch.nn.Module | None = None) -> Run:
+          threads: int | None = None, model: torch.nn.Module | None = None, parent: Parent | None = None) -> Run:
     """Train ``config`` into a new run directory (default ``runs/<name>-<time>``) and return the run.
     ``trackers``: names ("wandb", "tensorboard", "mlflow") or objects that mirror each logged row
     (grokscope.trackers). ``threads``: a fixed intra-op thread count; None adapts between 1 and torch's count
     (:class:`ThreadGovernor`). The run computes on ``config.train.device`` (RunError, one line, when it is not
     here, before anything is written). ``model``: your own ``nn.Module`` (tokens [batch, n_ctx] -> logits) instead
-    of the one ``config.model`` describes (:mod:`grokscope.training.user_model`)."""
+    of the one ``config.model`` describes (:mod:`grokscope.training.user_model`). ``parent``: start from another
+    run's weights (:class:`grokscope.training.lineage.Parent`: ``--from`` / ``--init-from``; read only)."""
     group = TrackerGroup(trackers)  # a missing tracker library fails here, before anything is written
     device = run_device(config.train.device)
+    if parent is not None and model is not None:
+        raise RunError("parent= starts grokscope's own model from a run; it does not take model=")
+    start = prepare_start(config, parent) if parent is not None else None  # checked before anything is written
     run_dir = new_run_dir(out, config)
+    if start is not None:
+        write_start(run_dir, start)  # the first resume state: the loop loads it like any other
     return _fit_tracked(run_dir, config, progress, group, threads, device, model)
 
 
@@ -192,6 +199,7 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
         cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
     if device.type != "cpu":
         model.to(device)  # initialised on the CPU, so every device starts from the same weights
+    freeze(model, frozen_names(run_dir))  # a run started with --freeze-parts (none otherwise)
     opt = make_optimizer(model, cfg.optim)
     built = UpdateRules(model, cfg.optim)  # built from the initial weights (fixed norm reads their norm)
     rules = built if built.active else None
