@@ -41,7 +41,7 @@ class AdamW:
         self.state: defaultdict[Tensor, dict[str, Tensor]] = defaultdict(dict)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.param_groups[0]["params"]:
+        for p in (p for group in self.param_groups for p in group["params"]):
             if p.grad is not None:
                 if set_to_none:
                     p.grad = None
@@ -51,7 +51,10 @@ class AdamW:
     @torch.no_grad()
     def step(self) -> None:
         """One update of every parameter that has a gradient (the others, and their state, are left alone)."""
-        group = self.param_groups[0]
+        self.adamw_step(self.param_groups[0])
+
+    def adamw_step(self, group: dict[str, Any]) -> None:
+        """The AdamW update of one parameter group (``params``, ``lr``, ``betas``, ``eps``, ``weight_decay``)."""
         params = [p for p in group["params"] if p.grad is not None]
         for p in params:
             state = self.state[p]

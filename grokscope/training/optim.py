@@ -1,7 +1,7 @@
 """The optimiser of every training path: :func:`adamw_hyperparameters` and :func:`make_optimizer` (the one AdamW
-construction), :func:`lr_at` (the one learning-rate schedule), and the variants around the AdamW step as small
-pieces: gradient transforms (after ``backward``, before ``step``) and weight transforms (after ``step``), in
-place under no_grad.
+construction, or Muon with AdamW: :mod:`grokscope.training.muon`), :func:`lr_at` (the one learning-rate schedule),
+and the variants around the AdamW step as small pieces: gradient transforms (after ``backward``, before ``step``)
+and weight transforms (after ``step``), in place under no_grad.
 
 * :class:`GradFilter`: Grokfast EMA / moving-average filters (Lee et al. 2024).
 * :func:`perpendicular_grad`: the ⊥Grad projection of Prieto et al. (2025).
@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from grokscope.config import OptimConfig
 from grokscope.training.adamw import AdamW
+from grokscope.training.muon import MuonAdamW, split_for_muon
 
 __all__ = [
     "GradFilter", "UpdateRules", "adamw_hyperparameters", "global_norm", "l1_prox", "lr_at", "make_optimizer",
@@ -43,7 +44,13 @@ def adamw_hyperparameters(optim: OptimConfig) -> dict[str, Any]:
 
 
 def make_optimizer(model: nn.Module, optim: OptimConfig) -> AdamW:
-    """AdamW over the model's parameters with :func:`adamw_hyperparameters`."""
+    """AdamW over the model's parameters with :func:`adamw_hyperparameters`; with ``optim.optimizer="muon"``,
+    Muon on the hidden matrices and that AdamW on the rest (:class:`~grokscope.training.muon.MuonAdamW`; both
+    groups decay by ``weight_decay``, each at its own learning rate)."""
+    if optim.optimizer == "muon":
+        muon, adamw = split_for_muon(model.named_parameters())
+        return MuonAdamW(muon, adamw, **adamw_hyperparameters(optim), momentum=optim.muon_momentum,
+                         lr_scale=optim.muon_lr_scale, adjust=optim.muon_adjust_lr)
     return AdamW(model.parameters(), **adamw_hyperparameters(optim))
 
 
