@@ -37,6 +37,7 @@ from grokscope.store import Run, RunError, check_run
 from grokscope.store.run import METRICS
 from grokscope.store.split import SPLIT_FILE
 from grokscope.training import TrainingDiverged, resume, train
+from grokscope.training.lineage import Parent, parse_parts, parse_source
 
 # Subcommands that live with their feature: module path -> each exposes register(subparsers).
 PLUGIN_COMMANDS = ("grokscope.analysis.cli", "grokscope.bench", "grokscope.export", "grokscope.figures.cli",
@@ -99,19 +100,44 @@ def summarize(run: Run) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     threads = threads_from_args(args)
     if args.resume is not None:
-        if args.preset or args.config or args.overrides or args.epochs is not None or args.out:
+        if args.preset or args.config or args.overrides or args.epochs is not None or args.out \
+                or args.from_run or args.init_from or args.init_parts or args.freeze_parts:
             raise UserError("--resume continues a run with its own config; "
-                            "drop --preset/--config/--set/--epochs/--out")
+                            "drop --preset/--config/--set/--epochs/--out/--from/--init-from")
         if args.device is not None:
             device_from_args(args)  # one line when it is not here
         run = resume(args.resume, progress=_progress(args), trackers=trackers_from_args(args), threads=threads,
                      device=args.device)
     else:
-        cfg = config_from_args(args)
+        parent = _parent_from_args(args)
+        cfg = config_from_args(args, Run(parent.run).config if parent and parent.parts is None else None)
         device_from_args(args, cfg)  # one line when the device is not here, before a run directory is made
-        run = train(cfg, args.out, progress=_progress(args), trackers=trackers_from_args(args), threads=threads)
+        run = train(cfg, args.out, progress=_progress(args), trackers=trackers_from_args(args), threads=threads,
+                    parent=parent)
     print(summarize(run))
     return 0
+
+
+def _parent_from_args(args: argparse.Namespace) -> Parent | None:
+    """``--from RUN[:STEP]`` (the parent's config, continued) or ``--init-from RUN[:STEP]`` with ``--init-parts``;
+    ``--freeze-parts`` with either. None: a run from scratch."""
+    source, init = args.from_run, args.init_from
+    if source and init:
+        raise UserError("give --from (continue a run) or --init-from (copy its parts into a new config), not both")
+    if source and (args.preset or args.config):
+        raise UserError("--from continues the parent's own config (change it with --set); drop --preset/--config, "
+                        "or use --init-from to start a preset from its weights")
+    if not (source or init):
+        for flag, value in (("--init-parts", args.init_parts), ("--freeze-parts", args.freeze_parts)):
+            if value is not None:
+                raise UserError(f"{flag} needs --init-from RUN (or, for --freeze-parts, --from RUN)")
+        return None
+    if source and args.init_parts is not None:
+        raise UserError("--init-parts goes with --init-from; --from takes every weight")
+    run, step = parse_source(source or init)
+    freeze = parse_parts(args.freeze_parts, "--freeze-parts") if args.freeze_parts is not None else ()
+    parts = None if source else parse_parts(args.init_parts or "all", "--init-parts")
+    return Parent(run=run, step=step, parts=parts, freeze=freeze)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -173,12 +199,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a preset or config into a run directory",
-                       description="Train a preset (or a config.json) into a new run directory, or resume one.")
+                       description="Train a preset (or a config.json) into a new run directory, or resume one, or "
+                       "start from another run's weights (--from, --init-from).")
     add_config_args(p, preset_default=None)
     p.add_argument("--out", type=Path, help="run directory to create (default runs/<name>-<time>)")
     p.add_argument("--resume", type=Path, metavar="RUN",
                    help="continue an interrupted run exactly where it stopped (with --device: on that device, which "
                    "may differ from the one it started on; the numbers are then close, not bitwise the same)")
+    p.add_argument("--from", dest="from_run", metavar="RUN[:STEP]",
+                   help="a new run that continues RUN from its checkpoint at STEP (default: its last) with RUN's "
+                   "config and the --set changes (shapes must stay); AdamW's state comes too when STEP is RUN's last "
+                   "saved state and only lr/weight decay/warm-up/betas/eps change; epochs count from 0; the parent is "
+                   "recorded in meta['parent'] and never modified (docs/cli.md)")
+    p.add_argument("--init-from", metavar="RUN[:STEP]",
+                   help="start the --preset/--config model from RUN's weights at STEP (default: its last) for the "
+                   "parts --init-parts names; the rest is freshly initialised, the optimiser starts fresh")
+    p.add_argument("--init-parts", metavar="PARTS",
+                   help="with --init-from: comma-separated embed (W_E, W_pos), attn (W_Q/K/V/O), mlp (W_in, W_out, "
+                   "b_in, b_out), unembed (W_U), ln, or all (default all); shapes must match")
+    p.add_argument("--freeze-parts", metavar="PARTS",
+                   help="with --from/--init-from: parts (named as for --init-parts) that do not train: no update, no "
+                   "weight decay")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_arg(p)
     add_threads_arg(p)

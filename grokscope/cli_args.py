@@ -81,8 +81,12 @@ def trackers_from_args(args: argparse.Namespace) -> list:
         raise UserError(str(e)) from None
 
 
-def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    if args.config is not None:
+def config_from_args(args: argparse.Namespace, base: ExperimentConfig | None = None) -> ExperimentConfig:
+    """The config the arguments name (``--config``, else ``--preset``; ``base``: a given config instead, such as a
+    parent run's for ``train --from``), with ``--set``, ``--epochs`` and ``--device`` applied."""
+    if base is not None:
+        cfg = base
+    elif args.config is not None:
         try:
             cfg = ExperimentConfig.from_json(Path(args.config).read_text())
         except OSError as e:

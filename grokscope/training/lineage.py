@@ -33,8 +33,8 @@ from grokscope.store.run import METRICS, STATE, Run, RunError, check_run
 from grokscope.tasks import make_task
 from grokscope.training.recorder import MODEL, OPTIM, RULES
 
-__all__ = ["PARENT_META", "PARTS", "Parent", "StartState", "freeze", "frozen_names", "parse_source", "part_keys",
-           "prepare_start", "read_parent", "write_start"]
+__all__ = ["PARENT_META", "PARTS", "Parent", "StartState", "freeze", "frozen_names", "parse_parts", "parse_source",
+           "part_keys", "prepare_start", "read_parent", "write_start"]
 
 #: The meta key of a run started from another run: JSON with run, step, mode, parts, optimizer, update, frozen.
 PARENT_META = "parent"
@@ -91,6 +91,16 @@ def parse_source(text: str) -> tuple[Path, int | None]:
     return Path(text), None
 
 
+def parse_parts(text: str, what: str) -> tuple[str, ...]:
+    """Comma-separated part names (``embed,attn``, ``all``) as a tuple; RunError naming ``what`` for an unknown one."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in PARTS and n != "all"]
+    if unknown or not names:
+        bad = f"unknown part {unknown[0]!r}" if unknown else "no part named"
+        raise RunError(f"{what} {text}: {bad}; the parts are {', '.join(PARTS)} (comma-separated) or all")
+    return names
+
+
 def part_keys(keys: Iterable[str], parts: Sequence[str]) -> list[str]:
     """The keys (of a state dict) in any of ``parts`` (names of :data:`PARTS`; ``all``: every key), in order."""
     keys = list(keys)
@@ -145,14 +155,16 @@ def prepare_start(config: ExperimentConfig, parent: Parent) -> StartState:
         have, want = weights.get(key), fresh[key]
         if have is not None and have.shape == want.shape:
             continue
-        what = "missing there" if have is None else f"{list(have.shape)} there, {list(want.shape)} here"
+        where = f"{run.dir} at step {step}"
+        what = f"missing in {where}" if have is None else \
+            f"{list(have.shape)} in {where}, {list(want.shape)} in the new config"
         if continuing:
             fields = _changed(run.config, config, ("model.", "task."))
             named = ", ".join(fields) if fields else "the model's shape"
-            raise RunError(f"{named}: changes the parameter shapes ({key}: {what} in {run.dir} at step {step}); "
+            raise RunError(f"{named}: changes the parameter shapes ({key}: {what}); "
                            "--from continues the same model: use --init-from RUN --init-parts ... to start another "
                            "model from some of its weights")
-        raise RunError(f"--init-from {run.dir}:{step}: {key} does not fit ({what}); choose parts whose shapes match "
+        raise RunError(f"--init-from: {key} does not fit ({what}); choose parts whose shapes match "
                        "(--init-parts)")
     tensors = {f"{MODEL}{k}": (weights[k] if k in keys else v).clone() for k, v in fresh.items()}
     update, optimizer = 0, "fresh"
