@@ -37,6 +37,12 @@ FCR = "fcr"
 N_KEY_FREQS = "n_key_freqs"
 KEY_FREQS_FIXED = "key_freqs_fixed"  # 1.0 when the measures were given a key set, else 0.0 (a flag, not a measure)
 
+# Cheap extra progress measures (measures/extra.py), written with the ones above.
+ACT_SPARSITY = "act_sparsity"  # fraction of the last MLP's activations at "=" that are <= 0 (Golechha 2024)
+ABS_WEIGHT_ENTROPY = "abs_weight_entropy"  # -sum |w| ln |w| over every parameter (Golechha 2024)
+WEIGHT_ENTROPY_NORMALISED = "weight_entropy_normalised"  # Shannon entropy of |w| / sum |w| (scale-free)
+LOGIT_EFFICIENCY = "logit_efficiency"  # ||logits||_F over every input / ||theta||_2 (cf. Varma et al. 2023)
+
 #: The suffix of a measure computed with one fixed key set (see the module docstring).
 FIXED_SUFFIX = "_fixed"
 #: Measures that depend on the key frequencies, hence have a fixed-key twin.

@@ -29,6 +29,7 @@ from grokscope.measures.bases import (
     is_identity,
     task_basis,
 )
+from grokscope.measures.extra import extra_measures
 from grokscope.measures.fourier import component_norms, frequency_norms
 from grokscope.measures.grid import (
     MeasureError,
@@ -280,6 +281,7 @@ def progress_measures(
     *,
     rule: str = "W_L_online",
     basis: str | GroupBasis | None = None,
+    extra: bool = True,
 ) -> dict[str, float]:
     """All progress measures of one model state, as ``{snake_case_name: float}``.
 
@@ -294,16 +296,23 @@ def progress_measures(
 
     Returned keys (stable, :mod:`~grokscope.measures.names`): restricted_loss, restricted_acc (all p*p inputs);
     excluded_loss, excluded_acc (train rows); excluded_loss_k{K} for each key k (train rows); gini_W_E,
-    gini_W_L; sum_sq_weights; ffs, fcr; n_key_freqs; key_freqs_fixed (1.0 if ``key_freqs`` was given, else 0.0).
+    gini_W_L; sum_sq_weights; ffs, fcr; n_key_freqs; key_freqs_fixed (1.0 if ``key_freqs`` was given, else 0.0);
+    with ``extra`` (default) also act_sparsity, abs_weight_entropy, weight_entropy_normalised and logit_efficiency
+    (:func:`~grokscope.measures.extra.extra_measures`; one more hooked forward pass).
     """
     chosen = measure_basis(task, basis)
     if chosen is not None:
         model, task, logits = on_cpu(model, task, logits)
         with torch.no_grad():
-            return _group_measures(model, task, chosen, key_freqs, logits, rule)
+            if extra and logits is None:  # the one forward pass the measures would make, shared with the extras
+                logits = choose_forward(model, task).fn(task.tokens)
+            out = _group_measures(model, task, chosen, key_freqs, logits, rule)
+            return _with_extra(out, model, task, logits, extra)
     p = check_task(task)
     model, task, logits = on_cpu(model, task, logits)  # a model on a device: measured through a CPU copy
     with torch.no_grad():
+        if extra and logits is None:
+            logits = choose_forward(model, task).fn(task.tokens)
         given = key_freqs is not None
         w_l = neuron_logit_map(model, p)
         if key_freqs is not None:
@@ -324,6 +333,13 @@ def progress_measures(
         out[names.FFS], out[names.FCR] = ffs_fcr(w_e)
         out[names.N_KEY_FREQS] = float(len(freqs))
         out[names.KEY_FREQS_FIXED] = 1.0 if given else 0.0
+        return _with_extra(out, model, task, logits, extra)
+
+
+def _with_extra(out: dict[str, float], model: Model, task: Any, logits: Tensor | None, extra: bool) -> dict[str, float]:
+    """``out`` with the :func:`~grokscope.measures.extra.extra_measures` added when ``extra`` (``logits`` given)."""
+    if extra and logits is not None:
+        out.update(extra_measures(model, task, logits, out[names.SUM_SQ_WEIGHTS]))
     return out
 
 
@@ -375,7 +391,8 @@ def fixed_key_measures(
     freqs = sorted({int(k) for k in key_freqs})
     rows = []
     for step, src in items:
-        measured = progress_measures(load(src), task, key_freqs=freqs, basis=basis if chosen is None else chosen)
+        measured = progress_measures(load(src), task, key_freqs=freqs, basis=basis if chosen is None else chosen,
+                                     extra=False)
         rows.append({"step": int(step), **{k + suffix: v for k, v in measured.items() if names.is_key_dependent(k)}})
     df = pd.DataFrame(rows).set_index("step")
     df.attrs["key_frequencies"] = freqs
