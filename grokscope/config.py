@@ -178,7 +178,9 @@ class ModelConfig:
     ``use_attn_scale``: scores divided by sqrt(d_head) (default) or not. ``parallel_attn_mlp``: GPT-J style
     blocks, attention and MLP both read resid_pre and add to it (no resid_mid). Both TransformerLens's meanings.
     ``fixed_embedding="circle"``: W_E of the number tokens frozen to the normalised (cos, sin) of frequency 1
-    (arch='mlp', d_model=2; the PAIR 5-neuron model)."""
+    (arch='mlp', d_model=2; the PAIR 5-neuron model). ``output_scale``: the logits are multiplied by it on every
+    forward (Kumar et al. 2024's alpha: large is lazy, small is rich; scale the learning rate with it, see
+    docs/zoo.md); 1.0 computes exactly what it did before the knob existed."""
 
     arch: str = "transformer"
     n_layers: int = 1
@@ -196,6 +198,7 @@ class ModelConfig:
     normalization_type: str | None = None
     use_attn_scale: bool = True
     parallel_attn_mlp: bool = False
+    output_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -232,6 +235,8 @@ class ModelConfig:
             fail("model.parallel_attn_mlp", "a parallel attention+MLP block needs arch='transformer' with an MLP")
         if not self.use_attn_scale and self.arch != "transformer":
             fail("model.use_attn_scale", "the attention scale is a transformer knob (arch='transformer')")
+        if not (self.output_scale > 0 and math.isfinite(self.output_scale)):
+            fail("model.output_scale", f"must be a finite number > 0, got {self.output_scale}")
 
 
 ARCHS = ("transformer", "mlp", "vector_mlp")
