@@ -1,8 +1,9 @@
 """The sweep index: one SQLite row per cell (its axis values, status and outcome), and its DataFrame / CSV.
 
 Table ``cells`` has fixed columns (name, position, seed, status, phase, train_epoch, test_epoch, gap,
-grok_epoch, ..., final_test_acc, seconds, point JSON, final JSON). View ``grid`` adds one column per axis
-field (``"optim.weight_decay"``), so the index can be queried with any SQLite client::
+grok_epoch, ..., final_test_acc, param_norm (sqrt of the last sum_sq_weights), seconds, point JSON, final JSON).
+View ``grid`` adds one column per axis field (``"optim.weight_decay"``), so the index can be queried with any
+SQLite client::
 
     sqlite3 SWEEP/index.sqlite "SELECT \\"optim.weight_decay\\", phase, count(*) FROM grid GROUP BY 1, 2"
 
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grokscope.measures.names import SUM_SQ_WEIGHTS
 from grokscope.store.run import CONFIG, Run
 from grokscope.sweep.layout import SweepDir, SweepError, is_sweep_dir
 from grokscope.sweep.outcome import BASIC_COLUMNS, PHASES, Outcome, liu_phase, outcome_from_frame
@@ -48,6 +50,7 @@ _COLUMNS = [
     ("final_test_acc", "REAL"),
     ("final_train_loss", "REAL"),
     ("final_test_loss", "REAL"),
+    ("param_norm", "REAL"),
     ("seconds", "REAL"),
     ("executor", "TEXT"),
     ("error", "TEXT"),
@@ -74,6 +77,15 @@ class SweepIndex:
             self.conn = sqlite3.connect(self.path, timeout=30)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.executescript(_SCHEMA)
+            self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Columns added since an index was written (``param_norm``) are appended to its ``cells`` table."""
+        have = {row[1] for row in self.conn.execute("PRAGMA table_info(cells)").fetchall()}
+        with self.conn:
+            for name, kind in _COLUMNS:
+                if name not in have:
+                    self.conn.execute(f"ALTER TABLE cells ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.conn.close()
@@ -131,6 +143,7 @@ class SweepIndex:
             "tau": o.tau if o else None,
             "threshold": o.threshold if o else None,
             **{f"final_{name}": final.get(name) for name in BASIC_COLUMNS},
+            "param_norm": _param_norm(final),
             "seconds": seconds,
             "executor": executor,
             "error": error,
@@ -194,6 +207,13 @@ class SweepIndex:
 
 def _jsonable(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
+
+
+def _param_norm(final: dict[str, float]) -> float | None:
+    """||theta||_2 at the last measurement: sqrt of the last ``sum_sq_weights`` (None when the measures did not run).
+    Under ``optim.fixed_norm`` it is the norm the run was held at (its initial norm, set by ``model.init_scale``)."""
+    v = final.get(SUM_SQ_WEIGHTS)
+    return math.sqrt(v) if v is not None and math.isfinite(v) and v >= 0 else None
 
 
 # --------------------------------------------------------------------------- reading runs
