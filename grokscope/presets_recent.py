@@ -27,6 +27,7 @@ def _preset(fn: Preset) -> Preset:
 @_preset
 def varma_parent() -> ExperimentConfig:
     """Circuit efficiency, the parent: a+b mod 31, 40% data, width 64, wd 1, lr 1e-2; groks by ~1.6k epochs.
+
     The sweeps' small-addition setting (1 layer, 4 heads of 16, d_mlp 256, ReLU, full-batch AdamW, betas (0.9, 0.98),
     10-step warm-up, float64 loss), 2500 epochs, its state at the last epoch. Continue it on less data with
     ``grokscope train --from RUN --set task.train_fraction=0.1`` (the same split seed trains on a subset)."""
@@ -52,6 +53,7 @@ def _cut(name: str, fraction: float) -> ExperimentConfig:
 @_preset
 def varma_ungrok() -> ExperimentConfig:
     """Circuit efficiency, ungrokking: varma-parent cut to 10% data (a subset), 3000 epochs; test accuracy falls.
+
     Start it from a grokked varma-parent run: ``--init-from RUN --preset varma-ungrok`` (whole weights, fresh
     AdamW) or ``--from RUN --set task.train_fraction=0.1 --set train.epochs=3000`` (AdamW continues). Measured
     (seed 0): test accuracy 1.00 -> 0.13 after 3000 epochs."""
@@ -60,8 +62,9 @@ def varma_ungrok() -> ExperimentConfig:
 
 @_preset
 def varma_semigrok() -> ExperimentConfig:
-    """Circuit efficiency, semi-grokking: varma-parent cut to 17.5% data, near the critical fraction of the cut;
-    test accuracy settles in between. Start it from a grokked varma-parent run as for varma-ungrok. Measured
+    """Circuit efficiency, semi-grokking: varma-parent cut to 17.5% data, near the critical fraction.
+
+    Test accuracy settles in between. Start it from a grokked varma-parent run as for varma-ungrok. Measured
     (seed 0, continued AdamW): 1.00 -> 0.73 after 3000 epochs, still drifting down slowly."""
     return _cut("varma-semigrok", 0.175)
 
