@@ -80,20 +80,21 @@ def _tuned_mlp(name: str, optimizer: str = "adamw") -> ExperimentConfig:
         name=name,
         task=TaskConfig(formula="a+b", p=113, train_fraction=0.4, split_seed=0),
         model=ModelConfig(arch="mlp", d_model=128, d_mlp=128, act_fn="relu", init_seed=0),
-        optim=OptimConfig(lr=1e-2, weight_decay=1.0, betas=(0.9, 0.98), warmup_steps=10, optimizer=optimizer),
+        optim=OptimConfig(lr=1.5e-2, weight_decay=1.0, betas=(0.9, 0.98), warmup_steps=10, optimizer=optimizer),
         train=TrainConfig(epochs=1000, log_every=1, measure_every=0, checkpoint_every=100, stop_after_grok=1.5),
     )
 
 
 @_preset
 def tuned_adamw_mlp() -> ExperimentConfig:
-    """A tuned full-batch AdamW baseline: a+b mod 113, 40% data, MLP with embeddings, groks by epoch ~150.
+    """A tuned full-batch AdamW baseline: a+b mod 113, 40% data, MLP with embeddings, groks by epoch ~110-145.
 
     The public note's setting (a+b mod 113, 40% of the pairs, full batch, an MLP with learned embeddings; it reports
     99% test accuracy by epoch ~111-143). Ours: the PAIR-style MLP (embeddings of a and b summed, 128 ReLU neurons,
-    d_model 128, untied unembedding), AdamW lr 1e-2, wd 1, betas (0.9, 0.98), 10-step warm-up, metrics every
-    epoch; stops at 1.5x the grok epoch. The note's exact width and optimiser settings are not known to us: these
-    were tuned here (benchmarks/fair_comparison.py prints the grok epochs over seeds)."""
+    d_model 128, untied unembedding), AdamW lr 1.5e-2, wd 1, betas (0.9, 0.98), 10-step warm-up, metrics every
+    epoch; stops at 1.5x the grok epoch. The note's width and optimiser settings are not known to us; these were
+    tuned here (lr 1e-2: epochs 145-188; lr 2e-2: 91-124). Measured, seeds 0-4 (init and split): 99% test accuracy
+    at epochs 110, 134, 143, 110, 140 (median 134; benchmarks/fair_comparison.py)."""
     return _tuned_mlp("tuned-adamw-mlp")
 
 

@@ -110,3 +110,131 @@ def omnigrok_lu_curves(df, spec: SweepSpec) -> list[Figure]:
 
 
 # --------------------------------------------------------------------------- fair accelerator comparisons
+
+#: Config fields that make a training method (an accelerator or a loss) and their plain-AdamW values.
+METHOD_DEFAULTS = {"optim.optimizer": "adamw", "optim.grad_filter": "none", "train.loss": "cross_entropy",
+                   "optim.perp_grad": False, "optim.decay": "l2", "optim.fixed_norm": False}
+
+
+def method_axis(spec: SweepSpec):
+    """The sweep's method axis: a zipped axis of two or more fields, at least two of them method fields
+    (:data:`METHOD_DEFAULTS`); None when there is none. Recognised from the spec, whatever its name."""
+    for axis in spec.axes:
+        if len(axis.fields) >= 2 and sum(f in METHOD_DEFAULTS for f in axis.fields) >= 2:
+            return axis
+    return None
+
+
+def _same(value, default) -> bool:
+    if isinstance(default, bool):
+        return str(value).strip().lower() in ("false", "0", "0.0", "none", "")
+    return str(value) == str(default)
+
+
+def method_label(values: dict) -> str:
+    """A method's name from its field values: the non-AdamW parts joined by '+' ('adamw' when none)."""
+    parts = []
+    for field, value in values.items():
+        default = METHOD_DEFAULTS.get(field)
+        if default is None:
+            parts.append(f"{field.rpartition('.')[2]}={value}")
+        elif not _same(value, default):
+            leaf = field.rpartition(".")[2]
+            parts.append({"grad_filter": f"grokfast-{value}", "perp_grad": "perp-adamw",
+                          "fixed_norm": "fixed-norm"}.get(leaf, str(value)))
+    return "+".join(parts) or "adamw"
+
+
+def method_cells(df, spec: SweepSpec):
+    """One row per cell of a method sweep: ``method``, ``point`` (the other axes' values), ``seed``, ``epochs``
+    (to 99% test accuracy; NaN when the cell did not get there) and ``budget`` (its epochs)."""
+    import pandas as pd
+
+    axis = method_axis(spec)
+    others = [f for f in spec.axis_fields if axis is None or f not in axis.fields]
+    rows = []
+    for _, r in df.iterrows():
+        grok = pd.to_numeric(r.get("grok_epoch"), errors="coerce")
+        budget = pd.to_numeric(r.get("budget"), errors="coerce")
+        rows.append({
+            "method": method_label({f: r.get(f) for f in (axis.fields if axis else ())}),
+            "point": ", ".join(f"{f.rpartition('.')[2]}={r.get(f):g}" if isinstance(r.get(f), float)
+                               else f"{f.rpartition('.')[2]}={r.get(f)}" for f in others),
+            "seed": r.get("seed"), "epochs": float(grok) if pd.notna(grok) else math.nan,
+            "budget": float(budget) if pd.notna(budget) else float(spec.base.train.epochs),
+        })
+    return pd.DataFrame(rows, columns=["method", "point", "seed", "epochs", "budget"])
+
+
+def _median(values) -> float:
+    """Median with a cell that never reached 99% counted as infinitely late."""
+    import numpy as np
+
+    return float(np.median([math.inf if math.isnan(v) else v for v in values])) if len(values) else math.nan
+
+
+def method_summary(cells):
+    """Per method (first-appearance order): ``best`` grid point (lowest median epochs to 99% over seeds, cells that
+    never got there counted as infinitely late), its ``n`` seeds, ``grokked`` count, ``median``, ``q1``, ``q3``,
+    ``min``, ``max`` (of the grokked seeds), and ``median_all`` over every cell of the method."""
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    for method, g in cells.groupby("method", sort=False):
+        medians = {p: _median(list(c["epochs"])) for p, c in g.groupby("point", sort=False)}
+        best = min(medians, key=lambda p: (medians[p], float(g[g["point"] == p]["epochs"].mean())))
+        b = g[g["point"] == best]["epochs"]
+        done = b.dropna()
+        q1, q3 = (np.percentile(done, [25, 75]) if len(done) else (math.nan, math.nan))
+        rows.append({"method": method, "best": best, "n": len(b), "grokked": len(done), "median": medians[best],
+                     "q1": float(q1), "q3": float(q3), "min": float(done.min()) if len(done) else math.nan,
+                     "max": float(done.max()) if len(done) else math.nan, "median_all": _median(list(g["epochs"]))})
+    return pd.DataFrame(rows)
+
+
+@_maker
+def fair_comparison(df, spec: SweepSpec) -> list[Figure]:
+    """Epochs to 99% test accuracy per method: each method's best grid point over seeds, and every cell of the
+    grid (a box and its points per method; cells that never got there drawn as crosses at their budget). [] for a
+    sweep without a method axis."""
+    if method_axis(spec) is None or "grok_epoch" not in df:
+        return []
+    cells = method_cells(df, spec)
+    if cells.empty:
+        return []
+    summary = method_summary(cells)
+    layout = dict(height=440, paper_bgcolor="white", plot_bgcolor="white", showlegend=False,
+                  font=dict(family="Helvetica, Arial, sans-serif", size=13, color="#222"))
+    figures = []
+    for key, title, pick in (("fair_best", "each method at its best grid point", "best"),
+                             ("fair_all", "every grid point", None)):
+        fig = go.Figure()
+        for _, s in summary.iterrows():
+            g = cells[cells["method"] == s["method"]]
+            if pick:
+                g = g[g["point"] == s[pick]]
+            name = f"{s['method']}<br>({s['best']})" if pick else s["method"]
+            done, missed = g[g["epochs"].notna()], g[g["epochs"].isna()]
+            fig.add_trace(go.Box(y=done["epochs"], name=name, boxpoints="all", jitter=0.4, pointpos=0,
+                                 marker=dict(size=6, opacity=0.6), line=dict(width=1.5),
+                                 text=[f"{p}, seed {sd}" for p, sd in zip(done["point"], done["seed"])],
+                                 hovertemplate="%{y} epochs<br>%{text}<extra></extra>"))
+            if len(missed):
+                fig.add_trace(go.Scatter(x=[name] * len(missed), y=missed["budget"], mode="markers",
+                                         marker=dict(symbol="x", size=8, color="#d62728"),
+                                         text=[f"{p}, seed {sd}" for p, sd in zip(missed["point"], missed["seed"])],
+                                         hovertemplate="not at 99% by %{y}<br>%{text}<extra></extra>"))
+        fig.update_yaxes(title="epochs to 99% test accuracy", showline=True, linecolor="#888", gridcolor="#eee")
+        fig.update_layout(title=dict(text=f"Epochs to 99% test accuracy: {title}", x=0.01), **layout)
+        if pick:
+            medians = "; ".join(f"{s['method']} {s['median']:g} ({s['grokked']}/{s['n']})"
+                                for _, s in summary.iterrows())
+            caption = (f"Each method at the grid point where its median over seeds is lowest (the same grid and seeds "
+                       f"for every method: a matched tuning budget). Medians (seeds at 99%): {medians}. Crosses: seeds "
+                       "that never reached 99% within the budget.")
+        else:
+            caption = ("Every cell of the grid, per method: how much the method depends on its tuning. Crosses: cells "
+                       "that never reached 99% test accuracy within the budget (drawn at the budget).")
+        figures.append((key, f"Fair comparison: {title}", caption, fig))
+    return figures
