@@ -72,7 +72,7 @@ def test_activation_sparsity_matches_the_cached_activations_at_the_last_position
     post = cache["blocks.0.mlp.hook_post"][:, -1]  # [N, d_mlp] at "="
     expect = float((post <= 0).sum()) / post.numel()
     assert 0.2 < expect < 0.8  # a random ReLU layer: about half off
-    got = last_mlp_post(model, task.tokens)
+    got = last_mlp_post(model, task)
     assert got is not None and got.shape == (13 * 13, 64)
     assert progress_measures(model, task)[names.ACT_SPARSITY] == pytest.approx(expect, abs=1e-12)
     mlp_model = _model(task, "mlp", seed=1)  # the MLP model's activations have no position axis
@@ -81,7 +81,20 @@ def test_activation_sparsity_matches_the_cached_activations_at_the_last_position
     post = cache["mlp.hook_post"]
     assert progress_measures(mlp_model, task)[names.ACT_SPARSITY] == pytest.approx(
         float((post <= 0).sum()) / post.numel(), abs=1e-12)
-    assert last_mlp_post(torch.nn.Linear(2, 2), task.tokens) is None  # a foreign module: no hooks, no number
+    assert last_mlp_post(torch.nn.Linear(2, 2), task) is None  # a foreign module: no hooks, no number
+
+
+@pytest.mark.parametrize("act_fn, n_layers", [("relu", 1), ("gelu", 1), ("relu", 2)])
+def test_the_fast_tables_give_the_hooked_activations(act_fn, n_layers):
+    """One layer: the fast path's tables; two: the hooked forward. Both equal the cached hook_post at "="."""
+    task = _task()
+    cfg = ModelConfig(d_model=32, n_heads=2, d_head=16, d_mlp=64, act_fn=act_fn, n_layers=n_layers, init_seed=6)
+    model = build_model(cfg, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=3).eval()
+    with torch.no_grad():
+        _, cache = model.run_with_cache(task.tokens)
+    post = cache[f"blocks.{n_layers - 1}.mlp.hook_post"][:, -1]
+    got = last_mlp_post(model, task)
+    assert got is not None and torch.allclose(got, post, rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- weight entropies

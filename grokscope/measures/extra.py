@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from grokscope.measures import names
 from grokscope.measures.grid import post_hook_name
 from grokscope.models import has_blocks, has_mlp
-from grokscope.models.transformer import HookedModule
+from grokscope.models.fast import FastPlan, fast_tables, is_fast_eligible, model_tensors
+from grokscope.models.transformer import HookedModule, Transformer, activation
 
 __all__ = [
     "ACT_SPARSITY_TAU", "abs_weight_entropy", "activation_sparsity", "extra_measures", "last_mlp_post",
@@ -43,7 +45,7 @@ def activation_sparsity(acts: Tensor, tau: float = ACT_SPARSITY_TAU) -> float:
     a = acts.detach()
     if a.numel() == 0:
         return math.nan
-    return float(np.count_nonzero(a.to(torch.float64).cpu().numpy() <= tau)) / a.numel()
+    return int(torch.count_nonzero(a <= tau)) / a.numel()  # an integer count: exact whatever the thread count
 
 
 def abs_weight_entropy(weights: Iterable[Tensor]) -> float:
@@ -75,19 +77,39 @@ def logit_efficiency(logits: Tensor, param_norm: float) -> float:
     return float(np.sqrt(np.sum(x * x))) / float(param_norm)
 
 
-def last_mlp_post(model: nn.Module, tokens: Tensor) -> Tensor | None:
-    """The last MLP layer's post-activations at the last position, [N, d_mlp] (task order), by one hooked forward
-    pass under ``no_grad``; None for a module that is not one of grokscope's hooked models (a user's module)."""
-    if not isinstance(model, HookedModule) or not (has_blocks(model) or has_mlp(model)):
-        return None
-    seen: list[Tensor] = []
-
-    def keep(x: Tensor, name: str) -> None:
-        seen.append(x[:, -1] if x.dim() == 3 else x)
-
+def last_mlp_post(model: nn.Module, task: Any) -> Tensor | None:
+    """The last MLP layer's post-activations at the last position over every input of ``task``, [N, d_mlp] (task
+    order), under ``no_grad``. The one-layer transformer on [a, b, =] rows is read through the fast path's tables
+    (its pre-activation is the first d_mlp columns of the gathered rows: no pass through W_U, no cache of every
+    position); other grokscope models by one hooked forward pass; None for a module that has no such hooks (a
+    user's module)."""
     with torch.no_grad():
-        model.run_with_hooks(tokens, [(post_hook_name(model), keep)])
+        if is_fast_eligible(model, task):
+            assert isinstance(model, Transformer)
+            return activation(model.cfg.act_fn, _fast_pre(model, task))
+        if not isinstance(model, HookedModule) or not (has_blocks(model) or has_mlp(model)):
+            return None
+        seen: list[Tensor] = []
+
+        def keep(x: Tensor, name: str) -> None:
+            seen.append(x[:, -1] if x.dim() == 3 else x)
+
+        model.run_with_hooks(task.tokens, [(post_hook_name(model), keep)])
     return seen[-1].detach() if seen else None
+
+
+def _fast_pre(model: Transformer, task: Any) -> Tensor:
+    """MLP pre-activations at "=" [N, d_mlp] of a fast-path-eligible transformer (see :mod:`grokscope.models.fast`:
+    ``pre = c + sum_h T_2(h) + sum_h A_0h D_0(a)_h + A_1h D_1(b)_h``, the first d_mlp columns of the gathered rows)."""
+    tables = fast_tables(model_tensors(model), int(task.p))
+    heads = model.cfg.n_heads
+    plan = FastPlan(task.tokens.unsqueeze(0), model.d_vocab, heads)
+    flat = tables["scores"].reshape(-1, heads)
+    s0, s1 = flat[plan.score_a], flat[plan.score_b]  # [N, H]
+    pattern = torch.stack([s0, s1, tables["score_eq"].expand_as(s0)], dim=-1).softmax(dim=-1)  # [N, H, 3]
+    weights = torch.cat([pattern[..., 0], pattern[..., 1], torch.ones_like(s0[:, :1])], dim=1)  # plan's row order
+    z = F.embedding_bag(plan.gather.idx, tables["table"], per_sample_weights=weights, mode="sum")
+    return z[:, : model.cfg.d_mlp]
 
 
 def extra_measures(model: nn.Module, task: Any, logits: Tensor, sum_sq: float) -> dict[str, float]:
@@ -97,7 +119,7 @@ def extra_measures(model: nn.Module, task: Any, logits: Tensor, sum_sq: float) -
     logits [N, >= p] on ``task.tokens``, answer columns ``:p``, per sqrt(``sum_sq``), ``sum_sq`` being the sum of
     squared parameters the caller already has)."""
     params = [w for w in model.parameters()]
-    acts = last_mlp_post(model, task.tokens)
+    acts = last_mlp_post(model, task)
     return {
         names.ACT_SPARSITY: math.nan if acts is None else activation_sparsity(acts),
         names.ABS_WEIGHT_ENTROPY: abs_weight_entropy(params),
