@@ -168,3 +168,29 @@ def test_a_smaller_fraction_with_the_same_seed_trains_on_a_subset(formula, p, se
         assert small < big
     by_count, _ = train_pairs(n_train=len(sets[2]) - 3)
     assert by_count < sets[2] and len(by_count) == len(sets[2]) - 3
+
+
+def test_varma_presets_cut_the_parents_data_to_a_subset_and_train(tmp_path):
+    from grokscope.presets import get_preset
+    from grokscope.sweep.presets import get_sweep_preset
+
+    parent_cfg, ungrok, semi = (get_preset(n) for n in ("varma-parent", "varma-ungrok", "varma-semigrok"))
+    assert (parent_cfg.task.p, parent_cfg.task.formula, parent_cfg.task.train_fraction) == (31, "a+b", 0.4)
+    assert (parent_cfg.optim.weight_decay, parent_cfg.optim.lr, parent_cfg.model.d_model) == (1.0, 1e-2, 64)
+    assert (ungrok.task.train_fraction, semi.task.train_fraction) == (0.1, 0.175)
+    for cut in (ungrok, semi):
+        assert cut.model == parent_cfg.model and cut.optim == parent_cfg.optim  # --init-from all fits, AdamW alike
+        small, big = make_task(cut.task), make_task(parent_cfg.task)
+        assert set(small.pair_index[small.train_idx].tolist()) < set(big.pair_index[big.train_idx].tolist())
+    spec = get_sweep_preset("varma-critical-fraction")
+    assert spec.base.task == parent_cfg.task and spec.base.train.epochs == 3000 and len(spec.seeds) == 3
+    assert "task.split_seed" in spec.seed_fields
+    # at tiny size: a parent, then the cut continued from it
+    small = {"train.epochs": 20, "task.p": 11, "train.log_every": 5, "train.measure_every": 0,
+             "train.checkpoint_every": 10}
+    p = train(apply_overrides(parent_cfg, small), tmp_path / "p", progress=False, threads=1)
+    c = train(apply_overrides(ungrok, small), tmp_path / "c", progress=False, threads=1,
+              parent=Parent(run=p.dir, parts=("all",)))
+    for key, value in p.load_state_dict(20).items():
+        assert torch.equal(c.load_state_dict(0)[key], value), key
+    assert c.config.task.train_fraction == 0.1 and int(c.metrics.index[-1]) == 20
