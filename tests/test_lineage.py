@@ -194,3 +194,18 @@ def test_varma_presets_cut_the_parents_data_to_a_subset_and_train(tmp_path):
     for key, value in p.load_state_dict(20).items():
         assert torch.equal(c.load_state_dict(0)[key], value), key
     assert c.config.task.train_fraction == 0.1 and int(c.metrics.index[-1]) == 20
+
+
+def test_frozen_parts_stay_frozen_across_a_resume(parent, tmp_path):
+    cfg = _cfg(20, **{"task.formula": "a-b"})
+    lineage = Parent(run=parent.dir, parts=("all",), freeze=("embed", "unembed"))
+    whole = train(cfg, tmp_path / "whole", progress=False, threads=1, parent=lineage)
+    with interrupted_at_update(9):
+        train(cfg, tmp_path / "cut", progress=False, threads=1, parent=lineage)
+    again = resume(tmp_path / "cut", progress=False, threads=1)
+    assert again.metrics.equals(whole.metrics)
+    for key in ("embed.W_E", "unembed.W_U"):
+        assert torch.equal(again.load_state_dict(20)[key], parent.load_state_dict(30)[key]), key
+    mlp = "blocks.0.mlp.W_in"
+    assert not torch.equal(again.load_state_dict(20)[mlp], parent.load_state_dict(30)[mlp])
+    assert json.loads((again.dir / "parent.json").read_text()) == json.loads(again.meta["parent"])

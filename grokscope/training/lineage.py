@@ -27,17 +27,19 @@ from torch import Tensor, nn
 
 from grokscope.config import ExperimentConfig, flat_dict
 from grokscope.models import build_model
-from grokscope.store.files import load_tensors, save_tensors
+from grokscope.store.files import atomic_write_json, load_tensors, save_tensors
 from grokscope.store.metrics import MetricsDB
 from grokscope.store.run import METRICS, STATE, Run, RunError, check_run
 from grokscope.tasks import make_task
 from grokscope.training.recorder import MODEL, OPTIM, RULES
 
-__all__ = ["PARENT_META", "PARTS", "Parent", "StartState", "freeze", "frozen_names", "parse_parts", "parse_source",
-           "part_keys", "prepare_start", "read_parent", "write_start"]
+__all__ = ["PARENT_FILE", "PARENT_META", "PARTS", "Parent", "StartState", "freeze", "frozen_names", "parse_parts",
+           "parse_source", "part_keys", "prepare_start", "read_parent", "write_start"]
 
 #: The meta key of a run started from another run: JSON with run, step, mode, parts, optimizer, update, frozen.
 PARENT_META = "parent"
+#: The same record as a file of the run directory.
+PARENT_FILE = "parent.json"
 
 #: The parts of a model by TransformerLens name: a state-dict key belongs to a part when the pattern matches.
 PARTS: dict[str, str] = {
@@ -197,7 +199,9 @@ def _parent_optimiser(run: Run, step: int, config: ExperimentConfig) -> tuple[di
 
 
 def write_start(run_dir: Path, start: StartState) -> None:
-    """Write the new run's first resume state (epoch 0) and its parent record ``meta["parent"]``."""
+    """Write the new run's first resume state (epoch 0) and its parent record: ``meta["parent"]`` and the same JSON
+    in ``parent.json`` (read by the loop without opening the metrics database)."""
+    atomic_write_json(Path(run_dir) / PARENT_FILE, start.record)
     db = MetricsDB(Path(run_dir) / METRICS)
     try:
         db.set_meta({PARENT_META: json.dumps(start.record)})
@@ -208,15 +212,19 @@ def write_start(run_dir: Path, start: StartState) -> None:
 
 
 def read_parent(run_dir: Path | str) -> dict | None:
-    """The parent record of a run started with ``--from``/``--init-from`` (None for other runs)."""
-    if not (Path(run_dir) / METRICS).is_file():
+    """The parent record of a run started with ``--from``/``--init-from`` (None for other runs); RunError (one line)
+    when its ``parent.json`` is unreadable."""
+    path = Path(run_dir) / PARENT_FILE
+    if not path.is_file():
         return None
-    db = MetricsDB(Path(run_dir) / METRICS, readonly=True)
     try:
-        text = db.meta().get(PARENT_META)
-    finally:
-        db.close()
-    return json.loads(text) if text else None
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"{path}: unreadable parent record ({e}); restore it from meta['parent'] "
+                       "('grokscope show --json RUN')") from None
+    if not isinstance(record, dict):
+        raise RunError(f"{path}: the parent record is not a JSON object")
+    return record
 
 
 def frozen_names(run_dir: Path | str) -> list[str]:
