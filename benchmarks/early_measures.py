@@ -1,10 +1,11 @@
 """Which cheap progress measures turn before the test loss does (issue 23 item 7):
 ``python benchmarks/early_measures.py``.
 
-Reads a run directory (``--run DIR``) or trains one: by default the ``quick`` preset (a+b mod 53, 40% data, the
-mainline transformer, wd 1; groks by ~1.6k epochs) with the measures every 50 epochs, one thread (a few minutes on
-one core); ``--preset nanda-mainline`` for the paper's run (40k epochs: hours on one core). For every measure and
-for the test loss it finds two "turns", each defined on the curve x_t as logged (no smoothing):
+Reads run directories (``--run DIR``, repeatable) or trains runs: by default the ``quick`` preset (a+b mod 53, 40%
+data, the mainline transformer, wd 1; groks by ~1.6k epochs) with the measures every 10 epochs, seeds
+(``model.init_seed``) 0, 1, 2, one thread (about a minute each on one core); ``--preset nanda-mainline`` for the
+paper's run (40k epochs: hours on one core). For every measure and for the test loss it finds two "turns", each
+defined on the curve x_t as logged (no smoothing):
 
 * half: the first epoch from which x stays on its final value's side of the midpoint (x_0 + x_end) / 2, i.e. the
   epoch it has moved half way from its start to its end for good;
@@ -13,7 +14,8 @@ for the test loss it finds two "turns", each defined on the curve x_t as logged 
 
 It prints them next to the test loss's (the test loss of the mainline rises while the model memorises, then falls:
 its reversal is its peak, its half the fall through the midpoint between ln p and its end), and how many epochs
-each measure leads (+) or lags (-). Measures: the four cheap ones added by issue 23 (act_sparsity,
+each measure leads (+) or lags (-), then per measure its half-way lead in every run and in how many runs it
+comes first. Measures: the four cheap ones added by issue 23 (act_sparsity,
 abs_weight_entropy, weight_entropy_normalised, logit_efficiency) and, for comparison, the paper's sum_sq_weights,
 gini_W_L and excluded_loss.
 """
@@ -79,39 +81,8 @@ def _lead(turn: int | None, ref: int | None) -> str:
     return "" if turn is None or ref is None else f"{ref - turn:+d}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", type=Path, help="read this run directory instead of training one")
-    ap.add_argument("--preset", default="quick", help="the preset to train (default quick; nanda-mainline: the paper)")
-    ap.add_argument("--measure-every", type=int, default=50, help="measure cadence of the trained run (default 50)")
-    ap.add_argument("--epochs", type=int, help="train this many epochs instead of the preset's")
-    ap.add_argument("--out", type=Path, help="keep the trained run here (default: a temporary directory)")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    t0 = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.run is not None:
-            try:
-                run = load_run(args.run)
-            except (RunError, FileNotFoundError, ValueError) as e:
-                print(f"early_measures: {e}", file=sys.stderr)
-                return 2
-            where = f"run {args.run}"
-        else:
-            try:
-                cfg = get_preset(args.preset)
-                over = {"train.measure_every": args.measure_every}
-                cfg = apply_overrides(cfg, over | ({"train.epochs": args.epochs} if args.epochs else {}))
-            except ValueError as e:
-                print(f"early_measures: {e}", file=sys.stderr)
-                return 2
-            where = (f"preset {args.preset} ({cfg.task.formula} mod {cfg.task.p}, {cfg.train.epochs} epochs, "
-                     f"measures every {cfg.train.measure_every}, seed {cfg.model.init_seed}, split seed "
-                     f"{cfg.task.split_seed})")
-            print(f"training {where} ...", flush=True)
-            run = train(cfg, args.out or Path(tmp) / "run", progress=False, threads=1)
-            print(f"trained in {time.time() - t0:.0f} s", flush=True)
-        metrics = run.metrics
+def turns_table(metrics: pd.DataFrame, where: str) -> dict[str, tuple[int | None, int | None]]:
+    """Print one run's table; return {measure: (half lead, reversal lead)} in epochs (+ = before the test loss)."""
     steps, test = series(metrics, names.TEST_LOSS)
     acc_steps, acc = series(metrics, names.TEST_ACC)
     grok = next((int(s) for s, a in zip(acc_steps, acc) if a >= 0.99), None)
@@ -120,23 +91,74 @@ def main(argv: list[str] | None = None) -> int:
           f"from epoch {grok}")
     print(f"{'measure':>26} {'start':>10} {'end':>10} {'reversal':>9} {'half':>7} {'lead(rev)':>10} {'lead(half)':>10}")
     print(f"{'test_loss (reference)':>26} {test[0]:10.4g} {test[-1]:10.4g} {str(ref_rev):>9} {str(ref_half):>7}")
-    early_half, early_rev = [], []
+    leads: dict[str, tuple[int | None, int | None]] = {}
     for name in CHEAP + REFERENCE:
         s, x = series(metrics, name)
         if len(x) < 2:
             print(f"{name:>26} not logged")
             continue
         h, r = half_turn(s, x), reversal_turn(s, x)
-        if name in CHEAP and h is not None and ref_half is not None and h < ref_half:
-            early_half.append(f"{name} ({h})")
-        if name in CHEAP and r is not None and ref_rev is not None and r < ref_rev:
-            early_rev.append(f"{name} ({r})")
+        leads[name] = (None if h is None or ref_half is None else ref_half - h,
+                       None if r is None or ref_rev is None else ref_rev - r)
         print(f"{name:>26} {x[0]:10.4g} {x[-1]:10.4g} {str(r):>9} {str(h):>7} {_lead(r, ref_rev):>10} "
               f"{_lead(h, ref_half):>10}", flush=True)
+    return leads
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", type=Path, action="append",
+                    help="read this run directory instead of training (repeatable)")
+    ap.add_argument("--preset", default="quick", help="the preset to train (default quick; nanda-mainline: the paper)")
+    ap.add_argument("--seeds", default="0,1,2", help="model.init_seed of each trained run (default 0,1,2)")
+    ap.add_argument("--measure-every", type=int, default=10, help="measure cadence of the trained runs (default 10)")
+    ap.add_argument("--epochs", type=int, help="train this many epochs instead of the preset's")
+    ap.add_argument("--out", type=Path, help="keep the trained runs here, one folder per seed (default: temporary)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    t0 = time.time()
+    runs: list[tuple[str, pd.DataFrame]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.run:
+            for path in args.run:
+                try:
+                    runs.append((f"run {path}", load_run(path).metrics))
+                except (RunError, FileNotFoundError, ValueError) as e:
+                    print(f"early_measures: {e}", file=sys.stderr)
+                    return 2
+        else:
+            try:
+                seeds = [int(x) for x in args.seeds.split(",")]
+                base = get_preset(args.preset)
+                over = {"train.measure_every": args.measure_every}
+                base = apply_overrides(base, over | ({"train.epochs": args.epochs} if args.epochs else {}))
+                cfgs = [apply_overrides(base, {"model.init_seed": seed}) for seed in seeds]
+            except ValueError as e:
+                print(f"early_measures: {e}", file=sys.stderr)
+                return 2
+            for cfg in cfgs:
+                where = (f"preset {args.preset} ({cfg.task.formula} mod {cfg.task.p}, {cfg.train.epochs} epochs, "
+                         f"measures every {cfg.train.measure_every}, seed {cfg.model.init_seed}, split seed "
+                         f"{cfg.task.split_seed})")
+                print(f"training {where} ...", flush=True)
+                out = (args.out or Path(tmp)) / f"seed{cfg.model.init_seed}"
+                runs.append((where, train(cfg, out, progress=False, threads=1).metrics))
+                print(f"  done at {time.time() - t0:.0f} s", flush=True)
+    all_leads = [turns_table(metrics, where) for where, metrics in runs]
     print(f"\nlandmark: {LANDMARK}.")
-    print(f"ours: the test loss reverses at epoch {ref_rev} (its peak) and is half way down from epoch {ref_half}.")
-    print(f"cheap measures half way before the test loss: {', '.join(early_half) or 'none'}; reversing before the "
-          f"test loss's peak: {', '.join(early_rev) or 'none'}. (Seed and split as above.)")
+    print("ours, per measure: epochs by which its half-way turn precedes the test loss's (+ = earlier), per run:")
+    verdicts = []
+    for name in CHEAP + REFERENCE:
+        halves = [lead.get(name, (None, None))[0] for lead in all_leads]
+        known = [h for h in halves if h is not None]
+        before = sum(h > 0 for h in known)
+        tag = "cheap" if name in CHEAP else "paper"
+        med = f"median {int(np.median(known)):+d}" if known else "no turn"
+        print(f"  {name:>26} ({tag}): {', '.join('-' if h is None else f'{h:+d}' for h in halves)}; {med}; "
+              f"before the test loss in {before}/{len(halves)} runs")
+        if name in CHEAP and known and before == len(halves):
+            verdicts.append(name)
+    print(f"cheap measures that turn (half way) before the test loss in every run: {', '.join(verdicts) or 'none'}")
     print(f"wall {time.time() - t0:.0f} s")
     return 0
 
