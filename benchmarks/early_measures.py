@@ -4,8 +4,8 @@
 Reads run directories (``--run DIR``, repeatable) or trains runs: by default the ``quick`` preset (a+b mod 53, 40%
 data, the mainline transformer, wd 1; groks by ~1.6k epochs) with the measures every 10 epochs, seeds
 (``model.init_seed``) 0, 1, 2, one thread (about a minute each on one core); ``--preset nanda-mainline`` for the
-paper's run (40k epochs: hours on one core). For every measure and for the test loss it finds two "turns", each
-defined on the curve x_t as logged (no smoothing):
+paper's run (40k epochs at p = 113; not sized for two cores). For every measure and for the test loss it finds two
+"turns", each defined on the curve x_t as logged (no smoothing):
 
 * half: the first epoch from which x stays on its final value's side of the midpoint (x_0 + x_end) / 2, i.e. the
   epoch it has moved half way from its start to its end for good;
