@@ -102,3 +102,17 @@ def test_the_figure_draws_the_best_points_and_every_cell_with_misses_at_the_budg
 def test_a_sweep_without_a_method_axis_gets_no_fair_comparison_figure():
     df, _ = _hand_frame()
     assert fair_comparison(df, get_sweep_preset("lr-wd")) == []
+
+
+def test_a_real_method_sweep_reports_the_comparison(tmp_path):
+    from grokscope.config import apply_overrides
+    from grokscope.sweep.figures import build_sweep_report
+    from grokscope.sweep.local import run_sweep
+    from grokscope.sweep.presets_recent import fair_base, method_comparison
+
+    base = apply_overrides(fair_base(p=13, width=16, epochs=10), {"optim.warmup_steps": 0})
+    spec = method_comparison("tiny-fair", "", base, methods=["adamw", "muon"], lrs=[3e-2], wds=[1.0], seeds=2)
+    run_sweep(spec, tmp_path / "s", workers=0, progress=False, log=lambda s: None)
+    html = build_sweep_report(tmp_path / "s", plotly_src="plotly.js")
+    assert "Fair comparison: each method at its best grid point" in html
+    assert "Fair comparison: every grid point" in html
