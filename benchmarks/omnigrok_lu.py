@@ -40,20 +40,21 @@ def reduced_spec(full: bool, seeds: int | None, epochs: int | None, scales: list
     spec = get_sweep_preset("omnigrok-lu")
     if full and seeds is None and epochs is None and scales is None:
         return spec
-    n_epochs = epochs or (spec.base.train.epochs if full else 2000)
+    n_epochs = epochs if epochs is not None else (spec.base.train.epochs if full else 2000)
     base = apply_overrides(spec.base, {"train.epochs": n_epochs, "train.measure_every": n_epochs})
     return make_spec(
         name="omnigrok-lu-bench",
         base=base,
         axes={"model.init_scale": scales or [0.25 * 2 ** (i / 2) for i in range(9 if full else 7)]},
-        seeds=seeds or (len(spec.seeds) if full else 2),
+        seeds=seeds if seeds is not None else (len(spec.seeds) if full else 2),
         outcome={"threshold": spec.outcome.threshold, "tau": spec.outcome.tau},
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--full", action="store_true", help="the omnigrok-lu preset as it is (27 cells, ~15 min alone)")
+    ap.add_argument("--full", action="store_true",
+                    help="the omnigrok-lu preset as it is (27 cells; roughly 10-15 min on one core, estimated)")
     ap.add_argument("--seeds", type=int, help="seeds per init scale (default 2; --full 3)")
     ap.add_argument("--epochs", type=int, help="epochs per cell (default 2000; --full 3000)")
     ap.add_argument("--scales", help="comma-separated init scales (default 0.25 .. 2 in steps of sqrt 2)")
