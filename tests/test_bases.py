@@ -9,10 +9,23 @@ import torch
 
 from grokscope.analysis import analyze_checkpoint, logit_wave_fit
 from grokscope.analysis.basis import analyze_group, analyze_in_basis, basis_summary
-from grokscope.analysis.basis_pieces import group_logit_fit
-from grokscope.analysis.construct import group_network, quadratic_mlp_addition, wave_logit_table
+from grokscope.analysis.construct import group_network, quadratic_mlp_addition
+from grokscope.analysis.reverse import (
+    block_mask_table,
+    grid_attention_fits,
+    grid_ffs_fcr,
+    neuron_polynomial_fits,
+    star_from_weights,
+)
 from grokscope.config import ModelConfig, TaskConfig
-from grokscope.measures import MeasureError, frequency_norms, label_wave_fit, primitive_root, real_fourier_basis
+from grokscope.measures import (
+    MeasureError,
+    ffs_fcr,
+    frequency_norms,
+    label_wave_fit,
+    primitive_root,
+    real_fourier_basis,
+)
 from grokscope.measures.bases import (
     basis_table,
     detect_basis,
@@ -132,9 +145,56 @@ def test_group_helpers_on_odd_n_are_the_additive_ones():
     table, labels = torch.randn(169, 13, dtype=torch.float64), torch.randint(0, 13, (169,))
     for a, b in zip(group_label_wave_fit(table, labels, 13, [2, 5]), label_wave_fit(table, labels, 13, [2, 5])):
         assert torch.allclose(a, b, atol=1e-12)
-    idx = torch.arange(169)
-    lab = (idx // 13 + idx % 13) % 13
-    _close(logit_wave_fit(table, lab, 13, [1, 4]).to_dict(), group_logit_fit(table, lab, 13, [1, 4]).to_dict())
+    w_e = torch.randn(13, 5, dtype=torch.float64)
+    assert grid_ffs_fcr(w_e) == ffs_fcr(w_e)  # bit for bit: the analysis over Z_13 is the Z_p one
+
+
+def test_logit_fit_over_odd_and_even_n_is_the_least_squares_fit():
+    """alpha_k against an independent dense least-squares fit of the row-centred table on the waves cos(w_k(s - c)),
+    for odd n and for even n with the Nyquist wave (-1)^(s - c) among them."""
+    torch.manual_seed(1)
+    for n, freqs in ((13, [1, 4]), (12, [2, 6])):
+        i = torch.arange(n * n)
+        labels = (i // n + i % n) % n
+        table = torch.randn(n * n, n, dtype=torch.float64)
+        centred = table - table.mean(dim=1, keepdim=True)
+        d = (labels[:, None] - torch.arange(n)[None, :]).to(torch.float64)
+        design = torch.stack([torch.cos(2 * math.pi * k * d / n).reshape(-1) for k in freqs], dim=1)
+        coef = torch.linalg.lstsq(design, centred.reshape(-1, 1)).solution.reshape(-1)
+        fit = logit_wave_fit(table, labels, n, freqs)
+        assert [fit.alpha[k] for k in freqs] == pytest.approx(coef.tolist(), abs=1e-12)
+        resid = centred.reshape(-1) - design @ coef
+        assert fit.fve == pytest.approx(1 - float(resid @ resid) / float((centred**2).sum()), abs=1e-12)
+        if n % 2 == 0:
+            assert fit.sin_coefficient[6] == 0.0  # the Nyquist wave has no sine
+
+
+def test_the_pieces_take_the_nyquist_frequency_of_an_even_n():
+    """Over Z_12 the wave (-1)^x is frequency 6: the block masks keep it, a neuron on it is fitted by it, a head
+    attending by it is fitted at 6, a star-plot neuron reads it (sine 0), and FFS counts it while FCR does not."""
+    n = 12
+    x = torch.arange(n, dtype=torch.float64)
+    nyq, wave1 = torch.cos(math.pi * x), torch.cos(2 * math.pi * x / n)
+    table = (nyq[:, None] * nyq[None, :] + wave1[:, None]).reshape(n * n, 1)  # (-1)^(i+j) + cos(w_1 i)
+    kept = block_mask_table(table, n, [6], product_only=True)
+    assert torch.allclose(kept, (nyq[:, None] * nyq[None, :]).reshape(-1, 1), atol=1e-12)
+    kept = block_mask_table(table, n, [1, 6], product_only=False)
+    assert torch.allclose(kept, table, atol=1e-12)
+    acts = torch.cat([table, torch.randn(n * n, 1, dtype=torch.float64)], dim=1)
+    fitted = neuron_polynomial_fits(acts, n, torch.tensor([6, 6]), torch.tensor([True, False]))
+    assert torch.allclose(fitted[:, 0], (nyq[:, None] * nyq[None, :]).reshape(-1), atol=1e-12)
+    assert torch.equal(fitted[:, 1], acts[:, 1])
+    pattern = (0.5 + 0.25 * nyq[:, None]).expand(n, n).reshape(n * n, 1)  # attention by (-1)^i
+    (head,) = grid_attention_fits([pattern], n)
+    assert (head.frequency, head.mean) == (6, pytest.approx(0.5)) and head.fve == pytest.approx(1.0)
+    w_e = torch.stack([nyq, wave1], dim=1)  # [n, d_model = 2]
+    (star,) = star_from_weights(w_e, torch.tensor([[-2.0], [0.0]], dtype=torch.float64), nyq[None, :])
+    assert star.frequency == 6 and star.sin_in == 0.0 and star.sin_out == 0.0
+    assert star.cos_in == pytest.approx(-2 * math.sqrt(n)) and star.angle_in == pytest.approx(math.pi)
+    assert star.cos_out == pytest.approx(math.sqrt(n)) and star.angle_out == 0.0
+    ffs, fcr = grid_ffs_fcr(w_e)
+    # frequencies 1 and 6 used; frequency 1 is a cosine alone, so its sine/cosine ratio is 0
+    assert ffs == pytest.approx(2 / 6) and fcr == pytest.approx(0.0, abs=1e-12)
 
 
 def test_even_n_nyquist_frequency():
@@ -154,7 +214,7 @@ def test_even_n_nyquist_frequency():
     table = 3 * torch.cos(math.pi * (labels[:, None] - torch.arange(n)[None, :]).to(torch.float64))
     const, key = group_label_wave_fit(table, labels, n, [6])
     assert torch.allclose(const + key, table[torch.argsort(labels)[::n]], atol=1e-10)
-    fit = group_logit_fit(table, labels, n, [6])
+    fit = logit_wave_fit(table, labels, n, [6])
     assert fit.fve == pytest.approx(1.0) and fit.alpha[6] == pytest.approx(3.0) and fit.sin_coefficient[6] == 0.0
 
 
@@ -250,14 +310,6 @@ def test_general_path_on_the_identity_basis_reproduces_the_additive_analysis(arc
     got = analyze_group(model, task, basis, key_freqs=[2, 5]).to_dict()
     got.pop("basis")
     _close(ref, got)
-
-
-def test_ideal_group_logit_table_has_full_fve():
-    # the additive wave table, read as a group table over Z_13
-    table = wave_logit_table(13, [3])
-    i = torch.arange(169)
-    fit = group_logit_fit(table, (i // 13 + i % 13) % 13, 13, [3])
-    assert fit.fve == pytest.approx(1.0)
 
 
 def test_render_names_the_basis():

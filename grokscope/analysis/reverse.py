@@ -1,10 +1,18 @@
-"""Reverse-engineering of one checkpoint (Nanda et al. 2023, section 4 and appendix C; PAIR star plots).
+"""Reverse-engineering of one checkpoint (Nanda et al. 2023, section 4 and appendix C; PAIR star plots) over a cyclic
+group Z_n of any order n.
 
-:func:`analyze_checkpoint` takes a model and a modular task over the full p*p grid and returns an
-:class:`Analysis` dataclass (``to_dict()`` is JSON-safe; schema in ``docs/analysis-json.md``). No file I/O.
+:func:`analyze_grid` is the analysis: key frequencies, restricted and excluded loss, Gini, neuron clusters and FVE,
+the logit fit, the ablations, the attention fits, the star plots and the Table 5 row of a model read over an n x n
+grid of group inputs (:class:`GroupGrid`, from :func:`read_group_grid`). :func:`analyze_checkpoint` runs it on the
+task's own p x p grid (the additive basis of a+b, odd p); :mod:`grokscope.analysis.basis` on a task's group basis
+(the discrete-log one of a*b: n = p - 1). Results are the dataclasses of :mod:`grokscope.analysis.records`
+(``to_dict()`` is JSON-safe; schema in ``docs/analysis-json.md``). No file I/O.
 
-Shapes: p the modulus; N = p*p; "grid order" means row a*p + b. Logit tables are [N, p] float64;
-neuron activations [N, d_mlp]; ``W_E[:p]`` [p, d_model]; ``W_L = W_out @ W_U[:, :p]`` [d_mlp, p].
+Every piece works for odd and even n: for odd n each is the paper's computation over Z_p with n for p (the same
+operations, so the additive numbers are those of the Z_p code bit for bit); for even n frequency n/2 (the Nyquist)
+has a cosine (-1)^x and no sine (:func:`~grokscope.measures.bases.frequency_rows`). Shapes: N = n*n grid inputs in
+grid order (row i*n + j; a*p + b on the task's grid); logit tables [N, n] float64; activations [N, d_mlp]; W_E
+viewed [n, d_model]; W_L = W_out @ W_U viewed [d_mlp, n].
 """
 
 from __future__ import annotations
@@ -12,232 +20,93 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from grokscope.analysis.records import (
+    CHOICES,
+    SCHEMA_VERSION,
+    AblationRow,
+    Analysis,
+    HeadFit,
+    LogitFit,
+    NeuronStats,
+    StarNeuron,
+    Table5Row,
+    json_safe,
+)
 from grokscope.measures import (
+    FFS_ETA,
     KEY_FREQ_RULES,
     NEURON_FVE_THRESHOLD,
+    W_E_NORM_FRACTION,
     MeasureError,
-    block_fractions,
     check_task,
-    checked_key_set,
-    component_norms,
     cross_entropy,
-    ffs_fcr,
-    fourier_transform,
-    fourier_transform_2d,
-    frequency_norms,
     gini,
-    grid_order,
-    grid_rows,
-    inverse_fourier_transform,
-    key_frequencies,
+    key_frequencies_from_norms,
+    key_frequencies_online,
     label_wave_fit,
-    logit_table,
-    mlp_activations,
-    n_frequencies,
     names,
-    neuron_energy,
     neuron_logit_map,
     number_embedding,
     post_hook_name,
     restricted_excluded,
     sum_sq_weights,
 )
+from grokscope.measures.bases import (
+    GroupBasis,
+    checked_group_keys,
+    frequency_rows,
+    group_block_fractions,
+    group_component_norms,
+    group_frequency_norms,
+    group_inverse_2d,
+    group_label_wave_fit,
+    group_neuron_energy,
+    group_restricted_excluded,
+    group_rows,
+    group_transform,
+    group_transform_2d,
+    identity_basis,
+)
 from grokscope.models import MLPModel, Model, VectorMLP, has_blocks
+from grokscope.models.forward import choose_forward
 
 __all__ = [
-    "AblationRow", "Analysis", "CHOICES", "HeadFit", "LogitFit", "NeuronStats", "SCHEMA_VERSION", "StarNeuron",
-    "Table5Row", "analyze_checkpoint", "attention_fits", "block_mask_table", "json_safe", "logit_wave_fit",
-    "neuron_polynomial_fits", "star_plot_data",
+    "AblationRow", "Analysis", "CHOICES", "GroupGrid", "HeadFit", "LogitFit", "NeuronStats", "SCHEMA_VERSION",
+    "StarNeuron", "Table5Row", "analyze_checkpoint", "analyze_grid", "attention_fits", "block_mask_table",
+    "grid_attention_fits", "grid_ffs_fcr", "grid_key_frequencies", "json_safe", "logit_wave_fit",
+    "neuron_polynomial_fits", "read_group_grid", "star_from_weights", "star_plot_data",
 ]
 
-SCHEMA_VERSION = 1
 
-#: How each ambiguity of the paper is resolved (docs/measures.md, "Ambiguities of the paper, and our choices");
-#: written into every analysis.json.
-CHOICES: dict[str, str] = {
-    "A1": "restricted/excluded keep/remove 2 directions per key k, cos/sin(w_k c*) with c* the correct answer "
-    "(= cos/sin(w_k(a+b)) for a+b), as in the original code; the ablation table also reports "
-    "'keep key a+-b terms' (constant + the 2x2 cos/sin product block of each key k: the paper's 20 terms) and "
-    "'keep key 3x3 blocks' (the 113^2-40 ablation)",
-    "A2": "restricted loss/acc on all p^2 inputs; excluded loss/acc on train rows; projections fitted on all p^2 "
-    "inputs (least squares on the answer's waves, an orthogonal projection for a+b); ablation rows report all "
-    "p^2, train and test",
-    "A3": "key frequencies by the W_L_dft largest-gap rule (ratio >= 2, floor 1e-4*max) unless given; analysis uses "
-    "the analysed checkpoint; progress measures during training track them online by W_L_online (W_L_dft, else "
-    "energy >= 2x the mean); the second pass fixes them from the final checkpoint by W_L_dft (columns suffixed "
-    "_fixed)",
-    "A4": "Gini over the (p-1)/2 per-frequency norms sqrt(cos^2+sin^2) (constant excluded), of F@W_E[:p] over "
-    "d_model and of F@W_L^T over d_mlp; candidate frequencies 1..(p-1)/2 (all of them, unlike the code's 1..55)",
-    "A5": "outputs restricted to the p number classes (a '=' output column is dropped); 'loss' means all p^2 "
-    "inputs unless a name says train/test",
-    "A6": "phase boundaries by the rule in grokscope.measures.phases (see docs/measures.md)",
-}
+# ----------------------------------------------------------------------------- pieces, over Z_n
 
 
-# ----------------------------------------------------------------------------- result dataclasses
+def logit_wave_fit(table: Tensor, labels: Tensor, n: int, freqs: Iterable[int]) -> LogitFit:
+    """Fit ``table`` [N, n] (labels [N]) by sum_k alpha_k cos(w_k(s_r - c)), w_k = 2 pi k / n, s_r row r's label.
 
-
-def json_safe(x: Any) -> Any:
-    """JSON-safe copy: tensors to lists, non-finite floats to None, dict keys to str."""
-    if isinstance(x, Tensor):
-        return json_safe(x.tolist())
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    return x
-
-
-class _Record:
-    """``to_dict()``: the dataclass as JSON-safe nested dicts and lists."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return json_safe(asdict(cast(Any, self)))
-
-
-@dataclass(frozen=True)
-class NeuronStats(_Record):
-    """Per-neuron fraction of variance explained by a degree-2 polynomial of one frequency (3x3 DFT block)."""
-
-    frequency: list[int]  # [d_mlp] argmax frequency of each neuron (1..(p-1)/2), by the 3x3-block fraction
-    fve: list[float]  # [d_mlp] its 3x3-block fraction (the paper's code; used for clusters and the 85% count)
-    fve_quadratic: list[float]  # [d_mlp] best fraction with the squares of the same frequency added (all
-    # degree-2 polynomials of cos/sin(w_k a), cos/sin(w_k b)); >= fve
-    threshold: float
-    clusters: dict[int, int]  # frequency -> number of neurons with fve >= threshold
-    n_unclustered: int
-    n_explained: int  # fve >= threshold
-    n_explained_quadratic: int  # fve_quadratic >= threshold
-    n_neurons: int
-
-
-@dataclass(frozen=True)
-class LogitFit(_Record):
-    """OLS fit of the (row-centred) logits by sum_k alpha_k cos(w_k(c* - c)), c* the answer (a+b for addition)."""
-
-    frequencies: list[int]
-    alpha: dict[int, float]  # coefficient of the unnormalised cos wave
-    sin_coefficient: dict[int, float]  # the same for sin(w_k(c* - c)) (~0 for a clean model; not in the fit)
-    fve: float  # fraction of the row-centred logit variance explained
-    fit_loss: float  # cross-entropy of the fitted table, all p^2 inputs
-    fit_acc: float
-
-
-@dataclass(frozen=True)
-class AblationRow(_Record):
-    name: str
-    loss: float  # all p^2 inputs
-    acc: float
-    train_loss: float
-    test_loss: float
-
-
-@dataclass(frozen=True)
-class HeadFit(_Record):
-    """Attention from the last position to position 0 as a function of (a, b): best single frequency."""
-
-    layer: int
-    head: int
-    frequency: int
-    fve: float  # energy of the 4 components cos/sin(w_k a), cos/sin(w_k b) / mean-removed energy
-    mean: float  # mean attention to position 0
-
-
-@dataclass(frozen=True)
-class StarNeuron(_Record):
-    """PAIR star-plot data of one MLP neuron: its frequency and the cos/sin (phase) of its input and output."""
-
-    neuron: int
-    frequency: int
-    cos_in: float
-    sin_in: float
-    angle_in: float
-    cos_out: float
-    sin_out: float
-    angle_out: float
-
-
-@dataclass(frozen=True)
-class Table5Row(_Record):
-    """One row in the format of the paper's Table 5 (appendix C.2.3)."""
-
-    test_loss: float
-    gini_W_E: float
-    gini_W_L: float
-    key_frequencies: list[int]
-    logit_fve: float
-    mlp_fve_mean: float
-    mlp_fve_std: float
-
-
-@dataclass(frozen=True)
-class Analysis(_Record):
-    """Everything :func:`analyze_checkpoint` finds about one checkpoint. ``to_dict()`` is analysis.json."""
-
-    p: int
-    arch: str
-    formula: str
-    step: int | None
-    key_frequencies: list[int]
-    key_freq_rule: str
-    key_frequencies_by_rule: dict[str, list[int]]
-    losses: dict[str, float]
-    W_E_component_norms: list[float]  # [p] norms of the rows of F @ W_E[:p]
-    W_E_frequency_norms: list[float]  # [(p-1)/2]
-    W_L_frequency_norms: list[float]  # [(p-1)/2]
-    W_L_residual_fraction: float
-    gini_W_E: float
-    gini_W_L: float
-    sum_sq_weights: float
-    ffs: float
-    fcr: float
-    neurons: NeuronStats
-    logit_fit: LogitFit
-    ablations: list[AblationRow]
-    attention: list[HeadFit]
-    star: list[StarNeuron]
-    table5: Table5Row
-    choices: dict[str, str] = field(default_factory=lambda: dict(CHOICES))
-    schema_version: int = SCHEMA_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        out["key_frequencies"] = [int(k) for k in self.key_frequencies]
-        out[names.RESTRICTED_LOSS] = json_safe(float(self.losses[names.RESTRICTED_LOSS]))
-        out[names.TEST_LOSS] = json_safe(float(self.losses[names.TEST_LOSS]))
-        return out
-
-
-# ----------------------------------------------------------------------------- pieces
-
-
-def logit_wave_fit(table: Tensor, labels: Tensor, p: int, freqs: Iterable[int]) -> LogitFit:
-    """Fit ``table`` [N, p] (labels [N]) by sum_k alpha_k cos(w_k(s_r - c)), s_r the label of row r.
-
-    The waves are orthogonal over rows x outputs and have zero mean over c, so OLS after subtracting each
-    row's mean (softmax-invariant) gives alpha_k = <L, cos_k> / (N p / 2) independently per k.
+    The waves are orthogonal over rows x outputs and have zero mean over c, so OLS after subtracting each row's mean
+    (softmax-invariant) gives alpha_k = <L, cos_k> / ||cos_k||^2 independently per k, with ||cos_k||^2 = N n / 2
+    (N n for the Nyquist cosine, whose sine coefficient is 0).
     """
     freqs = sorted(int(k) for k in freqs)
-    n = table.shape[0]
+    rows = table.shape[0]
     centred = table - table.mean(dim=1, keepdim=True)
-    d = (labels[:, None] - torch.arange(p)[None, :]) % p  # s - c
-    g = torch.zeros(p, dtype=torch.float64).index_add_(0, d.reshape(-1), centred.reshape(-1))
-    dd = torch.arange(p, dtype=torch.float64)
-    norm_sq = n * p / 2.0
+    d = (labels[:, None] - torch.arange(n)[None, :]) % n  # s - c
+    g = torch.zeros(n, dtype=torch.float64).index_add_(0, d.reshape(-1), centred.reshape(-1))
+    dd = torch.arange(n, dtype=torch.float64)
     alpha, sin_c = {}, {}
     fit = torch.zeros_like(centred)
     for k in freqs:
-        cos_d, sin_d = torch.cos(2 * math.pi * k * dd / p), torch.sin(2 * math.pi * k * dd / p)
+        norm_sq = rows * n / (1.0 if 2 * k == n else 2.0)
+        cos_d, sin_d = torch.cos(2 * math.pi * k * dd / n), torch.sin(2 * math.pi * k * dd / n)
         alpha[k] = float(cos_d @ g) / norm_sq
-        sin_c[k] = float(sin_d @ g) / norm_sq
+        sin_c[k] = 0.0 if 2 * k == n else float(sin_d @ g) / norm_sq
         fit += alpha[k] * cos_d[d]
     total = float((centred**2).sum())
     fve = 1.0 - float(((centred - fit) ** 2).sum()) / total if total > 0 else float("nan")
@@ -245,91 +114,308 @@ def logit_wave_fit(table: Tensor, labels: Tensor, p: int, freqs: Iterable[int]) 
     return LogitFit(freqs, alpha, sin_c, fve, loss, acc)
 
 
-def block_mask_table(table: Tensor, p: int, freqs: Iterable[int], *, product_only: bool) -> Tensor:
-    """Keep only the key-frequency parts of a grid table [N, ...] in the 2D (a, b) Fourier basis.
+def block_mask_table(table: Tensor, n: int, freqs: Iterable[int], *, product_only: bool) -> Tensor:
+    """Keep only the key-frequency parts of a grid table [N, ...] in the 2D (i, j) Fourier basis over Z_n.
 
-    ``product_only=False``: keep (0,0) and each key k's 3x3 block {0, 2k-1, 2k}^2 (all degree-2 terms).
-    ``product_only=True``: keep (0,0) and each key k's 2x2 block {2k-1, 2k}^2, i.e. the constant and
-    cos/sin(w_k(a+b)), cos/sin(w_k(a-b)) (the paper's "constant and 20 terms" for 5 key frequencies).
+    ``product_only=False``: keep (0,0) and each key k's block {0, cos k, sin k}^2 (all degree-2 terms).
+    ``product_only=True``: keep (0,0) and each key k's block {cos k, sin k}^2, i.e. the constant and
+    cos/sin(w_k(i+j)), cos/sin(w_k(i-j)) (the paper's "constant and 20 terms" for 5 key frequencies).
     """
     rest = table.shape[1:]
-    grid = table.to(torch.float64).reshape(p, p, *rest)
-    coef = fourier_transform_2d(grid)
-    mask = torch.zeros(p, p, dtype=torch.float64)
+    coef = group_transform_2d(table.to(torch.float64).reshape(n, n, *rest))
+    mask = torch.zeros(n, n, dtype=torch.float64)
     mask[0, 0] = 1.0
     for k in freqs:
-        idx = torch.tensor([2 * k - 1, 2 * k] if product_only else [0, 2 * k - 1, 2 * k])
+        idx = torch.tensor(frequency_rows(k, n) if product_only else [0, *frequency_rows(k, n)])
         mask[idx[:, None], idx[None, :]] = 1.0
-    coef = coef * mask.reshape(p, p, *([1] * len(rest)))
-    return inverse_fourier_transform(inverse_fourier_transform(coef, 0), 1).reshape(p * p, *rest)
+    return group_inverse_2d(coef * mask.reshape(n, n, *([1] * len(rest)))).reshape(n * n, *rest)
 
 
-def neuron_polynomial_fits(acts: Tensor, p: int, freq: Tensor, explained: Tensor) -> Tensor:
-    """Replace each explained neuron's activations [N, d_mlp] (grid order) by its 3x3-block projection.
-
-    ``freq`` [d_mlp] each neuron's frequency; ``explained`` [d_mlp] bool. Others are returned unchanged.
-    """
-    grid = acts.to(torch.float64).reshape(p, p, -1)
-    coef = fourier_transform_2d(grid)  # [p, p, d]
+def neuron_polynomial_fits(acts: Tensor, n: int, freq: Tensor, explained: Tensor) -> Tensor:
+    """Replace each explained neuron's activations [N, d_mlp] (grid order) by its projection on its frequency's
+    block {0, cos k, sin k}^2 over (i, j). ``freq`` [d_mlp] each neuron's frequency (1..n//2); ``explained``
+    [d_mlp] bool. Others are returned unchanged."""
+    coef = group_transform_2d(acts.to(torch.float64).reshape(n, n, -1))  # [n, n, d]
     mask = torch.zeros_like(coef)
     mask[0, 0] = 1.0
     for k in sorted(set(int(f) for f in freq[explained])):
-        idx = torch.tensor([0, 2 * k - 1, 2 * k])
-        sel = (freq == k) & explained
+        idx = torch.tensor([0, *frequency_rows(k, n)])
         sub = mask[idx[:, None], idx[None, :]]
-        sub[..., sel] = 1.0
+        sub[..., (freq == k) & explained] = 1.0
         mask[idx[:, None], idx[None, :]] = sub
-    fit = inverse_fourier_transform(inverse_fourier_transform(coef * mask, 0), 1).reshape(p * p, -1)
+    fit = group_inverse_2d(coef * mask).reshape(n * n, -1)
     return torch.where(explained[None, :], fit, acts.to(torch.float64))
 
 
-def attention_fits(model: Model, task: Any) -> list[HeadFit]:
-    """Per head: attention from the last position to position 0 over the grid, [p, p] per head; the frequency
-    k maximising the energy of cos/sin(w_k a), cos/sin(w_k b) over the mean-removed energy. [] for MLP models."""
-    if not has_blocks(model):
-        return []
-    p = task.p
-    grid = grid_order(task)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(task.tokens)
-    fits = []
-    for layer in range(len(model.blocks)):
-        pattern = cache[f"blocks.{layer}.attn.hook_pattern"]  # [N, head, q, k]
-        to_first = pattern[:, :, -1, 0].to(torch.float64)[grid]  # [p*p, head]
-        energy = fourier_transform_2d(to_first.reshape(p, p, -1)) ** 2  # [p, p, head]
-        mean = to_first.mean(dim=0)
-        energy[0, 0] = 0.0
-        total = energy.sum(dim=(0, 1))
-        per_k = torch.stack([energy[0, 2 * k - 1] + energy[0, 2 * k] + energy[2 * k - 1, 0] + energy[2 * k, 0]
-                             for k in range(1, n_frequencies(p) + 1)])  # [K, head]
-        frac = torch.where(total > 0, per_k / total.clamp_min(1e-300), torch.zeros_like(per_k))
-        best, arg = frac.max(dim=0)
-        for h in range(frac.shape[1]):
-            fits.append(HeadFit(layer, h, int(arg[h]) + 1, float(best[h]), float(mean[h])))
-    return fits
-
-
-def star_plot_data(model: MLPModel | VectorMLP, p: int) -> list[StarNeuron]:
-    """PAIR star plots for an MLP model: per neuron, its frequency and input/output cos, sin and angle.
-
-    Input side ``H = W_E[:p] @ W_in`` [p, d_mlp]; output side ``O = W_out @ W_U[:, :p]`` [d_mlp, p]. A neuron's
-    frequency f is the argmax over k of its per-frequency norm of F @ H; cos/sin are read at rows 2f-1, 2f
-    of F @ H and of F @ O^T; angle = atan2(sin, cos).
-    """
-    w_in = model.mlp.W_in.detach().to(torch.float64)
-    h = fourier_transform(number_embedding(model, p) @ w_in, dim=0)  # [p, d_mlp]
-    o = fourier_transform(neuron_logit_map(model, p).T, dim=0)  # [p, d_mlp]
-    norms = torch.sqrt(h[1::2] ** 2 + h[2::2] ** 2)  # [K, d_mlp]
-    freq = norms.argmax(dim=0) + 1
-    out = []
-    for n in range(h.shape[1]):
-        f = int(freq[n])
-        ci, si, co, so = (float(x) for x in (h[2 * f - 1, n], h[2 * f, n], o[2 * f - 1, n], o[2 * f, n]))
-        out.append(StarNeuron(n, f, ci, si, math.atan2(si, ci), co, so, math.atan2(so, co)))
+def _axis_energy(energy: Tensor, rows: list[int], task_order: bool) -> Tensor:
+    """Energy [n, n, d] on the waves of i alone and of j alone at one frequency's basis ``rows``: [d]. Summed term by
+    term (``task_order``, the additive code's order) or as the sum over j's waves plus the sum over i's (the same to
+    rounding)."""
+    if not task_order:
+        return energy[0, rows].sum(dim=0) + energy[rows, 0].sum(dim=0)
+    out = energy[0, rows[0]]
+    for r in rows[1:]:
+        out = out + energy[0, r]
+    for r in rows:
+        out = out + energy[r, 0]
     return out
 
 
+def grid_attention_fits(patterns: list[Tensor], n: int, *, task_order: bool = False) -> list[HeadFit]:
+    """Per layer (``patterns[layer]`` [N, heads]: attention from the last position to position 0 over the grid) and
+    head: the frequency k maximising the energy of cos/sin(w_k i), cos/sin(w_k j) over the mean-removed energy.
+    ``task_order``: sum the energies in the additive analysis' order (:class:`GroupGrid`)."""
+    fits = []
+    for layer, pattern in enumerate(patterns):
+        to_first = pattern.to(torch.float64)
+        energy = group_transform_2d(to_first.reshape(n, n, -1)) ** 2  # [n, n, head]
+        mean = to_first.mean(dim=0)
+        energy[0, 0] = 0.0
+        total = energy.sum(dim=(0, 1))
+        per_k = torch.stack([_axis_energy(energy, frequency_rows(k, n), task_order)
+                             for k in range(1, n // 2 + 1)])  # [K, head]
+        frac = torch.where(total > 0, per_k / total.clamp_min(1e-300), torch.zeros_like(per_k))
+        best, arg = frac.max(dim=0)
+        fits += [HeadFit(layer, h, int(arg[h]) + 1, float(best[h]), float(mean[h])) for h in range(frac.shape[1])]
+    return fits
+
+
+def attention_fits(model: Model, task: Any) -> list[HeadFit]:
+    """:func:`grid_attention_fits` of a transformer over the task's own p x p grid (a*p + b); [] for MLP models."""
+    if not has_blocks(model):
+        return []
+    grid = read_group_grid(model, task, identity_basis(task.p, "the task's own grid"), task_order=True)
+    return grid_attention_fits(grid.patterns, task.p, task_order=True)
+
+
+def _pair_norms(coef: Tensor) -> Tensor:
+    """Per-frequency norms [n//2, ...] of basis coefficients [n, ...]: sqrt(cos^2 + sin^2); the Nyquist: |cos|."""
+    n = coef.shape[0]
+    m = (n - 1) // 2
+    pairs = torch.sqrt(coef[1 : 2 * m + 1 : 2] ** 2 + coef[2 : 2 * m + 1 : 2] ** 2)
+    return torch.cat([pairs, coef[n - 1 :].abs()]) if n % 2 == 0 else pairs
+
+
+def star_from_weights(w_e: Tensor, w_in: Tensor, w_l: Tensor) -> list[StarNeuron]:
+    """PAIR star plots: per neuron, its frequency and input/output cos, sin and angle. ``w_e`` [n, d_model] (W_E rows
+    in grid order), ``w_in`` [d_model, d_mlp], ``w_l`` [d_mlp, n]. Input side H = w_e @ w_in, output side w_l; a
+    neuron's frequency is the argmax over k of its per-frequency norm of F @ H; cos/sin are read at frequency f's
+    rows of F @ H and F @ w_l^T (the Nyquist has sine 0); angle = atan2(sin, cos)."""
+    h = group_transform(w_e.to(torch.float64) @ w_in.to(torch.float64), 0)  # [n, d_mlp]
+    o = group_transform(w_l.to(torch.float64).T, 0)  # [n, d_mlp]
+    freq = _pair_norms(h).argmax(dim=0) + 1
+    out = []
+    for j in range(h.shape[1]):
+        f = int(freq[j])
+        rows = frequency_rows(f, w_e.shape[0])
+        ci, co = float(h[rows[0], j]), float(o[rows[0], j])
+        si, so = (float(h[rows[1], j]), float(o[rows[1], j])) if len(rows) == 2 else (0.0, 0.0)
+        out.append(StarNeuron(j, f, ci, si, math.atan2(si, ci), co, so, math.atan2(so, co)))
+    return out
+
+
+def star_plot_data(model: MLPModel | VectorMLP, p: int) -> list[StarNeuron]:
+    """:func:`star_from_weights` of an MLP model over Z_p: W_E[:p], W_in and W_L = W_out @ W_U[:, :p]."""
+    return star_from_weights(number_embedding(model, p), model.mlp.W_in.detach(), neuron_logit_map(model, p))
+
+
+def grid_ffs_fcr(w_e: Tensor, eta: float = FFS_ETA) -> tuple[float, float]:
+    """FFS and FCR of the viewed embedding [n, d_model] (:func:`~grokscope.measures.ffs_fcr` over Z_n): FFS = the
+    fraction of the n//2 frequencies whose norm exceeds ``eta`` x the largest; FCR = the mean min/max of the cos and
+    sin norms over the used frequencies that have both (the Nyquist, a cosine alone, counts for FFS only)."""
+    comps = group_component_norms(w_e, 0)
+    m = (comps.shape[0] - 1) // 2
+    norms = _pair_norms(comps)
+    if norms.numel() == 0 or float(norms.max()) <= 0:
+        return 0.0, float("nan")
+    used = norms > eta * norms.max()
+    c, s, pair_used = comps[1 : 2 * m + 1 : 2], comps[2 : 2 * m + 1 : 2], used[:m]
+    ratio = torch.minimum(c, s)[pair_used] / torch.maximum(c, s)[pair_used].clamp_min(1e-300)
+    return float(used.to(torch.float64).mean()), float(ratio.mean()) if ratio.numel() else float("nan")
+
+
+# ----------------------------------------------------------------------------- the model over a grid
+
+
+@dataclass(frozen=True, eq=False)
+class GroupGrid:
+    """A model read over the n x n grid of ``basis``: the inputs (a_order[i], b_order[j]) in grid order i*n + j, the
+    logits of the outputs c_order. ``task_order``: the grid is the task's own (every order the identity, odd p) and
+    the losses average the split's rows in the task's order with the additive measures' label fit
+    (:func:`~grokscope.measures.restricted_excluded`, what the progress measures compute) and the attention energies
+    summed in its order; otherwise in grid order with the group's label fit
+    (:func:`~grokscope.measures.bases.group_restricted_excluded`, which takes an even n's Nyquist). The two agree to
+    rounding; each keeps its own results bit for bit."""
+
+    basis: GroupBasis
+    rows: Tensor  # [N] task rows of the grid inputs
+    labels: Tensor  # [N] labels 0..n-1
+    train: Tensor  # [N_train] grid positions of the training rows (inside the grid)
+    test: Tensor  # [N_test]
+    table: Tensor  # [N, n] float64 logits of the outputs c_order
+    logits: Tensor  # [N_task, p] float64: the model's own logits over every task row
+    acts: Tensor | None  # [N, d_mlp] last MLP's activations at the last position
+    patterns: list[Tensor]  # per layer [N, heads]: attention from the last position to position 0
+    w_e: Tensor  # [n, d_model] W_E[a_order]
+    w_l: Tensor  # [d_mlp, n] W_L[:, c_order]
+    task_order: bool = False
+
+
+def read_group_grid(model: Model, task: Any, basis: GroupBasis, *, task_order: bool = False) -> GroupGrid:
+    """One forward pass over the task's tokens, read through ``basis``. :class:`MeasureError` when a grid input is
+    not in the task or its answer is not one of the grid's outputs."""
+    p = task.p
+    rows, labels, _ = group_rows(task, basis)
+    position = torch.full((task.labels.shape[0],), -1, dtype=torch.int64)
+    position[rows] = torch.arange(rows.shape[0])
+    split = []
+    for idx in (task.train_idx, task.test_idx):
+        pos = position[idx]
+        pos = pos[pos >= 0]
+        split.append(pos if task_order else pos.sort().values)
+    with torch.no_grad():
+        out = choose_forward(model, task).fn(task.tokens)  # the logits the training loop and logit_table read
+        _, cache = model.run_with_cache(task.tokens)
+    logits = out.detach()[:, :p].to(torch.float64)
+    hook = post_hook_name(model)
+    acts = None
+    if hook in cache:
+        a = cache[hook]
+        acts = (a[:, -1] if a.dim() == 3 else a).detach().to(torch.float64)[rows]
+    patterns = [cache[f"blocks.{layer}.attn.hook_pattern"][:, :, -1, 0].detach().to(torch.float64)[rows]
+                for layer in range(len(model.blocks))] if has_blocks(model) else []
+    w_e, w_l = number_embedding(model, p)[basis.a_order], neuron_logit_map(model, p)[:, basis.c_order]
+    return GroupGrid(basis, rows, labels, split[0], split[1], logits[rows][:, basis.c_order], logits, acts, patterns,
+                     w_e, w_l, task_order)
+
+
+def grid_key_frequencies(rule: str, grid: GroupGrid) -> list[int]:
+    """Key frequencies (1..n//2) of a model read over a grid by the named rule of
+    :func:`~grokscope.measures.key_frequencies`: ``W_L_dft``/``W_L_online`` on W_L, ``W_E_norm`` on W_E,
+    ``neuron_cluster`` on the activations, ``logits_dft`` on the logit table."""
+    if rule == "W_L_dft":
+        return key_frequencies_from_norms(group_frequency_norms(grid.w_l, 1))
+    if rule == "W_L_online":
+        return key_frequencies_online(group_frequency_norms(grid.w_l, 1))
+    if rule == "W_E_norm":
+        comps = group_component_norms(grid.w_e, 0)[1:]
+        if float(comps.max()) <= 0:
+            return []
+        keep = torch.nonzero(comps > W_E_NORM_FRACTION * comps.max()).reshape(-1) + 1
+        return sorted({(int(i) + 1) // 2 for i in keep})
+    if rule == "neuron_cluster":
+        if grid.acts is None:
+            return []
+        fracs = group_block_fractions(group_neuron_energy(grid.acts, grid.basis.n), grid.basis.n, quadratic=False)
+        best, arg = fracs.max(dim=0)
+        return sorted({int(k) + 1 for k in arg[best >= NEURON_FVE_THRESHOLD]})
+    if rule == "logits_dft":
+        return key_frequencies_from_norms(group_frequency_norms(grid.table, 1))
+    raise MeasureError(f"unknown key-frequency rule {rule!r}; known: {', '.join(KEY_FREQ_RULES)}")
+
+
 # ----------------------------------------------------------------------------- the whole analysis
+
+
+def analyze_grid(model: Model, task: Any, grid: GroupGrid, *, key_freqs: Iterable[int] | None = None,
+                 rule: str = "W_L_dft", step: int | None = None) -> Analysis:
+    """Section 4 of one checkpoint (model in eval mode) read over ``grid``; frequencies 1..n//2 of its Z_n.
+
+    ``key_freqs`` fixes the key set; otherwise it comes from this checkpoint by ``rule`` (every rule's answer is also
+    reported in ``key_frequencies_by_rule``). Raises :class:`~grokscope.measures.MeasureError` (a ValueError)."""
+    n, table, labels, acts = grid.basis.n, grid.table, grid.labels, grid.acts
+    if acts is None:
+        raise MeasureError(f"{type(model).__name__} has no MLP to analyse")
+    wave_fit = label_wave_fit if grid.task_order else group_label_wave_fit
+    with torch.no_grad():
+        by_rule = {r: grid_key_frequencies(r, grid) for r in KEY_FREQ_RULES}
+        if key_freqs is not None:
+            freqs, used_rule = checked_group_keys(key_freqs, n), "given"
+        elif rule in by_rule:
+            freqs, used_rule = by_rule[rule], rule
+        else:
+            raise MeasureError(f"unknown key-frequency rule {rule!r}; known: {', '.join(KEY_FREQ_RULES)}")
+
+        def row(name: str, scored: Tensor) -> AblationRow:
+            """Loss and accuracy on every grid input, the train and the test loss of a grid logit table [N, n]."""
+            train_loss, _ = cross_entropy(scored[grid.train], labels[grid.train])
+            test_loss, _ = cross_entropy(scored[grid.test], labels[grid.test])
+            return AblationRow(name, *cross_entropy(scored, labels), train_loss, test_loss)
+
+        # Restricted / excluded (logit level): the excluded losses are the progress measures'; the restricted loss
+        # is its ablation row's score of the expanded table (the measure's per-label sum agrees to rounding).
+        measured = (restricted_excluded if grid.task_order else group_restricted_excluded)(
+            table, labels, grid.train, n, freqs)
+        const, key = wave_fit(table, labels, n, freqs)
+        ablations = [row("original", table), row("remove all key freqs", table - key[labels])]
+        ablations.append(restricted := row("keep only key freqs (restricted)", (const + key)[labels]))
+        ablations.append(row("keep key a+-b terms", block_mask_table(table, n, freqs, product_only=True)))
+        ablations.append(row("keep key 3x3 blocks", block_mask_table(table, n, freqs, product_only=False)))
+        for k in freqs:
+            _, key_k = wave_fit(table, labels, n, [k])
+            ablations.append(row(f"remove k={k}", table - key_k[labels]))
+        whole = ablations[0]
+        losses = {"loss": whole.loss, "acc": whole.acc, names.TRAIN_LOSS: whole.train_loss,
+                  names.TEST_LOSS: whole.test_loss, names.RESTRICTED_LOSS: restricted.loss,
+                  names.RESTRICTED_ACC: restricted.acc, "restricted_test_loss": restricted.test_loss}
+        losses.update((name, v) for name, v in measured.items() if name not in losses)  # the excluded ones
+
+        # Weights: Fourier norms of W_E, W_L, Gini, rank-2K residual.
+        we_comp, we_freq = group_component_norms(grid.w_e, 0), group_frequency_norms(grid.w_e, 0)
+        wl_freq = group_frequency_norms(grid.w_l, 1)
+        wl_energy = wl_freq**2
+        total_wl = float(wl_energy.sum())
+        key_energy = float(sum(wl_energy[k - 1] for k in freqs)) if freqs else 0.0
+        residual = math.sqrt(max(total_wl - key_energy, 0.0) / total_wl) if total_wl > 0 else float("nan")
+        ffs, fcr = grid_ffs_fcr(grid.w_e)
+
+        # Neurons.
+        energy = group_neuron_energy(acts, n)
+        fracs = group_block_fractions(energy, n, quadratic=False)  # [K, d_mlp]
+        best, arg = fracs.max(dim=0)
+        nfreq, explained = arg + 1, best >= NEURON_FVE_THRESHOLD
+        best_quad = group_block_fractions(energy, n, quadratic=True).max(dim=0).values
+        del energy
+        neurons = NeuronStats(
+            frequency=nfreq.tolist(), fve=best.tolist(), fve_quadratic=best_quad.tolist(),
+            threshold=NEURON_FVE_THRESHOLD, clusters=dict(sorted(Counter(nfreq[explained].tolist()).items())),
+            n_unclustered=int((~explained).sum()), n_explained=int(explained.sum()),
+            n_explained_quadratic=int((best_quad >= NEURON_FVE_THRESHOLD).sum()), n_neurons=int(best.numel()),
+        )
+        alive = acts.var(dim=0) > 0
+        key_best = (fracs[torch.tensor([k - 1 for k in freqs])].max(dim=0).values[alive] if freqs
+                    else torch.zeros(int(alive.sum()), dtype=torch.float64))
+        mlp_mean = float(key_best.mean()) if key_best.numel() else float("nan")
+        mlp_std = float(key_best.std(unbiased=False)) if key_best.numel() else float("nan")
+
+        # Neurons replaced by their polynomial fits.
+        fitted = neuron_polynomial_fits(acts, n, nfreq, explained)
+
+        def replace(x: Tensor, name: str) -> Tensor:  # the grid inputs' activations (last position) -> the fits
+            x = x.clone()
+            last = x[:, -1] if x.dim() == 3 else x
+            last[grid.rows] = fitted.to(x.dtype)
+            return x
+
+        poly = model.run_with_hooks(task.tokens, fwd_hooks=[(post_hook_name(model), replace)])
+        ablations.append(row("neurons -> polynomial fits",
+                             poly.detach()[:, : task.p].to(torch.float64)[grid.rows][:, grid.basis.c_order]))
+
+        logit_fit = logit_wave_fit(table, labels, n, freqs)
+        attention = grid_attention_fits(grid.patterns, n, task_order=grid.task_order)
+        star = ([] if has_blocks(model) else
+                star_from_weights(grid.w_e, model.mlp.W_in.detach(), grid.w_l))  # type: ignore[union-attr]
+        g_we, g_wl = gini(we_freq), gini(wl_freq)
+        table5 = Table5Row(losses[names.TEST_LOSS], g_we, g_wl, list(freqs), logit_fit.fve, mlp_mean, mlp_std)
+
+    return Analysis(
+        p=task.p, arch=getattr(getattr(model, "cfg", None), "arch", type(model).__name__),
+        formula=getattr(task.config, "formula", "?"), step=step, key_frequencies=list(freqs), key_freq_rule=used_rule,
+        key_frequencies_by_rule=by_rule, losses=losses, W_E_component_norms=we_comp.tolist(),
+        W_E_frequency_norms=we_freq.tolist(), W_L_frequency_norms=wl_freq.tolist(), W_L_residual_fraction=residual,
+        gini_W_E=g_we, gini_W_L=g_wl, sum_sq_weights=sum_sq_weights(model), ffs=ffs, fcr=fcr, neurons=neurons,
+        logit_fit=logit_fit, ablations=ablations, attention=attention, star=star, table5=table5,
+    )
 
 
 def analyze_checkpoint(
@@ -340,7 +426,8 @@ def analyze_checkpoint(
     rule: str = "W_L_dft",
     step: int | None = None,
 ) -> Analysis:
-    """Reverse-engineer one checkpoint (model in eval mode) on a modular task over the full p*p grid.
+    """Reverse-engineer one checkpoint (model in eval mode) on a modular task over the full p*p grid (odd p), in the
+    additive basis of its tokens and answers: :func:`analyze_grid` on the task's own grid (a*p + b).
 
     ``key_freqs`` fixes the key set; otherwise it comes from this checkpoint by ``rule`` (every rule's answer
     is also reported in ``key_frequencies_by_rule``). Raises :class:`~grokscope.measures.MeasureError`
@@ -348,99 +435,5 @@ def analyze_checkpoint(
     """
     p = check_task(task)
     model.eval()
-    with torch.no_grad():
-        by_rule = {r: key_frequencies(model, task, r) for r in KEY_FREQ_RULES}
-        if key_freqs is not None:
-            freqs, used_rule = checked_key_set(key_freqs, p), "given"
-        else:
-            if rule not in by_rule:
-                raise MeasureError(f"unknown key-frequency rule {rule!r}; known: {', '.join(KEY_FREQ_RULES)}")
-            freqs, used_rule = by_rule[rule], rule
-
-        labels = task.labels[grid_order(task)]
-        train_rows, test_rows = grid_rows(task, task.train_idx), grid_rows(task, task.test_idx)
-        table = logit_table(model, task)
-
-        def row(name: str, scored: Tensor) -> AblationRow:
-            """Loss and accuracy on all p^2 inputs, the train and the test loss of a grid logit table [N, p]."""
-            train_loss, _ = cross_entropy(scored[train_rows], labels[train_rows])
-            test_loss, _ = cross_entropy(scored[test_rows], labels[test_rows])
-            return AblationRow(name, *cross_entropy(scored, labels), train_loss, test_loss)
-
-        # Restricted / excluded (logit level): the excluded losses are the progress measures'; the restricted loss
-        # is its ablation row's score of the expanded table (the measure's per-label sum agrees to rounding).
-        measured = restricted_excluded(table, labels, train_rows, p, freqs)
-        const, key = label_wave_fit(table, labels, p, freqs)
-        ablations = [row("original", table), row("remove all key freqs", table - key[labels])]
-        ablations.append(restricted := row("keep only key freqs (restricted)", (const + key)[labels]))
-        ablations.append(row("keep key a+-b terms", block_mask_table(table, p, freqs, product_only=True)))
-        ablations.append(row("keep key 3x3 blocks", block_mask_table(table, p, freqs, product_only=False)))
-        for k in freqs:
-            _, key_k = label_wave_fit(table, labels, p, [k])
-            ablations.append(row(f"remove k={k}", table - key_k[labels]))
-        whole = ablations[0]
-        losses = {"loss": whole.loss, "acc": whole.acc, names.TRAIN_LOSS: whole.train_loss,
-                  names.TEST_LOSS: whole.test_loss, names.RESTRICTED_LOSS: restricted.loss,
-                  names.RESTRICTED_ACC: restricted.acc, "restricted_test_loss": restricted.test_loss}
-        losses.update((name, v) for name, v in measured.items() if name not in losses)  # the excluded ones
-
-        # Weights: Fourier norms of W_E, W_L, Gini, rank-2K residual.
-        w_e = number_embedding(model, p)
-        w_l = neuron_logit_map(model, p)
-        we_comp, we_freq, wl_freq = component_norms(w_e, 0), frequency_norms(w_e, 0), frequency_norms(w_l, 1)
-        wl_energy = wl_freq**2
-        total_wl = float(wl_energy.sum())
-        key_energy = float(sum(wl_energy[k - 1] for k in freqs)) if freqs else 0.0
-        residual = math.sqrt(max(total_wl - key_energy, 0.0) / total_wl) if total_wl > 0 else float("nan")
-        ffs, fcr = ffs_fcr(w_e)
-
-        # Neurons.
-        acts = mlp_activations(model, task)  # [N, d_mlp]
-        energy = neuron_energy(acts, p)
-        fracs = block_fractions(energy, p, quadratic=False)  # [K, d_mlp]
-        best, arg = fracs.max(dim=0)
-        nfreq = arg + 1
-        explained = best >= NEURON_FVE_THRESHOLD
-        best_quad = block_fractions(energy, p, quadratic=True).max(dim=0).values
-        del energy
-        clusters = Counter(nfreq[explained].tolist())
-        neurons = NeuronStats(
-            frequency=nfreq.tolist(), fve=best.tolist(), fve_quadratic=best_quad.tolist(),
-            threshold=NEURON_FVE_THRESHOLD, clusters=dict(sorted(clusters.items())),
-            n_unclustered=int((~explained).sum()), n_explained=int(explained.sum()),
-            n_explained_quadratic=int((best_quad >= NEURON_FVE_THRESHOLD).sum()), n_neurons=int(best.numel()),
-        )
-        alive = acts.var(dim=0) > 0
-        if freqs:
-            key_best = fracs[torch.tensor([k - 1 for k in freqs])].max(dim=0).values[alive]
-        else:
-            key_best = torch.zeros(int(alive.sum()), dtype=torch.float64)
-        mlp_mean = float(key_best.mean()) if key_best.numel() else float("nan")
-        mlp_std = float(key_best.std(unbiased=False)) if key_best.numel() else float("nan")
-
-        # Neurons replaced by their polynomial fits.
-        fitted = neuron_polynomial_fits(acts, p, nfreq, explained)[task.pair_index]  # task order
-        hook = post_hook_name(model)
-
-        def replace(x: Tensor, name: str) -> Tensor:  # the activations (at the last position) -> the fits
-            x = x.clone()
-            (x[:, -1] if x.dim() == 3 else x)[:] = fitted.to(x.dtype)
-            return x
-
-        poly_table = logit_table(model, task, model.run_with_hooks(task.tokens, fwd_hooks=[(hook, replace)]))
-        ablations.append(row("neurons -> polynomial fits", poly_table))
-
-        logit_fit = logit_wave_fit(table, labels, p, freqs)
-        attention = attention_fits(model, task)
-        star = star_plot_data(model, p) if not has_blocks(model) else []
-        g_we, g_wl = gini(we_freq), gini(wl_freq)
-        table5 = Table5Row(losses[names.TEST_LOSS], g_we, g_wl, list(freqs), logit_fit.fve, mlp_mean, mlp_std)
-
-    return Analysis(
-        p=p, arch=getattr(getattr(model, "cfg", None), "arch", type(model).__name__),
-        formula=getattr(task.config, "formula", "?"), step=step, key_frequencies=list(freqs), key_freq_rule=used_rule,
-        key_frequencies_by_rule=by_rule, losses=losses, W_E_component_norms=we_comp.tolist(),
-        W_E_frequency_norms=we_freq.tolist(), W_L_frequency_norms=wl_freq.tolist(), W_L_residual_fraction=residual,
-        gini_W_E=g_we, gini_W_L=g_wl, sum_sq_weights=sum_sq_weights(model), ffs=ffs, fcr=fcr, neurons=neurons,
-        logit_fit=logit_fit, ablations=ablations, attention=attention, star=star, table5=table5,
-    )
+    grid = read_group_grid(model, task, identity_basis(p, "the task's own grid"), task_order=True)
+    return analyze_grid(model, task, grid, key_freqs=key_freqs, rule=rule, step=step)

@@ -383,8 +383,8 @@ MUTANTS: list[Mutant] = [
     M(
         "an-drop-key-freq",
         RV,
-        "const, key = label_wave_fit(table, labels, p, freqs)",
-        "const, key = label_wave_fit(table, labels, p, freqs[1:])",
+        "const, key = wave_fit(table, labels, n, freqs)",
+        "const, key = wave_fit(table, labels, n, freqs[1:])",
         "drop a key frequency from the analysis' fit (issue's example)",
     ),
     M(
@@ -394,12 +394,18 @@ MUTANTS: list[Mutant] = [
         'row(f"remove k={k}", table - key[labels])',
         "per-frequency excluded loss removes every key",
     ),
-    M("logit-fit-norm-constant", RV, "norm_sq = n * p / 2.0", "norm_sq = n * p / 4.0", "logit fit normaliser constant"),
+    M(
+        "logit-fit-norm-constant",
+        RV,
+        "norm_sq = rows * n / (1.0 if 2 * k == n else 2.0)",
+        "norm_sq = rows * n / (1.0 if 2 * k == n else 4.0)",
+        "logit fit normaliser constant",
+    ),
     M(
         "logit-fit-sign",
         RV,
-        "d = (labels[:, None] - torch.arange(p)[None, :]) % p  # s - c",
-        "d = (labels[:, None] + torch.arange(p)[None, :]) % p  # s - c",
+        "d = (labels[:, None] - torch.arange(n)[None, :]) % n  # s - c",
+        "d = (labels[:, None] + torch.arange(n)[None, :]) % n  # s - c",
         "logit fit wave s-c -> s+c",
     ),
     M(
@@ -419,8 +425,8 @@ MUTANTS: list[Mutant] = [
     M(
         "block-mask-branches-swapped",
         RV,
-        "[2 * k - 1, 2 * k] if product_only else [0, 2 * k - 1, 2 * k]",
-        "[0, 2 * k - 1, 2 * k] if product_only else [2 * k - 1, 2 * k]",
+        "frequency_rows(k, n) if product_only else [0, *frequency_rows(k, n)]",
+        "[0, *frequency_rows(k, n)] if product_only else frequency_rows(k, n)",
         "block mask: the two ablations swapped",
     ),
     M(
@@ -440,22 +446,22 @@ MUTANTS: list[Mutant] = [
     M(
         "attention-wrong-key-position",
         RV,
-        "to_first = pattern[:, :, -1, 0]",
-        "to_first = pattern[:, :, -1, 1]",
+        "hook_pattern\"][:, :, -1, 0]",
+        "hook_pattern\"][:, :, -1, 1]",
         "attention to the second token",
     ),
     M(
         "attention-drop-b-terms",
         RV,
-        "energy[0, 2 * k - 1] + energy[0, 2 * k] + energy[2 * k - 1, 0] + energy[2 * k, 0]",
-        "energy[0, 2 * k - 1] + energy[0, 2 * k]",
+        "    for r in rows:\n        out = out + energy[r, 0]\n",
+        "",
         "attention fit: drop the a terms",
     ),
     M(
         "star-freq-off-by-one",
         RV,
-        "freq = norms.argmax(dim=0) + 1",
-        "freq = norms.argmax(dim=0) + 2",
+        "freq = _pair_norms(h).argmax(dim=0) + 1",
+        "freq = _pair_norms(h).argmax(dim=0) + 2",
         "star plot frequency off by one",
     ),
     M(
@@ -475,8 +481,8 @@ MUTANTS: list[Mutant] = [
     M(
         "explained-strict",
         RV,
-        "explained = best >= NEURON_FVE_THRESHOLD",
-        "explained = best > NEURON_FVE_THRESHOLD",
+        "explained = arg + 1, best >= NEURON_FVE_THRESHOLD",
+        "explained = arg + 1, best > NEURON_FVE_THRESHOLD",
         "explained neurons >= to >",
     ),
     M(
@@ -490,8 +496,8 @@ MUTANTS: list[Mutant] = [
     M(
         "train-test-swapped",
         RV,
-        "train_rows, test_rows = grid_rows(task, task.train_idx)",
-        "test_rows, train_rows = grid_rows(task, task.train_idx)",
+        "split[0], split[1], logits[rows]",
+        "split[1], split[0], logits[rows]",
         "train and test rows swapped",
     ),
     M(
