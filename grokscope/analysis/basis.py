@@ -53,7 +53,7 @@ def _model_losses(grid: GroupGrid, task: Any) -> dict[str, float]:
     out["loss"], out["acc"] = cross_entropy(grid.logits, labels)
     out[names.TRAIN_LOSS], out[names.TRAIN_ACC] = cross_entropy(grid.logits[task.train_idx], labels[task.train_idx])
     out[names.TEST_LOSS], out[names.TEST_ACC] = cross_entropy(grid.logits[task.test_idx], labels[task.test_idx])
-    outside = torch.ones(labels.shape[0], dtype=torch.bool)
+    outside = torch.ones(labels.shape[0], dtype=torch.bool, device=labels.device)
     outside[grid.rows] = False
     out["n_outside"] = float(outside.sum())
     out["outside_loss"], out["outside_acc"] = cross_entropy(grid.logits[outside], labels[outside])

@@ -46,8 +46,9 @@ def gcr_fit(logits: Tensor, targets: Tensor, keys: list[str]) -> tuple[dict[str,
     if not keys or total <= 0:
         return {}, 0.0
     feats = [character_table(name)[targets] for name in keys]  # each [N, 120], mean 0 over c (non-trivial)
-    gram = torch.tensor([[float((u * v).sum()) for v in feats] for u in feats], dtype=torch.float64)
-    rhs = torch.tensor([float((u * z).sum()) for u in feats], dtype=torch.float64)
+    gram = torch.tensor([[float((u * v).sum()) for v in feats] for u in feats], dtype=torch.float64,
+                        device=z.device)
+    rhs = torch.tensor([float((u * z).sum()) for u in feats], dtype=torch.float64, device=z.device)
     w = torch.linalg.lstsq(gram, rhs[:, None]).solution[:, 0]
     fit = sum((wi * u for wi, u in zip(w, feats, strict=True)), torch.zeros_like(z))
     return {n: float(wi) for n, wi in zip(keys, w, strict=True)}, 1.0 - float(((z - fit) ** 2).sum()) / total

@@ -97,9 +97,9 @@ def logit_wave_fit(table: Tensor, labels: Tensor, n: int, freqs: Iterable[int]) 
     freqs = sorted(int(k) for k in freqs)
     rows = table.shape[0]
     centred = table - table.mean(dim=1, keepdim=True)
-    d = (labels[:, None] - torch.arange(n)[None, :]) % n  # s - c
-    g = torch.zeros(n, dtype=torch.float64).index_add_(0, d.reshape(-1), centred.reshape(-1))
-    dd = torch.arange(n, dtype=torch.float64)
+    d = (labels[:, None] - torch.arange(n, device=labels.device)[None, :]) % n  # s - c
+    g = torch.zeros(n, dtype=torch.float64, device=table.device).index_add_(0, d.reshape(-1), centred.reshape(-1))
+    dd = torch.arange(n, dtype=torch.float64, device=table.device)
     alpha, sin_c = {}, {}
     fit = torch.zeros_like(centred)
     for k in freqs:
@@ -123,10 +123,10 @@ def block_mask_table(table: Tensor, n: int, freqs: Iterable[int], *, product_onl
     """
     rest = table.shape[1:]
     coef = group_transform_2d(table.to(torch.float64).reshape(n, n, *rest))
-    mask = torch.zeros(n, n, dtype=torch.float64)
+    mask = torch.zeros(n, n, dtype=torch.float64, device=coef.device)
     mask[0, 0] = 1.0
     for k in freqs:
-        idx = torch.tensor(frequency_rows(k, n) if product_only else [0, *frequency_rows(k, n)])
+        idx = torch.tensor(frequency_rows(k, n) if product_only else [0, *frequency_rows(k, n)], device=coef.device)
         mask[idx[:, None], idx[None, :]] = 1.0
     return group_inverse_2d(coef * mask.reshape(n, n, *([1] * len(rest)))).reshape(n * n, *rest)
 
@@ -139,7 +139,7 @@ def neuron_polynomial_fits(acts: Tensor, n: int, freq: Tensor, explained: Tensor
     mask = torch.zeros_like(coef)
     mask[0, 0] = 1.0
     for k in sorted(set(int(f) for f in freq[explained])):
-        idx = torch.tensor([0, *frequency_rows(k, n)])
+        idx = torch.tensor([0, *frequency_rows(k, n)], device=coef.device)
         sub = mask[idx[:, None], idx[None, :]]
         sub[..., (freq == k) & explained] = 1.0
         mask[idx[:, None], idx[None, :]] = sub
@@ -266,8 +266,8 @@ def read_group_grid(model: Model, task: Any, basis: GroupBasis, *, task_order: b
     not in the task or its answer is not one of the grid's outputs."""
     p = task.p
     rows, labels, _ = group_rows(task, basis)
-    position = torch.full((task.labels.shape[0],), -1, dtype=torch.int64)
-    position[rows] = torch.arange(rows.shape[0])
+    position = torch.full((task.labels.shape[0],), -1, dtype=torch.int64, device=rows.device)
+    position[rows] = torch.arange(rows.shape[0], device=rows.device)
     split = []
     for idx in (task.train_idx, task.test_idx):
         pos = position[idx]
@@ -383,8 +383,8 @@ def analyze_grid(model: Model, task: Any, grid: GroupGrid, *, key_freqs: Iterabl
             n_explained_quadratic=int((best_quad >= NEURON_FVE_THRESHOLD).sum()), n_neurons=int(best.numel()),
         )
         alive = acts.var(dim=0) > 0
-        key_best = (fracs[torch.tensor([k - 1 for k in freqs])].max(dim=0).values[alive] if freqs
-                    else torch.zeros(int(alive.sum()), dtype=torch.float64))
+        key_best = (fracs[torch.tensor([k - 1 for k in freqs], device=fracs.device)].max(dim=0).values[alive] if freqs
+                    else torch.zeros(int(alive.sum()), dtype=torch.float64, device=fracs.device))
         mlp_mean = float(key_best.mean()) if key_best.numel() else float("nan")
         mlp_std = float(key_best.std(unbiased=False)) if key_best.numel() else float("nan")
 

@@ -55,7 +55,7 @@ def spectra_both_bases(
     add = component_norms(w, dim=0)  # basis of fourier_basis(p): const, cos 1, sin 1, ...
     c_add, s_add = add[1::2], add[2::2]
     g = primitive_root(p) if g is None else g
-    by_u = w[(torch.arange(p) - shift) % p]  # row u holds the embedding of token u - shift
+    by_u = w[(torch.arange(p, device=w.device) - shift) % p]  # row u holds the embedding of token u - shift
     log_coeffs = discrete_log_basis(p, g) @ by_u[1:]  # [p-1, d_model]
     log_norms = log_coeffs.norm(dim=1)
     k_max = (p - 1) // 2 - 1
@@ -99,7 +99,7 @@ def task_structure(table: Tensor, p: int) -> dict[str, Any]:
     one pattern in a and one in b (a² + b², a − b, 2a + 3b). ``product_shift``: the smallest c ≥ 0 for which f
     depends on (a + c)(b + c) alone (0 when ``product_only``; 1 for ab + a + b), else None."""
     f = table.to(torch.int64).reshape(p, p)
-    idx = torch.arange(p)
+    idx = torch.arange(p, device=f.device)
     a, b = idx[:, None], idx[None, :]
     shift = None
     for c in range(p):  # (a + c)(b + c) = v is reached by (v - c, 1 - c): compare f with f there

@@ -404,8 +404,8 @@ MUTANTS: list[Mutant] = [
     M(
         "logit-fit-sign",
         RV,
-        "d = (labels[:, None] - torch.arange(n)[None, :]) % n  # s - c",
-        "d = (labels[:, None] + torch.arange(n)[None, :]) % n  # s - c",
+        "d = (labels[:, None] - torch.arange(n, device=labels.device)[None, :]) % n  # s - c",
+        "d = (labels[:, None] + torch.arange(n, device=labels.device)[None, :]) % n  # s - c",
         "logit fit wave s-c -> s+c",
     ),
     M(
@@ -568,8 +568,8 @@ MUTANTS: list[Mutant] = [
     M(
         "zoo-shift-sign",
         ZO,
-        "by_u = w[(torch.arange(p) - shift) % p]",
-        "by_u = w[(torch.arange(p) + shift) % p]",
+        "by_u = w[(torch.arange(p, device=w.device) - shift) % p]",
+        "by_u = w[(torch.arange(p, device=w.device) + shift) % p]",
         "discrete-log shift sign",
     ),
     M(
