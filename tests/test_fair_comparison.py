@@ -81,6 +81,7 @@ def test_the_summary_picks_each_methods_best_grid_point_by_median():
     assert (adamw["q1"], adamw["q3"], adamw["min"], adamw["max"]) == (85, 95, 80, 200)
     assert muon["best"] == "lr=0.02" and muon["median"] == 170  # lr 0.01: 3 of 5 never grok, median infinite
     assert adamw["median_all"] == 105 and muon["median_all"] == 175
+    assert (adamw["grokked_all"], adamw["n_all"], muon["grokked_all"], muon["n_all"]) == (9, 10, 7, 10)
     assert math.isinf(method_summary(method_cells(df[df["optim.lr"] == 0.01], spec)).set_index("method")
                       .loc["muon", "median"])
 

@@ -175,21 +175,27 @@ def _median(values) -> float:
 
 def method_summary(cells):
     """Per method (first-appearance order): ``best`` grid point (lowest median epochs to 99% over seeds, cells that
-    never got there counted as infinitely late), its ``n`` seeds, ``grokked`` count, ``median``, ``q1``, ``q3``,
-    ``min``, ``max`` (of the grokked seeds), and ``median_all`` over every cell of the method."""
+    never got there counted as infinitely late; ties to more seeds there, then the lower mean), its ``n`` seeds,
+    ``grokked`` count, ``median``, ``q1``, ``q3``, ``min``, ``max`` (of the grokked seeds), and over every cell of
+    the method ``median_all``, ``grokked_all`` and ``n_all``."""
     import numpy as np
     import pandas as pd
 
+    def rank(c) -> tuple[float, int, float]:
+        done = c["epochs"].dropna()
+        return _median(list(c["epochs"])), -len(done), float(done.mean()) if len(done) else math.inf
+
     rows = []
     for method, g in cells.groupby("method", sort=False):
-        medians = {p: _median(list(c["epochs"])) for p, c in g.groupby("point", sort=False)}
-        best = min(medians, key=lambda p: (medians[p], float(g[g["point"] == p]["epochs"].mean())))
+        ranks = {p: rank(c) for p, c in g.groupby("point", sort=False)}
+        best = min(ranks, key=lambda p: ranks[p])
         b = g[g["point"] == best]["epochs"]
         done = b.dropna()
         q1, q3 = (np.percentile(done, [25, 75]) if len(done) else (math.nan, math.nan))
-        rows.append({"method": method, "best": best, "n": len(b), "grokked": len(done), "median": medians[best],
+        rows.append({"method": method, "best": best, "n": len(b), "grokked": len(done), "median": ranks[best][0],
                      "q1": float(q1), "q3": float(q3), "min": float(done.min()) if len(done) else math.nan,
-                     "max": float(done.max()) if len(done) else math.nan, "median_all": _median(list(g["epochs"]))})
+                     "max": float(done.max()) if len(done) else math.nan, "median_all": _median(list(g["epochs"])),
+                     "grokked_all": int(g["epochs"].notna().sum()), "n_all": len(g)})
     return pd.DataFrame(rows)
 
 
