@@ -90,6 +90,15 @@ def summarize(run: Run) -> str:
         task = run.task()
         lines.append(f"split:      {len(task.train_idx)} train / {len(task.test_idx)} test pairs from "
                      f"{run.dir / SPLIT_FILE} (the model's own, given with analyze --checkpoint --split)")
+    if meta.get("parent"):
+        try:
+            rec = json.loads(meta["parent"])
+            how = "continued from" if rec["mode"] == "from" else f"{','.join(rec['parts'])} from"
+            frozen = f", frozen {','.join(rec['freeze'])}" if rec.get("freeze") else ""
+            lines.append(f"parent:     {how} {rec['run']} at step {rec['step']} (optimiser {rec['optimizer']}{frozen}; "
+                         "this run's epoch 0 is that step)")
+        except (ValueError, TypeError, KeyError):
+            pass  # written by another version: the summary goes on without it
     lines.append(f"checkpoints: {len(run.checkpoints)}")
     return "\n".join(lines)
 

@@ -150,6 +150,9 @@ def test_cli_from_applies_the_overrides_to_the_parents_config(parent, tmp_path, 
     run = load_run(out)
     assert run.config == apply_overrides(parent.config, {"task.train_fraction": 0.3, "train.epochs": 5})
     assert json.loads(run.meta["parent"])["step"] == 20
+    capsys.readouterr()
+    assert main(["show", str(out)]) == 0
+    assert f"parent:     continued from {parent.dir.resolve()} at step 20 (optimiser fresh" in capsys.readouterr().out
     assert main(["train", "--quiet", "--resume", str(out)]) == 0  # a finished --from run: resume has nothing to do
     capsys.readouterr()
 
