@@ -72,11 +72,12 @@ def baseline(out: Path, seeds: list[int]) -> bool:
     return ok
 
 
-def comparison(out: Path, sweep: str, html: Path | None) -> bool:
+def comparison(out: Path, sweep: str, html: Path | None, grid: dict) -> bool:
     import pandas as pd
 
     from grokscope.sweep.figures_recent import method_axis, method_cells, method_label, method_summary
     from grokscope.sweep.presets import get_sweep_preset
+    from grokscope.sweep.presets_recent import METHODS, method_comparison
     from grokscope.sweep.spec import expand
     from grokscope.training import train
 
@@ -85,6 +86,12 @@ def comparison(out: Path, sweep: str, html: Path | None) -> bool:
     if axis is None:
         print(f"{sweep}: no method axis; nothing to compare", file=sys.stderr)
         return False
+    if any(v is not None for v in grid.values()):  # the same methods over another grid
+        lrs = grid["lrs"] or sorted({c.config.optim.lr for c in expand(spec)})
+        wds = grid["wds"] or sorted({c.config.optim.weight_decay for c in expand(spec)})
+        methods = [k for k, v in METHODS.items() if tuple(v) in set(axis.values)]
+        spec = method_comparison(spec.name, spec.description, spec.base, methods=methods, lrs=lrs, wds=wds,
+                                 seeds=grid["seeds"] or len(spec.seeds))
     cells = expand(spec)
     base = spec.base
     print(f"== part 2: sweep preset {sweep}: {len(cells)} cells, {base.task.formula} mod {base.task.p}, "
@@ -139,6 +146,13 @@ def comparison(out: Path, sweep: str, html: Path | None) -> bool:
     return ok
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sweep", default="fair-comparison-small",
@@ -147,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-seeds", type=int, default=5, help="seeds of the tuned baseline (default 5)")
     ap.add_argument("--skip-baseline", action="store_true", help="only part 2")
     ap.add_argument("--skip-comparison", action="store_true", help="only part 1")
+    ap.add_argument("--lrs", type=_floats, help="replace the sweep's learning rates, e.g. 1.5e-2,4e-2")
+    ap.add_argument("--wds", type=_floats, help="replace the sweep's weight decays, e.g. 0,1")
+    ap.add_argument("--seeds", type=int, help="replace the sweep's number of seeds")
     ap.add_argument("--html", type=Path, help="write the report's two comparison figures to this HTML file")
     ap.add_argument("--out", type=Path, help="where the runs go (default: a temporary directory, removed)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -165,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_baseline:
             ok &= baseline(out, list(range(args.baseline_seeds)))
         if not args.skip_comparison:
-            ok &= comparison(out, args.sweep, args.html)
+            ok &= comparison(out, args.sweep, args.html, {"lrs": args.lrs, "wds": args.wds, "seeds": args.seeds})
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

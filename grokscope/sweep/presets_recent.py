@@ -144,6 +144,6 @@ def muon_vs_adamw() -> SweepSpec:
     return method_comparison(
         "muon-vs-adamw",
         "Tveit et al. (2025): Muon groks sooner than AdamW (mean grok epoch 153 -> 103); a counter-report finds the "
-        "gap closes with wider tuning. Both over lr in {5e-3, 1e-2, 2e-2, 4e-2} x wd in {0.5, 1, 2}, 5 seeds, on the "
+        "gap closes with wider tuning. Both over lr in {1e-2, 2e-2, 4e-2, 8e-2} x wd in {0.5, 1, 2}, 5 seeds, on the "
         "tuned-baseline MLP (a+b mod 113, 40%); compare each one's best grid point.",
-        fair_base(), methods=["adamw", "muon"], lrs=[5e-3, 1e-2, 2e-2, 4e-2], wds=[0.5, 1.0, 2.0], seeds=5)
+        fair_base(), methods=["adamw", "muon"], lrs=[1e-2, 2e-2, 4e-2, 8e-2], wds=[0.5, 1.0, 2.0], seeds=5)
