@@ -73,6 +73,7 @@ from grokscope.measures.bases import (
     group_transform_2d,
     identity_basis,
 )
+from grokscope.measures.grid import on_cpu
 from grokscope.models import MLPModel, Model, VectorMLP, has_blocks
 from grokscope.models.forward import choose_forward
 
@@ -430,10 +431,13 @@ def analyze_checkpoint(
     additive basis of its tokens and answers: :func:`analyze_grid` on the task's own grid (a*p + b).
 
     ``key_freqs`` fixes the key set; otherwise it comes from this checkpoint by ``rule`` (every rule's answer
-    is also reported in ``key_frequencies_by_rule``). Raises :class:`~grokscope.measures.MeasureError`
-    (a ValueError) for a task the analysis cannot handle.
+    is also reported in ``key_frequencies_by_rule``). A model on a device is read through a CPU copy
+    (:func:`~grokscope.measures.grid.on_cpu`: the float64 math, which MPS lacks, and the measures' CPU helpers), so
+    its numbers are a CPU analysis' of the same weights. Raises :class:`~grokscope.measures.MeasureError` (a
+    ValueError) for a task the analysis cannot handle.
     """
     p = check_task(task)
     model.eval()
+    model, task, _ = on_cpu(model, task)  # a model on a device: read through a CPU copy, as the group-basis analysis
     grid = read_group_grid(model, task, identity_basis(p, "the task's own grid"), task_order=True)
     return analyze_grid(model, task, grid, key_freqs=key_freqs, rule=rule, step=step)
