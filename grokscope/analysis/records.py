@@ -70,7 +70,7 @@ class _Record:
 class NeuronStats(_Record):
     """Per-neuron fraction of variance explained by a degree-2 polynomial of one frequency (3x3 DFT block)."""
 
-    frequency: list[int]  # [d_mlp] argmax frequency of each neuron (1..(p-1)/2), by the 3x3-block fraction
+    frequency: list[int]  # [d_mlp] argmax frequency of each neuron (1..n//2), by the 3x3-block fraction
     fve: list[float]  # [d_mlp] its 3x3-block fraction (the paper's code; used for clusters and the 85% count)
     fve_quadratic: list[float]  # [d_mlp] best fraction with the squares of the same frequency added (all
     # degree-2 polynomials of cos/sin(w_k a), cos/sin(w_k b)); >= fve
@@ -90,14 +90,14 @@ class LogitFit(_Record):
     alpha: dict[int, float]  # coefficient of the unnormalised cos wave
     sin_coefficient: dict[int, float]  # the same for sin(w_k(c* - c)) (~0 for a clean model; not in the fit)
     fve: float  # fraction of the row-centred logit variance explained
-    fit_loss: float  # cross-entropy of the fitted table, all p^2 inputs
+    fit_loss: float  # cross-entropy of the fitted table, all n^2 grid inputs
     fit_acc: float
 
 
 @dataclass(frozen=True)
 class AblationRow(_Record):
     name: str
-    loss: float  # all p^2 inputs
+    loss: float  # all n^2 grid inputs (p^2 in the additive basis)
     acc: float
     train_loss: float
     test_loss: float
@@ -153,9 +153,9 @@ class Analysis(_Record):
     key_freq_rule: str
     key_frequencies_by_rule: dict[str, list[int]]
     losses: dict[str, float]
-    W_E_component_norms: list[float]  # [p] norms of the rows of F @ W_E[:p]
-    W_E_frequency_norms: list[float]  # [(p-1)/2]
-    W_L_frequency_norms: list[float]  # [(p-1)/2]
+    W_E_component_norms: list[float]  # [n] norms of the rows of F @ W_E viewed [n, d_model]
+    W_E_frequency_norms: list[float]  # [n//2] ((p-1)/2 in the additive basis)
+    W_L_frequency_norms: list[float]  # [n//2]
     W_L_residual_fraction: float
     gini_W_E: float
     gini_W_L: float

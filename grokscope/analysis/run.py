@@ -3,7 +3,9 @@ summary of ``grokscope run``, and the analysis of a model or safetensors checkpo
 
 ``device``: where the model's forward passes run (``grokscope analyze --device``). The model and the task's
 tensors are placed there; the float64 math stays float64. On the CPU (the default) nothing moves: the numbers
-are those of a plain CPU analysis, bit for bit; on another device they are close, not equal (other kernels).
+are those of a plain CPU analysis, bit for bit; on another device they are close, not equal (other kernels). The
+Section 4 analysis itself (:func:`~grokscope.analysis.reverse.analyze_checkpoint`, ``analyze_in_basis``) reads a
+model on a device through a CPU copy, as the progress measures do, so its numbers are the CPU's.
 """
 
 from __future__ import annotations
