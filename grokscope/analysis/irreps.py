@@ -45,7 +45,8 @@ def gcr_fit(logits: Tensor, targets: Tensor, keys: list[str]) -> tuple[dict[str,
     total = float((z**2).sum())
     if not keys or total <= 0:
         return {}, 0.0
-    feats = [character_table(name)[targets] for name in keys]  # each [N, 120], mean 0 over c (non-trivial)
+    # each [N, 120], mean 0 over c (non-trivial)
+    feats = [character_table(name).to(targets.device)[targets] for name in keys]
     gram = torch.tensor([[float((u * v).sum()) for v in feats] for u in feats], dtype=torch.float64,
                         device=z.device)
     rhs = torch.tensor([float((u * z).sum()) for u in feats], dtype=torch.float64, device=z.device)

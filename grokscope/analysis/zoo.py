@@ -56,7 +56,7 @@ def spectra_both_bases(
     c_add, s_add = add[1::2], add[2::2]
     g = primitive_root(p) if g is None else g
     by_u = w[(torch.arange(p, device=w.device) - shift) % p]  # row u holds the embedding of token u - shift
-    log_coeffs = discrete_log_basis(p, g) @ by_u[1:]  # [p-1, d_model]
+    log_coeffs = discrete_log_basis(p, g).to(w.device) @ by_u[1:]  # [p-1, d_model]
     log_norms = log_coeffs.norm(dim=1)
     k_max = (p - 1) // 2 - 1
     c_log, s_log = log_norms[1 : 2 * k_max + 1 : 2], log_norms[2 : 2 * k_max + 1 : 2]
