@@ -105,7 +105,8 @@ def comparison(out: Path, sweep: str, html: Path | None, grid: dict) -> bool:
         acc = run.metrics["test_acc"]
         at95 = acc.index[acc >= TVEIT_ACC]
         row = {"name": cell.name, "seed": cell.seed, **dict(cell.point), "grok_epoch": _grok(run),
-               "budget": cell.config.train.epochs, "epoch95": float(at95[0]) if len(at95) else math.nan}
+               "budget": cell.config.train.epochs, "epoch95": float(at95[0]) if len(at95) else math.nan,
+               "final_test_acc": float(acc.iloc[-1])}
         rows.append(row)
         method = method_label({f: row[f] for f in axis.fields})
         print(f"  [{i}/{len(cells)}] {method:13s} lr={cell.config.optim.lr:g} wd={cell.config.optim.weight_decay:g} "

@@ -84,6 +84,9 @@ def test_the_summary_picks_each_methods_best_grid_point_by_median():
     assert (adamw["grokked_all"], adamw["n_all"], muon["grokked_all"], muon["n_all"]) == (9, 10, 7, 10)
     assert math.isinf(method_summary(method_cells(df[df["optim.lr"] == 0.01], spec)).set_index("method")
                       .loc["muon", "median"])
+    never = df.assign(grok_epoch=pd.NA, final_test_acc=[0.5] * 10 + [0.2] * 5 + [0.9] * 5)
+    summary = method_summary(method_cells(never, spec)).set_index("method")  # no cell at 99%: the best final acc
+    assert (summary.loc["adamw", "best"], summary.loc["muon", "best"]) == ("lr=0.01", "lr=0.02")
 
 
 def test_the_figure_draws_the_best_points_and_every_cell_with_misses_at_the_budget():

@@ -147,7 +147,7 @@ def method_label(values: dict) -> str:
 
 def method_cells(df, spec: SweepSpec):
     """One row per cell of a method sweep: ``method``, ``point`` (the other axes' values), ``seed``, ``epochs``
-    (to 99% test accuracy; NaN when the cell did not get there) and ``budget`` (its epochs)."""
+    (to 99% test accuracy; NaN when the cell did not get there), ``budget`` (its epochs) and ``final_test_acc``."""
     import pandas as pd
 
     axis = method_axis(spec)
@@ -162,8 +162,9 @@ def method_cells(df, spec: SweepSpec):
                                else f"{f.rpartition('.')[2]}={r.get(f)}" for f in others),
             "seed": r.get("seed"), "epochs": float(grok) if pd.notna(grok) else math.nan,
             "budget": float(budget) if pd.notna(budget) else float(spec.base.train.epochs),
+            "final_test_acc": float(pd.to_numeric(r.get("final_test_acc"), errors="coerce")),
         })
-    return pd.DataFrame(rows, columns=["method", "point", "seed", "epochs", "budget"])
+    return pd.DataFrame(rows, columns=["method", "point", "seed", "epochs", "budget", "final_test_acc"])
 
 
 def _median(values) -> float:
@@ -175,15 +176,17 @@ def _median(values) -> float:
 
 def method_summary(cells):
     """Per method (first-appearance order): ``best`` grid point (lowest median epochs to 99% over seeds, cells that
-    never got there counted as infinitely late; ties to more seeds there, then the lower mean), its ``n`` seeds,
+    never got there counted as infinitely late; ties to more seeds there, the lower mean, the higher final test
+    accuracy), its ``n`` seeds,
     ``grokked`` count, ``median``, ``q1``, ``q3``, ``min``, ``max`` (of the grokked seeds), and over every cell of
     the method ``median_all``, ``grokked_all`` and ``n_all``."""
     import numpy as np
     import pandas as pd
 
-    def rank(c) -> tuple[float, int, float]:
-        done = c["epochs"].dropna()
-        return _median(list(c["epochs"])), -len(done), float(done.mean()) if len(done) else math.inf
+    def rank(c) -> tuple[float, int, float, float]:
+        done, final = c["epochs"].dropna(), c["final_test_acc"].dropna()
+        return (_median(list(c["epochs"])), -len(done), float(done.mean()) if len(done) else math.inf,
+                -float(final.mean()) if len(final) else 0.0)
 
     rows = []
     for method, g in cells.groupby("method", sort=False):
