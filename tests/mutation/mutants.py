@@ -446,8 +446,8 @@ MUTANTS: list[Mutant] = [
     M(
         "attention-wrong-key-position",
         RV,
-        "hook_pattern\"][:, :, -1, 0]",
-        "hook_pattern\"][:, :, -1, 1]",
+        'hook_pattern"][:, :, -1, 0]',
+        'hook_pattern"][:, :, -1, 1]',
         "attention to the second token",
     ),
     M(
