@@ -38,7 +38,7 @@ from grokscope.tasks import (
     registered_tasks,
     table_task,
 )
-from grokscope.training import TrainingDiverged, resume, train
+from grokscope.training import Parent, TrainingDiverged, resume, train
 
 try:
     __version__ = _dist_version("grokscope")
@@ -46,9 +46,9 @@ except _PackageNotFoundError:  # a source tree on sys.path that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
-    "PRESETS", "ConfigError", "ExperimentConfig", "MLPModel", "ModelConfig", "ModularTask", "OptimConfig", "Run",
-    "RunError", "TaskConfig", "TrainConfig", "Transformer", "TrainingDiverged", "analyze_model", "apply_overrides",
-    "build_model", "from_hooked_transformer", "get_preset", "hooked_transformer_config", "load_run", "load_sweep",
-    "function_task", "make_task", "parse_formula", "register_task", "registered_tasks", "resume", "table_task",
-    "to_hooked_transformer", "train",
+    "PRESETS", "ConfigError", "ExperimentConfig", "MLPModel", "ModelConfig", "ModularTask", "OptimConfig",
+    "Parent", "Run", "RunError", "TaskConfig", "TrainConfig", "Transformer", "TrainingDiverged", "analyze_model",
+    "apply_overrides", "build_model", "from_hooked_transformer", "get_preset", "hooked_transformer_config",
+    "load_run", "load_sweep", "function_task", "make_task", "parse_formula", "register_task", "registered_tasks",
+    "resume", "table_task", "to_hooked_transformer", "train",
 ]

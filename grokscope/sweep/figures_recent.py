@@ -247,3 +247,47 @@ def fair_comparison(df, spec: SweepSpec) -> list[Figure]:
                        "that never reached 99% test accuracy within the budget (drawn at the budget).")
         figures.append((key, f"Fair comparison: {title}", caption, fig))
     return figures
+
+
+# --------------------------------------------------------------------------- circuit efficiency (Varma et al. 2023)
+
+FRACTION_AXIS = "task.train_fraction"
+
+
+def critical_fraction(fractions: list[float], accs: list[float], level: float = 0.5) -> float | None:
+    """The first train fraction (ascending) where the accuracy rises through ``level``, interpolated linearly between
+    neighbouring fractions; the smallest fraction when it is already there; None when it never gets there."""
+    pts = sorted(zip(fractions, accs))
+    if pts and pts[0][1] >= level:
+        return pts[0][0]
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if y0 < level <= y1:
+            return x0 + (level - y0) * (x1 - x0) / (y1 - y0)
+    return None
+
+
+@_maker
+def varma_critical_fraction_curve(df, spec: SweepSpec) -> list[Figure]:
+    """Final test accuracy against the train fraction (each seed a point, the median a line) and the critical data
+    fraction where the median crosses 50% (docs/zoo.md, "Circuit efficiency"). Applies to a sweep whose one axis is
+    ``task.train_fraction``; [] for any other sweep."""
+    import pandas as pd
+
+    if tuple(spec.axis_fields) != (FRACTION_AXIS,) or "final_test_acc" not in df:
+        return []
+    d = df[[FRACTION_AXIS, "final_test_acc"]].apply(pd.to_numeric, errors="coerce").dropna()
+    if d.empty:
+        return []
+    med = d.groupby(FRACTION_AXIS, sort=True)["final_test_acc"].median()
+    crit = critical_fraction([float(f) for f in med.index], [float(a) for a in med.values])
+    fig = go.Figure()
+    fig.add_scatter(x=d[FRACTION_AXIS], y=d["final_test_acc"], mode="markers", name="a seed", opacity=0.5)
+    fig.add_scatter(x=list(med.index), y=list(med.values), mode="lines+markers", name="median")
+    fig.add_hline(y=0.5, line_dash="dot")
+    if crit is not None and not math.isnan(crit):
+        fig.add_vline(x=crit, line_dash="dash", annotation_text=f"critical fraction {crit:.3f}")
+    fig.update_layout(xaxis_title="train fraction", yaxis_title="final test accuracy", yaxis_range=[0, 1.05])
+    where = "never crosses 50%" if crit is None else f"crosses 50% at train fraction {crit:.3f}"
+    caption = (f"Final test accuracy after the budget against the train fraction; the median over seeds {where} "
+               "(the critical data fraction of Varma et al. 2023 at this budget).")
+    return [("critical-fraction", "Critical data fraction", caption, fig)]
