@@ -21,6 +21,7 @@ from grokscope.training.muon import MuonAdamW, as_matrix, from_matrix, muon_upda
 from grokscope.training.optim import make_optimizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+needs_torch_muon = pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon not in this torch")
 
 
 def _torch_muon_steps(w0, grads, adjust, lr=0.02, wd=0.1, momentum=0.95):
@@ -39,6 +40,7 @@ def _our_muon_steps(w0, grads, adjust, lr=0.02, wd=0.1, momentum=0.95):
     return w
 
 
+@needs_torch_muon
 @pytest.mark.parametrize("shape", [(7, 4), (4, 7), (5, 5)])
 def test_the_update_is_torch_muons_bit_for_bit(shape):
     gen = torch.Generator().manual_seed(1)
@@ -50,6 +52,7 @@ def test_the_update_is_torch_muons_bit_for_bit(shape):
     assert not torch.equal(ours, w0)
 
 
+@needs_torch_muon
 def test_the_original_scale_reads_our_matrices_as_in_by_out():
     """torch's Muon reads a parameter as [out, in] (nn.Linear), ours as [in, out] (x @ W): the same update on W^T."""
     gen = torch.Generator().manual_seed(2)

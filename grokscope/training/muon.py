@@ -10,7 +10,7 @@ X = U / ||U||_F in bfloat16 (a, b, c = 3.4445, -4.7750, 2.0315), worked on the w
 step scale of ``optim.muon_adjust_lr`` for a matrix read as [in, out] (our layout, x @ W): ``"match_rms_adamw"``
 s = 0.2 sqrt(max(in, out)) (Liu et al. 2025, "Muon is scalable for LLM training": AdamW's lr and weight decay
 carry over), ``"original"`` s = sqrt(max(1, out / in)), ``"none"`` s = 1. These are the numbers of
-``torch.optim.Muon`` (torch >= 2.9; tests compare the two bit for bit), computed here without the
+``torch.optim.Muon`` (where torch has it; tests compare the two bit for bit), computed here without the
 ``torch.optim.Optimizer`` machinery (see :mod:`grokscope.training.adamw`), and its state key ``momentum_buffer``.
 
 Which parameters: as the Muon authors advise (and ``torch.optim.Muon``'s docstring), Muon takes the hidden
