@@ -127,15 +127,19 @@ def test_newton_schulz_output_is_nearly_orthogonal():
 
 def test_parameters_split_into_hidden_matrices_and_the_rest():
     tf = build_model(ModelConfig(d_model=16, n_heads=2, d_head=8, d_mlp=32), d_vocab=8, d_vocab_out=7, n_ctx=3)
-    muon, adamw = split_for_muon(tf.named_parameters())
+    muon, adamw = split_for_muon(tf)
     assert sorted(n for n, _ in muon) == sorted(
         f"blocks.0.{x}" for x in ("attn.W_Q", "attn.W_K", "attn.W_V", "attn.W_O", "mlp.W_in", "mlp.W_out")
     )
     assert {n for n, _ in adamw} == {"embed.W_E", "pos_embed.W_pos", "unembed.W_U", "blocks.0.mlp.b_in",
                                      "blocks.0.mlp.b_out"}
     mlp = build_model(ModelConfig(arch="mlp", d_model=8, d_mlp=12), d_vocab=8, d_vocab_out=7, n_ctx=3)
-    muon, adamw = split_for_muon(mlp.named_parameters())
+    muon, adamw = split_for_muon(mlp)
     assert [n for n, _ in muon] == ["mlp.W_in", "mlp.W_out"] and [n for n, _ in adamw] == ["embed.W_E", "unembed.W_U"]
+    user = torch.nn.Sequential(torch.nn.Embedding(5, 4), torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 5))
+    muon, adamw = split_for_muon(user)  # a user's module: nn.Embedding tables and vectors to AdamW
+    assert [n for n, _ in muon] == ["1.weight", "3.weight"]
+    assert [n for n, _ in adamw] == ["0.weight", "1.bias", "3.bias"]
     opt = make_optimizer(mlp, OptimConfig(optimizer="muon", muon_lr_scale=3.0))
     assert isinstance(opt, MuonAdamW) and opt.param_groups[1]["lr_scale"] == 3.0
     assert type(make_optimizer(mlp, OptimConfig())) is AdamW  # the default is the plain AdamW of every run

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -89,13 +88,15 @@ def from_matrix(name: str, m: Tensor, like: Tensor) -> Tensor:
 Named = list[tuple[str, nn.Parameter]]
 
 
-def split_for_muon(named: Iterable[tuple[str, nn.Parameter]]) -> tuple[Named, Named]:
-    """(Muon's, AdamW's) (name, parameter) pairs: the hidden matrices, and the rest (module docstring)."""
+def split_for_muon(model: nn.Module) -> tuple[Named, Named]:
+    """(Muon's, AdamW's) (name, parameter) pairs of ``model``: the hidden matrices, and the rest (module docstring;
+    the weight of any ``nn.Embedding`` of a user's module is an embedding too)."""
+    tables = {f"{m}.weight".lstrip(".") for m, mod in model.named_modules() if isinstance(mod, nn.Embedding)}
     muon: Named = []
     adamw: Named = []
-    for name, p in named:
+    for name, p in model.named_parameters():
         leaf = name.rpartition(".")[2]
-        embedding = leaf in EMBEDDING_NAMES or "embed" in name.lower()
+        embedding = leaf in EMBEDDING_NAMES or "embed" in name.lower() or name in tables
         attention = p.ndim == 3 and leaf in ATTENTION_IN + ATTENTION_OUT
         (muon if not embedding and (p.ndim == 2 or attention) else adamw).append((name, p))
     return muon, adamw

@@ -48,7 +48,7 @@ def make_optimizer(model: nn.Module, optim: OptimConfig) -> AdamW:
     Muon on the hidden matrices and that AdamW on the rest (:class:`~grokscope.training.muon.MuonAdamW`; both
     groups decay by ``weight_decay``, each at its own learning rate)."""
     if optim.optimizer == "muon":
-        muon, adamw = split_for_muon(model.named_parameters())
+        muon, adamw = split_for_muon(model)
         return MuonAdamW(muon, adamw, **adamw_hyperparameters(optim), momentum=optim.muon_momentum,
                          lr_scale=optim.muon_lr_scale, adjust=optim.muon_adjust_lr)
     return AdamW(model.parameters(), **adamw_hyperparameters(optim))
