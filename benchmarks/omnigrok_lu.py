@@ -54,7 +54,7 @@ def reduced_spec(full: bool, seeds: int | None, epochs: int | None, scales: list
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--full", action="store_true",
-                    help="the omnigrok-lu preset as it is (27 cells; roughly 10-15 min on one core, estimated)")
+                    help="the omnigrok-lu preset as it is (27 cells; ~6 min on one core)")
     ap.add_argument("--seeds", type=int, help="seeds per init scale (default 2; --full 3)")
     ap.add_argument("--epochs", type=int, help="epochs per cell (default 2000; --full 3000)")
     ap.add_argument("--scales", help="comma-separated init scales (default 0.25 .. 2 in steps of sqrt 2)")
