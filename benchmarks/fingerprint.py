@@ -52,6 +52,22 @@ VOLATILE = {
 }
 
 
+# Metric names and sweep-index columns added by issue 23 (the cheap extra measures, the index's param_norm): left out,
+# so that a fingerprint taken before them still compares equal when every older number kept its bits.
+ADDED_METRICS = {"act_sparsity", "abs_weight_entropy", "weight_entropy_normalised", "logit_efficiency"}
+ADDED_COLUMNS = {"param_norm"}
+
+
+def _without_added(row: dict) -> dict:
+    """A metrics or index row without what issue 23 added (the index's ``final`` JSON included)."""
+    row = {c: v for c, v in row.items() if c not in ADDED_COLUMNS}
+    if isinstance(row.get("final"), str):
+        final = json.loads(row["final"])
+        if any(k in ADDED_METRICS for k in final):
+            row["final"] = json.dumps({k: v for k, v in final.items() if k not in ADDED_METRICS})
+    return row
+
+
 def _cli(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "grokscope", *args], check=True, stdout=subprocess.DEVNULL)
 
@@ -77,6 +93,7 @@ def _table(db: Path, table: str) -> list:
         cur = con.execute(f"SELECT * FROM {table}")
         cols = [c[0] for c in cur.description]
         rows = [{c: v for c, v in zip(cols, row) if c not in VOLATILE} for row in cur.fetchall()]
+        rows = [_without_added(r) for r in rows if not (table == "metrics" and r.get("name") in ADDED_METRICS)]
     finally:
         con.close()
     return sorted((_floats_exact(r) for r in rows), key=lambda r: json.dumps(r, sort_keys=True))

@@ -168,6 +168,10 @@ EXPECTED_KEYS = {
     "fcr",
     "n_key_freqs",
     "key_freqs_fixed",
+    "act_sparsity",
+    "abs_weight_entropy",
+    "weight_entropy_normalised",
+    "logit_efficiency",
 }
 
 

@@ -1,5 +1,6 @@
 """Progress measures: the Fourier toolkit, the model read over the input grid, key frequencies, restricted/excluded
-loss, Gini, FFS/FCR, and phase detection. Pure functions of tensors, models and tasks; no file I/O. See
+loss, Gini, FFS/FCR, the cheap extra measures (activation sparsity, weight entropy, logit efficiency), and phase
+detection. Pure functions of tensors, models and tasks; no file I/O. See
 ``docs/measures.md`` for every formula.
 
 This package is the measures' public API: code outside ``grokscope.measures`` imports from here, not from its
@@ -8,6 +9,15 @@ modules, so the modules can be rearranged freely. ``grokscope.measures.names`` h
 
 from grokscope.measures import names
 from grokscope.measures.bases import GroupBasis, detect_basis, formula_table, task_basis
+from grokscope.measures.extra import (
+    ACT_SPARSITY_TAU,
+    abs_weight_entropy,
+    activation_sparsity,
+    extra_measures,
+    last_mlp_post,
+    logit_efficiency,
+    normalised_weight_entropy,
+)
 from grokscope.measures.fourier import (
     abc_wave_components,
     basis_index,
@@ -80,6 +90,8 @@ from grokscope.measures.progress import (
 
 __all__ = [
     "names", "GroupBasis", "detect_basis", "formula_table", "task_basis",
+    "ACT_SPARSITY_TAU", "abs_weight_entropy", "activation_sparsity", "extra_measures", "last_mlp_post",
+    "logit_efficiency", "normalised_weight_entropy",
     "FFS_ETA", "FIT_ACC", "GROK_ACC", "KEY_FREQ_RULES", "KEY_GAP_FLOOR", "KEY_GAP_RATIO", "MeasureError",
     "ModelSource", "NEURON_FVE_THRESHOLD", "ONLINE_ENERGY_FACTOR", "PHASE_FRACTION", "Phases", "SMOOTH_WINDOW",
     "W_E_NORM_FRACTION", "abc_wave_components", "basis_index", "block_fractions", "check_task", "checked_key_set",

@@ -299,7 +299,7 @@ def group_transform_2d(x: Tensor) -> Tensor:
 
 def group_inverse_2d(coef: Tensor) -> Tensor:
     """Inverse of :func:`group_transform_2d`: F^T c F over the first two axes of [n, n, ...]."""
-    basis_t = real_fourier_basis(coef.shape[0]).T.contiguous()
+    basis_t = real_fourier_basis(coef.shape[0]).T.contiguous().to(coef.device)
     return fourier_transform(fourier_transform(coef, 0, basis_t), 1, basis_t)
 
 
@@ -341,11 +341,11 @@ def group_block_fractions(energy: Tensor, n: int, *, quadratic: bool) -> Tensor:
     total = energy.sum(dim=(0, 1))
     fracs = []
     for k in range(1, n // 2 + 1):
-        idx = torch.tensor([0, *frequency_rows(k, n)])
+        idx = torch.tensor([0, *frequency_rows(k, n)], device=energy.device)
         e = energy[idx][:, idx].sum(dim=(0, 1))
         j = _harmonic(k, n)
         if quadratic and j not in (0, k):
-            hj = torch.tensor(frequency_rows(j, n))
+            hj = torch.tensor(frequency_rows(j, n), device=energy.device)
             e = e + energy[0, hj].sum(dim=0) + energy[hj, 0].sum(dim=0)
         fracs.append(e)
     block = torch.stack(fracs)
@@ -355,10 +355,10 @@ def group_block_fractions(energy: Tensor, n: int, *, quadratic: bool) -> Tensor:
 # ----------------------------------------------------------------------------- restricted / excluded over Z_n
 
 
-def _label_design(n: int, freqs: Iterable[int]) -> Tensor:
+def _label_design(n: int, freqs: Iterable[int], device: torch.device | None = None) -> Tensor:
     """[n, 1 + #directions]: 1, cos(w_k s), sin(w_k s) for each k at labels s = 0..n-1 (the Nyquist: its cosine)."""
-    s = torch.arange(n, dtype=torch.float64)
-    cols = [torch.ones(n, dtype=torch.float64)]
+    s = torch.arange(n, dtype=torch.float64, device=device)
+    cols = [torch.ones(n, dtype=torch.float64, device=device)]
     for k in freqs:
         cols.append(torch.cos(2 * math.pi * k * s / n))
         if 2 * k != n:
@@ -369,15 +369,16 @@ def _label_design(n: int, freqs: Iterable[int]) -> Tensor:
 def group_label_wave_fit(table: Tensor, labels: Tensor, n: int, freqs: Iterable[int]) -> tuple[Tensor, Tensor]:
     """Least-squares fit of every logit column of ``table`` [N, n] (labels [N] in 0..n-1) on the waves of the answer,
     as :func:`~grokscope.measures.label_wave_fit` over Z_n: returns ``(const, key)``, each [n, n] indexed by label."""
-    x = _label_design(n, list(freqs))
+    x = _label_design(n, list(freqs), table.device)
     counts = torch.bincount(labels, minlength=n).to(torch.float64)
-    sums = torch.zeros(n, table.shape[1], dtype=torch.float64).index_add_(0, labels, table.to(torch.float64))
+    sums = torch.zeros(n, table.shape[1], dtype=torch.float64, device=table.device)
+    sums = sums.index_add_(0, labels, table.to(torch.float64))
     beta = torch.linalg.solve(x.T @ (counts[:, None] * x), x.T @ sums)
     return x[:, :1] @ beta[:1], x[:, 1:] @ beta[1:]
 
 
 def _per_label_scores(rows: Tensor, counts: Tensor) -> tuple[float, float]:
-    s = torch.arange(rows.shape[0])
+    s = torch.arange(rows.shape[0], device=rows.device)
     ce = -F.log_softmax(rows.to(torch.float64), dim=-1)[s, s]
     hit = (rows.argmax(dim=-1) == s).to(torch.float64)
     return float((counts * ce).sum() / counts.sum()), float((counts * hit).sum() / counts.sum())
@@ -403,18 +404,19 @@ def group_rows(task: Any, basis: GroupBasis) -> tuple[Tensor, Tensor, Tensor]:
     """The task rows of the n x n group grid (row i*n + j is a = a_order[i], b = b_order[j]) [n*n], their labels in
     0..n-1 [n*n], and the positions in that grid of the training rows that lie in the group [n_train_in]."""
     p, n = task.p, basis.n
-    lookup = torch.full((p * p,), -1, dtype=torch.int64)
-    lookup[task.pair_index] = torch.arange(task.pair_index.shape[0])
-    rows = lookup[(basis.a_order[:, None] * p + basis.b_order[None, :]).reshape(-1)]
+    dev = task.pair_index.device
+    lookup = torch.full((p * p,), -1, dtype=torch.int64, device=dev)
+    lookup[task.pair_index] = torch.arange(task.pair_index.shape[0], device=dev)
+    rows = lookup[(basis.a_order[:, None] * p + basis.b_order[None, :]).reshape(-1).to(dev)]
     if bool((rows < 0).any()):
         raise MeasureError(f"{int((rows < 0).sum())} inputs of the {basis.name} group grid are not in the task")
-    c_index = torch.full((p,), -1, dtype=torch.int64)
-    c_index[basis.c_order] = torch.arange(n)
+    c_index = torch.full((p,), -1, dtype=torch.int64, device=dev)
+    c_index[basis.c_order.to(dev)] = torch.arange(n, device=dev)
     labels = c_index[task.labels[rows]]
     if bool((labels < 0).any()):
         raise MeasureError(f"{int((labels < 0).sum())} inputs of the {basis.name} group grid have answers outside "
                            "the group's outputs")
-    position = torch.full((task.labels.shape[0],), -1, dtype=torch.int64)
-    position[rows] = torch.arange(n * n)
+    position = torch.full((task.labels.shape[0],), -1, dtype=torch.int64, device=dev)
+    position[rows] = torch.arange(n * n, device=dev)
     train = position[task.train_idx]
     return rows, labels, train[train >= 0]

@@ -105,7 +105,7 @@ def _basis_for(x: Tensor, dim: int, basis: Tensor | None) -> Tensor:
         basis = fourier_basis(n)
     if basis.shape != (n, n):
         raise ValueError(f"axis {dim} has length {n}, but the basis is {tuple(basis.shape)}")
-    return basis.to(torch.float64)
+    return basis.to(device=x.device, dtype=torch.float64)
 
 
 def fourier_transform(x: Tensor, dim: int = 0, basis: Tensor | None = None) -> Tensor:

@@ -67,7 +67,7 @@ def check_task(task: Any) -> int:
 def grid_order(task: Any) -> Tensor:
     """Permutation taking task rows to grid rows: grid[i] = rows[perm[i]] with i = a*p + b."""
     perm = torch.empty_like(task.pair_index)
-    perm[task.pair_index] = torch.arange(task.pair_index.shape[0])
+    perm[task.pair_index] = torch.arange(task.pair_index.shape[0], device=perm.device)
     return perm
 
 
@@ -183,12 +183,12 @@ def block_fractions(energy: Tensor, p: int, *, quadratic: bool) -> Tensor:
     total = energy.sum(dim=(0, 1))  # [d]
     fracs = []
     for k in range(1, n_frequencies(p) + 1):
-        idx = torch.tensor([0, 2 * k - 1, 2 * k])
+        idx = torch.tensor([0, 2 * k - 1, 2 * k], device=energy.device)
         e = energy[idx][:, idx].sum(dim=(0, 1))
         if quadratic:
             j = _harmonic(k, p)
             if j != k:  # (j == k only for p = 3)
-                hj = torch.tensor([2 * j - 1, 2 * j])
+                hj = torch.tensor([2 * j - 1, 2 * j], device=energy.device)
                 e = e + energy[0, hj].sum(dim=0) + energy[hj, 0].sum(dim=0)
         fracs.append(e)
     block = torch.stack(fracs)  # [K, d]

@@ -76,7 +76,7 @@ def gini(values: Tensor) -> float:
     n, total = c.numel(), float(c.sum())
     if n == 0 or total == 0.0:
         return 0.0
-    i = torch.arange(1, n + 1, dtype=torch.float64)
+    i = torch.arange(1, n + 1, dtype=torch.float64, device=c.device)
     return float(2.0 * (i * c).sum() / (n * total) - (n + 1) / n)
 
 
@@ -111,10 +111,10 @@ def ffs_fcr(w_e: Tensor, eta: float = FFS_ETA) -> tuple[float, float]:
 # ----------------------------------------------------------------------------- restricted / excluded
 
 
-def _label_design(p: int, freqs: Iterable[int]) -> Tensor:
+def _label_design(p: int, freqs: Iterable[int], device: torch.device | None = None) -> Tensor:
     """[p, 1 + 2|K|]: columns 1, cos(w_k s), sin(w_k s) for each k, evaluated at labels s = 0..p-1."""
-    s = torch.arange(p, dtype=torch.float64)
-    cols = [torch.ones(p, dtype=torch.float64)]
+    s = torch.arange(p, dtype=torch.float64, device=device)
+    cols = [torch.ones(p, dtype=torch.float64, device=device)]
     for k in freqs:
         cols += [torch.cos(2 * math.pi * k * s / p), torch.sin(2 * math.pi * k * s / p)]
     return torch.stack(cols, dim=1)
@@ -128,7 +128,7 @@ def _label_sums(table: Tensor, labels: Tensor, p: int) -> tuple[Tensor, Tensor]:
         order = torch.argsort(labels, stable=True)
         sums = table[order].reshape(p, int(counts[0]), -1).sum(dim=1)
     else:
-        sums = torch.zeros(p, table.shape[1], dtype=torch.float64).index_add_(0, labels, table)
+        sums = torch.zeros(p, table.shape[1], dtype=torch.float64, device=table.device).index_add_(0, labels, table)
     return counts.to(torch.float64), sums
 
 
@@ -144,7 +144,7 @@ def label_wave_fit(
     part of the rows whose label is s. ``sums`` may pass precomputed ``_label_sums(table, labels, p)``.
     """
     freqs = list(freqs)
-    x = _label_design(p, freqs)  # [p, 1+2K]
+    x = _label_design(p, freqs, table.device)  # [p, 1+2K]
     counts, sums_ = sums if sums is not None else _label_sums(table, labels, p)
     gram = x.T @ (counts[:, None] * x)
     beta = torch.linalg.solve(gram, x.T @ sums_)  # [1+2K, p]
@@ -156,7 +156,7 @@ def label_wave_fit(
 def _per_label_scores(rows: Tensor, counts: Tensor) -> tuple[float, float]:
     """CE and accuracy of a table whose row for every input with label s is ``rows[s]`` ([p, p]), weighted by
     the label counts [p]: the same numbers as scoring the expanded [p*p, p] table, for 1/p of the work."""
-    s = torch.arange(rows.shape[0])
+    s = torch.arange(rows.shape[0], device=rows.device)
     ce = -F.log_softmax(rows.to(torch.float64), dim=-1)[s, s]
     hit = (rows.argmax(dim=-1) == s).to(torch.float64)
     total = counts.sum()
