@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from grokscope.models.transformer import Transformer, activation
+from grokscope.models.transformer import Transformer, activation, scale_logits
 
 __all__ = [
     "FastPlan", "GatherPlan", "PlanCache", "fast_forward", "fast_ineligibility", "fast_logits", "fast_logits_batched",
@@ -397,13 +397,14 @@ def fast_forward(model, task) -> Callable[[Tensor], Tensor] | None:
     eq = int(task.p)
     cache = PlanCache(model.d_vocab, model.cfg.n_heads)
     act_fn = model.cfg.act_fn
+    scale = float(getattr(model.cfg, "output_scale", 1.0))
 
     def forward(tokens: Tensor) -> Tensor:
         if tokens.ndim != 2 or tokens.shape[1] != 3 or tokens.shape[0] == 0 or not bool((tokens[:, 2] == eq).all()):
             return model(tokens)
         tables = fast_tables(model_tensors(model), eq)
         # squeeze: a view (a select would copy in the backward)
-        return fast_logits(tables, cache.get(tokens.unsqueeze(0)), act_fn).squeeze(0)
+        return scale_logits(fast_logits(tables, cache.get(tokens.unsqueeze(0)), act_fn).squeeze(0), scale)
 
     forward.model = model  # type: ignore[attr-defined]
     return forward

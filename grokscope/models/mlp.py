@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from grokscope.config import ModelConfig
-from grokscope.models.transformer import Embed, HookedModule, Unembed, activation, init_weights
+from grokscope.models.transformer import Embed, HookedModule, Unembed, activation, init_weights, scale_logits
 
 if TYPE_CHECKING:
 
@@ -72,7 +72,7 @@ class MLPModel(HookedModule):
         if self.cfg.dropout > 0:
             post = F.dropout(post, self.cfg.dropout, training=self.training)
         out = self.hook("hook_mlp_out", post @ self.mlp.W_out)  # [batch, d_model]
-        return out @ self.W_U
+        return scale_logits(out @ self.W_U, self.cfg.output_scale)
 
 
 def circle_embedding(d_vocab: int, p: int) -> Tensor:
@@ -111,4 +111,4 @@ class VectorMLP(HookedModule):
         post = self.hook("mlp.hook_post", activation(self.cfg.act_fn, pre))
         if self.cfg.dropout > 0:
             post = F.dropout(post, self.cfg.dropout, training=self.training)
-        return post @ self.mlp.W_out
+        return scale_logits(post @ self.mlp.W_out, self.cfg.output_scale)

@@ -226,7 +226,8 @@ class Transformer(HookedModule):
         resid = self._embed(tokens)  # [batch, pos, d_model]
         for i, block in enumerate(self.blocks):
             resid = self._block(i, block, resid, last_only=False)
-        return self.hook("hook_logits", self.ln_final(resid) @ self.unembed.W_U + self.unembed.b_U)
+        return self.hook("hook_logits", scale_logits(self.ln_final(resid) @ self.unembed.W_U + self.unembed.b_U,
+                                                     self.cfg.output_scale))
 
     def forward(self, tokens: Tensor) -> Tensor:
         """tokens [batch, pos] -> logits at the last position [batch, d_vocab_out].
@@ -238,7 +239,7 @@ class Transformer(HookedModule):
         n = len(self.blocks)
         for i, block in enumerate(self.blocks):
             resid = self._block(i, block, resid, last_only=(i == n - 1))
-        return self.ln_final(resid[:, -1]) @ self.unembed.W_U + self.unembed.b_U
+        return scale_logits(self.ln_final(resid[:, -1]) @ self.unembed.W_U + self.unembed.b_U, self.cfg.output_scale)
 
     def _embed(self, tokens: Tensor) -> Tensor:
         embed = self.hook("hook_embed", self.embed.W_E[tokens])  # [batch, pos, d_model]
@@ -285,6 +286,12 @@ class Transformer(HookedModule):
     @property
     def W_U(self) -> Tensor:
         return self.unembed.W_U
+
+
+def scale_logits(logits: Tensor, scale: float) -> Tensor:
+    """``logits * scale`` (``model.output_scale``, Kumar et al. 2024's alpha); ``logits`` itself when the scale is
+    1, so a default model computes exactly what it did before the knob existed. Shapes: any."""
+    return logits if scale == 1.0 else logits * scale
 
 
 def init_weights(model: HookedModule, seed: int) -> None:

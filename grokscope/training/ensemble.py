@@ -25,6 +25,7 @@ from grokscope.measures import names
 from grokscope.models import build_model
 from grokscope.models.fast import PARAM_NAMES, PlanCache, fast_logits, fast_tables
 from grokscope.models.forward import choose_forward
+from grokscope.models.transformer import scale_logits
 from grokscope.runtime import ThreadGovernor
 from grokscope.store.run import Run
 from grokscope.tasks import ModularTask, make_task, task_to
@@ -149,7 +150,8 @@ class Ensemble:
     # -- computation ---------------------------------------------------------------------------
     def logits(self, tokens: Tensor) -> Tensor:
         """Logits [K, N, d_vocab_out] of every member on its own tokens [K, N, 3]."""
-        return fast_logits(fast_tables(self.w, self.eq), self.cache.get(tokens), self.act_fn)
+        logits = fast_logits(fast_tables(self.w, self.eq), self.cache.get(tokens), self.act_fn)
+        return scale_logits(logits, self.configs[0].model.output_scale)  # members share model.output_scale
 
     def all_logits(self) -> Tensor:
         """Logits over every pair of the task for every member, without gradients: [K, N_all, d_vocab_out]."""
