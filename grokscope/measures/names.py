@@ -43,6 +43,11 @@ ABS_WEIGHT_ENTROPY = "abs_weight_entropy"  # -sum |w| ln |w| over every paramete
 WEIGHT_ENTROPY_NORMALISED = "weight_entropy_normalised"  # Shannon entropy of |w| / sum |w| (scale-free)
 LOGIT_EFFICIENCY = "logit_efficiency"  # ||logits||_F over every input / ||theta||_2 (cf. Varma et al. 2023)
 
+# Lazy or rich (measures/dynamics.py; Kumar et al. 2024), written with the progress measures.
+RELATIVE_WEIGHT_CHANGE = "relative_weight_change"  # ||theta_t - theta_0|| / ||theta_0||
+NTK_ALIGNMENT = "ntk_alignment"  # CKA of the class-summed empirical NTK on NTK_EXAMPLES train rows with [y_i == y_j]
+NTK_EXAMPLES = 8  # the first this many training rows (a setting, not a metric name)
+
 #: The suffix of a measure computed with one fixed key set (see the module docstring).
 FIXED_SUFFIX = "_fixed"
 #: Measures that depend on the key frequencies, hence have a fixed-key twin.
