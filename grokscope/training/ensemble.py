@@ -269,7 +269,7 @@ def _train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progr
     ens = Ensemble(configs, device=device)
     records = [RunRecorder(new_run_dir(d, c), c.train) for d, c in zip(out_dirs, configs)]
     settings = configs[0].train
-    measure = measure_fn(configs[0]) if settings.measure_every else None
+    measures = [measure_fn(c) for c in configs] if settings.measure_every else None  # each its own theta_0
     for record, cfg in zip(records, configs):
         record.start(cfg, {"forward": "ensemble", "message": "", "ensemble_size": str(ens.K), **where})
 
@@ -284,10 +284,10 @@ def _train_ensemble(configs: list[ExperimentConfig], out_dirs: list[Path], progr
             if task.test_idx.numel():
                 out[names.TEST_LOSS], out[names.TEST_ACC] = loss_and_accuracy(
                     member[task.test_idx], task.test_labels, ens.loss_dtype)
-            if measure is not None and epoch % settings.measure_every == 0:
+            if measures is not None and measures[k] is not None and epoch % settings.measure_every == 0:
                 model = ens.member_model(k).eval()
                 with torch.no_grad():
-                    out.update(measure(model, task, member))
+                    out.update(measures[k](model, task, member))
             rows.append(out)
         return rows
 

@@ -22,6 +22,7 @@ from torch import Tensor
 from grokscope.config import ExperimentConfig
 from grokscope.device import describe_device, device_settings
 from grokscope.measures import names, progress_measures
+from grokscope.measures.dynamics import ntk_alignment, relative_weight_change
 from grokscope.measures.progress import measure_basis_label
 from grokscope.models import build_model
 from grokscope.models.forward import choose_forward
@@ -390,11 +391,27 @@ def measure_fn(cfg: ExperimentConfig):
     if cfg.task.kind != "modular" or cfg.model.arch == "vector_mlp" or cfg.model.attn_only:
         return None  # the measures need a modular p*p grid and a model with an MLP
 
+    dynamics = getattr(cfg.train, "dynamics", False) or cfg.model.output_scale != 1.0
+    initial: dict[str, Tensor] = {}  # theta_0: the config's own initial weights (seeded by model.init_seed)
+
     def measure(model, task, logits):
         try:
-            return progress_measures(model, task, logits=logits)
+            out = progress_measures(model, task, logits=logits)
         except ValueError:
             return {}
+        if dynamics:
+            out.update(dynamics_measures(model, task))
+        return out
+
+    def dynamics_measures(model, task) -> dict[str, float]:
+        """relative_weight_change and ntk_alignment (measures/dynamics.py) of the model's current weights."""
+        if not initial:
+            fresh = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
+            initial.update({n: p.detach().clone() for n, p in fresh.named_parameters()})
+        current = dict(model.named_parameters())
+        rows = task.train_idx[: names.NTK_EXAMPLES]
+        return {names.RELATIVE_WEIGHT_CHANGE: relative_weight_change(current, initial),
+                names.NTK_ALIGNMENT: ntk_alignment(model, task.tokens[rows], task.labels[rows])}
 
     return measure
 

@@ -1,0 +1,55 @@
+"""measures/dynamics.py against dense hand computations, and the columns in a run's metrics."""
+
+import math
+
+import torch
+from torch import nn
+
+from grokscope.config import ExperimentConfig, ModelConfig, OptimConfig, TaskConfig, TrainConfig
+from grokscope.measures import names
+from grokscope.measures.dynamics import kernel_alignment, ntk_alignment, relative_weight_change
+from grokscope.training.loop import train
+
+
+def test_relative_weight_change_is_the_global_norm_ratio():
+    w0 = {"a": torch.tensor([[3.0, 0.0]]), "b": torch.tensor([4.0])}
+    w = {"a": torch.tensor([[3.0, 1.0]]), "b": torch.tensor([6.0])}
+    assert math.isclose(relative_weight_change(w, w0), math.sqrt(1 + 4) / 5.0, rel_tol=1e-12)
+    assert relative_weight_change(w0, w0) == 0.0
+
+
+def _dense_cka(K, L):
+    m = K.shape[0]
+    H = torch.eye(m, dtype=torch.float64) - torch.ones(m, m, dtype=torch.float64) / m
+    a, b = H @ K @ H, H @ L @ H
+    return float((a * b).sum() / torch.sqrt((a * a).sum() * (b * b).sum()))
+
+
+def test_linear_model_ntk_alignment_is_the_cka_of_x_xt():
+    # f(x) = W x + b with C outputs: d f_c / d W = e_c x^T, d f_c / d b = e_c, so the class-summed NTK is
+    # C (x_i . x_j + 1); CKA is scale-invariant and centring removes the constant, leaving CKA(X X^T, L).
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(7, 5, generator=gen, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 2])
+    model = nn.Linear(5, 3).double()
+    L = (y[:, None] == y[None, :]).double()
+    expected = _dense_cka(X @ X.T, L)
+    assert math.isclose(ntk_alignment(model, X, y), expected, rel_tol=1e-9)
+    assert math.isclose(kernel_alignment(X @ X.T * 10.0, L), expected, rel_tol=1e-9)
+    assert math.isclose(kernel_alignment(L, L), 1.0, rel_tol=1e-12)
+
+
+def test_columns_appear_in_a_runs_metrics(tmp_path):
+    cfg = ExperimentConfig(
+        task=TaskConfig(p=11, train_fraction=0.5),
+        model=ModelConfig(arch="mlp", d_model=16, d_mlp=32, output_scale=2.0),
+        optim=OptimConfig(lr=1e-2, weight_decay=0.0),
+        train=TrainConfig(epochs=20, log_every=10, measure_every=10, checkpoint_every=20),
+    )
+    run = train(cfg, tmp_path / "run", progress=False)
+    df = run.metrics
+    for col in (names.RELATIVE_WEIGHT_CHANGE, names.NTK_ALIGNMENT):
+        assert col in df.columns
+    rwc = df[names.RELATIVE_WEIGHT_CHANGE].dropna()
+    assert rwc.iloc[0] == 0.0 and rwc.iloc[-1] > 0.0
+    assert df[names.NTK_ALIGNMENT].dropna().between(-1, 1).all()
