@@ -73,6 +73,42 @@ def varma_semigrok() -> ExperimentConfig:
 
 # --------------------------------------------------------------------------- lazy to rich (Kumar et al. 2024)
 
+#: The learning rate at output scale 1 of the lazy-rich presets; lr(alpha) = LAZY_RICH_LR / alpha (see lazy_rich_lr).
+LAZY_RICH_LR = 1e-3
+
+
+def lazy_rich_lr(alpha: float, base: float = LAZY_RICH_LR) -> float:
+    """The learning rate at output scale ``alpha``: ``base / alpha``. Under Adam the step in the weights does not
+    depend on the gradient's size, so the step in the logits (alpha times the weights' step) is the same at every
+    alpha and the weights' own step shrinks as 1 / alpha: the Adam counterpart of the 1 / alpha^2 rule of gradient
+    descent (Chizat et al. 2019, used by Kumar et al. 2024). docs/zoo.md, "Lazy to rich"."""
+    return base / alpha
+
+
+def lazy_rich_config(alpha: float, *, epochs: int = 3000, seed: int = 0) -> ExperimentConfig:
+    """The lazy-rich setting at output scale ``alpha``: an MLP (d_model 64, d_mlp 128) on a+b mod 23 with 60%
+    of the pairs, cross-entropy, full-batch AdamW with weight decay 0 and lr = :func:`lazy_rich_lr` (alpha)."""
+    return ExperimentConfig(
+        name=f"lazy-rich-a{alpha:g}",
+        task=TaskConfig(p=23, train_fraction=0.6),
+        model=ModelConfig(arch="mlp", d_model=64, d_mlp=128, init_seed=seed, output_scale=alpha),
+        optim=OptimConfig(lr=lazy_rich_lr(alpha), weight_decay=0.0, betas=(0.9, 0.98)),
+        train=TrainConfig(epochs=epochs, log_every=10, measure_every=100, checkpoint_every=500),
+    )
+
+
+@_preset
+def lazy_rich_rich() -> ExperimentConfig:
+    """Kumar et al. 2024, rich regime: output scale 0.25, weight decay 0; groks (docs/zoo.md, Lazy to rich)."""
+    return lazy_rich_config(0.25)
+
+
+@_preset
+def lazy_rich_lazy() -> ExperimentConfig:
+    """Kumar et al. 2024, lazy regime: output scale 16, weight decay 0; memorises without grokking."""
+    return lazy_rich_config(16.0)
+
+
 
 # --------------------------------------------------------------------------- Muon and a tuned baseline
 

@@ -46,7 +46,7 @@ LOGIT_EFFICIENCY = "logit_efficiency"  # ||logits||_F over every input / ||theta
 # Lazy or rich (measures/dynamics.py; Kumar et al. 2024), written with the progress measures.
 RELATIVE_WEIGHT_CHANGE = "relative_weight_change"  # ||theta_t - theta_0|| / ||theta_0||
 NTK_ALIGNMENT = "ntk_alignment"  # CKA of the class-summed empirical NTK on NTK_EXAMPLES train rows with [y_i == y_j]
-NTK_EXAMPLES = 8  # the first this many training rows (a setting, not a metric name)
+NTK_EXAMPLES = 32  # the first this many training rows (a setting, not a metric name)
 
 #: The suffix of a measure computed with one fixed key set (see the module docstring).
 FIXED_SUFFIX = "_fixed"
