@@ -4,7 +4,8 @@
 
 Trains the ``lazy-rich`` sweep's cells one by one (an MLP on a+b mod 23 with 60% of the pairs, cross-entropy,
 AdamW with weight decay 0, lr = 1e-3 / alpha) and prints, per alpha and seed: grokked or not, the grok epoch
-(first logged epoch with test accuracy >= 0.99), the final test accuracy, the relative weight change and the NTK alignment at the end.
+(first logged epoch with test accuracy >= 0.99), the final test accuracy, the relative weight change and the
+NTK alignment at the end.
 Acceptance (issue 23): a grokking and a no-grokking regime without weight decay.
 """
 
