@@ -51,3 +51,20 @@ def test_scale_one_is_bitwise_the_plain_computation():
     task, mlp = _setup("mlp")
     h = torch.relu(mlp.embed.W_E[x[:, :2]].sum(1) @ mlp.mlp.W_in)
     assert torch.equal(mlp(x), h @ mlp.mlp.W_out @ mlp.W_U)
+
+
+def test_lazy_rich_presets_and_sweep(tmp_path):
+    from grokscope.presets import PRESETS
+    from grokscope.sweep.presets import SWEEP_PRESETS
+    from grokscope.training.loop import train
+
+    rich, lazy = PRESETS["lazy-rich-rich"](), PRESETS["lazy-rich-lazy"]()
+    assert (rich.model.output_scale, lazy.model.output_scale) == (0.25, 16.0)
+    assert rich.optim.weight_decay == lazy.optim.weight_decay == 0.0
+    assert rich.optim.lr == 1e-3 / 0.25 and lazy.optim.lr == 1e-3 / 16
+    spec = SWEEP_PRESETS["lazy-rich"]()
+    assert spec.name == "lazy-rich"
+    tiny = dataclasses.replace(
+        lazy, task=TaskConfig(p=P, train_fraction=0.5),
+        train=dataclasses.replace(lazy.train, epochs=20, log_every=10, measure_every=10, checkpoint_every=20))
+    assert train(tiny, tmp_path / "run", progress=False).metrics["train_acc"].notna().any()
