@@ -215,7 +215,8 @@ class Grid:
 def _single_operation(run: Run) -> None:
     if run.config.task.kind == "multi":
         raise FigureUnavailable("a mixture of operations: the (a, b) grid figures read one formula's inputs [a, b, =]; "
-                                "the Fourier norms figure shows each operation in its own basis")
+                                "the Fourier norms, logit fit and per-operation sections show each operation in "
+                                "its own basis")
 
 
 def grid(run: Run, step: int) -> Grid:

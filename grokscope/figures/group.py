@@ -128,7 +128,8 @@ def operation_bases(run: Run) -> list[tuple[str, FigureBasis | None, str, str]]:
         except measures.MeasureError as e:
             found, why = None, str(e)
         view = _from_group(found, p, f"the table of {formula}")
-        label = basis_label(view) if view is not None else "additive basis" if found is not None else (
+        plain = "additive basis" if found is None or found.exact else "additive basis; output side only"
+        label = basis_label(view) if view is not None else plain if found is not None else (
             "no group basis: tokens in order")
         out.append((formula, view, label, why))
     return out

@@ -12,14 +12,29 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from grokscope.figures.data import FigureUnavailable, as_run, last_step, operation_grid, weights
-from grokscope.figures.group import component_freqs, component_labels, group_neuron_fve, operation_bases
+from grokscope.figures.data import (
+    FigureNotApplicable,
+    FigureUnavailable,
+    as_run,
+    last_step,
+    metrics,
+    operation_grid,
+    weights,
+)
+from grokscope.figures.group import (
+    FigureBasis,
+    component_freqs,
+    component_labels,
+    group_neuron_fve,
+    group_wave_coefs,
+    operation_bases,
+)
 from grokscope.figures.style import COLORS, PALETTE, base_layout
 from grokscope.measures import key_frequencies_from_norms, real_fourier_basis
 from grokscope.measures.bases import group_frequency_norms
 from grokscope.store.run import Run
 
-__all__ = ["operation_clusters", "operation_norms"]
+__all__ = ["operation_clusters", "operation_curves", "operation_logit_fit", "operation_norms", "wave_fit_share"]
 
 
 def operation_norms(run: Run | str | Path, step: int | None = None) -> go.Figure:
@@ -93,3 +108,138 @@ def operation_clusters(run: Run | str | Path, step: int | None = None, *, thresh
     fig.update_yaxes(title_text="neurons", col=1)
     fig.layout.meta = {"step": s, "operations": meta}
     return fig
+
+
+def _mixture_ops(run: Run) -> list[tuple[str, FigureBasis | None, str, str]]:
+    if run.config.task.kind != "multi":
+        raise FigureNotApplicable("drawn per operation for a mixture of operations (task.kind='multi')")
+    ops = operation_bases(run)
+    if not ops:
+        raise FigureUnavailable("the mixture has no operations")
+    return ops
+
+
+def operation_curves(run: Run | str | Path) -> go.Figure:
+    """Per operation of a mixture: its train (dashed) and test (solid) loss and accuracy over epochs, from the
+    metrics' ``{split}_{loss|acc}_op{i}`` columns; each legend entry names the operation and its basis."""
+    run = as_run(run)
+    ops = _mixture_ops(run)
+    m = metrics(run)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss (cross-entropy)", "accuracy"), horizontal_spacing=0.1)
+    drawn = 0
+    for i, (formula, _basis, label, _why) in enumerate(ops):
+        color = PALETTE[i % len(PALETTE)]
+        for split, dash in (("test", "solid"), ("train", "dash")):
+            for col, what in ((1, "loss"), (2, "acc")):
+                name = f"{split}_{what}_op{i}"
+                if name not in m:
+                    continue
+                s = m[name].dropna()
+                fig.add_trace(go.Scatter(x=s.index.to_numpy(), y=s.to_numpy(), mode="lines", meta=name,
+                                         name=f"{formula} {split} ({label})", legendgroup=f"{i}{split}",
+                                         showlegend=col == 1, line=dict(color=color, dash=dash, width=2)), 1, col)
+                drawn += 1
+    if not drawn:
+        raise FigureUnavailable("no per-operation columns (test_acc_op0, ...) in the metrics")
+    base_layout(fig, "Loss and accuracy per operation (solid: test, dashed: train)", height=440)
+    fig.update_yaxes(type="log", title_text="loss", exponentformat="power", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy", range=[-0.02, 1.02], row=1, col=2)
+    fig.update_xaxes(title_text="epoch")
+    return fig
+
+
+def wave_fit_share(view: np.ndarray, n: int) -> tuple[np.ndarray, float]:
+    """For a group logit table ``view`` [n, n, n] (i, j, m): the amplitude sqrt(alpha_k^2 + beta_k^2) of each wave
+    cos/sin(w_k (i + j - m)), k = 1..n//2 ([n//2]), and the share of the table's variance over m (centred) that
+    the waves of all k explain (the waves are orthogonal, so the shares add)."""
+    alpha, beta = group_wave_coefs(view, n)
+    centred = view.astype(np.float64) - view.mean(axis=2, keepdims=True)
+    total = float((centred**2).sum())
+    sq = np.array([n**3 / (1.0 if 2 * (k + 1) == n else 2.0) for k in range(n // 2)])
+    explained = float(((alpha**2 + beta**2) * sq).sum())
+    return np.sqrt(alpha**2 + beta**2), (explained / total if total > 0 else 0.0)
+
+
+def operation_logit_fit(run: Run | str | Path, step: int | None = None) -> go.Figure:
+    """Per operation of a mixture: its logits over its inputs [a, op, b, =] read at its group inputs and outputs
+    [n, n, n], fitted by the waves cos/sin(w_k (i + j - m)) over Z_n of its own basis: each frequency's amplitude,
+    key frequencies (the W_L_dft rule on the operation's view of W_L) in orange, and the share of the centred logits
+    the waves explain. An operation whose basis is not exact on the input side (or has none) gets its one-line
+    reason. ``layout.meta["operations"]``: formula, basis, n, amplitudes, share, keys or why."""
+    run = as_run(run)
+    s = last_step(run, step)
+    ops = _mixture_ops(run)
+    p = run.config.task.p
+    w_l_all = weights(run, s).W_L
+    titles: list[str] = []
+    panels: list[tuple[np.ndarray, list[int]]] = []
+    meta: list[dict] = []
+    skipped: list[str] = []
+    for i, (formula, basis, label, why) in enumerate(ops):
+        if label.startswith("no group basis") or label.endswith("output side only"):
+            reason = why.split(":")[0] if ":" in why else why
+            skipped.append(f"{formula} ({label}): no logit fit: {reason}")
+            meta.append({"formula": formula, "basis": None, "why": reason})
+            continue
+        if basis is None:
+            n, a, b, c = p, np.arange(p), np.arange(p), np.arange(p)
+        else:
+            n, a, b, c = basis.n, basis.a_order, basis.b_order, basis.c_order
+        view = operation_grid(run, s, i).logits[a][:, b][:, :, c]
+        amps, share = wave_fit_share(view, n)
+        keys = key_frequencies_from_norms(
+            group_frequency_norms(torch.from_numpy(np.ascontiguousarray(w_l_all[:, c])), 1))
+        titles.append(f"{formula}: waves over Z_{n} ({label}); explain {share:.0%}")
+        panels.append((amps, keys))
+        meta.append({"formula": formula, "basis": None if basis is None else basis.name, "n": n,
+                     "amplitudes": amps.tolist(), "share": share, "keys": keys})
+    if not panels:
+        raise FigureUnavailable("; ".join(skipped))
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=titles, horizontal_spacing=0.06)
+    for col, (amps, keys) in enumerate(panels, start=1):
+        ks = list(range(1, len(amps) + 1))
+        fig.add_trace(go.Bar(x=[f"k={k}" for k in ks], y=amps, showlegend=False,
+                             marker_color=[COLORS["key"] if k in keys else COLORS["other"] for k in ks]), 1, col)
+    note = ("<br>" + "<br>".join(skipped)) if skipped else ""
+    base_layout(fig, f"Logit fit per operation, each in its own basis (step {s}){note}", height=440 + 22 * len(skipped),
+                bargap=0.1, margin=dict(t=100 + 24 * len(skipped)))
+    fig.update_yaxes(title_text="amplitude", col=1)
+    fig.update_xaxes(tickangle=-60, tickfont=dict(size=8))
+    fig.layout.meta = {"step": s, "operations": meta, "skipped": skipped}
+    return fig
+
+
+def operation_panel(run: Run | str | Path, op: int, step: int | None = None) -> tuple[str, str, go.Figure]:
+    """One operation of a mixture in its own basis: (heading naming the operation and its basis, a one-line caption
+    with why that basis, or why none applies, and a figure with the norms of W_E's Fourier components over Z_n
+    (rows a_order) and, where the basis is exact on the input side, the amplitudes of its logit waves).
+    ``layout.meta``: formula, basis, n, W_E norms, and amplitudes/share or why_no_fit."""
+    run = as_run(run)
+    s = last_step(run, step)
+    formula, basis, label, why = _mixture_ops(run)[op]
+    p = run.config.task.p
+    n, a, b, c = (p, np.arange(p), np.arange(p), np.arange(p)) if basis is None else (
+        basis.n, basis.a_order, basis.b_order, basis.c_order)
+    norms = np.linalg.norm(real_fourier_basis(n).numpy() @ weights(run, s).W_E[a], axis=1)
+    meta: dict = {"formula": formula, "basis": None if basis is None else basis.name, "label": label, "n": n,
+                  "step": s, "W_E_norms": norms.tolist()}
+    fit = not (label.startswith("no group basis") or label.endswith("output side only"))
+    reason = why.split(":")[0] if ":" in why else why
+    fig = make_subplots(rows=1, cols=2 if fit else 1, horizontal_spacing=0.08, subplot_titles=(
+        f"W_E over Z_{n} ({label})", *([f"logit waves cos/sin(w_k(i+j−m)) over Z_{n}"] if fit else [])))
+    fig.add_trace(go.Bar(x=component_labels(n), y=norms, showlegend=False, marker_color=COLORS["other"]), 1, 1)
+    if fit:
+        view = operation_grid(run, s, op).logits[a][:, b][:, :, c]
+        amps, share = wave_fit_share(view, n)
+        meta.update(amplitudes=amps.tolist(), share=share)
+        fig.add_trace(go.Bar(x=[f"k={k}" for k in range(1, len(amps) + 1)], y=amps, showlegend=False,
+                             marker_color=COLORS["key"]), 1, 2)
+        caption = (f"{formula} read in the {label}: {reason}. The waves explain {share:.0%} of the centred logits "
+                   f"(step {s}).")
+    else:
+        meta["why_no_fit"] = reason
+        caption = f"{formula}: {label}; no logit fit: {reason}."
+    base_layout(fig, f"{formula}: W_E spectrum and logit fit in its own basis (step {s})", height=400, bargap=0.05)
+    fig.update_xaxes(tickangle=-60, tickfont=dict(size=8), showgrid=False)
+    fig.layout.meta = meta
+    return f"Operation {formula} ({label})", caption, fig

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from grokscope.figures import circuit, interp, stars, training
+from grokscope.figures import circuit, interp, operations, stars, training
 from grokscope.figures.data import FigureNotApplicable, FigureUnavailable, as_run
+from grokscope.figures.group import operation_bases
 from grokscope.store.run import Run
 
 
@@ -39,6 +40,8 @@ class FigureResult:
 FIGURES: list[FigureSpec] = [
     FigureSpec("curves", "Loss and accuracy", "Train and test cross-entropy (log scale) and accuracy per epoch. "
                "Shaded: the detected phases; dashed: the grok epoch (test accuracy first ≥ 99%).", training.curves),
+    FigureSpec("operation_curves", "Loss and accuracy per operation", "A mixture of operations: each operation's "
+               "train and test loss and accuracy, the legend naming its basis.", operations.operation_curves),
     FigureSpec("progress", "Progress measures", "Nanda et al. Figure 7 on one time axis: excluded loss (key "
                "frequencies removed, train rows), restricted loss (only key frequencies, all p² inputs), train/test "
                "loss, Gini of the Fourier norms of W_E and W_L, sum of squared weights, and the Furuta-style FFS/FCR "
@@ -57,6 +60,9 @@ FIGURES: list[FigureSpec] = [
                "cluster) over all (a, b): periodic patterns in a and b.", circuit.neuron_activations),
     FigureSpec("logit_fourier", "Logits in the 2D Fourier basis", "Norm (over outputs c) of the centred logits in the "
                "basis {const, cos k, sin k}⊗{const, cos k, sin k} over (a, b).", circuit.logit_fourier),
+    FigureSpec("operation_logits", "Logit fit per operation", "A mixture of operations: each operation's logits "
+               "read in its own basis and fitted by the waves cos/sin(w_k(i+j−m)) over Z_n; key frequencies in orange. "
+               "An operation whose basis does not apply on the input side says why.", operations.operation_logit_fit),
     FigureSpec("clusters", "Neuron clusters and FVE", "Fraction of each neuron's variance over (a, b) explained by its "
                "best single frequency (3×3 block of its 2D DFT), and the size of each frequency cluster.",
                circuit.neuron_clusters),
@@ -99,4 +105,26 @@ def build_all(run: Run | str | Path, *, only: list[str] | None = None,
         if log is not None:
             log(f"  {spec.key:<20} {'ok' if fig is not None else 'skipped: ' + note} ({res.seconds:.1f} s)")
         out.append(res)
+    if run.config.task.kind == "multi" and (only is None or "operations" in only):
+        out.extend(_operation_results(run, log))
+    return out
+
+
+def _operation_results(run: Run, log: Callable[[str], None] | None) -> list[FigureResult]:
+    """A mixture's sections, one per operation in its own basis (key ``operation_{i}``)."""
+    out = []
+    for i, (formula, _basis, label, _why) in enumerate(operation_bases(run)):
+        t0 = time.perf_counter()
+        key, title, caption, fig, note = f"operation_{i}", f"Operation {formula} ({label})", "", None, ""
+        try:
+            title, caption, fig = operations.operation_panel(run, i)
+        except FigureUnavailable as e:
+            note = str(e)
+        except Exception as e:  # noqa: BLE001 - one broken figure must not cost the whole report
+            note = f"could not be drawn: {type(e).__name__}: {e}"
+            if log is not None:
+                log(traceback.format_exc())
+        out.append(FigureResult(key, title, caption, fig, note, time.perf_counter() - t0))
+        if log is not None:
+            log(f"  {key:<20} {'ok' if fig is not None else 'skipped: ' + note} ({out[-1].seconds:.1f} s)")
     return out
