@@ -84,11 +84,13 @@ def group_transformer(p: int, basis: GroupBasis, freqs: Iterable[int], *, scale:
     attends from "=" to position 0 (1) with score ``sharp`` and copies SA (SB) into block A (B); the 8|K| neurons
     (x_c +- y_c)^2, (x_s +- y_s)^2, (x_s +- y_c)^2, (x_c +- y_s)^2 combine into cos and sin of w_k (i + j) (block O),
     which W_U reads against (cos, sin)(w_k m). Every neuron is a degree-2 polynomial of one frequency: its 3x3-block
-    fraction is 0.8 (the squares sit at the harmonic 2k) and its ``fve_quadratic`` 1.
+    fraction is 0.8 (the squares sit at the harmonic 2k) and its ``fve_quadratic`` 1. For an even n, k = n/2 (the
+    Nyquist wave (-1)^i, the Legendre symbol in the discrete-log basis) is allowed: its sine is 0, so its two neurons
+    (x_c +- y_c)^2 give x_c y_c = cos(pi (i + j)) whole (block {0, n/2}^2) and its six sine neurons are 0.
     """
     freqs = [int(k) for k in freqs]
-    if not freqs or any(not 1 <= k < basis.n / 2 for k in freqs):
-        raise ValueError(f"frequencies must be in 1..{(basis.n - 1) // 2} (cos/sin pairs), got {freqs}")
+    if not freqs or any(not 1 <= k <= basis.n // 2 for k in freqs):
+        raise ValueError(f"frequencies must be in 1..{basis.n // 2}, got {freqs}")
     n, nk = basis.n, len(freqs)
     sa, sb, blk_a, blk_b, blk_o = (3 + 2 * nk * i for i in range(5))
     d_model, d_head = 3 + 10 * nk, 2 * nk
