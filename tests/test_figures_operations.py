@@ -182,3 +182,30 @@ def test_per_operation_curves_are_the_metrics_columns(mix):
     for col, trace in by_col.items():
         np.testing.assert_array_equal(values(trace.y), m[col].dropna().to_numpy())
     assert by_col["test_acc_op1"].name == "a*b test (discrete-log basis, g = 2)"
+
+
+def test_subspace_overlap_is_the_mean_squared_cosine_of_the_principal_angles():
+    from grokscope.figures.operations import subspace_overlap
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(3, 8)), rng.normal(size=(4, 8))
+    # closed form by SVD: the singular values of Q_x^T Q_y are the cosines of the principal angles
+    qx, _, _ = np.linalg.svd(x.T, full_matrices=False)
+    qy, _, _ = np.linalg.svd(y.T, full_matrices=False)
+    cos = np.linalg.svd(qx.T @ qy, compute_uv=False)
+    assert subspace_overlap(x, y) == pytest.approx(float(np.mean(cos**2)), rel=1e-12)
+    assert subspace_overlap(x, np.vstack([x, y[:1]])) == pytest.approx(1.0)
+    e = np.eye(8)
+    assert subspace_overlap(e[:2], e[2:5]) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_operation_overlap_reads_each_operation_in_its_basis(mix, monkeypatch):
+    import grokscope.figures.operations as ops
+
+    monkeypatch.setattr(ops, "key_frequencies_from_norms", lambda norms: [1, 2])
+    fig = ops.operation_overlap(mix)
+    w_e = _state(mix)["embed.W_E"].astype(np.float64)
+    spans = [_fourier_rows(P)[1:5] @ w_e[:P], _fourier_rows(P - 1)[1:5] @ w_e[POWERS]]  # cos/sin of k = 1, 2
+    want = ops.subspace_overlap(spans[0], spans[1])
+    np.testing.assert_allclose(fig.layout.meta["overlap"], [[1, want], [want, 1]], rtol=1e-9)
+    assert [o["formula"] for o in fig.layout.meta["operations"]] == ["a+b", "a*b"]  # the third has no basis

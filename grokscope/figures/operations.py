@@ -34,7 +34,8 @@ from grokscope.measures import key_frequencies_from_norms, real_fourier_basis
 from grokscope.measures.bases import group_frequency_norms
 from grokscope.store.run import Run
 
-__all__ = ["operation_clusters", "operation_curves", "operation_logit_fit", "operation_norms", "wave_fit_share"]
+__all__ = ["operation_clusters", "operation_curves", "operation_logit_fit", "operation_norms", "operation_overlap",
+           "operation_panel", "subspace_overlap", "wave_fit_share"]
 
 
 def operation_norms(run: Run | str | Path, step: int | None = None) -> go.Figure:
@@ -243,3 +244,45 @@ def operation_panel(run: Run | str | Path, op: int, step: int | None = None) -> 
     fig.update_xaxes(tickangle=-60, tickfont=dict(size=8), showgrid=False)
     fig.layout.meta = meta
     return f"Operation {formula} ({label})", caption, fig
+
+
+def subspace_overlap(x: np.ndarray, y: np.ndarray) -> float:
+    """Overlap of the row spaces of ``x`` [r, d] and ``y`` [s, d]: the mean of cos^2 of their principal angles,
+    ||Q_x^T Q_y||_F^2 / min(rank x, rank y) (1: one space contains the other; 0: orthogonal)."""
+    qx, qy = np.linalg.qr(x.T)[0], np.linalg.qr(y.T)[0]
+    r = min(np.linalg.matrix_rank(x), np.linalg.matrix_rank(y))
+    return float(np.sum((qx.T @ qy) ** 2) / r) if r else 0.0
+
+
+def operation_overlap(run: Run | str | Path, step: int | None = None) -> go.Figure:
+    """Interference between the operations of a mixture in the shared embedding: for each operation with a group
+    basis, the subspace of d_model that W_E's key-frequency components over Z_n of its basis span (rows a_order;
+    keys by the W_L_dft rule on W_L[:, c_order]), and a heatmap of :func:`subspace_overlap` between operations.
+    ``layout.meta``: step, operations (formula, keys), overlap [ops, ops]."""
+    run = as_run(run)
+    s = last_step(run, step)
+    ops = _mixture_ops(run)
+    p = run.config.task.p
+    w = weights(run, s)
+    spans, names, meta = [], [], []
+    for formula, basis, label, _why in ops:
+        if label.startswith("no group basis") or label.endswith("output side only"):
+            continue
+        n, a_order, c_order = (p, np.arange(p), np.arange(p)) if basis is None else (
+            basis.n, basis.a_order, basis.c_order)
+        keys = key_frequencies_from_norms(
+            group_frequency_norms(torch.from_numpy(np.ascontiguousarray(w.W_L[:, c_order])), 1))
+        rows = [r for r, k in enumerate(component_freqs(n)) if k in keys]
+        if rows:
+            spans.append(real_fourier_basis(n).numpy()[rows] @ w.W_E[a_order])
+            names.append(f"{formula} ({label})")
+            meta.append({"formula": formula, "keys": keys})
+    if len(spans) < 2:
+        raise FigureUnavailable("fewer than two operations with a group basis and key frequencies")
+    z = np.array([[subspace_overlap(x, y) for y in spans] for x in spans])
+    fig = go.Figure(go.Heatmap(z=z, x=names, y=names, zmin=0, zmax=1, colorscale="Blues", text=np.round(z, 2),
+                               texttemplate="%{text}", colorbar=dict(title="overlap", thickness=12)))
+    base_layout(fig, f"Overlap of the operations' key-frequency subspaces of W_E (step {s})", height=460)
+    fig.update_yaxes(autorange="reversed")
+    fig.layout.meta = {"step": s, "operations": meta, "overlap": z.tolist()}
+    return fig

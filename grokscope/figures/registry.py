@@ -63,6 +63,9 @@ FIGURES: list[FigureSpec] = [
     FigureSpec("operation_logits", "Logit fit per operation", "A mixture of operations: each operation's logits "
                "read in its own basis and fitted by the waves cos/sin(w_k(i+j−m)) over Z_n; key frequencies in orange. "
                "An operation whose basis does not apply on the input side says why.", operations.operation_logit_fit),
+    FigureSpec("operation_overlap", "Interference between operations", "A mixture of operations: how much the "
+               "subspaces of the shared embedding W_E that carry each operation's key frequencies (in its own basis) "
+               "overlap: mean cos² of their principal angles.", operations.operation_overlap),
     FigureSpec("clusters", "Neuron clusters and FVE", "Fraction of each neuron's variance over (a, b) explained by its "
                "best single frequency (3×3 block of its 2D DFT), and the size of each frequency cluster.",
                circuit.neuron_clusters),
