@@ -312,6 +312,19 @@ def test_progress_plots_the_database_rows(tiny):
         assert_series(t, tiny.dir, t.meta)
 
 
+def test_extra_measures_plot_each_curves_fraction_of_its_move(tiny):
+    fig = gf.extra_measures(tiny)
+    metas = [t.meta for t in fig.data]
+    assert metas == ["test_loss", "act_sparsity", "abs_weight_entropy", "weight_entropy_normalised",
+                     "logit_efficiency"]
+    for t in fig.data:
+        steps, vals = sql_series(tiny.dir, t.meta)
+        v = np.asarray(vals)
+        assert values(t.x).tolist() == steps
+        np.testing.assert_allclose(values(t.y), (v - v[0]) / (v[-1] - v[0]), rtol=1e-12, atol=1e-15)
+        assert values(t.y)[0] == 0.0 and values(t.y)[-1] == 1.0
+
+
 def test_progress_and_per_k_plot_the_fixed_key_columns(tmp_path):
     """Where *_fixed columns exist, their rows are plotted under the plain names (and the per-step ones dropped)."""
     run = copy_run("tiny", tmp_path / "f")

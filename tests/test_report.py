@@ -67,6 +67,8 @@ def expected_figures(run_dir) -> set[str]:
         want.add("progress")
     if cols & {"excluded_loss", "restricted_loss"}:
         want.add("ablations")
+    if cols & {"act_sparsity", "abs_weight_entropy", "weight_entropy_normalised", "logit_efficiency"}:
+        want.add("extra_measures")
     if (run_dir / "analysis.json").is_file() and json.loads((run_dir / "analysis.json").read_text()).get(
         "key_frequencies"
     ):

@@ -46,6 +46,10 @@ FIGURES: list[FigureSpec] = [
                "frequencies removed, train rows), restricted loss (only key frequencies, all p² inputs), train/test "
                "loss, Gini of the Fourier norms of W_E and W_L, sum of squared weights, and the Furuta-style FFS/FCR "
                "(reconstructed).", training.progress),
+    FigureSpec("extra_measures", "Cheap extra measures", "Activation sparsity, absolute weight entropy (and its "
+               "scale-free twin) and the logit norm per parameter norm, with the test loss (dotted), each as the "
+               "fraction of its move from its first to its last value: a curve past the dashed 0.5 has moved half way "
+               "(docs/measures.md, \"Cheap extra measures\").", training.extra_measures),
     FigureSpec("fourier_norms", "Fourier norms of W_E and W_L", "Norm of each Fourier component of the embedding (over "
                "d_model) and of the neuron-logit map W_L = W_out·W_U (over neurons). Key frequencies in orange. Drag "
                "the slider to watch the spectrum become sparse.", circuit.fourier_norms, weights=True),

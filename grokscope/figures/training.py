@@ -117,6 +117,40 @@ def excluded_per_frequency(run: Run | str | Path) -> go.Figure:
     return fig
 
 
+EXTRA_SERIES = [(names.ACT_SPARSITY, "activation sparsity"), (names.ABS_WEIGHT_ENTROPY, "absolute weight entropy"),
+                (names.WEIGHT_ENTROPY_NORMALISED, "weight entropy (normalised)"),
+                (names.LOGIT_EFFICIENCY, "logit norm / parameter norm")]
+
+
+def extra_measures(run: Run | str | Path) -> go.Figure:
+    """The cheap extra measures and the test loss, each drawn as the fraction of its move from its first to its last
+    value, (x - x_0) / (x_end - x_0), on one axis: a curve past 0.5 has made half its move (the "half" turn of
+    benchmarks/early_measures.py), so which measures move before the test loss reads off the plot."""
+    run = as_run(run)
+    m = metrics(run)
+    cols = [(c, n) for c, n in EXTRA_SERIES if c in m and m[c].notna().sum() >= 2]
+    if not cols:
+        raise FigureUnavailable("no extra-measure columns in the metrics (train.measure_every = 0, or the run "
+                                "predates them)")
+    fig = go.Figure()
+    for i, (col, name) in enumerate([(names.TEST_LOSS, "test loss"), *cols]):
+        s = m[col].dropna() if col in m else None
+        if s is None or len(s) < 2 or s.iloc[-1] == s.iloc[0]:
+            continue
+        frac = (s - s.iloc[0]) / (s.iloc[-1] - s.iloc[0])
+        test = col == names.TEST_LOSS
+        fig.add_trace(go.Scatter(x=s.index.to_numpy(), y=frac.to_numpy(), name=name, meta=col, mode="lines",
+                                 line=dict(color=COLORS["test"] if test else PALETTE[i % len(PALETTE)], width=2,
+                                           dash="dot" if test else "solid")))
+    fig.add_hline(y=0.5, line=dict(color="#999", dash="dash", width=1))
+    ph, _ = phases(run, m)
+    shade_phases(fig, ph, grok_epoch(run, m))
+    base_layout(fig, "Cheap extra measures: the fraction of each curve's move", height=420)
+    fig.update_yaxes(title_text="(x − x_start) / (x_end − x_start)")
+    fig.update_xaxes(title_text="epoch")
+    return fig
+
+
 def compare_curves(runs: list[Run | str | Path], metric: str = names.TEST_LOSS) -> go.Figure:
     """One metric of several runs overlaid (log scale for losses)."""
     fig = go.Figure()
