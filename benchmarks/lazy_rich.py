@@ -1,11 +1,11 @@
 """Lazy to rich (Kumar et al. 2024): grokking appears and disappears with the output scale alpha, weight decay 0.
 
-    python benchmarks/lazy_rich.py [--alphas 0.1 0.25 4 16] [--epochs 3000] [--seeds 0]
+    python benchmarks/lazy_rich.py [--alphas 0.1 1 16] [--epochs 4000] [--seeds 0]
 
-Trains the ``lazy-rich`` sweep's cells one by one (an MLP on a+b mod 23 with 60% of the pairs, cross-entropy,
+Trains the ``lazy-rich`` sweep's cells one by one (an MLP on a+b mod 23 with 60% of the pairs, StableMax,
 AdamW with weight decay 0, lr = 1e-3 / alpha) and prints, per alpha and seed: grokked or not, the grok epoch
-(first logged epoch with test accuracy >= 0.99), the final test accuracy, the relative weight change and the
-NTK alignment at the end.
+(first logged epoch with test accuracy >= 0.9, the sweep's outcome threshold), the final test accuracy, the
+relative weight change and the NTK alignment at the end.
 Acceptance (issue 23): a grokking and a no-grokking regime without weight decay.
 """
 
@@ -25,8 +25,8 @@ from grokscope.training.loop import train
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.25, 4.0, 16.0], help="output scales to train")
-    ap.add_argument("--epochs", type=int, default=3000, help="epochs per run")
+    ap.add_argument("--alphas", type=float, nargs="+", default=[0.1, 1.0, 16.0], help="output scales to train")
+    ap.add_argument("--epochs", type=int, default=4000, help="epochs per run")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="model.init_seed values")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -40,7 +40,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 df = train(cfg, Path(tmp) / f"a{alpha}_s{seed}", progress=False).metrics
                 acc = df[names.TEST_ACC].dropna()
-                hit = acc[acc >= 0.99]
+                hit = acc[acc >= 0.9]
                 grok = int(hit.index[0]) if len(hit) else None
                 if names.NTK_ALIGNMENT not in df.columns:  # alpha 1 logs them only with train.dynamics
                     df[names.RELATIVE_WEIGHT_CHANGE] = df[names.NTK_ALIGNMENT] = float("nan")

@@ -59,9 +59,9 @@ def test_lazy_rich_presets_and_sweep(tmp_path):
     from grokscope.training.loop import train
 
     rich, lazy = PRESETS["lazy-rich-rich"](), PRESETS["lazy-rich-lazy"]()
-    assert (rich.model.output_scale, lazy.model.output_scale) == (0.25, 16.0)
+    assert (rich.model.output_scale, lazy.model.output_scale) == (0.1, 16.0)
     assert rich.optim.weight_decay == lazy.optim.weight_decay == 0.0
-    assert rich.optim.lr == 1e-3 / 0.25 and lazy.optim.lr == 1e-3 / 16
+    assert rich.optim.lr == 1e-3 / 0.1 and lazy.optim.lr == 1e-3 / 16
     spec = SWEEP_PRESETS["lazy-rich"]()
     assert spec.name == "lazy-rich"
     tiny = dataclasses.replace(

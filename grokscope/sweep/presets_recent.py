@@ -51,10 +51,10 @@ def lazy_rich() -> SweepSpec:
     """Output scale alpha (lr = 1e-3 / alpha, zipped) without weight decay: rich groks, lazy does not (Kumar et al.)."""
     from grokscope.presets_recent import lazy_rich_config, lazy_rich_lr
 
-    alphas = [0.1, 0.25, 0.5, 2.0, 4.0, 16.0]
+    alphas = [0.03, 0.1, 0.3, 3.0, 16.0]
     return make_spec(
         name="lazy-rich",
-        description="Output scale x lr(alpha) = 1e-3 / alpha on a+b mod 23 (MLP, cross-entropy, weight decay 0). "
+        description="Output scale x lr(alpha) = 1e-3 / alpha on a+b mod 23 (MLP, StableMax, weight decay 0). "
         "Expect: small alpha (rich) moves its weights and groks; large alpha (lazy) memorises near theta_0.",
         base=lazy_rich_config(1.0),
         axes={"model.output_scale,optim.lr": [[a, lazy_rich_lr(a)] for a in alphas]},
