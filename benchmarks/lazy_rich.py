@@ -1,6 +1,6 @@
 """Lazy to rich (Kumar et al. 2024): grokking appears and disappears with the output scale alpha, weight decay 0.
 
-    python benchmarks/lazy_rich.py [--alphas 0.1 1 16] [--epochs 4000] [--seeds 0]
+    python benchmarks/lazy_rich.py [--alphas 0.1 1 16] [--epochs 4000] [--seeds 0 1 2]
 
 Trains the ``lazy-rich`` sweep's cells one by one (an MLP on a+b mod 23 with 60% of the pairs, StableMax,
 AdamW with weight decay 0, lr = 1e-3 / alpha) and prints, per alpha and seed: grokked or not, the grok epoch
@@ -27,7 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.1, 1.0, 16.0], help="output scales to train")
     ap.add_argument("--epochs", type=int, default=4000, help="epochs per run")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="model.init_seed values")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="model.init_seed values")
     args = ap.parse_args()
     torch.set_num_threads(1)
     print("landmark (Kumar et al. 2024): small alpha (rich) groks without weight decay; large alpha (lazy) "
