@@ -326,6 +326,8 @@ class TrainConfig:
     (:mod:`grokscope.device`). ``deterministic``: on CUDA, torch's deterministic algorithms (a run repeats bit for
     bit on the same GPU, somewhat slower); CPU runs are deterministic anyway. ``allow_tf32``: let CUDA compute
     float32 products in TF32 (faster, about 1e-3 relative error; off because the measures compare losses near 1e-7).
+    ``dynamics``: log relative_weight_change and ntk_alignment with the progress measures at any output scale (they
+    are on whenever model.output_scale != 1; docs/measures.md).
     """
 
     epochs: int = 40000
@@ -340,6 +342,7 @@ class TrainConfig:
     fast_path: bool = True
     loss: str = "cross_entropy"
     softmax_collapse: bool = False
+    dynamics: bool = False
     flush_denormal: bool = True
     device: str = "auto"
     deterministic: bool = False

@@ -70,6 +70,9 @@ def _check_representable(config: ExperimentConfig) -> None:
     if m.act_fn == "quadratic":
         raise ConfigError(f"model.act_fn: TransformerLens has no {m.act_fn!r} activation "
                           "(grokscope's relu, gelu, gelu_new, silu and solu map to its own)")
+    if m.output_scale != 1.0:
+        raise ConfigError(f"model.output_scale: a HookedTransformer has no output scale (this model's logits are "
+                          f"multiplied by {m.output_scale}); only runs with output_scale 1 can be exported")
 
 
 def _task_shape(config: ExperimentConfig) -> tuple[int, int, int]:

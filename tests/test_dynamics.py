@@ -2,10 +2,20 @@
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
-from grokscope.config import ExperimentConfig, ModelConfig, OptimConfig, TaskConfig, TrainConfig
+from grokscope.config import (
+    ConfigError,
+    ExperimentConfig,
+    ModelConfig,
+    OptimConfig,
+    TaskConfig,
+    TrainConfig,
+    apply_overrides,
+)
+from grokscope.interop import hooked_transformer_config
 from grokscope.measures import names
 from grokscope.measures.dynamics import kernel_alignment, ntk_alignment, relative_weight_change
 from grokscope.training.loop import train
@@ -53,3 +63,23 @@ def test_columns_appear_in_a_runs_metrics(tmp_path):
     rwc = df[names.RELATIVE_WEIGHT_CHANGE].dropna()
     assert rwc.iloc[0] == 0.0 and rwc.iloc[-1] > 0.0
     assert df[names.NTK_ALIGNMENT].dropna().between(-1, 1).all()
+
+
+def test_train_dynamics_switch_logs_them_at_scale_one_and_default_runs_do_not(tmp_path):
+    base = ExperimentConfig(
+        task=TaskConfig(p=11, train_fraction=0.5),
+        model=ModelConfig(arch="mlp", d_model=16, d_mlp=32),
+        optim=OptimConfig(lr=1e-2, weight_decay=0.0),
+        train=TrainConfig(epochs=10, log_every=10, measure_every=10, checkpoint_every=10),
+    )
+    plain = train(base, tmp_path / "plain", progress=False).metrics
+    assert names.RELATIVE_WEIGHT_CHANGE not in plain.columns and names.NTK_ALIGNMENT not in plain.columns
+    switched = apply_overrides(base, {"train.dynamics": True})
+    df = train(switched, tmp_path / "switched", progress=False).metrics
+    assert df[names.RELATIVE_WEIGHT_CHANGE].dropna().iloc[-1] > 0.0
+
+
+def test_an_output_scale_cannot_be_exported_to_transformer_lens():
+    cfg = ExperimentConfig(task=TaskConfig(p=11), model=ModelConfig(d_model=16, d_head=8, d_mlp=32, output_scale=2.0))
+    with pytest.raises(ConfigError, match=r"^model\.output_scale: a HookedTransformer has no output scale"):
+        hooked_transformer_config(cfg)

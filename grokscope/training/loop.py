@@ -391,7 +391,7 @@ def measure_fn(cfg: ExperimentConfig):
     if cfg.task.kind != "modular" or cfg.model.arch == "vector_mlp" or cfg.model.attn_only:
         return None  # the measures need a modular p*p grid and a model with an MLP
 
-    dynamics = getattr(cfg.train, "dynamics", False) or cfg.model.output_scale != 1.0
+    dynamics = cfg.train.dynamics or cfg.model.output_scale != 1.0
     initial: dict[str, Tensor] = {}  # theta_0: the config's own initial weights (seeded by model.init_seed)
 
     def measure(model, task, logits):
