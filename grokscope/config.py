@@ -170,13 +170,15 @@ class ModelConfig:
     """Network shape. ``arch="transformer"``: TransformerLens layout, only the MLP has biases.
     ``arch="mlp"``: embeddings of a and b summed into one hidden layer, then an unembedding (PAIR style).
     ``arch="vector_mlp"``: one hidden layer on the input read as a vector of numbers (sparse parity); no biases.
-
     ``attn_only``: transformer blocks without MLPs. ``dropout``: dropout probability on the MLP hidden
     activations (training mode only). ``init_scale``: every initial parameter is multiplied by it (Omnigrok's
     alpha). ``normalization_type``: TransformerLens's (None, "LN", "LNPre", "RMS", "RMSPre"; ln1/ln2 before
     attention/MLP and ln_final before the unembedding, eps 1e-5; default None, no normalisation).
     ``use_attn_scale``: scores divided by sqrt(d_head) (default) or not. ``parallel_attn_mlp``: GPT-J style
-    blocks, attention and MLP both read resid_pre and add to it (no resid_mid). Both TransformerLens's meanings.
+    blocks, attention and MLP both read resid_pre and add to it. ``positional_embedding_type``: "standard" (W_pos
+    added to the residual stream), "rotary" (no W_pos; q, k rotated in GPT-NeoX halves over their first ``rotary_dim``
+    dims (None: d_head), base ``rotary_base``) or "shortformer" (W_pos added to the q and k input only).
+    ``d_vocab_out``: output logits (None: the task's; more adds unused logits). All TransformerLens's meanings.
     ``fixed_embedding="circle"``: W_E of the number tokens frozen to the normalised (cos, sin) of frequency 1
     (arch='mlp', d_model=2; the PAIR 5-neuron model). ``output_scale``: the logits are multiplied by it on every
     forward (Kumar et al. 2024's alpha: large is lazy, small is rich; scale the learning rate with it, see
@@ -199,49 +201,53 @@ class ModelConfig:
     use_attn_scale: bool = True
     parallel_attn_mlp: bool = False
     output_scale: float = 1.0
+    positional_embedding_type: str = "standard"
+    rotary_dim: int | None = None
+    rotary_base: float = 10000.0
+    d_vocab_out: int | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             fail("model.arch", f"unknown architecture {self.arch!r}; known: {', '.join(repr(a) for a in ARCHS)}")
         for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp"):
-            value = getattr(self, name)
-            if not (1 <= value <= 65536):
-                fail(f"model.{name}", f"must be an integer in 1..65536, got {value}")
-        if self.n_layers > 64:
-            fail("model.n_layers", f"must be <= 64, got {self.n_layers}")
+            value, top = getattr(self, name), 64 if name == "n_layers" else 65536
+            if not (1 <= value <= top):
+                fail(f"model.{name}", f"must be an integer in 1..{top}, got {value}")
         if self.act_fn not in ACT_FNS:
             fail("model.act_fn", f"unknown activation {self.act_fn!r}; known: {', '.join(ACT_FNS)}")
         if self.tie_unembed and self.arch != "mlp":
             fail("model.tie_unembed", "tied embeddings are only offered for arch='mlp'")
         _check_seed("model.init_seed", self.init_seed)
-        if self.attn_only and self.arch != "transformer":
-            fail("model.attn_only", "an attention-only model needs arch='transformer'")
         if not (0.0 <= self.dropout < 1.0):
             fail("model.dropout", f"must be in [0, 1), got {self.dropout}")
-        if self.dropout > 0 and self.attn_only:
-            fail("model.dropout", "dropout acts on the MLP hidden layer, which an attention-only model does not have")
-        if not (self.init_scale > 0 and math.isfinite(self.init_scale)):
-            fail("model.init_scale", f"must be a finite number > 0, got {self.init_scale}")
+        for name in ("dropout", "parallel_attn_mlp"):
+            if getattr(self, name) and self.attn_only:
+                fail(f"model.{name}", "acts on the MLP, which an attention-only model (attn_only) does not have")
         if self.fixed_embedding not in ("none", "circle"):
             fail("model.fixed_embedding", f"must be 'none' or 'circle', got {self.fixed_embedding!r}")
         if self.fixed_embedding == "circle" and (self.arch != "mlp" or self.d_model != 2):
             fail("model.fixed_embedding", "'circle' needs arch='mlp' and d_model=2 (one cos and one sin dimension)")
-        if self.normalization_type not in NORMALIZATION_TYPES:
-            fail("model.normalization_type",
-                 f"must be one of {', '.join(repr(n) for n in NORMALIZATION_TYPES)}, got {self.normalization_type!r}")
-        if self.normalization_type is not None and self.arch != "transformer":
-            fail("model.normalization_type", "normalisation is offered for arch='transformer' only")
-        if self.parallel_attn_mlp and (self.arch != "transformer" or self.attn_only):
-            fail("model.parallel_attn_mlp", "a parallel attention+MLP block needs arch='transformer' with an MLP")
-        if not self.use_attn_scale and self.arch != "transformer":
-            fail("model.use_attn_scale", "the attention scale is a transformer knob (arch='transformer')")
-        if not (self.output_scale > 0 and math.isfinite(self.output_scale)):
-            fail("model.output_scale", f"must be a finite number > 0, got {self.output_scale}")
+        for name, known in (("normalization_type", NORMALIZATION_TYPES), ("positional_embedding_type", POS_TYPES)):
+            if getattr(self, name) not in known:
+                fail(f"model.{name}", f"must be one of {', '.join(map(repr, known))}, got {getattr(self, name)!r}")
+        for name, off in (("attn_only", False), ("normalization_type", None), ("use_attn_scale", True), ("d_vocab_out",
+                          None), ("parallel_attn_mlp", False), ("positional_embedding_type", "standard")):
+            if getattr(self, name) != off and self.arch != "transformer":
+                fail(f"model.{name}", "is a transformer knob: it needs arch='transformer'")
+        if self.rotary_dim is not None and not (self.positional_embedding_type == "rotary"
+                                                and 2 <= self.rotary_dim <= self.d_head and self.rotary_dim % 2 == 0):
+            fail("model.rotary_dim", f"must be null (d_head) or even in 2..d_head, rotary only; got {self.rotary_dim}")
+        for name in ("init_scale", "output_scale", "rotary_base"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                fail(f"model.{name}", f"must be a finite number > 0, got {getattr(self, name)}")
+        if self.d_vocab_out is not None and not (1 <= self.d_vocab_out <= 1_000_000):
+            fail("model.d_vocab_out", f"must be null (the task's) or an integer in 1..1000000, got {self.d_vocab_out}")
 
 
 ARCHS = ("transformer", "mlp", "vector_mlp")
 ACT_FNS = ("relu", "gelu", "quadratic", "gelu_new", "silu", "solu")
 NORMALIZATION_TYPES = (None, "LN", "LNPre", "RMS", "RMSPre")
+POS_TYPES = ("standard", "rotary", "shortformer")
 
 
 @dataclass(frozen=True, kw_only=True)

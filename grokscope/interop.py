@@ -33,12 +33,14 @@ TL_INSTALL_HINT = 'pip install "grokscope[tl]"'
 
 #: Bias buffers of grokscope's transformer; a state dict may leave them out (read as zero).
 BIAS_BUFFERS = ("b_Q", "b_K", "b_V", "b_O", "b_U")
-#: TransformerLens buffers that are not weights (the causal mask and the -inf fill value); ignored.
-TL_BUFFERS = ("IGNORE", "mask")
+#: TransformerLens buffers that are not weights (the causal mask, the -inf fill value, and a rotary model's sin and
+#: cos tables, ``blocks.L.attn.rotary_sin/cos`` [n_ctx, rotary_dim]: functions of the config); ignored both ways.
+TL_BUFFERS = ("IGNORE", "mask", "rotary_sin", "rotary_cos")
 #: ``HookedTransformerConfig`` fields that change the function without changing any state-dict key or shape.
 _SEMANTIC_FIELDS = ("act_fn", "normalization_type", "positional_embedding_type", "attn_only", "use_attn_scale",
                     "attn_scale", "parallel_attn_mlp", "gated_mlp", "attention_dir", "attn_scores_soft_cap",
-                    "output_logits_soft_cap", "n_key_value_heads", "use_local_attn", "n_ctx")
+                    "output_logits_soft_cap", "n_key_value_heads", "use_local_attn", "n_ctx", "rotary_dim",
+                    "rotary_base", "rotary_adjacent_pairs")
 # Dimension names of each tensor (TransformerLens layout), for shape-mismatch messages.
 _DIMS = {
     "embed.W_E": ("d_vocab", "d_model"), "pos_embed.W_pos": ("n_ctx", "d_model"),
@@ -76,9 +78,9 @@ def _check_representable(config: ExperimentConfig) -> None:
 
 
 def _task_shape(config: ExperimentConfig) -> tuple[int, int, int]:
-    """(d_vocab, d_vocab_out, n_ctx) of the config's task."""
+    """(d_vocab, d_vocab_out, n_ctx) of the config's task (``d_vocab_out``: the model's when it sets one)."""
     task = make_task(config.task)
-    return task.d_vocab, task.d_vocab_out, task.n_ctx
+    return task.d_vocab, getattr(config.model, "d_vocab_out", None) or task.d_vocab_out, task.n_ctx
 
 
 def hooked_transformer_config(config: ExperimentConfig, **overrides: Any) -> Any:
@@ -98,9 +100,11 @@ def hooked_transformer_config(config: ExperimentConfig, **overrides: Any) -> Any
         "d_vocab": d_vocab, "d_vocab_out": d_vocab_out, "n_ctx": n_ctx, "act_fn": m.act_fn,
         "normalization_type": m.normalization_type, "attn_only": m.attn_only,
         "use_attn_scale": m.use_attn_scale, "parallel_attn_mlp": m.parallel_attn_mlp,
-        "positional_embedding_type": "standard",
+        "positional_embedding_type": m.positional_embedding_type,
         "device": "cpu", "dtype": torch.float32,
     }
+    if m.positional_embedding_type == "rotary":  # TransformerLens's default pairing (GPT-NeoX halves) is ours
+        kwargs.update(rotary_dim=m.rotary_dim or m.d_head, rotary_base=m.rotary_base)
     kwargs.update(overrides)
     return tl.HookedTransformerConfig(**kwargs)
 
@@ -179,6 +183,8 @@ def _checked_state(state: Mapping[str, Any], model: nn.Module, where: str) -> di
 
 
 def _extra_hint(extra: list[str], model: nn.Module) -> str:
+    if any(k.startswith("pos_embed.") for k in extra):
+        return " (learned positions: set model.positional_embedding_type to the source's, 'standard' or 'shortformer')"
     if any(".ln" in k or k.startswith("ln_final") for k in extra):
         return " (LayerNorm/RMSNorm weights: set model.normalization_type to the source's, e.g. 'LN')"
     n_layers = len(getattr(model, "blocks", ()))

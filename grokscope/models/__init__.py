@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from grokscope.config import ModelConfig
+from grokscope.config import ConfigError, ModelConfig
 from grokscope.models.mlp import MLPModel, VectorMLP, circle_embedding
 from grokscope.models.transformer import Transformer, activation, init_weights
 
@@ -18,9 +18,16 @@ Model = Transformer | MLPModel | VectorMLP
 
 
 def build_model(cfg: ModelConfig, *, d_vocab: int, d_vocab_out: int, n_ctx: int) -> Model:
-    """A freshly initialised model (seeded by ``cfg.init_seed``) for a task with these vocabulary sizes."""
+    """A freshly initialised model (seeded by ``cfg.init_seed``) for a task with these vocabulary sizes.
+
+    ``cfg.d_vocab_out`` (when set) replaces the task's ``d_vocab_out``; it must hold every label (be at least it)."""
     classes: dict[str, type[Model]] = {"transformer": Transformer, "mlp": MLPModel, "vector_mlp": VectorMLP}
     cls = classes[cfg.arch]
+    wanted = getattr(cfg, "d_vocab_out", None)
+    if wanted is not None:
+        if wanted < d_vocab_out:
+            raise ConfigError(f"model.d_vocab_out: the task has {d_vocab_out} output classes, more than {wanted}")
+        d_vocab_out = wanted
     return cls(cfg, d_vocab=d_vocab, d_vocab_out=d_vocab_out, n_ctx=n_ctx)
 
 

@@ -58,6 +58,8 @@ def fast_ineligibility(model, task) -> str | None:
         return "the fast path's algebra assumes scaled attention and sequential attention then MLP"
     if getattr(model.cfg, "normalization_type", None) is not None:
         return f"the fast path's algebra has no normalisation ({model.cfg.normalization_type})"
+    if (pos_type := getattr(model.cfg, "positional_embedding_type", "standard")) != "standard":
+        return f"the fast path's algebra assumes W_pos added to the residual stream, not {pos_type} positions"
     tokens = getattr(task, "tokens", None)
     if tokens is None or tokens.ndim != 2 or tokens.shape[1] != 3 or tokens.shape[0] == 0:
         return "the task's inputs are not [a, b, =] rows"

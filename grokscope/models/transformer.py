@@ -132,6 +132,26 @@ class PosEmbed(nn.Module):
         self.W_pos = nn.Parameter(torch.empty(n_ctx, d_model))
 
 
+def rotary_tables(n_ctx: int, rotary_dim: int, base: float) -> tuple[Tensor, Tensor]:
+    """(sin, cos), each [n_ctx, rotary_dim], as TransformerLens builds them (GPT-NeoX halves: column j and
+    j + rotary_dim/2 share the angle pos / base^(2j / rotary_dim))."""
+    pos = torch.arange(n_ctx, dtype=torch.float32)
+    freq = base ** (torch.arange(rotary_dim // 2, dtype=torch.float32) / (rotary_dim / 2))
+    angles = pos[:, None] / freq.repeat(2)[None, :]  # [n_ctx, rotary_dim]
+    return torch.sin(angles), torch.cos(angles)
+
+
+def apply_rotary(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
+    """x [batch, pos, head, d_head] with its first ``r`` dims rotated; sin, cos [pos, r] for x's positions.
+    TransformerLens's default (not adjacent pairs): dims i and i + r/2 form one pair, (x1, x2) -> (x1 cos - x2 sin,
+    x2 cos + x1 sin)."""
+    r = sin.shape[-1]
+    x_rot, x_pass = x[..., :r], x[..., r:]
+    flip = torch.cat([-x_rot[..., r // 2 :], x_rot[..., : r // 2]], dim=-1)
+    rotated = x_rot * cos[None, :, None, :] + flip * sin[None, :, None, :]
+    return torch.cat([rotated, x_pass], dim=-1)
+
+
 class Attention(nn.Module):
     # registered buffers (nn.Module.__getattr__ would type them Tensor | Module)
     b_Q: Tensor
@@ -139,6 +159,8 @@ class Attention(nn.Module):
     b_V: Tensor
     b_O: Tensor
     mask: Tensor
+    rotary_sin: Tensor  # rotary positions only (not in the state dict: a function of the config)
+    rotary_cos: Tensor
 
     def __init__(self, cfg: ModelConfig, n_ctx: int):
         super().__init__()
@@ -152,6 +174,11 @@ class Attention(nn.Module):
         self.register_buffer("b_O", torch.zeros(d))
         self.register_buffer("mask", torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.bool)), persistent=False)
         self.scale = 1.0 / math.sqrt(dh) if getattr(cfg, "use_attn_scale", True) else 1.0
+        self.rotary = getattr(cfg, "positional_embedding_type", "standard") == "rotary"
+        if self.rotary:
+            sin, cos = rotary_tables(n_ctx, cfg.rotary_dim or dh, cfg.rotary_base)
+            self.register_buffer("rotary_sin", sin, persistent=False)
+            self.register_buffer("rotary_cos", cos, persistent=False)
 
 
 class MLP(nn.Module):
@@ -214,7 +241,9 @@ class Transformer(HookedModule):
         self.cfg = cfg
         self.d_vocab, self.d_vocab_out, self.n_ctx = d_vocab, d_vocab_out, n_ctx
         self.embed = Embed(d_vocab, cfg.d_model)
-        self.pos_embed = PosEmbed(n_ctx, cfg.d_model)
+        self.pos_type = getattr(cfg, "positional_embedding_type", "standard")
+        if self.pos_type != "rotary":  # TransformerLens's rotary model has no pos_embed either
+            self.pos_embed = PosEmbed(n_ctx, cfg.d_model)
         self.blocks = _Blocks([Block(cfg, n_ctx) for _ in range(cfg.n_layers)])
         self.ln_final = _norm(cfg, cfg.d_model)
         self.unembed = Unembed(cfg.d_model, d_vocab_out)
@@ -223,9 +252,9 @@ class Transformer(HookedModule):
     # -- the plain computation, position by position (as TransformerLens computes it) ------------
     def forward_all(self, tokens: Tensor) -> Tensor:
         """tokens [batch, pos] -> logits [batch, pos, d_vocab_out]."""
-        resid = self._embed(tokens)  # [batch, pos, d_model]
+        resid, pos = self._embed(tokens)  # [batch, pos, d_model]
         for i, block in enumerate(self.blocks):
-            resid = self._block(i, block, resid, last_only=False)
+            resid = self._block(i, block, resid, last_only=False, pos=pos)
         return self.hook("hook_logits", scale_logits(self.ln_final(resid) @ self.unembed.W_U + self.unembed.b_U,
                                                      self.cfg.output_scale))
 
@@ -235,27 +264,37 @@ class Transformer(HookedModule):
         The last block computes only the last position's query, attention and MLP: the same numbers
         as ``forward_all(tokens)[:, -1]`` for a fraction of the work.
         """
-        resid = self._embed(tokens)
+        resid, pos = self._embed(tokens)
         n = len(self.blocks)
         for i, block in enumerate(self.blocks):
-            resid = self._block(i, block, resid, last_only=(i == n - 1))
+            resid = self._block(i, block, resid, last_only=(i == n - 1), pos=pos)
         return scale_logits(self.ln_final(resid[:, -1]) @ self.unembed.W_U + self.unembed.b_U, self.cfg.output_scale)
 
-    def _embed(self, tokens: Tensor) -> Tensor:
+    def _embed(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(the residual stream [batch, pos, d_model], the shortformer positions [pos, d_model] or None)."""
         embed = self.hook("hook_embed", self.embed.W_E[tokens])  # [batch, pos, d_model]
+        if self.pos_type == "rotary":
+            return embed, None
         pos = self.hook("hook_pos_embed", self.pos_embed.W_pos[: tokens.shape[1]])  # [pos, d_model]
-        return embed + pos
+        if self.pos_type == "shortformer":  # added to the queries' and keys' input in every block instead
+            return embed, pos
+        return embed + pos, None
 
-    def _block(self, i: int, block: Block, resid: Tensor, *, last_only: bool) -> Tensor:
+    def _block(self, i: int, block: Block, resid: Tensor, *, last_only: bool, pos: Tensor | None = None) -> Tensor:
         attn, name = block.attn, f"blocks.{i}"
         resid = self.hook(f"{name}.hook_resid_pre", resid)  # [batch, pos, d_model]
         x = block.ln1(resid)  # [batch, pos, d_model]; resid itself without normalisation
-        x_q = x[:, -1:] if last_only else x
+        x_qk = x if pos is None else x + pos  # shortformer: positions in the queries' and keys' input only
+        x_q = x_qk[:, -1:] if last_only else x_qk
         q = self.hook(f"{name}.attn.hook_q", torch.einsum("bpd,hde->bphe", x_q, attn.W_Q) + attn.b_Q)
-        k = self.hook(f"{name}.attn.hook_k", torch.einsum("bpd,hde->bphe", x, attn.W_K) + attn.b_K)
+        k = self.hook(f"{name}.attn.hook_k", torch.einsum("bpd,hde->bphe", x_qk, attn.W_K) + attn.b_K)
         v = self.hook(f"{name}.attn.hook_v", torch.einsum("bpd,hde->bphe", x, attn.W_V) + attn.b_V)
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * attn.scale  # [batch, head, q, k]
         n_k = resid.shape[1]
+        if attn.rotary:  # [batch, pos, head, d_head] rotated by position (the queries sit at the last q.shape[1])
+            sin, cos = attn.rotary_sin[:n_k], attn.rotary_cos[:n_k]
+            q = self.hook(f"{name}.attn.hook_rot_q", apply_rotary(q, sin[n_k - q.shape[1] :], cos[n_k - q.shape[1] :]))
+            k = self.hook(f"{name}.attn.hook_rot_k", apply_rotary(k, sin, cos))
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * attn.scale  # [batch, head, q, k]
         mask = attn.mask[n_k - q.shape[1] : n_k, :n_k]
         scores = self.hook(f"{name}.attn.hook_attn_scores", scores.masked_fill(~mask, float("-inf")))
         pattern = self.hook(f"{name}.attn.hook_pattern", scores.softmax(dim=-1))
