@@ -12,12 +12,14 @@
 #
 # grokscope trains any `nn.Module` that maps tokens [batch, n_ctx] to logits, on any task given as a Python
 # callable or a lookup table over a finite alphabet. Here: a 2-layer transformer with LayerNorm and rotary
-# positions, written below in plain PyTorch, learns a table with no formula in sight (addition mod p with the
-# symbols shuffled), and the run gets the usual store, resume and report.
+# positions learns a table with no formula in sight (addition mod p with the symbols shuffled), and the run gets
+# the usual store, resume and full report. The model is grokscope's own transformer set by TransformerLens's knobs
+# (`normalization_type="LN"`, `positional_embedding_type="rotary"`, `n_layers=2`), so its checkpoints load into a
+# `HookedTransformer`; section 4 trains the same architecture written in plain PyTorch, as any module can be.
 #
 # Settings: `GROKSCOPE_EXAMPLE_TINY=1` / `--tiny` uses p = 11 and 30 epochs (seconds, what the tests run);
-# otherwise p = 31 and 2000 epochs (it groks at epoch 1130, 83 s on one core; with loss spikes on the way).
-# `GROKSCOPE_EXAMPLE_OUT=DIR` is where the run and its report go.
+# otherwise p = 31 and 2000 epochs for each of the two runs (see docs/own-model-and-task.md for their outcome and
+# wall time on one core). `GROKSCOPE_EXAMPLE_OUT=DIR` is where the runs and their reports go.
 
 # %%
 import os
@@ -28,7 +30,7 @@ import torch
 from torch import nn
 
 import grokscope
-from grokscope.config import ExperimentConfig, OptimConfig, TaskConfig, TrainConfig
+from grokscope.config import ExperimentConfig, ModelConfig, OptimConfig, TaskConfig, TrainConfig
 from grokscope.figures.report import write_report
 from grokscope.tasks import register_task, table_task
 
@@ -54,6 +56,8 @@ register_task("shuffled-add", table_task(TABLE, alphabet=sorted(SYMBOLS, key=lam
 cfg = ExperimentConfig(
     name="own-model",
     task=TaskConfig(kind="registered", name="shuffled-add", train_fraction=0.5, split_seed=0),
+    model=ModelConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=256, normalization_type="LN",
+                      positional_embedding_type="rotary"),
     optim=OptimConfig(lr=3e-3, weight_decay=1.0, warmup_steps=10),
     train=TrainConfig(epochs=EPOCHS, log_every=10, checkpoint_every=max(EPOCHS // 10, 1), measure_every=0),
 )
@@ -61,7 +65,35 @@ task = grokscope.make_task(cfg.task)
 print(f"task: {task.tokens.shape[0]} rows, tokens {list(task.tokens.shape)}, {task.d_vocab_out} labels")
 
 # %% [markdown]
-# ## 2. Your own model: LayerNorm and rotary positions, two layers
+# ## 2. The model: LayerNorm and rotary positions, two layers, by configuration
+#
+# `ModelConfig` carries TransformerLens's architecture knobs with TransformerLens's meanings: rotary positions
+# rotate each head's queries and keys (GPT-NeoX halves, base 10000, all of d_head unless `rotary_dim` says less) and
+# the model has no `W_pos`. The fast path covers the paper's one-layer model only; the run's meta says which
+# forward ran. Train, resume and write the full report:
+
+# %%
+knob_dir = OUT / "own-model-run"
+if (knob_dir / "config.json").exists() and grokscope.load_run(knob_dir).status != "completed":
+    knob_run = grokscope.resume(knob_dir)
+elif (knob_dir / "config.json").exists():
+    knob_run = grokscope.load_run(knob_dir)
+else:
+    knob_run = grokscope.train(cfg, knob_dir)
+last = knob_run.metrics.iloc[-1]
+grokked = knob_run.meta.get("grok_epoch") or "none"
+print(f"config model: forward {knob_run.meta['forward']}; epoch {knob_run.metrics.index[-1]}: train acc "
+      f"{last['train_acc']:.3f}, test acc {last['test_acc']:.3f}; grok epoch {grokked}")
+print(f"report: {write_report(knob_run, OUT / 'own-model-report.html')}")
+try:  # the checkpoint as a TransformerLens model (the extra "tl")
+    hooked = grokscope.to_hooked_transformer(knob_run)
+    print(f"HookedTransformer: positional_embedding_type={hooked.cfg.positional_embedding_type}, "
+          f"rotary_dim={hooked.cfg.rotary_dim}, normalization_type={hooked.cfg.normalization_type}")
+except ImportError as e:
+    print(f"(no TransformerLens: {e})")
+
+# %% [markdown]
+# ## 3. Your own model: the same architecture in plain PyTorch
 #
 # Any module works: the loop reads its output shape once ([batch, d_vocab_out] or [batch, n_ctx, d_vocab_out], the
 # last position scored) and records it in the run's meta. Checkpoints are the module's own state dict.
@@ -110,10 +142,10 @@ class RotaryTransformer(nn.Module):
 
 
 # %% [markdown]
-# ## 3. Train, resume, report
+# ## 4. Train, resume, report: the module
 
 # %%
-run_dir = OUT / "own-model-run"
+run_dir = OUT / "own-module-run"
 if (run_dir / "config.json").exists() and grokscope.load_run(run_dir).status != "completed":
     run = grokscope.resume(run_dir, model=RotaryTransformer(task.d_vocab, task.d_vocab_out))  # same class
 elif (run_dir / "config.json").exists():
@@ -127,5 +159,5 @@ print(f"epoch {run.metrics.index[-1]}: train acc {last['train_acc']:.3f}, test a
       f"grok epoch {meta.get('grok_epoch') or 'none'}")
 
 model = run.load_model(model=RotaryTransformer(task.d_vocab, task.d_vocab_out))  # the module, with its weights
-report = write_report(run, OUT / "own-model-report.html")
+report = write_report(run, OUT / "own-module-report.html")
 print(f"report: {report}")
