@@ -2,6 +2,7 @@
 loads into a ``HookedTransformer`` with identical logits, and a HookedTransformer loads back into grokscope."""
 
 import dataclasses
+import importlib.util
 import itertools
 import warnings
 
@@ -286,3 +287,21 @@ def test_positional_knobs_are_config_errors_naming_the_field_and_round_trip_thro
             ModelConfig(**bad)
     cfg = _pos_cfg("rotary", "LN", 2, rotary_dim=8, rotary_base=500.0, d_vocab_out=17)
     assert ExperimentConfig.from_json(cfg.to_json()) == cfg
+
+
+@pytest.mark.parametrize("pos", ["rotary", "shortformer"])
+def test_a_rotary_or_shortformer_run_trains_on_the_general_path_and_its_checkpoint_exports(pos, tmp_path):
+    import grokscope
+
+    cfg = _pos_cfg(pos, "LN", 2)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=10, checkpoint_every=5, log_every=5))
+    run = grokscope.train(cfg, tmp_path / "run")
+    assert run.meta["forward"] == "general"
+    assert run.metrics["train_loss"].iloc[-1] < run.metrics["train_loss"].iloc[0]
+    model = run.load_model()
+    assert all("rotary" not in k for k in model.state_dict())
+    if importlib.util.find_spec("transformer_lens") is None:
+        return
+    hooked = grokscope.to_hooked_transformer(run)
+    tokens = run.task().tokens
+    torch.testing.assert_close(_logits(model, tokens), _logits(hooked, tokens), atol=1e-5, rtol=0)
