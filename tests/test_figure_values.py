@@ -15,7 +15,6 @@ so post_j(a, b) = (2 c0 + r cos A + r cos B)^2 with A = w_f a + phi, and in clos
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import sqlite3
@@ -25,7 +24,7 @@ import pytest
 
 pytest.importorskip("plotly")
 
-from figure_runs import copy_run, runs_root  # noqa: E402
+from figure_runs import copy_run, runs_root, values  # noqa: E402
 
 import grokscope.figures as gf  # noqa: E402
 
@@ -50,15 +49,6 @@ def neurons_at(step: int) -> list[tuple]:
     if step == 20:
         return NEURONS
     return [(f, r / 2, phi + 0.4 * j, c0 / 2, s / 2, psi) for j, (f, r, phi, c0, s, psi) in enumerate(NEURONS)]
-
-
-def values(arr) -> np.ndarray:
-    """A plotted array as float64: a numpy array, a list, or a Plotly typed array ({'dtype', 'bdata'})."""
-    if isinstance(arr, dict) and "bdata" in arr:
-        out = np.frombuffer(base64.b64decode(arr["bdata"]), dtype=np.dtype(arr["dtype"])).astype(np.float64)
-        shape = arr.get("shape")
-        return out.reshape([int(n) for n in str(shape).split(",")]) if shape else out  # "11, 11" in Plotly's JSON
-    return np.asarray(arr, dtype=np.float64)
 
 
 def sql_series(run_dir, name: str) -> tuple[list[int], list[float]]:

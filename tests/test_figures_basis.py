@@ -15,22 +15,14 @@ import pytest
 
 pytest.importorskip("plotly")
 
+from figure_runs import fourier_rows, values  # noqa: E402
+
 import grokscope.figures as gf  # noqa: E402
 from grokscope.figures.group import component_freqs, component_labels, run_basis  # noqa: E402
 from grokscope.figures.style import COLORS  # noqa: E402
 
 P, KEYS, SCALE = 13, (2, 5), 4.0
 LABEL = "discrete-log basis, g = 2"
-
-
-def values(arr) -> np.ndarray:
-    import base64
-
-    if isinstance(arr, dict) and "bdata" in arr:
-        out = np.frombuffer(base64.b64decode(arr["bdata"]), dtype=np.dtype(arr["dtype"])).astype(np.float64)
-        shape = arr.get("shape")
-        return out.reshape([int(n) for n in str(shape).split(",")]) if shape else out
-    return np.asarray(arr, dtype=np.float64)
 
 
 def _make(path, formula: str = "a*b", *, analysis: dict | None = None):
@@ -153,17 +145,6 @@ def test_division_and_shifted_product_name_their_basis(tmp_path):
     assert "discrete-log basis of t + 1, g = 2" in title and "key frequencies [2, 5]" in title
 
 
-def _fourier_rows(n: int) -> np.ndarray:
-    """The orthonormal real Fourier basis over Z_n from its definition (even n: the Nyquist cosine last)."""
-    x = np.arange(n)
-    rows = [np.full(n, 1 / np.sqrt(n))]
-    for k in range(1, (n + 1) // 2):
-        rows += [np.cos(2 * np.pi * k * x / n) * np.sqrt(2 / n), np.sin(2 * np.pi * k * x / n) * np.sqrt(2 / n)]
-    if n % 2 == 0:
-        rows.append(np.cos(np.pi * x) / np.sqrt(n))
-    return np.stack(rows)
-
-
 def test_a_mixture_is_drawn_per_operation_in_its_own_basis(tmp_path):
     import torch
     from safetensors.numpy import load_file
@@ -182,8 +163,8 @@ def test_a_mixture_is_drawn_per_operation_in_its_own_basis(tmp_path):
     assert titles[2].startswith(f"a*b: W_E over Z_12 ({LABEL})") and titles[3].startswith("a*b: W_L over Z_12")
     w_e = load_file(checkpoint_path(run.dir, run.checkpoints[-1]))["embed.W_E"].astype(np.float64)[:P]
     powers = [pow(2, i, P) for i in range(P - 1)]
-    np.testing.assert_allclose(values(fig.data[0].y), np.linalg.norm(_fourier_rows(P) @ w_e, axis=1), rtol=1e-9)
-    np.testing.assert_allclose(values(fig.data[2].y), np.linalg.norm(_fourier_rows(P - 1) @ w_e[powers], axis=1),
+    np.testing.assert_allclose(values(fig.data[0].y), np.linalg.norm(fourier_rows(P) @ w_e, axis=1), rtol=1e-9)
+    np.testing.assert_allclose(values(fig.data[2].y), np.linalg.norm(fourier_rows(P - 1) @ w_e[powers], axis=1),
                                rtol=1e-9)
     assert [op["basis"] for op in fig.layout.meta["operations"]] == [None, "dlog"]
     with pytest.raises(gf.FigureUnavailable, match="each operation in its own basis"):
@@ -199,7 +180,7 @@ def test_a_mixture_is_drawn_per_operation_in_its_own_basis(tmp_path):
         with torch.no_grad():
             _, cache = model.run_with_cache(tokens)
         post = cache["blocks.0.mlp.hook_post"][:, -1].double().numpy().reshape(n, n, -1)
-        coef = np.einsum("ia,abd,jb->ijd", _fourier_rows(n), post, _fourier_rows(n)) ** 2
+        coef = np.einsum("ia,abd,jb->ijd", fourier_rows(n), post, fourier_rows(n)) ** 2
         coef[0, 0] = 0
         fracs = []
         for k in range(1, n // 2 + 1):

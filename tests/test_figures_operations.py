@@ -13,6 +13,8 @@ import pytest
 
 pytest.importorskip("plotly")
 
+from figure_runs import fourier_rows, values  # noqa: E402
+
 import grokscope.figures as gf  # noqa: E402
 from grokscope.figures.operations import operation_curves, operation_logit_fit, operation_panel  # noqa: E402
 from grokscope.figures.registry import build_all  # noqa: E402
@@ -20,25 +22,6 @@ from grokscope.figures.registry import build_all  # noqa: E402
 P = 13
 FORMULAS = ("a+b", "a*b", "a*a*b+b*b*a")  # additive, discrete log (g = 2), none
 POWERS = [pow(2, i, P) for i in range(P - 1)]  # a_order of the discrete-log basis: 2^i mod 13
-
-
-def values(arr) -> np.ndarray:
-    import base64
-
-    if isinstance(arr, dict) and "bdata" in arr:
-        return np.frombuffer(base64.b64decode(arr["bdata"]), dtype=np.dtype(arr["dtype"])).astype(np.float64)
-    return np.asarray(arr, dtype=np.float64)
-
-
-def _fourier_rows(n: int) -> np.ndarray:
-    """The orthonormal real Fourier basis over Z_n from its definition (even n: the Nyquist cosine last)."""
-    x = np.arange(n)
-    rows = [np.full(n, 1 / np.sqrt(n))]
-    for k in range(1, (n + 1) // 2):
-        rows += [np.cos(2 * np.pi * k * x / n) * np.sqrt(2 / n), np.sin(2 * np.pi * k * x / n) * np.sqrt(2 / n)]
-    if n % 2 == 0:
-        rows.append(np.cos(np.pi * x) / np.sqrt(n))
-    return np.stack(rows)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +101,7 @@ def test_each_operation_spectrum_is_the_single_operation_one(mix, op, n, order):
     _, _, fig = operation_panel(mix, op)
     got = np.asarray(fig.layout.meta["W_E_norms"])
     w_e = _state(mix)["embed.W_E"].astype(np.float64)
-    np.testing.assert_allclose(got, np.linalg.norm(_fourier_rows(n) @ w_e[order], axis=1), rtol=1e-9)
+    np.testing.assert_allclose(got, np.linalg.norm(fourier_rows(n) @ w_e[order], axis=1), rtol=1e-9)
     np.testing.assert_allclose(values(fig.data[0].y), got, rtol=1e-12)
     if op < 2:  # the single-operation code path (the task's own basis) on the same weights
         single = gf.fourier_norms(_single(mix, FORMULAS[op]))
@@ -205,7 +188,7 @@ def test_operation_overlap_reads_each_operation_in_its_basis(mix, monkeypatch):
     monkeypatch.setattr(ops, "key_frequencies_from_norms", lambda norms: [1, 2])
     fig = ops.operation_overlap(mix)
     w_e = _state(mix)["embed.W_E"].astype(np.float64)
-    spans = [_fourier_rows(P)[1:5] @ w_e[:P], _fourier_rows(P - 1)[1:5] @ w_e[POWERS]]  # cos/sin of k = 1, 2
+    spans = [fourier_rows(P)[1:5] @ w_e[:P], fourier_rows(P - 1)[1:5] @ w_e[POWERS]]  # cos/sin of k = 1, 2
     want = ops.subspace_overlap(spans[0], spans[1])
     np.testing.assert_allclose(fig.layout.meta["overlap"], [[1, want], [want, 1]], rtol=1e-9)
     assert [o["formula"] for o in fig.layout.meta["operations"]] == ["a+b", "a*b"]  # the third has no basis

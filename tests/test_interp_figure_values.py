@@ -28,7 +28,7 @@ import torch
 
 pytest.importorskip("plotly")
 
-from test_figure_values import values  # noqa: E402  (the Plotly typed-array decoder)
+from figure_runs import values  # noqa: E402  (the Plotly typed-array decoder)
 
 from grokscope.config import ModelConfig, TaskConfig  # noqa: E402
 from grokscope.figures import interp as ifig  # noqa: E402
