@@ -1,6 +1,9 @@
 """The transformer of Nanda et al. (2023) with TransformerLens names, shapes and state-dict keys.
 
-No LayerNorm; learned positional embeddings; untied embed/unembed; only the MLP has trainable biases.
+By default no LayerNorm, learned positional embeddings added to the residual stream, untied embed/unembed, and
+only the MLP has trainable biases; ``ModelConfig``'s TransformerLens knobs (normalisation, rotary or shortformer
+positions, activations, attention-only, parallel blocks, attention scale, d_vocab_out) change that with
+TransformerLens's meanings (a rotary model has no ``pos_embed``; its sin/cos tables are non-persistent buffers).
 The attention and unembedding biases (``b_Q, b_K, b_V, b_O, b_U``) exist as zero buffers so that a
 state dict has exactly the keys of a ``HookedTransformer`` (``normalization_type=None``) and loads into
 one by name. Shapes (TransformerLens layout)::
@@ -227,7 +230,7 @@ else:
 
 
 class Transformer(HookedModule):
-    """A HookedTransformer-compatible attention+MLP transformer without LayerNorm.
+    """A HookedTransformer-compatible attention+MLP transformer (no LayerNorm unless ``cfg.normalization_type``).
 
     ``cfg.attn_only``: blocks without MLPs (TransformerLens ``attn_only=True``; no ``mlp`` keys or hooks).
     ``cfg.dropout``: dropout on the MLP hidden activations in training mode (after ``mlp.hook_post``).
