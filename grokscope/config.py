@@ -170,19 +170,18 @@ class ModelConfig:
     """Network shape. ``arch="transformer"``: TransformerLens layout, only the MLP has biases.
     ``arch="mlp"``: embeddings of a and b summed into one hidden layer, then an unembedding (PAIR style).
     ``arch="vector_mlp"``: one hidden layer on the input read as a vector of numbers (sparse parity); no biases.
-    ``attn_only``: transformer blocks without MLPs. ``dropout``: dropout probability on the MLP hidden
-    activations (training mode only). ``init_scale``: every initial parameter is multiplied by it (Omnigrok's
-    alpha). ``normalization_type``: TransformerLens's (None, "LN", "LNPre", "RMS", "RMSPre"; ln1/ln2 before
-    attention/MLP and ln_final before the unembedding, eps 1e-5; default None, no normalisation).
+    ``attn_only``: blocks without MLPs. ``dropout``: on the MLP hidden activations (training mode only).
+    ``init_scale``: every initial parameter is multiplied by it (Omnigrok's alpha). ``normalization_type``: None,
+    "LN", "LNPre", "RMS", "RMSPre" (ln1/ln2 before attention/MLP, ln_final before the unembedding, eps 1e-5).
     ``use_attn_scale``: scores divided by sqrt(d_head) (default) or not. ``parallel_attn_mlp``: GPT-J style
     blocks, attention and MLP both read resid_pre and add to it. ``positional_embedding_type``: "standard" (W_pos
     added to the residual stream), "rotary" (no W_pos; q, k rotated in GPT-NeoX halves over their first ``rotary_dim``
     dims (None: d_head), base ``rotary_base``) or "shortformer" (W_pos added to the q and k input only).
     ``d_vocab_out``: output logits (None: the task's; more adds unused logits). All TransformerLens's meanings.
+    ``init_mode``: "nanda" (W ~ N(0, 1/d_model), W_U N(0, 1/d_vocab)) or TransformerLens's "gpt2" (N(0, 0.64/d_model)).
     ``fixed_embedding="circle"``: W_E of the number tokens frozen to the normalised (cos, sin) of frequency 1
-    (arch='mlp', d_model=2; the PAIR 5-neuron model). ``output_scale``: the logits are multiplied by it on every
-    forward (Kumar et al. 2024's alpha: large is lazy, small is rich; scale the learning rate with it, see
-    docs/zoo.md); 1.0 computes exactly what it did before the knob existed."""
+    (arch='mlp', d_model=2; the PAIR 5-neuron model). ``output_scale``: logits multiplied by it on every forward
+    (Kumar et al. 2024's alpha: large is lazy, small is rich; scale the lr with it, see docs/zoo.md; 1.0: as before)."""
 
     arch: str = "transformer"
     n_layers: int = 1
@@ -205,13 +204,14 @@ class ModelConfig:
     rotary_dim: int | None = None
     rotary_base: float = 10000.0
     d_vocab_out: int | None = None
+    init_mode: str = "nanda"
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             fail("model.arch", f"unknown architecture {self.arch!r}; known: {', '.join(repr(a) for a in ARCHS)}")
-        for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp"):
+        for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab_out"):  # d_vocab_out: or None
             value, top = getattr(self, name), 64 if name == "n_layers" else 65536
-            if not (1 <= value <= top):
+            if value is not None and not (1 <= value <= top):
                 fail(f"model.{name}", f"must be an integer in 1..{top}, got {value}")
         if self.act_fn not in ACT_FNS:
             fail("model.act_fn", f"unknown activation {self.act_fn!r}; known: {', '.join(ACT_FNS)}")
@@ -227,11 +227,13 @@ class ModelConfig:
             fail("model.fixed_embedding", f"must be 'none' or 'circle', got {self.fixed_embedding!r}")
         if self.fixed_embedding == "circle" and (self.arch != "mlp" or self.d_model != 2):
             fail("model.fixed_embedding", "'circle' needs arch='mlp' and d_model=2 (one cos and one sin dimension)")
-        for name, known in (("normalization_type", NORMALIZATION_TYPES), ("positional_embedding_type", POS_TYPES)):
+        for name, known in (("normalization_type", NORMALIZATION_TYPES), ("positional_embedding_type", POS_TYPES),
+                            ("init_mode", ("nanda", "gpt2"))):
             if getattr(self, name) not in known:
                 fail(f"model.{name}", f"must be one of {', '.join(map(repr, known))}, got {getattr(self, name)!r}")
         for name, off in (("attn_only", False), ("normalization_type", None), ("use_attn_scale", True), ("d_vocab_out",
-                          None), ("parallel_attn_mlp", False), ("positional_embedding_type", "standard")):
+                          None), ("parallel_attn_mlp", False), ("positional_embedding_type", "standard"),
+                          ("init_mode", "nanda")):
             if getattr(self, name) != off and self.arch != "transformer":
                 fail(f"model.{name}", "is a transformer knob: it needs arch='transformer'")
         if self.rotary_dim is not None and not (self.positional_embedding_type == "rotary"
@@ -240,8 +242,6 @@ class ModelConfig:
         for name in ("init_scale", "output_scale", "rotary_base"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 fail(f"model.{name}", f"must be a finite number > 0, got {getattr(self, name)}")
-        if self.d_vocab_out is not None and not (1 <= self.d_vocab_out <= 1_000_000):
-            fail("model.d_vocab_out", f"must be null (the task's) or an integer in 1..1000000, got {self.d_vocab_out}")
 
 
 ARCHS = ("transformer", "mlp", "vector_mlp")

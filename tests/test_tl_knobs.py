@@ -4,6 +4,7 @@ loads into a ``HookedTransformer`` with identical logits, and a HookedTransforme
 import dataclasses
 import importlib.util
 import itertools
+import math
 import warnings
 
 import pytest
@@ -305,3 +306,34 @@ def test_a_rotary_or_shortformer_run_trains_on_the_general_path_and_its_checkpoi
     hooked = grokscope.to_hooked_transformer(run)
     tokens = run.task().tokens
     torch.testing.assert_close(_logits(model, tokens), _logits(hooked, tokens), atol=1e-5, rtol=0)
+
+
+def test_gpt2_init_mode_is_transformer_lens_s_normal_with_std_0_8_over_sqrt_d_model():
+    nanda, _ = _perturbed(_pos_cfg("standard", "LN", 2))
+    gpt2, task = _perturbed(_pos_cfg("standard", "LN", 2, init_mode="gpt2"))
+    d_model, std = nanda.cfg.d_model, 0.8 / math.sqrt(nanda.cfg.d_model)
+    a, b = nanda.state_dict(), gpt2.state_dict()
+    for k, v in a.items():  # the same draws, in the same order, at the other standard deviation
+        if k.rsplit(".", 1)[-1].startswith("W_"):
+            nanda_std = 1 / math.sqrt(task.d_vocab) if k.endswith("W_U") else 1 / math.sqrt(d_model)
+            torch.testing.assert_close(b[k], v * (std / nanda_std), rtol=1e-5, atol=0)
+        else:
+            assert torch.equal(b[k], v), k  # biases 0, LayerNorm 1 and 0 (before _perturbed's noise: same noise)
+    pooled = torch.cat([v.flatten() for k, v in b.items() if k.rsplit(".", 1)[-1].startswith("W_")])
+    assert abs(pooled.std().item() / std - 1) < 0.05
+    if importlib.util.find_spec("transformer_lens") is None:
+        return
+    from grokscope.interop import hooked_transformer_config
+
+    cfg = _pos_cfg("standard", "LN", 2, init_mode="gpt2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import transformer_lens
+
+        hooked = transformer_lens.HookedTransformer(hooked_transformer_config(cfg, seed=0))
+    theirs = torch.cat([p.detach().flatten() for n, p in hooked.named_parameters() if "W_" in n])
+    assert theirs.numel() == pooled.numel() and abs(theirs.std().item() / std - 1) < 0.05
+    with pytest.raises(ConfigError, match="model.init_mode"):
+        ModelConfig(init_mode="xavier_uniform")
+    with pytest.raises(ConfigError, match="model.init_mode"):
+        ModelConfig(arch="mlp", init_mode="gpt2")

@@ -338,6 +338,7 @@ def scale_logits(logits: Tensor, scale: float) -> Tensor:
 
 def init_weights(model: HookedModule, seed: int) -> None:
     """As in the paper's code: every matrix ~ N(0, 1/d_model) except W_U ~ N(0, 1/d_vocab); biases 0.
+    ``model.cfg.init_mode == "gpt2"`` (TransformerLens's default): every matrix, W_U too, ~ N(0, 0.64/d_model).
 
     Parameters are drawn in state-dict order from one generator seeded with ``seed``; then every parameter is
     multiplied by ``model.cfg.init_scale`` (Omnigrok's alpha; skipped at 1).
@@ -353,6 +354,8 @@ def init_weights(model: HookedModule, seed: int) -> None:
                 param.fill_(1.0 if name.endswith(".w") else 0.0)
                 continue
             std = 1.0 / math.sqrt(model.d_vocab) if name.endswith("W_U") else 1.0 / math.sqrt(d_model)
+            if getattr(model.cfg, "init_mode", "nanda") == "gpt2":  # TransformerLens's initializer_range
+                std = 0.8 / math.sqrt(d_model)
             param.copy_(torch.randn(param.shape, generator=gen) * std)
         scale = getattr(model.cfg, "init_scale", 1.0)
         if scale != 1.0:
