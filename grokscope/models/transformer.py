@@ -255,7 +255,7 @@ class Transformer(HookedModule):
     # -- the plain computation, position by position (as TransformerLens computes it) ------------
     def forward_all(self, tokens: Tensor) -> Tensor:
         """tokens [batch, pos] -> logits [batch, pos, d_vocab_out]."""
-        resid, pos = self._embed(tokens)  # [batch, pos, d_model]
+        resid, pos = self._embed_and_pos(tokens)  # [batch, pos, d_model]
         for i, block in enumerate(self.blocks):
             resid = self._block(i, block, resid, last_only=False, pos=pos)
         return self.hook("hook_logits", scale_logits(self.ln_final(resid) @ self.unembed.W_U + self.unembed.b_U,
@@ -267,13 +267,17 @@ class Transformer(HookedModule):
         The last block computes only the last position's query, attention and MLP: the same numbers
         as ``forward_all(tokens)[:, -1]`` for a fraction of the work.
         """
-        resid, pos = self._embed(tokens)
+        resid, pos = self._embed_and_pos(tokens)
         n = len(self.blocks)
         for i, block in enumerate(self.blocks):
             resid = self._block(i, block, resid, last_only=(i == n - 1), pos=pos)
         return scale_logits(self.ln_final(resid[:, -1]) @ self.unembed.W_U + self.unembed.b_U, self.cfg.output_scale)
 
-    def _embed(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
+    def _embed(self, tokens: Tensor) -> Tensor:
+        """The residual stream entering block 0 [batch, pos, d_model] (a shortformer's positions are not in it)."""
+        return self._embed_and_pos(tokens)[0]
+
+    def _embed_and_pos(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
         """(the residual stream [batch, pos, d_model], the shortformer positions [pos, d_model] or None)."""
         embed = self.hook("hook_embed", self.embed.W_E[tokens])  # [batch, pos, d_model]
         if self.pos_type == "rotary":
