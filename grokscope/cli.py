@@ -72,7 +72,8 @@ def summarize(run: Run) -> str:
                 hit = m.index[m[acc] >= GROK_ACC]
                 lines.append(f"{split} acc >= 99% first at epoch {int(hit[0]) if len(hit) else 'never'}")
     if meta.get("train_seconds"):
-        lines.append(f"time:       {float(meta['train_seconds']):.1f} s training ({meta.get('forward', '?')} forward)")
+        path = f"{meta.get('forward', '?')} forward" + (f": {meta['forward_why']}" if meta.get("forward_why") else "")
+        lines.append(f"time:       {float(meta['train_seconds']):.1f} s training ({path})")
     if meta.get("seconds"):
         try:
             parts = json.loads(meta["seconds"])

@@ -104,7 +104,7 @@ def test_run_summary_agrees_with_the_stored_metrics(tiny_run):
     assert _field(out, r"^checkpoints: (\d+)$").group(1) == str(len(ckpt_files))
     stored = load_run(run_dir).config.train
     assert [int(p.stem[5:]) for p in ckpt_files] == sorted(checkpoint_epochs(stored)) == [0, 1, 2, 4, 8, 16, 32, 35, 70]
-    assert "(fast forward)" in _field(out, r"^time:\s+.*$").group(0)
+    assert "(fast forward: one-layer transformer on [a, b, =] inputs)" in _field(out, r"^time:\s+.*$").group(0)
 
 
 def test_run_final_numbers_match_the_final_checkpoint_under_the_general_forward(tiny_run):

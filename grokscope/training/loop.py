@@ -232,7 +232,7 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
     record = RunRecorder(run_dir, settings, start=start, trackers=trackers)
     if record.already_finished():
         return record.close()
-    record.start(cfg, {"forward": choice.path, "message": "", "denormals": denormals,
+    record.start(cfg, {"forward": choice.path, "forward_why": choice.why, "message": "", "denormals": denormals,
                        "device": describe_device(device), "numerics": numerics, **extra})
 
     train_x, train_y = task.train_tokens, task.train_labels  # [N_train, 3], [N_train]
