@@ -101,9 +101,17 @@ POWER_FORMULAS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: openai/grok's decoder: 2 layers, width 128, 4 heads of 32, FFN 4x with ReLU, a LayerNorm in every block. Theirs
+#: is post-LN (LN(x + f(x))) with fixed sinusoidal positions and no biases; the nearest TransformerLens knobs are
+#: pre-LN ("LN", with ln_final) and learned positions, and our MLP has biases (docs/zoo.md).
+POWER_MODEL: dict[str, Any] = dict(arch="transformer", n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512,
+                                   act_fn="relu", normalization_type="LN")
+
+
 def power(formula: str, name: str, *, kind: str = "modular", train_fraction: float = 0.5) -> ExperimentConfig:
-    """Power et al. (2022): p 97 (or S5), 2-layer transformer width 128 with 4 heads, AdamW lr 1e-3 wd 1, betas
-    (0.9, 0.98), 10-update warm-up, batch 512; the budget is about 1e5 updates, expressed in epochs."""
+    """Power et al. (2022): p 97 (or S5), 2-layer transformer width 128 with 4 heads (d_head 32), MLP 512 (4x, ReLU),
+    LayerNorm, AdamW lr 1e-3 wd 1, betas (0.9, 0.98), 10-update warm-up, batch 512; the budget is about 1e5 updates,
+    expressed in epochs."""
     task = TaskConfig(kind=kind, formula=formula, p=97, train_fraction=train_fraction, split_seed=0)
     n_rows = 14400 if kind == "s5" else 97 * 97
     n_train = int(train_fraction * n_rows)
@@ -112,7 +120,7 @@ def power(formula: str, name: str, *, kind: str = "modular", train_fraction: flo
     return ExperimentConfig(
         name=name,
         task=task,
-        model=ModelConfig(arch="transformer", n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu"),
+        model=ModelConfig(**POWER_MODEL),
         optim=OptimConfig(lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98), warmup_steps=10),
         train=TrainConfig(epochs=epochs, batch_size=batch, loss_dtype="float64", log_every=10, measure_every=100,
                           checkpoint_every=500),
@@ -123,9 +131,10 @@ for _slug, _kind, _formula in POWER_FORMULAS:
     _where = "in S5" if _kind == "s5" else "mod 97"
     _register(
         f"power-{_slug}",
-        f"Power et al. (2022): {_formula} {_where}, 50% data, 2-layer transformer, AdamW wd 1, batch 512, "
+        f"Power et al. (2022): {_formula} {_where}, 50% data, 2-layer LayerNorm transformer, AdamW wd 1, batch 512, "
         "~1e5 updates.\n\nDeviations: inputs [a, b, =] with the loss on the answer only (theirs: <eos> a op b = c"
-        " <eos>); x/y rows are all (a, b) with b != 0 rather than (b c, b); an MLP width of 512 (4x) is assumed.",
+        " <eos>); x/y rows are all (a, b) with b != 0 rather than (b c, b); pre-LN blocks with a final LN (theirs:"
+        " post-LN, none at the end), learned positions (theirs: fixed sinusoids), MLP biases (theirs: none).",
         _bind(power, _formula, f"power-{_slug}", kind=_kind),
     )
 
@@ -219,7 +228,10 @@ def quick_float32() -> ExperimentConfig:
 
 def omnigrok_modadd() -> ExperimentConfig:
     """Omnigrok's modular addition: the mainline model on a+b mod 113, 30%, AdamW wd 1, 15k epochs
-    (watch the weight norm)."""
+    (watch the weight norm).
+
+    The model is Omnigrok's own (Nanda's 1-layer transformer, no LayerNorm, ReLU, 128/4x32/512). Deviations: a
+    10-update warm-up and float64 loss only (their notebook: no warm-up, everything float64); our split seed."""
     return ExperimentConfig(
         name="omnigrok-modadd",
         task=TaskConfig(formula="a+b", p=113, train_fraction=0.3, split_seed=0),
@@ -249,7 +261,7 @@ def _grokfast(name: str, **optim) -> ExperimentConfig:
     return ExperimentConfig(
         name=name,
         task=TaskConfig(formula="a*b", p=97, train_fraction=0.5, split_seed=0),
-        model=ModelConfig(arch="transformer", n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu"),
+        model=ModelConfig(**(POWER_MODEL | {"act_fn": "gelu"})),
         optim=OptimConfig(**(_GROKFAST_OPTIM | optim)),
         train=TrainConfig(epochs=10_000, batch_size=512, loss_dtype="float64", log_every=10, measure_every=0,
                           checkpoint_every=500, stop_after_grok=1.5),
@@ -259,7 +271,9 @@ def _grokfast(name: str, **optim) -> ExperimentConfig:
 def grokfast_baseline() -> ExperimentConfig:
     """Grokfast's README baseline: a*b mod 97, 50%, 2-layer transformer, batch 512, Adam (wd 0) lr 1e-3; ~1e5 updates.
 
-    Deviations: the README's x*y is run as a*b mod 97 with our [a, b, =] inputs; the MLP width 512 is assumed."""
+    Model as main.py: pre-LN blocks with a final LN, learned positions, width 128, 4 heads, MLP 512 with exact GELU.
+    Deviations: our [a, b, =] inputs with b = 0 included (theirs: [x, op, y, =], y != 0); no attention biases;
+    their attention adds to LN(x), not x; the filtered runs' decay is AdamW's decoupled one (theirs: Adam's L2)."""
     return _grokfast("grokfast-baseline", weight_decay=0.0)
 
 

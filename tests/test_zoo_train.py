@@ -226,6 +226,35 @@ def test_every_zoo_preset_trains_at_tiny_size(name, tmp_path):
         assert "ffs" in m.columns  # progress measures ran
 
 
+#: (preset prefix, the paper's model): openai/grok's decoder and Grokfast's main.py are 2-layer LayerNorm transformers,
+#: width 128, 4 heads, FFN 4x (ReLU / exact GELU), learned or fixed positions; Omnigrok uses Nanda's 1-layer model.
+FAITHFUL_MODELS = {
+    "power-": dict(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu", normalization_type="LN"),
+    "grokfast-": dict(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="gelu", normalization_type="LN"),
+    "omnigrok-": dict(n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu", normalization_type=None),
+}
+
+
+@pytest.mark.parametrize("prefix", list(FAITHFUL_MODELS))
+def test_paper_presets_use_their_papers_architecture(prefix):
+    names = [n for n in ZOO_PRESETS if n.startswith(prefix)]
+    assert len(names) >= 2
+    for name in names:
+        cfg = get_preset(name)
+        m = cfg.model
+        for field, want in FAITHFUL_MODELS[prefix].items():
+            assert getattr(m, field) == want, (name, field)
+        assert m.arch == "transformer" and m.positional_embedding_type == "standard" and not m.attn_only
+        model = build_model(m, d_vocab=cfg.task.p + 1, d_vocab_out=cfg.task.p, n_ctx=3)
+        ln_names = {k for k in model.state_dict() if ".ln" in k or k.startswith("ln_final")}
+        if m.normalization_type == "LN":  # TransformerLens names: ln1/ln2 per block and ln_final, weight and bias
+            want_ln = {f"blocks.{i}.{ln}.{wb}" for i in range(m.n_layers) for ln in ("ln1", "ln2") for wb in "wb"}
+            assert ln_names == want_ln | {"ln_final.w", "ln_final.b"}, name
+        else:
+            assert ln_names == set(), name
+        assert {k for k in model.state_dict() if "W_in" in k} == {f"blocks.{i}.mlp.W_in" for i in range(m.n_layers)}
+
+
 def test_a_grokfast_run_resumes_exactly(tmp_path):
     cfg = apply_overrides(
         shrink(get_preset("grokfast-ema"), epochs=6),
