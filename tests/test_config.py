@@ -130,3 +130,16 @@ def test_flat_dict_gives_every_leaf_of_a_config_once_under_its_dotted_path():
     assert flat.keys() == field_paths(cfg).keys()  # the dict walk and the dataclass walk agree
     assert flat["task.p"] == 113 and flat["optim.weight_decay"] == 1.0
     assert flat_dict({"a": {"b": {"c": 1}, "d": [1, 2]}, "e": None}) == {"a.b.c": 1, "a.d": [1, 2], "e": None}
+
+
+def test_is_prime_against_a_sieve_squares_of_primes_included():
+    from grokscope.formula import is_prime
+
+    n_max = 200
+    sieve = [True] * (n_max + 1)
+    sieve[0] = sieve[1] = False
+    for d in range(2, n_max + 1):
+        for m in range(2 * d, n_max + 1, d):
+            sieve[m] = False
+    assert [n for n in range(n_max + 1) if is_prime(n)] == [n for n in range(n_max + 1) if sieve[n]]
+    assert not any(is_prime(q * q) for q in (2, 3, 5, 7, 11, 13))

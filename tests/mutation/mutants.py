@@ -135,8 +135,8 @@ MUTANTS: list[Mutant] = [
     M(
         "block-drop-constant-row",
         GR,
-        "        idx = torch.tensor([0, 2 * k - 1, 2 * k])\n        e = energy",
-        "        idx = torch.tensor([2 * k - 1, 2 * k])\n        e = energy",
+        "        idx = torch.tensor([0, 2 * k - 1, 2 * k], device=energy.device)\n        e = energy",
+        "        idx = torch.tensor([2 * k - 1, 2 * k], device=energy.device)\n        e = energy",
         "neuron 3x3 block -> 2x2 block (drop a term)",
     ),
     M(
@@ -226,8 +226,8 @@ MUTANTS: list[Mutant] = [
     M(
         "n-key-freqs-off-by-one",
         PR,
-        "out[names.N_KEY_FREQS] = float(len(freqs))",
-        "out[names.N_KEY_FREQS] = float(len(freqs) - 1)",
+        "out[names.N_KEY_FREQS] = float(len(freqs))\n        out[names.KEY_FREQS_FIXED] = 1.0 if given",
+        "out[names.N_KEY_FREQS] = float(len(freqs) - 1)\n        out[names.KEY_FREQS_FIXED] = 1.0 if given",
         "n_key_freqs off by one",
     ),
     M(
@@ -293,10 +293,11 @@ MUTANTS: list[Mutant] = [
     M("discrete-log-step", FO, "x = x * g % p", "x = (x + g) % p", "discrete log walks by addition"),
     M(
         "is-prime-off-by-one",
-        FO,
+        "grokscope/formula.py",
         "range(2, math.isqrt(n) + 1)",
         "range(2, math.isqrt(n))",
         "is_prime misses square factors",
+        ("tests/test_config.py",),
     ),
     M(
         "inverse-not-transposed",
