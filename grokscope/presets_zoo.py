@@ -131,7 +131,7 @@ for _slug, _kind, _formula in POWER_FORMULAS:
     _where = "in S5" if _kind == "s5" else "mod 97"
     _register(
         f"power-{_slug}",
-        f"Power et al. (2022): {_formula} {_where}, 50% data, 2-layer LayerNorm transformer, AdamW wd 1, batch 512, "
+        f"Power et al. (2022): {_formula} {_where}, 50% data, 2-layer LN transformer, AdamW wd 1, batch 512, "
         "~1e5 updates.\n\nDeviations: inputs [a, b, =] with the loss on the answer only (theirs: <eos> a op b = c"
         " <eos>); x/y rows are all (a, b) with b != 0 rather than (b c, b); pre-LN blocks with a final LN (theirs:"
         " post-LN, none at the end), learned positions (theirs: fixed sinusoids), MLP biases (theirs: none).",
