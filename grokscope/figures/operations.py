@@ -51,13 +51,10 @@ def operation_norms(run: Run | str | Path, step: int | None = None) -> go.Figure
     w = weights(run, s)
     titles, bars, meta = [], [], []
     for formula, basis, label, why in ops:
-        if basis is None:
-            n, a_order, c_order = p, np.arange(p), np.arange(p)
-        else:
-            n, a_order, c_order = basis.n, basis.a_order, basis.c_order
+        n, a_order, _, c_order = _orders(basis, p)
         f = real_fourier_basis(n).numpy()
         w_e, w_l = w.W_E[a_order], w.W_L[:, c_order]
-        keys = key_frequencies_from_norms(group_frequency_norms(torch.from_numpy(np.ascontiguousarray(w_l)), 1))
+        keys = _keys(w_l)
         colors = [COLORS["key"] if k in keys else COLORS["other"] for k in component_freqs(n)]
         for name, norms in (("W_E", np.linalg.norm(f @ w_e, axis=1)), ("W_L", np.linalg.norm(f @ w_l.T, axis=1))):
             titles.append(f"{formula}: {name} over Z_{n} ({label}); key frequencies {keys}")
@@ -89,7 +86,7 @@ def operation_clusters(run: Run | str | Path, step: int | None = None, *, thresh
     p = run.config.task.p
     titles, panels, meta = [], [], []
     for i, (formula, basis, label, _why) in enumerate(ops):
-        a, b = (np.arange(p), np.arange(p)) if basis is None else (basis.a_order, basis.b_order)
+        _, a, b, _ = _orders(basis, p)
         post = operation_grid(run, s, i).post[a][:, b]
         freq, fve = group_neuron_fve(post, len(a))
         clustered = fve >= threshold
@@ -118,6 +115,23 @@ def _mixture_ops(run: Run) -> list[tuple[str, FigureBasis | None, str, str]]:
     if not ops:
         raise FigureUnavailable("the mixture has no operations")
     return ops
+
+
+def _orders(basis: FigureBasis | None, p: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """(n, a_order, b_order, c_order) of an operation's basis; tokens in order over Z_p when it has none."""
+    if basis is None:
+        return p, np.arange(p), np.arange(p), np.arange(p)
+    return basis.n, basis.a_order, basis.b_order, basis.c_order
+
+
+def _keys(w_l_view: np.ndarray) -> list[int]:
+    """Key frequencies by the W_L_dft rule on an operation's view of W_L [d_mlp, n] (columns c_order)."""
+    return key_frequencies_from_norms(group_frequency_norms(torch.from_numpy(np.ascontiguousarray(w_l_view)), 1))
+
+
+def _has_fit(label: str) -> bool:
+    """Whether the operation's basis is exact on the input side, so its logits have a wave fit."""
+    return not (label.startswith("no group basis") or label.endswith("output side only"))
 
 
 def operation_curves(run: Run | str | Path) -> go.Figure:
@@ -177,19 +191,15 @@ def operation_logit_fit(run: Run | str | Path, step: int | None = None) -> go.Fi
     meta: list[dict] = []
     skipped: list[str] = []
     for i, (formula, basis, label, why) in enumerate(ops):
-        if label.startswith("no group basis") or label.endswith("output side only"):
-            reason = why.split(":")[0] if ":" in why else why
+        if not _has_fit(label):
+            reason = why.split(":")[0]
             skipped.append(f"{formula} ({label}): no logit fit: {reason}")
             meta.append({"formula": formula, "basis": None, "why": reason})
             continue
-        if basis is None:
-            n, a, b, c = p, np.arange(p), np.arange(p), np.arange(p)
-        else:
-            n, a, b, c = basis.n, basis.a_order, basis.b_order, basis.c_order
+        n, a, b, c = _orders(basis, p)
         view = operation_grid(run, s, i).logits[a][:, b][:, :, c]
         amps, share = wave_fit_share(view, n)
-        keys = key_frequencies_from_norms(
-            group_frequency_norms(torch.from_numpy(np.ascontiguousarray(w_l_all[:, c])), 1))
+        keys = _keys(w_l_all[:, c])
         titles.append(f"{formula}: waves over Z_{n} ({label}); explain {share:.0%}")
         panels.append((amps, keys))
         meta.append({"formula": formula, "basis": None if basis is None else basis.name, "n": n,
@@ -219,13 +229,12 @@ def operation_panel(run: Run | str | Path, op: int, step: int | None = None) -> 
     s = last_step(run, step)
     formula, basis, label, why = _mixture_ops(run)[op]
     p = run.config.task.p
-    n, a, b, c = (p, np.arange(p), np.arange(p), np.arange(p)) if basis is None else (
-        basis.n, basis.a_order, basis.b_order, basis.c_order)
+    n, a, b, c = _orders(basis, p)
     norms = np.linalg.norm(real_fourier_basis(n).numpy() @ weights(run, s).W_E[a], axis=1)
     meta: dict = {"formula": formula, "basis": None if basis is None else basis.name, "label": label, "n": n,
                   "step": s, "W_E_norms": norms.tolist()}
-    fit = not (label.startswith("no group basis") or label.endswith("output side only"))
-    reason = why.split(":")[0] if ":" in why else why
+    fit = _has_fit(label)
+    reason = why.split(":")[0]
     fig = make_subplots(rows=1, cols=2 if fit else 1, horizontal_spacing=0.08, subplot_titles=(
         f"W_E over Z_{n} ({label})", *([f"logit waves cos/sin(w_k(i+j−m)) over Z_{n}"] if fit else [])))
     fig.add_trace(go.Bar(x=component_labels(n), y=norms, showlegend=False, marker_color=COLORS["other"]), 1, 1)
@@ -266,12 +275,10 @@ def operation_overlap(run: Run | str | Path, step: int | None = None) -> go.Figu
     w = weights(run, s)
     spans, names, meta = [], [], []
     for formula, basis, label, _why in ops:
-        if label.startswith("no group basis") or label.endswith("output side only"):
+        if not _has_fit(label):
             continue
-        n, a_order, c_order = (p, np.arange(p), np.arange(p)) if basis is None else (
-            basis.n, basis.a_order, basis.c_order)
-        keys = key_frequencies_from_norms(
-            group_frequency_norms(torch.from_numpy(np.ascontiguousarray(w.W_L[:, c_order])), 1))
+        n, a_order, _, c_order = _orders(basis, p)
+        keys = _keys(w.W_L[:, c_order])
         rows = [r for r, k in enumerate(component_freqs(n)) if k in keys]
         if rows:
             spans.append(real_fourier_basis(n).numpy()[rows] @ w.W_E[a_order])
