@@ -6,7 +6,9 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import plotly.graph_objects as go
 
@@ -97,17 +99,7 @@ def build_all(run: Run | str | Path, *, only: list[str] | None = None,
         if only is not None and spec.key not in only:
             continue
         t0 = time.perf_counter()
-        fig, note, applicable = None, "", True
-        try:
-            fig = spec.build(run)
-        except FigureNotApplicable as e:
-            note, applicable = str(e), False
-        except FigureUnavailable as e:
-            note = str(e)
-        except Exception as e:  # noqa: BLE001 - one broken figure must not cost the whole report
-            note = f"could not be drawn: {type(e).__name__}: {e}"
-            if log is not None:
-                log(traceback.format_exc())
+        fig, note, applicable = _draw(partial(spec.build, run), log)
         res = FigureResult(spec.key, spec.title, spec.caption, fig, note, time.perf_counter() - t0, applicable)
         if log is not None:
             log(f"  {spec.key:<20} {'ok' if fig is not None else 'skipped: ' + note} ({res.seconds:.1f} s)")
@@ -117,20 +109,32 @@ def build_all(run: Run | str | Path, *, only: list[str] | None = None,
     return out
 
 
+def _draw(build: Callable[[], Any], log: Callable[[str], None] | None) -> tuple[Any, str, bool]:
+    """``build()``'s result with an empty note, or None with the note saying why; and whether the figure applies to
+    this kind of run at all (:class:`FigureNotApplicable`). Any other error becomes a note (and a logged traceback):
+    one broken figure must not cost the whole report."""
+    try:
+        return build(), "", True
+    except FigureNotApplicable as e:
+        return None, str(e), False
+    except FigureUnavailable as e:
+        return None, str(e), True
+    except Exception as e:  # noqa: BLE001 - one broken figure must not cost the whole report
+        if log is not None:
+            log(traceback.format_exc())
+        return None, f"could not be drawn: {type(e).__name__}: {e}", True
+
+
 def _operation_results(run: Run, log: Callable[[str], None] | None) -> list[FigureResult]:
     """A mixture's sections, one per operation in its own basis (key ``operation_{i}``)."""
     out = []
     for i, (formula, _basis, label, _why) in enumerate(operation_bases(run)):
         t0 = time.perf_counter()
-        key, title, caption, fig, note = f"operation_{i}", f"Operation {formula} ({label})", "", None, ""
-        try:
-            title, caption, fig = operations.operation_panel(run, i)
-        except FigureUnavailable as e:
-            note = str(e)
-        except Exception as e:  # noqa: BLE001 - one broken figure must not cost the whole report
-            note = f"could not be drawn: {type(e).__name__}: {e}"
-            if log is not None:
-                log(traceback.format_exc())
+        key, title, caption = f"operation_{i}", f"Operation {formula} ({label})", ""
+        panel, note, _ = _draw(partial(operations.operation_panel, run, i), log)
+        fig = None
+        if panel is not None:
+            title, caption, fig = panel
         out.append(FigureResult(key, title, caption, fig, note, time.perf_counter() - t0))
         if log is not None:
             log(f"  {key:<20} {'ok' if fig is not None else 'skipped: ' + note} ({out[-1].seconds:.1f} s)")
