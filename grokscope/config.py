@@ -14,7 +14,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from grokscope.config_fields import ConfigError, fail, field_paths, flat_dict, from_jsonable, jsonable, parse_override
+from grokscope.config_fields import (
+    ConfigError,
+    apply_overrides,
+    fail,
+    field_paths,
+    flat_dict,
+    from_jsonable,
+    jsonable,
+    parse_override,
+)
 from grokscope.device import check_device_name
 
 __all__ = [
@@ -23,6 +32,7 @@ __all__ = [
 ]
 
 MAX_SEED = 2**32 - 1  # seeds feed torch generators (with offsets) that hold signed 64-bit integers
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}"  # a registered task's or model's name
 
 
 # --------------------------------------------------------------------------- components
@@ -125,7 +135,7 @@ class TaskConfig:
         is registered is checked when the task is built: registrations live in the task floor)."""
         if self.kind != "registered":
             fail("task.name", f"applies to task.kind='registered' only (got task.kind={self.kind!r})")
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}", self.name):
+        if not re.fullmatch(NAME_PATTERN, self.name):
             fail("task.name", f"must name a registered task (letters, digits, '_.:-', at most 100), got {self.name!r}")
         if self.pairs != "all" or self.fresh_data:
             fail("task.pairs" if self.pairs != "all" else "task.fresh_data", "does not apply to task.kind='registered'")
@@ -167,17 +177,15 @@ S5_FORMULAS = ("x*y", "x*y*x^-1", "x*y*x")
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """Network shape. ``arch="transformer"``: TransformerLens layout, only the MLP has biases.
+    """Network shape. ``arch="transformer"``: TransformerLens layout, only the MLP has biases (``biases``: "mlp";
+    "all": TransformerLens's trained b_Q, b_K, b_V, b_O, b_in, b_out, b_U; "none": every bias a zero buffer).
     ``arch="mlp"``: embeddings of a and b summed into one hidden layer, then an unembedding (PAIR style).
     ``arch="vector_mlp"``: one hidden layer on the input read as a vector of numbers (sparse parity); no biases.
+    ``arch="registered"``: your module registered under ``name`` (:func:`grokscope.models.register_model`).
     ``attn_only``: blocks without MLPs. ``dropout``: on the MLP hidden activations (training mode only).
-    ``init_scale``: every initial parameter is multiplied by it (Omnigrok's alpha). ``normalization_type``: None,
-    "LN", "LNPre", "RMS", "RMSPre" (ln1/ln2 before attention/MLP, ln_final before the unembedding, eps 1e-5).
-    ``use_attn_scale``: scores divided by sqrt(d_head) (default) or not. ``parallel_attn_mlp``: GPT-J style
-    blocks, attention and MLP both read resid_pre and add to it. ``positional_embedding_type``: "standard" (W_pos
-    added to the residual stream), "rotary" (no W_pos; q, k rotated in GPT-NeoX halves over their first ``rotary_dim``
-    dims (None: d_head), base ``rotary_base``) or "shortformer" (W_pos added to the q and k input only).
-    ``d_vocab_out``: output logits (None: the task's; more adds unused logits). All TransformerLens's meanings.
+    ``init_scale``: every initial parameter is multiplied by it (Omnigrok's alpha). The transformer knobs
+    ``normalization_type``, ``use_attn_scale``, ``parallel_attn_mlp``, ``positional_embedding_type``, ``rotary_dim``,
+    ``rotary_base``, ``d_vocab_out`` (None: the task's) have TransformerLens's meanings (docs/own-model-and-task.md).
     ``init_mode``: "nanda" (W ~ N(0, 1/d_model), W_U N(0, 1/d_vocab)) or TransformerLens's "gpt2" (N(0, 0.64/d_model)).
     ``fixed_embedding="circle"``: W_E of the number tokens frozen to the normalised (cos, sin) of frequency 1
     (arch='mlp', d_model=2; the PAIR 5-neuron model). ``output_scale``: logits multiplied by it on every forward
@@ -205,10 +213,15 @@ class ModelConfig:
     rotary_base: float = 10000.0
     d_vocab_out: int | None = None
     init_mode: str = "nanda"
+    biases: str = "mlp"
+    name: str = ""
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             fail("model.arch", f"unknown architecture {self.arch!r}; known: {', '.join(repr(a) for a in ARCHS)}")
+        if (self.arch == "registered") != bool(self.name) or not re.fullmatch(NAME_PATTERN, self.name or "x"):
+            fail("model.name", f"names a registered model (letters, digits, '_.:-', at most 100) with "
+                 f"arch='registered', and only then; got {self.name!r} with arch={self.arch!r}")
         for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab_out"):  # d_vocab_out: or None
             value, top = getattr(self, name), 64 if name == "n_layers" else 65536
             if value is not None and not (1 <= value <= top):
@@ -228,12 +241,12 @@ class ModelConfig:
         if self.fixed_embedding == "circle" and (self.arch != "mlp" or self.d_model != 2):
             fail("model.fixed_embedding", "'circle' needs arch='mlp' and d_model=2 (one cos and one sin dimension)")
         for name, known in (("normalization_type", NORMALIZATION_TYPES), ("positional_embedding_type", POS_TYPES),
-                            ("init_mode", ("nanda", "gpt2"))):
+                            ("init_mode", ("nanda", "gpt2")), ("biases", ("mlp", "all", "none"))):
             if getattr(self, name) not in known:
                 fail(f"model.{name}", f"must be one of {', '.join(map(repr, known))}, got {getattr(self, name)!r}")
         for name, off in (("attn_only", False), ("normalization_type", None), ("use_attn_scale", True), ("d_vocab_out",
                           None), ("parallel_attn_mlp", False), ("positional_embedding_type", "standard"),
-                          ("init_mode", "nanda")):
+                          ("init_mode", "nanda"), ("biases", "mlp")):
             if getattr(self, name) != off and self.arch != "transformer":
                 fail(f"model.{name}", "is a transformer knob: it needs arch='transformer'")
         if self.rotary_dim is not None and not (self.positional_embedding_type == "rotary"
@@ -244,7 +257,7 @@ class ModelConfig:
                 fail(f"model.{name}", f"must be a finite number > 0, got {getattr(self, name)}")
 
 
-ARCHS = ("transformer", "mlp", "vector_mlp")
+ARCHS = ("transformer", "mlp", "vector_mlp", "registered")
 ACT_FNS = ("relu", "gelu", "quadratic", "gelu_new", "silu", "solu")
 NORMALIZATION_TYPES = (None, "LN", "LNPre", "RMS", "RMSPre")
 POS_TYPES = ("standard", "rotary", "shortformer")
@@ -332,9 +345,9 @@ class TrainConfig:
     (:mod:`grokscope.device`). ``deterministic``: on CUDA, torch's deterministic algorithms (a run repeats bit for
     bit on the same GPU, somewhat slower); CPU runs are deterministic anyway. ``allow_tf32``: let CUDA compute
     float32 products in TF32 (faster, about 1e-3 relative error; off because the measures compare losses near 1e-7).
-    ``dynamics``: log relative_weight_change and ntk_alignment with the progress measures at any output scale (they
-    are on whenever model.output_scale != 1; docs/measures.md).
-    """
+    ``compile``: ``torch.compile`` the forward with this mode ("none": eager; "reduce-overhead" uses CUDA graphs on a
+    GPU), for the launch overhead; the compile time is in the meta. ``dynamics``: log relative_weight_change and
+    ntk_alignment with the progress measures at any output scale (on whenever model.output_scale != 1)."""
 
     epochs: int = 40000
     batch_size: int | None = None
@@ -353,6 +366,7 @@ class TrainConfig:
     device: str = "auto"
     deterministic: bool = False
     allow_tf32: bool = False
+    compile: str = "none"
 
     def __post_init__(self) -> None:
         if not (1 <= self.epochs <= 10_000_000):
@@ -371,10 +385,15 @@ class TrainConfig:
         _check_seed("train.data_seed", self.data_seed)
         if self.loss not in ("cross_entropy", "stablemax"):
             fail("train.loss", f"must be 'cross_entropy' or 'stablemax', got {self.loss!r}")
+        if self.compile not in COMPILE_MODES:
+            fail("train.compile", f"must be one of {', '.join(map(repr, COMPILE_MODES))}, got {self.compile!r}")
         try:
             check_device_name(self.device)
         except ValueError as e:
             fail("train.device", str(e))
+
+
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -402,7 +421,6 @@ class ExperimentConfig:
         if not self.name or len(self.name) > 200 or any(c in self.name for c in "/\\\0\n"):
             fail("name", f"must be 1..200 characters without '/', '\\\\', NUL or newline, got {self.name!r}")
 
-    # -- JSON round trip ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return jsonable(self)
 
@@ -430,21 +448,3 @@ class ExperimentConfig:
 def _check_seed(path: str, seed: int) -> None:
     if not (0 <= seed <= MAX_SEED):
         fail(path, f"must be an integer in 0..{MAX_SEED}, got {seed}")
-
-
-
-def apply_overrides(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
-    """A new config with dotted-path overrides applied and every value validated."""
-    data = config.to_dict()
-    paths = field_paths(config)
-    for key, value in overrides.items():
-        if key not in paths:
-            close = [p for p in paths if p.endswith("." + key.split(".")[-1])]
-            hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(paths)}"
-            raise ConfigError(f"--set {key}: unknown key{hint}")
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node[part]
-        node[parts[-1]] = value
-    return ExperimentConfig.from_dict(data)

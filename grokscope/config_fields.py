@@ -13,7 +13,9 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Union
 
-__all__ = ["ConfigError", "fail", "field_paths", "flat_dict", "from_jsonable", "parse_override", "jsonable"]
+__all__ = [
+    "ConfigError", "apply_overrides", "fail", "field_paths", "flat_dict", "from_jsonable", "parse_override", "jsonable",
+]
 
 
 class ConfigError(ValueError):
@@ -140,3 +142,20 @@ def parse_override(text: str) -> tuple[str, Any]:
     if raw.strip().lower() in ("none", "null"):
         value = None
     return key, value
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """A new config with dotted-path overrides applied and every value validated."""
+    data = config.to_dict()
+    paths = field_paths(config)
+    for key, value in overrides.items():
+        if key not in paths:
+            close = [p for p in paths if p.endswith("." + key.split(".")[-1])]
+            hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(paths)}"
+            raise ConfigError(f"--set {key}: unknown key{hint}")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node[part]
+        node[parts[-1]] = value
+    return type(config).from_dict(data)
