@@ -2,9 +2,10 @@
 
 By default no LayerNorm, learned positional embeddings added to the residual stream, untied embed/unembed, and
 only the MLP has trainable biases; ``ModelConfig``'s TransformerLens knobs (normalisation, rotary or shortformer
-positions, activations, attention-only, parallel blocks, attention scale, d_vocab_out) change that with
+positions, activations, attention-only, parallel blocks, attention scale, d_vocab_out, biases) change that with
 TransformerLens's meanings (a rotary model has no ``pos_embed``; its sin/cos tables are non-persistent buffers).
-The attention and unembedding biases (``b_Q, b_K, b_V, b_O, b_U``) exist as zero buffers so that a
+A bias that is not trained (``model.biases``: "mlp", the default, trains ``b_in`` and ``b_out``; "all" every bias,
+as TransformerLens does; "none" none) is a zero persistent buffer under its TransformerLens name, so that a
 state dict has exactly the keys of a ``HookedTransformer`` (``normalization_type=None``) and loads into
 one by name. Shapes (TransformerLens layout)::
 
@@ -155,6 +156,15 @@ def apply_rotary(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
     return torch.cat([rotated, x_pass], dim=-1)
 
 
+def add_bias(module: nn.Module, name: str, zeros: Tensor, trained: bool) -> None:
+    """A bias under its TransformerLens name: a trained parameter, or a zero persistent buffer (in the state dict
+    either way, so a checkpoint always has a ``HookedTransformer``'s keys); ``model.biases`` picks which."""
+    if trained:
+        module.register_parameter(name, nn.Parameter(zeros))
+    else:
+        module.register_buffer(name, zeros)
+
+
 class Attention(nn.Module):
     # registered buffers (nn.Module.__getattr__ would type them Tensor | Module)
     b_Q: Tensor
@@ -172,9 +182,10 @@ class Attention(nn.Module):
         self.W_K = nn.Parameter(torch.empty(h, d, dh))
         self.W_V = nn.Parameter(torch.empty(h, d, dh))
         self.W_O = nn.Parameter(torch.empty(h, dh, d))
+        trained = getattr(cfg, "biases", "mlp") == "all"
         for name in ("b_Q", "b_K", "b_V"):
-            self.register_buffer(name, torch.zeros(h, dh))
-        self.register_buffer("b_O", torch.zeros(d))
+            add_bias(self, name, torch.zeros(h, dh), trained)
+        add_bias(self, "b_O", torch.zeros(d), trained)
         self.register_buffer("mask", torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.bool)), persistent=False)
         self.scale = 1.0 / math.sqrt(dh) if getattr(cfg, "use_attn_scale", True) else 1.0
         self.rotary = getattr(cfg, "positional_embedding_type", "standard") == "rotary"
@@ -185,12 +196,16 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    b_in: Tensor  # a parameter, or with model.biases="none" a zero buffer
+    b_out: Tensor
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        trained = getattr(cfg, "biases", "mlp") != "none"
         self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp))
-        self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp))
+        add_bias(self, "b_in", torch.zeros(cfg.d_mlp), trained)
         self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
-        self.b_out = nn.Parameter(torch.zeros(cfg.d_model))
+        add_bias(self, "b_out", torch.zeros(cfg.d_model), trained)
 
 
 class Block(nn.Module):
@@ -206,10 +221,10 @@ class Block(nn.Module):
 class Unembed(nn.Module):
     b_U: Tensor  # a registered buffer
 
-    def __init__(self, d_model: int, d_vocab_out: int):
+    def __init__(self, d_model: int, d_vocab_out: int, trained_bias: bool = False):
         super().__init__()
         self.W_U = nn.Parameter(torch.empty(d_model, d_vocab_out))
-        self.register_buffer("b_U", torch.zeros(d_vocab_out))
+        add_bias(self, "b_U", torch.zeros(d_vocab_out), trained_bias)
 
 
 if TYPE_CHECKING:
@@ -249,7 +264,7 @@ class Transformer(HookedModule):
             self.pos_embed = PosEmbed(n_ctx, cfg.d_model)
         self.blocks = _Blocks([Block(cfg, n_ctx) for _ in range(cfg.n_layers)])
         self.ln_final = _norm(cfg, cfg.d_model)
-        self.unembed = Unembed(cfg.d_model, d_vocab_out)
+        self.unembed = Unembed(cfg.d_model, d_vocab_out, getattr(cfg, "biases", "mlp") == "all")
         init_weights(self, cfg.init_seed)
 
     # -- the plain computation, position by position (as TransformerLens computes it) ------------
