@@ -18,7 +18,9 @@ matrices only: every 2-D parameter except the embeddings and unembedding (``W_E`
 containing ``embed``), plus the attention weights, which TransformerLens stores per head as [n_heads, d_model,
 d_head] (``W_Q``, ``W_K``, ``W_V``) or [n_heads, d_head, d_model] (``W_O``) and Muon sees as the one
 [d_model, n_heads d_head] (resp. [n_heads d_head, d_model]) matrix of the projection. Everything else (embeddings,
-unembedding, biases, norms) is updated by AdamW with ``optim.lr``, ``betas``, ``eps`` and ``weight_decay``.
+unembedding, biases, norms; a TransformerLens bias ``b_*`` whatever its shape, so ``model.biases="all"``'s per-head
+[n_heads, d_head] ``b_Q``, ``b_K``, ``b_V`` too) is updated by AdamW with ``optim.lr``, ``betas``, ``eps`` and
+``weight_decay``.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ def split_for_muon(model: nn.Module) -> tuple[Named, Named]:
         leaf = name.rpartition(".")[2]
         embedding = leaf in EMBEDDING_NAMES or "embed" in name.lower() or name in tables
         attention = p.ndim == 3 and leaf in ATTENTION_IN + ATTENTION_OUT
-        (muon if not embedding and (p.ndim == 2 or attention) else adamw).append((name, p))
+        bias = leaf.startswith("b_")  # TransformerLens biases: b_Q, b_K, b_V are [n_heads, d_head], still biases
+        (muon if not (embedding or bias) and (p.ndim == 2 or attention) else adamw).append((name, p))
     return muon, adamw
 
 
