@@ -56,9 +56,14 @@ class Attribution:
     seconds: float
     n_inputs: int
 
+    @property
+    def device(self) -> torch.device:
+        """Where the scores are (the model's device; the CPU when there are none)."""
+        return next(iter(self.scores.values())).device if self.scores else torch.device("cpu")
+
     def delta(self, sites: Sequence[Site]) -> Tensor:
         """Estimated change of the mean logit difference for each site: [len(sites)] float64."""
-        out = torch.empty(len(sites), dtype=torch.float64)
+        out = torch.empty(len(sites), dtype=torch.float64, device=self.device)
         by_hook: dict[str, list[int]] = {}
         for i, s in enumerate(sites):
             if s.hook not in self.scores:
@@ -66,7 +71,7 @@ class Attribution:
             by_hook.setdefault(s.hook, []).append(i)
         for hook, idx in by_hook.items():
             sc = self.scores[hook]
-            masks = torch.stack([site_mask(sites[i], (1, *sc.shape)) for i in idx]).reshape(len(idx), -1)
+            masks = torch.stack([site_mask(sites[i], (1, *sc.shape), sc.device) for i in idx]).reshape(len(idx), -1)
             out[idx] = masks.to(torch.float64) @ sc.reshape(-1)
         return out
 
@@ -74,7 +79,7 @@ class Attribution:
         """Estimated recovered fraction of each site (same convention as activation patching)."""
         den = self.clean_logit_diff - self.corrupt_logit_diff
         if abs(den) < 1e-12:
-            return torch.full((len(sites),), float("nan"), dtype=torch.float64)
+            return torch.full((len(sites),), float("nan"), dtype=torch.float64, device=self.device)
         d = self.delta(sites) / den
         return d if self.direction == "denoise" else 1.0 + d
 
@@ -163,12 +168,12 @@ def pearson(x: Tensor, y: Tensor) -> float:
 def _ranks(x: Tensor) -> Tensor:
     order = torch.argsort(x, stable=True)
     r = torch.empty_like(x)
-    r[order] = torch.arange(x.numel(), dtype=x.dtype)
+    r[order] = torch.arange(x.numel(), dtype=x.dtype, device=x.device)
     # average ranks over ties
     vals, inv = torch.unique(x, return_inverse=True)
     if vals.numel() < x.numel():
-        sums = torch.zeros(vals.numel(), dtype=x.dtype).index_add_(0, inv, r)
-        cnt = torch.zeros(vals.numel(), dtype=x.dtype).index_add_(0, inv, torch.ones_like(r))
+        sums = torch.zeros(vals.numel(), dtype=x.dtype, device=x.device).index_add_(0, inv, r)
+        cnt = torch.zeros(vals.numel(), dtype=x.dtype, device=x.device).index_add_(0, inv, torch.ones_like(r))
         r = (sums / cnt)[inv]
     return r
 

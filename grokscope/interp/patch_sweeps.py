@@ -214,14 +214,15 @@ def cluster_patching(
                                                  for k in sorted(set(key_freqs))]
     union = sorted(i for _, idx in groups for i in idx)
     groups.append(("all keys", union))
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # random sets drawn on the CPU: the same sets on every device
     sites: list[Site] = []
     spans: list[tuple[int, int]] = []
     for _, idx in groups:
         start = len(sites)
         sites.append(Site(hook, pos, None, tuple(idx)))
         for _ in range(n_random):
-            sites.append(Site(hook, pos, None, tuple(torch.randperm(d_mlp, generator=gen)[: len(idx)].tolist())))
+            draw = torch.randperm(d_mlp, generator=gen, device="cpu")[: len(idx)]
+            sites.append(Site(hook, pos, None, tuple(draw.tolist())))
         spans.append((start, len(sites)))
     ld, clean, corrupt = patch_sites(model, setup, sites, direction=direction)
     rec = recovered_fraction(ld, clean, corrupt)

@@ -85,15 +85,19 @@ def make_corruption(
     """
     if operand not in ("a", "b"):
         raise ValueError(f"operand must be 'a' or 'b', got {operand!r}")
-    rows = {"all": torch.arange(task.tokens.shape[0]), "train": task.train_idx, "test": task.test_idx}.get(split)
+    dev = task.tokens.device
+    rows = {"all": torch.arange(task.tokens.shape[0], device=dev), "train": task.train_idx,
+            "test": task.test_idx}.get(split)
     if rows is None:
         raise ValueError(f"split must be 'all', 'train' or 'test', got {split!r}")
     p = task.p
+    # the seeded draws are made on the CPU (the same inputs on every device); the row-by-row search reads CPU copies
     gen = torch.Generator().manual_seed(seed)
-    rows = rows[torch.randperm(rows.numel(), generator=gen)]
+    rows = rows.cpu()[torch.randperm(rows.numel(), generator=gen, device="cpu")]
+    tokens, labels = task.tokens.cpu(), task.labels.cpu()
     # lookup table: grid index a*p + b -> task row (or -1 where the formula is undefined)
-    lookup = torch.full((p * p,), -1, dtype=torch.long)
-    lookup[task.pair_index] = torch.arange(task.tokens.shape[0])
+    lookup = torch.full((p * p,), -1, dtype=torch.long, device="cpu")
+    lookup[task.pair_index.cpu()] = torch.arange(tokens.shape[0], device="cpu")
     pos = 0 if operand == "a" else 1
     clean_rows: list[int] = []
     corrupt_rows: list[int] = []
@@ -101,20 +105,20 @@ def make_corruption(
     for r in rows.tolist():
         if len(clean_rows) >= want:
             break
-        a, b = int(task.tokens[r, 0]), int(task.tokens[r, 1])
-        cand = torch.randperm(p, generator=gen)
+        a, b = int(tokens[r, 0]), int(tokens[r, 1])
+        cand = torch.randperm(p, generator=gen, device="cpu")
         for x in cand.tolist():
             if x == (a if pos == 0 else b):
                 continue
             idx = x * p + b if pos == 0 else a * p + x
             j = int(lookup[idx])
-            if j >= 0 and int(task.labels[j]) != int(task.labels[r]):
+            if j >= 0 and int(labels[j]) != int(labels[r]):
                 clean_rows.append(r)
                 corrupt_rows.append(j)
                 break
     if not clean_rows:
         raise ValueError("no input has a corruption with a different answer")
-    c, k = torch.tensor(clean_rows), torch.tensor(corrupt_rows)
+    c, k = torch.tensor(clean_rows, device=dev), torch.tensor(corrupt_rows, device=dev)
     how = (f"operand {operand} replaced by a random residue with a different answer; {len(c)} {split} inputs, "
            f"seed {seed}")
     return PatchSetup(task.tokens[c], task.tokens[k], task.labels[c], task.labels[k], description=how)
@@ -171,20 +175,21 @@ def activation_layout(hook: str, ndim: int) -> tuple[str, ...]:
     raise ValueError(f"cannot interpret activation {hook!r} with {ndim} dimensions")
 
 
-def site_mask(site: Site, shape: Sequence[int]) -> Tensor:
-    """Boolean mask over an activation's non-batch axes (``shape`` includes the batch axis) selecting ``site``."""
+def site_mask(site: Site, shape: Sequence[int], device: torch.device | str = "cpu") -> Tensor:
+    """Boolean mask over an activation's non-batch axes (``shape`` includes the batch axis) selecting ``site``,
+    on ``device`` (that of the activation it selects from)."""
     layout = activation_layout(site.hook, len(shape))
-    mask = torch.ones(tuple(shape[1:]), dtype=torch.bool)
+    mask = torch.ones(tuple(shape[1:]), dtype=torch.bool, device=device)
     for axis, name in enumerate(layout[1:]):
         size = shape[axis + 1]
         if name == "pos" and site.position is not None:
-            keep = torch.zeros(size, dtype=torch.bool)
+            keep = torch.zeros(size, dtype=torch.bool, device=device)
             keep[site.position] = True
         elif name == "head" and site.head is not None:
-            keep = torch.zeros(size, dtype=torch.bool)
+            keep = torch.zeros(size, dtype=torch.bool, device=device)
             keep[site.head] = True
         elif name == "unit" and site.units is not None:
-            keep = torch.zeros(size, dtype=torch.bool)
+            keep = torch.zeros(size, dtype=torch.bool, device=device)
             keep[list(site.units)] = True
         else:
             continue
@@ -262,7 +267,7 @@ def patch_sites(
     ld_corrupt = float(logit_diff(lk, setup.clean_answers, setup.corrupt_answers).mean())
     source, target_tokens = (cc, setup.corrupt_tokens) if direction == "denoise" else (ck, setup.clean_tokens)
     n = setup.n
-    out = torch.empty(len(sites), dtype=torch.float64)
+    out = torch.empty(len(sites), dtype=torch.float64, device=lc.device)
     by_hook: dict[str, list[int]] = {}
     for i, s in enumerate(sites):
         if s.hook not in source:
@@ -271,7 +276,7 @@ def patch_sites(
         by_hook.setdefault(s.hook, []).append(i)
     for hook, idx in by_hook.items():
         src = source[hook]
-        masks = torch.stack([site_mask(sites[i], src.shape) for i in idx])  # [m, *shape[1:]]
+        masks = torch.stack([site_mask(sites[i], src.shape, src.device) for i in idx])  # [m, *shape[1:]]
         per = max(1, max_rows // n)
         for start in range(0, len(idx), per):
             chunk = masks[start : start + per]

@@ -110,7 +110,8 @@ class RidgeSolver:
         n_val = max(1, int(round(n * val_fraction)))
         self.split = None
         if n - n_val >= 2 and len(self.alphas) > 1:
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+            gen = torch.Generator().manual_seed(seed)  # drawn on the CPU: the same split on every device
+            perm = torch.randperm(n, generator=gen, device="cpu").to(self.x.device)
             self.val, self.tr = perm[:n_val], perm[n_val:]
             self.split = _Decomp(self.x[self.tr])
 
@@ -253,7 +254,8 @@ def probe_model(
         kinds = ("a", "b", "a+b") if same else ("a", "b", "a+b", "c")
     x = activations_at(model, task.tokens, hook, position)
     n = x.shape[0]
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    gen = torch.Generator().manual_seed(seed)  # drawn on the CPU: the same split on every device
+    perm = torch.randperm(n, generator=gen, device="cpu").to(x.device)
     n_fit = max(2, min(n - 1, int(round(n * fit_fraction))))
     fit, ev = perm[:n_fit], perm[n_fit:]
     r2, alphas = {}, {}

@@ -83,18 +83,19 @@ class SAEConfig:
 
 
 class SAE(nn.Module):
-    """A sparse autoencoder with ``W_enc`` [d, n_features], ``b_enc``, ``W_dec`` [n_features, d], ``b_dec``."""
+    """A sparse autoencoder with ``W_enc`` [d, n_features], ``b_enc``, ``W_dec`` [n_features, d], ``b_dec``, on
+    ``device``."""
 
-    def __init__(self, d: int, cfg: SAEConfig):
+    def __init__(self, d: int, cfg: SAEConfig, device: torch.device | str = "cpu"):
         super().__init__()
         self.cfg = cfg
-        gen = torch.Generator().manual_seed(cfg.seed)
-        dec = torch.randn(cfg.n_features, d, generator=gen)
-        dec = dec / dec.norm(dim=1, keepdim=True)
+        gen = torch.Generator().manual_seed(cfg.seed)  # drawn on the CPU, then moved: the same start on every device
+        dec = torch.randn(cfg.n_features, d, generator=gen, device="cpu")
+        dec = (dec / dec.norm(dim=1, keepdim=True)).to(device)
         self.W_dec = nn.Parameter(dec)
         self.W_enc = nn.Parameter(dec.T.clone())
-        self.b_enc = nn.Parameter(torch.zeros(cfg.n_features))
-        self.b_dec = nn.Parameter(torch.zeros(d))
+        self.b_enc = nn.Parameter(torch.zeros(cfg.n_features, device=device))
+        self.b_dec = nn.Parameter(torch.zeros(d, device=device))
 
     def encode(self, x: Tensor) -> Tensor:
         pre = (x - self.b_dec) @ self.W_enc + self.b_enc
@@ -119,17 +120,17 @@ def train_sae(x: Tensor, cfg: SAEConfig = SAEConfig()) -> tuple[SAE, list[float]
     """Train an SAE on rows of ``x`` [n, d]; returns (the SAE in eval mode, the loss every 100 steps)."""
     x = x.detach().to(torch.float32)
     n, d = x.shape
-    sae = SAE(d, cfg)
+    sae = SAE(d, cfg, x.device)
     mean = x.mean(dim=0)
     scale = float(((x - mean) ** 2).sum(dim=1).mean()) or 1.0
     with torch.no_grad():
         sae.b_dec.copy_(mean)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # batches drawn on the CPU: the same ones on every device
     losses = []
     bs = min(cfg.batch_size, n)
     for step in range(cfg.steps):
-        xb = x[torch.randint(0, n, (bs,), generator=gen)]
+        xb = x[torch.randint(0, n, (bs,), generator=gen, device="cpu").to(x.device)]
         f = sae.encode(xb)
         rec = ((sae.decode(f) - xb) ** 2).sum(dim=1).mean() / scale
         loss = rec + cfg.l1 * f.sum(dim=1).mean() / math.sqrt(scale) if cfg.kind == "l1" else rec
@@ -168,8 +169,9 @@ class SAEFeatures:
         return {**self.__dict__, "per_key_frequency": {str(k): v for k, v in self.per_key_frequency.items()}}
 
 
-def _family(k: int, p: int, harmonics: int) -> Tensor:
-    """Basis rows of {0} and the frequencies m*k mod p (folded into 1..(p-1)/2) for m = 1..harmonics."""
+def _family(k: int, p: int, harmonics: int, device: torch.device) -> Tensor:
+    """Basis rows of {0} and the frequencies m*k mod p (folded into 1..(p-1)/2) for m = 1..harmonics, on
+    ``device``."""
     freqs = set()
     for m in range(1, harmonics + 1):
         j = (m * k) % p
@@ -179,7 +181,7 @@ def _family(k: int, p: int, harmonics: int) -> Tensor:
     rows = [0]
     for j in sorted(freqs):
         rows += [2 * j - 1, 2 * j]
-    return torch.tensor(rows)
+    return torch.tensor(rows, device=device)
 
 
 def feature_frequencies(feats: Tensor, p: int, key_freqs: Iterable[int], threshold: float | None = None, *,
@@ -200,9 +202,9 @@ def feature_frequencies(feats: Tensor, p: int, key_freqs: Iterable[int], thresho
     n_k = (p - 1) // 2
     strict, harm = [], []
     for k in range(1, n_k + 1):
-        i3 = torch.tensor([0, 2 * k - 1, 2 * k])
+        i3 = torch.tensor([0, 2 * k - 1, 2 * k], device=energy.device)
         strict.append(energy[i3][:, i3].sum(dim=(0, 1)) / total)
-        fam = _family(k, p, harmonics)
+        fam = _family(k, p, harmonics, energy.device)
         harm.append(energy[fam][:, fam].sum(dim=(0, 1)) / total)
     strict_t, harm_t = torch.stack(strict), torch.stack(harm)  # [K, n]
     fve, arg = strict_t.max(dim=0)  # the fundamental: most energy in one frequency's 3x3 block
@@ -220,7 +222,7 @@ def feature_frequencies(feats: Tensor, p: int, key_freqs: Iterable[int], thresho
         fe = c[:, 1::2] + c[:, 2::2]
         share, oarg = (fe / fe.sum(dim=1, keepdim=True).clamp_min(1e-300)).max(dim=1)
         ofreq = oarg + 1
-        key_t = torch.tensor(keys, dtype=ofreq.dtype)
+        key_t = torch.tensor(keys, dtype=ofreq.dtype, device=ofreq.device)
         out_ok = alive & (share >= thr) & torch.isin(ofreq, key_t)
         n_out = int(out_ok.sum())
         n_both = int((out_ok & aligned & (ofreq == freq)).sum())
@@ -378,12 +380,13 @@ class SAEComparison:
 def compare_saes(sae_a: SAE, sae_b: SAE, report_a: SAEReport | None = None, report_b: SAEReport | None = None,
                  *, threshold: float = 0.9) -> SAEComparison:
     """Match decoder directions of two SAEs trained on the same activation (same neuron basis)."""
-    live_a = torch.ones(sae_a.W_dec.shape[0], dtype=torch.bool)
-    live_b = torch.ones(sae_b.W_dec.shape[0], dtype=torch.bool)
+    dev_a, dev_b = sae_a.W_dec.device, sae_b.W_dec.device
+    live_a = torch.ones(sae_a.W_dec.shape[0], dtype=torch.bool, device=dev_a)
+    live_b = torch.ones(sae_b.W_dec.shape[0], dtype=torch.bool, device=dev_b)
     if report_a is not None and report_a.features.frequency:
-        live_a = torch.tensor([f > 0 for f in report_a.features.frequency])
+        live_a = torch.tensor([f > 0 for f in report_a.features.frequency], device=dev_a)
     if report_b is not None and report_b.features.frequency:
-        live_b = torch.tensor([f > 0 for f in report_b.features.frequency])
+        live_b = torch.tensor([f > 0 for f in report_b.features.frequency], device=dev_b)
     da = F.normalize(sae_a.W_dec.detach()[live_a], dim=1)
     db = F.normalize(sae_b.W_dec.detach()[live_b], dim=1)
     if da.shape[0] == 0 or db.shape[0] == 0:
@@ -393,10 +396,10 @@ def compare_saes(sae_a: SAE, sae_b: SAE, report_a: SAEReport | None = None, repo
     matched = best >= threshold
     same = 0
     if report_a is not None and report_b is not None:
-        fa = torch.tensor(report_a.features.frequency)[live_a]
-        aa = torch.tensor(report_a.features.aligned)[live_a]
-        fb = torch.tensor(report_b.features.frequency)[live_b][idx]
-        ab = torch.tensor(report_b.features.aligned)[live_b][idx]
+        fa = torch.tensor(report_a.features.frequency, device=dev_a)[live_a]
+        aa = torch.tensor(report_a.features.aligned, device=dev_a)[live_a]
+        fb = torch.tensor(report_b.features.frequency, device=dev_b)[live_b][idx]
+        ab = torch.tensor(report_b.features.aligned, device=dev_b)[live_b][idx]
         same = int((matched & aa & ab & (fa == fb)).sum())
     return SAEComparison(report_a.step if report_a else None, report_b.step if report_b else None, float(best.mean()),
                          int(matched.sum()), threshold, same, int(da.shape[0]), int(db.shape[0]))
