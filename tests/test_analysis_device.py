@@ -2,15 +2,17 @@
 note), so an analysis of a model on CUDA does not mix devices; on the CPU the numbers stay bit for bit.
 
 There is no GPU in the test run, so the check is on the code: the modules' ``torch`` is replaced by a proxy whose
-factory functions (``torch.arange``, ``zeros``, ``tensor``, ...) refuse a call without ``device=``. A call without one
-makes a CPU tensor whatever the inputs' device. The whole analyses then run under the proxy and must give exactly
-the results they give without it. (grokscope.measures, which they call, is checked by its own tests.)
+factory functions (``torch.arange``, ``zeros``, ``tensor``, ...) refuse a call without ``device=``
+(tests/device_proxy.py, shared with tests/test_interp_device.py). A call without one makes a CPU tensor whatever the
+inputs' device. The whole analyses then run under the proxy and must give exactly the results they give without it.
+(grokscope.measures, which they call, is checked by its own tests.)
 """
 
 import json
 
 import pytest
 import torch
+from device_proxy import StrictTorch, strict
 
 from grokscope.analysis import basis, irreps, reverse, zoo
 from grokscope.analysis.construct import group_network, quadratic_mlp_addition, s5_irrep_transformer
@@ -19,49 +21,14 @@ from grokscope.models import build_model
 from grokscope.tasks import make_task
 from grokscope.tasks.zoo import make_s5_task
 
-FACTORIES = (
-    "arange",
-    "as_tensor",
-    "empty",
-    "eye",
-    "full",
-    "linspace",
-    "ones",
-    "rand",
-    "randint",
-    "randn",
-    "tensor",
-    "zeros",
-)
 MODULES = (reverse, basis, zoo, irreps)
 
 
-class StrictTorch:
-    """``torch``, except that its factory functions raise unless they are given a device."""
-
-    def __getattr__(self, name):
-        attr = getattr(torch, name)
-        if name not in FACTORIES:
-            return attr
-
-        def checked(*args, **kwargs):
-            if kwargs.get("device") is None:
-                raise AssertionError(f"torch.{name} called without device=: it would make a CPU tensor")
-            return attr(*args, **kwargs)
-
-        return checked
-
-
-def _strict(monkeypatch):
-    for module in MODULES:
-        monkeypatch.setattr(module, "torch", StrictTorch())
-
-
 def test_the_proxy_refuses_a_factory_call_without_a_device():
-    strict = StrictTorch()
+    proxy = StrictTorch()
     with pytest.raises(AssertionError, match="torch.arange called without device="):
-        strict.arange(3)
-    assert torch.equal(strict.arange(3, device="cpu"), torch.arange(3)) and strict.float64 is torch.float64
+        proxy.arange(3)
+    assert torch.equal(proxy.arange(3, device="cpu"), torch.arange(3)) and proxy.float64 is torch.float64
 
 
 def _transformer(seed=3):
@@ -92,5 +59,5 @@ def _cases():
 def test_the_analyses_create_no_tensor_without_the_inputs_device(monkeypatch, index):
     name, run = _cases()[index]
     plain = json.dumps(run(), sort_keys=True)
-    _strict(monkeypatch)
+    strict(monkeypatch, MODULES)
     assert json.dumps(run(), sort_keys=True) == plain, name  # the same bits with every device explicit
