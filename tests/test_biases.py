@@ -104,8 +104,8 @@ def test_all_trains_every_bias(tiny_config, tmp_path):
     run = train(cfg, tmp_path / "all", progress=False)
     assert run.meta["forward"] == "fast"
     state = run.load_state_dict()
-    for name in ALL_BIASES:
-        assert state[name].abs().max() > 1e-4, name  # started at zero; trained
+    for name in ALL_BIASES:  # started at zero; trained (b_K's gradient is zero up to rounding: see below)
+        assert state[name].abs().max() > 1e-4 or name == "blocks.0.attn.b_K", name
     # the default leaves the attention and unembedding biases at zero
     mlp = train(_config(tiny_config, "mlp"), tmp_path / "mlp", progress=False).load_state_dict()
     for name in (*ATTN_BIASES, "unembed.b_U"):
@@ -168,8 +168,9 @@ def test_ensemble_members_match_single_runs(tiny_config, tmp_path, biases):
             if name == "blocks.0.attn.b_K":  # its gradient is rounding noise (the test above), which AdamW
                 continue  # turns into lr-sized steps: the two runs' noise differs; its effect on the logits is nil
             torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
-        moved = [n for n in ALL_BIASES if b[n].abs().max() > 0]
-        assert moved == (list(ALL_BIASES) if biases == "all" else [])
+        moved = [n for n in ALL_BIASES if b[n].abs().max() > 0 and n != "blocks.0.attn.b_K"]
+        assert moved == ([n for n in ALL_BIASES if n != "blocks.0.attn.b_K"] if biases == "all" else [])
+        assert biases == "all" or not b["blocks.0.attn.b_K"].any()
         me, ms = runs[k].metrics, single.metrics
         assert ((me - ms).abs() <= 1e-5 * ms.abs() + 1e-7).all().all()
 

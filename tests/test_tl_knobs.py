@@ -337,3 +337,55 @@ def test_gpt2_init_mode_is_transformer_lens_s_normal_with_std_0_8_over_sqrt_d_mo
         ModelConfig(init_mode="xavier_uniform")
     with pytest.raises(ConfigError, match="model.init_mode"):
         ModelConfig(arch="mlp", init_mode="gpt2")
+
+
+# ------------------------------------------------------------------ biases on or off (model.biases)
+
+# (biases, normalisation, layers, positions, attn_only, parallel_attn_mlp): 10 combinations, each trained a few
+# steps first so that the biases "all" trains are nonzero when the logits are compared
+BIAS_GRID = [
+    ("all", None, 1, "standard", False, False),
+    ("all", "LN", 2, "standard", False, False),
+    ("all", "RMS", 1, "rotary", False, False),
+    ("all", "LNPre", 2, "shortformer", True, False),
+    ("all", "LN", 1, "standard", False, True),
+    ("all", None, 2, "rotary", False, True),
+    ("none", None, 1, "standard", False, False),
+    ("none", "LN", 2, "rotary", False, False),
+    ("none", "RMSPre", 1, "shortformer", True, False),
+    ("none", "RMS", 2, "standard", False, True),
+]
+BIASES = ("attn.b_Q", "attn.b_K", "attn.b_V", "attn.b_O", "mlp.b_in", "mlp.b_out")
+
+
+@pytest.mark.parametrize("biases,norm,n_layers,pos,attn_only,parallel", BIAS_GRID)
+def test_trained_bias_layouts_load_into_hooked_transformer_with_identical_logits(
+    biases, norm, n_layers, pos, attn_only, parallel, tmp_path
+):
+    import grokscope
+
+    cfg = _pos_cfg(pos, norm, n_layers, attn_only, parallel, biases=biases)
+    cfg = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, epochs=6, log_every=3, checkpoint_every=6, measure_every=0)
+    )
+    run = grokscope.train(cfg, tmp_path / "run", progress=False)
+    state = run.load_state_dict()
+    names = [f"blocks.{i}.{b}" for i in range(n_layers) for b in BIASES if not (attn_only and "mlp" in b)]
+    names.append("unembed.b_U")
+    for name in names:  # "all": every bias trained (b_K's gradient is zero up to rounding: it may stay at 0)
+        assert (state[name].abs().max() > 0) == (biases == "all") or name.endswith("b_K"), name
+    model = run.load_model()
+    assert {n for n, _ in model.named_parameters()} & set(names) == (set(names) if biases == "all" else set())
+    if importlib.util.find_spec("transformer_lens") is None:
+        return
+    hooked = grokscope.to_hooked_transformer(run)
+    tokens = run.task().tokens
+    theirs = _logits(hooked, tokens)
+    torch.testing.assert_close(_logits(model, tokens), theirs, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), theirs[:, -1], atol=1e-5, rtol=0)
+    for name in names:  # TransformerLens has no bias knob: it holds what grokscope trained, zeros for "none"
+        assert torch.equal(hooked.state_dict()[name], state[name]), name
+    back = from_hooked_transformer(hooked, cfg)
+    assert {n for n, _ in back.named_parameters()} == {n for n, _ in model.named_parameters()}
+    torch.testing.assert_close(_logits(back, tokens), theirs, atol=1e-5, rtol=0)
