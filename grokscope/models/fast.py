@@ -17,6 +17,11 @@ call from the current weights, and the per-example work is small. With ``x_i(t) 
   ``c = [(x2 + b_O) W_in + b_in | (x2 + b_O + b_out) W_U + b_U]``.
 * ``logits = direct + act(pre) W_L`` with the folded neuron-logit map ``W_L = W_out W_U``.
 
+Every bias of TransformerLens's layout is in this algebra, so it covers each ``model.biases`` layout ("mlp",
+"all", "none"): the tables read a bias whether it is a parameter or a zero buffer, and autograd carries the
+gradient to those that are parameters (b_K's is zero up to rounding, on this path as on the general one: it shifts
+all of a query's scores by ``b_K . q``, which the softmax cancels).
+
 Per example that is a softmax over 3 scores per head, one gather-sum of ``2 n_heads`` rows of
 ``d_mlp + d_vocab_out`` numbers, the hidden activation and one ``[d_mlp, d_vocab_out]`` matrix product;
 TransformerLens computes three positions through every matrix. Gradients flow through the tables to the
@@ -225,8 +230,8 @@ PARAM_NAMES = (
 
 
 def model_tensors(model: Transformer) -> dict[str, Tensor]:
-    """The tensors the fast path reads (parameters and the zero bias buffers), by state-dict name, with a leading
-    K=1 axis."""
+    """The tensors the fast path reads (parameters, and the biases ``model.biases`` keeps as buffers), by state-dict
+    name, with a leading K=1 axis."""
     named = dict(model.named_parameters()) | dict(model.named_buffers())
     return {name: named[name].unsqueeze(0) for name in PARAM_NAMES}
 
