@@ -2,9 +2,11 @@
 
 grokscope's :class:`~grokscope.models.Transformer` has TransformerLens's names, shapes and state-dict keys
 (``normalization_type=None``, learned positions, causal attention scaled by 1/sqrt(d_head)), so a
-conversion is a checked state-dict copy. The attention and unembedding biases (``b_Q, b_K, b_V, b_O, b_U``)
-are buffers in grokscope: zero for models grokscope trains, loaded as they are (nonzero) for a model
-TransformerLens trained; every forward of grokscope (the plain one and the fast path) adds them.
+conversion is a checked state-dict copy. Which biases train is the config's ``model.biases`` (TransformerLens has
+no such knob): by default the attention and unembedding biases (``b_Q, b_K, b_V, b_O, b_U``) are buffers, zero for
+models grokscope trains; "all" trains them as TransformerLens does. Every bias is loaded as it is, a parameter or a
+buffer by the layout, and every forward of grokscope (the plain one and the fast path) adds it;
+:func:`biases_layout` names the layout that holds a TransformerLens model as it is.
 
 TransformerLens is imported only where a ``HookedTransformer`` or its config is built (extra ``tl``):
 :func:`from_hooked_transformer` on a state dict works without it. The analysis of such a model is
@@ -27,7 +29,8 @@ from grokscope.models import build_model
 from grokscope.store import Run
 from grokscope.tasks import make_task
 
-__all__ = ["TL_INSTALL_HINT", "from_hooked_transformer", "hooked_transformer_config", "to_hooked_transformer"]
+__all__ = ["TL_INSTALL_HINT", "biases_layout", "from_hooked_transformer", "hooked_transformer_config",
+           "to_hooked_transformer"]
 
 TL_INSTALL_HINT = 'pip install "grokscope[tl]"'
 
@@ -50,6 +53,24 @@ _DIMS = {
     "W_in": ("d_model", "d_mlp"), "b_in": ("d_mlp",), "W_out": ("d_mlp", "d_model"), "b_out": ("d_model",),
     "unembed.W_U": ("d_model", "d_vocab_out"), "unembed.b_U": ("d_vocab_out",), "w": ("d_model",), "b": ("d_model",),
 }
+
+
+def biases_layout(model_or_state_dict: Any) -> str:
+    """The ``model.biases`` layout that holds a TransformerLens model (a module or a state dict) as it is: "all" when
+    an attention or unembedding bias (``b_Q, b_K, b_V, b_O, b_U``) is nonzero or, in a module, is a parameter that
+    requires grad (TransformerLens trains them unless they are frozen, so a fresh ``HookedTransformer`` is "all");
+    "none" when every bias, ``b_in`` and ``b_out`` too, is zero and none is a parameter that requires grad; "mlp"
+    otherwise. A grokscope model gets its own layout back."""
+    if isinstance(model_or_state_dict, nn.Module):
+        trains = {n for n, p in model_or_state_dict.named_parameters() if p.requires_grad}
+        state: Mapping[str, Any] = model_or_state_dict.state_dict()
+    else:
+        trains, state = set(), model_or_state_dict
+    biases = [n for n in state if n.rsplit(".", 1)[-1] in (*BIAS_BUFFERS, "b_in", "b_out")]
+    used = {n for n in biases if n in trains or bool(torch.as_tensor(state[n]).any())}
+    if any(n.rsplit(".", 1)[-1] in BIAS_BUFFERS for n in used):
+        return "all"
+    return "mlp" if used else "none"
 
 
 def _transformer_lens() -> Any:
@@ -216,8 +237,10 @@ def from_hooked_transformer(model_or_state_dict: Any, config: ExperimentConfig, 
     positions, attention scale) or a state dict (mapping name -> tensor) with TransformerLens keys.
     ``config`` gives the architecture and task. Keys and shapes must match it; TransformerLens's ``mask`` and
     ``IGNORE`` buffers are ignored; absent ``b_Q, b_K, b_V, b_O, b_U`` are zero and present ones are kept
-    (nonzero when TransformerLens trained them). A mismatch raises :class:`ConfigError` naming the key and
-    both shapes (and ``where``, the source, when given). Works without TransformerLens for a state dict.
+    (nonzero when TransformerLens trained them), as parameters or buffers by ``config.model.biases``
+    (:func:`biases_layout` names the layout that trains what the source trains). A mismatch raises
+    :class:`ConfigError` naming the key and both shapes (and ``where``, the source, when given). Works without
+    TransformerLens for a state dict.
     """
     _check_representable(config)
     if isinstance(model_or_state_dict, nn.Module):

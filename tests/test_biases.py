@@ -209,3 +209,46 @@ def test_biases_is_a_transformer_knob():
     with pytest.raises(ConfigError, match="model.biases"):
         ModelConfig(biases="attention")
     assert dataclasses.replace(ModelConfig(), biases="none").biases == "none"
+
+
+def test_biases_layout_names_the_layout_that_holds_a_model_as_it_is(tiny_config):
+    from grokscope.interop import biases_layout
+
+    for biases in ("mlp", "all", "none"):
+        model, _ = _model(_config(tiny_config, biases))
+        assert biases_layout(model) == biases  # a grokscope model: its own layout
+    state = {k: v.clone() for k, v in _model(_config(tiny_config, "mlp"))[0].state_dict().items()}
+    assert biases_layout(state) == "none"  # a state dict: only values count, and every bias is zero at init
+    state["blocks.0.mlp.b_out"][0] = 0.1
+    assert biases_layout(state) == "mlp"
+    state["unembed.b_U"][3] = -0.2
+    assert biases_layout(state) == "all"
+
+
+def test_a_hooked_transformer_converts_with_its_layout_and_keeps_training_what_it_trained(tiny_config):
+    pytest.importorskip("transformer_lens")
+    import warnings
+
+    import transformer_lens
+
+    from grokscope.interop import biases_layout, from_hooked_transformer, hooked_transformer_config
+
+    cfg = _config(tiny_config, "mlp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hooked = transformer_lens.HookedTransformer(hooked_transformer_config(cfg, seed=0))
+    assert biases_layout(hooked) == "all"  # TransformerLens trains every bias (zero at its init)
+    for name, p in hooked.named_parameters():
+        if name.rsplit(".", 1)[-1] in ("b_Q", "b_K", "b_V", "b_O", "b_U"):
+            p.requires_grad_(False)
+    assert biases_layout(hooked) == "mlp"
+    _nonzero_biases(hooked)
+    layout = biases_layout(hooked)
+    assert layout == "all"  # nonzero attention biases: only "all" trains them on
+    cfg = apply_overrides(cfg, {"model.biases": layout})
+    ours = from_hooked_transformer(hooked, cfg)
+    assert {n for n, _ in ours.named_parameters()} >= set(ALL_BIASES)
+    task = make_task(cfg.task)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.testing.assert_close(ours.forward_all(task.tokens), hooked(task.tokens), atol=1e-5, rtol=0)
