@@ -1,0 +1,120 @@
+"""grokscope.interp on any device (issue 20): patching, attribution, cluster sweeps, probes and SAEs create every
+tensor on the device of the tensors they combine with, and draw their seeded randomness on the CPU (then move it), so
+a GPU run sees the same inputs, splits, SAE start and batches as a CPU run.
+
+Two checks. On the CPU, the interp modules' ``torch`` is replaced by the strict proxy of tests/device_proxy.py (a
+factory call without ``device=`` raises) and every instrument must give exactly the results it gives without it. On
+CUDA and MPS (the ``DEVICES`` fixture; skipped where absent), the model and the task are moved there and the
+results must equal the CPU's to float32 rounding.
+"""
+
+import json
+import math
+
+import pytest
+import torch
+from device_proxy import StrictTorch, strict
+
+from grokscope.analysis.construct import quadratic_mlp_addition
+from grokscope.config import ModelConfig, TaskConfig
+from grokscope.interp import attribution, patch_sweeps, patching, probes, sae
+from grokscope.measures import post_hook_name
+from grokscope.models import build_model
+from grokscope.tasks import make_task, task_to
+
+MODULES = (patching, patch_sweeps, attribution, probes, sae)
+#: Wall-time fields: the only parts of the outputs that differ between two identical runs.
+TIMES = {"seconds", "train_seconds", "speedup", "activation_seconds", "attribution_seconds"}
+KEYS = [2, 5]
+
+
+def _transformer(seed=3):
+    cfg = ModelConfig(arch="transformer", d_model=16, n_heads=2, d_head=8, d_mlp=32, init_seed=seed)
+    return build_model(cfg, d_vocab=14, d_vocab_out=13, n_ctx=3).eval()
+
+
+def _task():
+    return make_task(TaskConfig(p=13, train_fraction=0.3))
+
+
+def _untimed(value):
+    if isinstance(value, dict):
+        return {k: _untimed(v) for k, v in value.items() if k not in TIMES}
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
+
+
+def _patching(model, task):
+    setup = patching.make_corruption(task, 40, seed=1)
+    kinds = ("heads", "neurons", "positions") if hasattr(model, "blocks") else ("neurons",)
+    comparisons = attribution.compare_with_activation_patching(model, setup, kinds)
+    one = patching.patch_activation(model, setup, post_hook_name(model), units=[0, 3], direction="noise")
+    clusters = patch_sweeps.cluster_patching(model, task, setup, KEYS, n_random=4, seed=2, threshold=0.0)
+    return {
+        "setup": [setup.clean_tokens.tolist(), setup.corrupt_tokens.tolist(), setup.corrupt_answers.tolist()],
+        "comparisons": [c.to_dict() for c in comparisons],
+        "one": one.to_dict(),
+        "clusters": clusters.to_dict(),
+    }
+
+
+def _probes(model, task):
+    report = probes.probe_model(model, task, KEYS, extra_freqs=[3], seed=4)
+    fit = probes.fit_ridge(torch.randn(30, 4, generator=torch.Generator().manual_seed(0)), torch.arange(30.0), seed=1)
+    return {"report": report.to_dict(), "fit": [fit.W.tolist(), fit.alpha]}
+
+
+def _saes(model, task):
+    out = {}
+    for kind in ("topk", "l1"):
+        a, rep_a = sae.sae_on_checkpoint(model, task, KEYS, sae.SAEConfig(n_features=8, kind=kind, k=3, steps=30))
+        cfg_b = sae.SAEConfig(n_features=8, kind=kind, k=3, steps=30, seed=1)
+        b, rep_b = sae.sae_on_checkpoint(model, task, KEYS, cfg_b)
+        out[kind] = [rep_a.to_dict(), rep_b.to_dict(), sae.compare_saes(a, b, rep_a, rep_b, threshold=0.5).to_dict()]
+    return out
+
+
+INSTRUMENTS = {"patching": _patching, "probes": _probes, "sae": _saes}
+MODELS = {"transformer": _transformer, "mlp": lambda: quadratic_mlp_addition(13, [2, 5])}
+
+
+def test_the_shared_proxy_checks_randperm_too():
+    with pytest.raises(AssertionError, match="torch.randperm called without device="):
+        StrictTorch().randperm(3)
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+@pytest.mark.parametrize("instrument", sorted(INSTRUMENTS))
+def test_the_instruments_create_no_tensor_without_the_inputs_device(monkeypatch, instrument, model_name):
+    run, make = INSTRUMENTS[instrument], MODELS[model_name]
+    plain = json.dumps(_untimed(run(make(), _task())), sort_keys=True)
+    strict(monkeypatch, MODULES)
+    assert json.dumps(_untimed(run(make(), _task())), sort_keys=True) == plain  # the same bits, every device explicit
+
+
+def _close(a, b, path="", atol=1e-4):
+    """Assert two JSON-like values equal, floats to ``atol`` (relative to their size); report the first mismatch."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}", atol)
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]", atol)
+    elif isinstance(a, float) and isinstance(b, float):
+        assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=atol, abs_tol=atol), (path, a, b)
+    else:
+        assert a == b, (path, a, b)
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+@pytest.mark.parametrize("instrument", sorted(INSTRUMENTS))
+def test_a_device_run_equals_the_cpu_run(device, instrument, model_name):
+    run, make = INSTRUMENTS[instrument], MODELS[model_name]
+    cpu = _untimed(run(make(), _task()))
+    here = _untimed(run(make().to(device), task_to(_task(), device)))
+    # seeded draws are the CPU's on every device: the same inputs and splits; the numbers agree to float32 rounding
+    # (an SAE's 30 Adam steps compound it, hence the looser tolerance there)
+    _close(here, cpu, instrument, atol=1e-3 if instrument == "sae" else 1e-4)
