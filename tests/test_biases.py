@@ -252,3 +252,25 @@ def test_a_hooked_transformer_converts_with_its_layout_and_keeps_training_what_i
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.testing.assert_close(ours.forward_all(task.tokens), hooked(task.tokens), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("biases", ["all", "none"])
+def test_the_gpu_form_of_the_fast_path_equals_the_general_path_on_the_cpu(tiny_config, biases):
+    """fast_logits_batched (what CUDA runs) with trained or absent biases: values and gradients."""
+    from grokscope.models.fast import FastPlan, fast_logits_batched, fast_tables, model_tensors
+
+    model, task = _model(_config(tiny_config, biases))
+    _nonzero_biases(model, seed=8)
+    out = {}
+    for path in ("batched", "general"):
+        model.zero_grad(set_to_none=True)
+        if path == "batched":
+            plan = FastPlan(task.tokens.unsqueeze(0), model.d_vocab, model.cfg.n_heads)
+            logits = fast_logits_batched(fast_tables(model_tensors(model), task.p), plan, model.cfg.act_fn)[0]
+        else:
+            logits = model(task.tokens)
+        torch.nn.functional.cross_entropy(logits, task.labels).backward()
+        out[path] = (logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
+    torch.testing.assert_close(out["batched"][0], out["general"][0], atol=2e-5, rtol=1e-5)
+    for name, g in out["general"][1].items():
+        torch.testing.assert_close(out["batched"][1][name], g, atol=1e-5, rtol=1e-4, msg=name)
