@@ -18,6 +18,7 @@ from grokscope.config import (
 from grokscope.interop import hooked_transformer_config
 from grokscope.measures import names
 from grokscope.measures.dynamics import kernel_alignment, ntk_alignment, relative_weight_change
+from grokscope.models import build_model
 from grokscope.training.loop import train
 
 
@@ -83,3 +84,41 @@ def test_an_output_scale_cannot_be_exported_to_transformer_lens():
     cfg = ExperimentConfig(task=TaskConfig(p=11), model=ModelConfig(d_model=16, d_head=8, d_mlp=32, output_scale=2.0))
     with pytest.raises(ConfigError, match=r"^model\.output_scale: a HookedTransformer has no output scale"):
         hooked_transformer_config(cfg)
+
+
+def _ntk_case():
+    """A one-layer transformer's class-summed NTK on 6 inputs of p = 7 (float32 parameters, float64 kernel)."""
+    cfg = ModelConfig(arch="transformer", d_model=8, n_heads=2, d_head=4, d_mlp=16, init_seed=2)
+    model = build_model(cfg, d_vocab=8, d_vocab_out=7, n_ctx=3)
+    a = torch.tensor([0, 1, 2, 3, 4, 5])
+    tokens = torch.stack([a, (a * 3) % 7, torch.full_like(a, 7)], dim=1)
+    return model, tokens, (a + (a * 3) % 7) % 7
+
+
+def test_ntk_alignment_creates_no_tensor_without_the_inputs_device(monkeypatch):
+    """Under the strict-torch proxy of tests/device_proxy.py (a factory call without device= raises) the same bits."""
+    from device_proxy import strict
+
+    from grokscope.measures import dynamics
+
+    model, tokens, labels = _ntk_case()
+    K, L = torch.eye(4) + 1.0, torch.diag(torch.arange(1.0, 5.0))
+    plain = (ntk_alignment(model, tokens, labels), kernel_alignment(K, L))
+    strict(monkeypatch, [dynamics])
+    again = (dynamics.ntk_alignment(model, tokens, labels), dynamics.kernel_alignment(K, L))
+    assert again == plain and -1 <= plain[0] <= 1 and 0 < plain[1] <= 1
+
+
+def test_ntk_alignment_on_a_device_equals_the_cpu(device):
+    model, tokens, labels = _ntk_case()
+    cpu = ntk_alignment(model, tokens, labels)
+    here = ntk_alignment(model.to(device), tokens.to(device), labels.to(device))
+    assert math.isclose(here, cpu, rel_tol=1e-4, abs_tol=1e-6)
+    # the linear model's closed form holds on the device too (a float64 model: MPS has none, so not there)
+    if device != "mps":
+        gen = torch.Generator().manual_seed(0)
+        X = torch.randn(7, 5, generator=gen, dtype=torch.float64)
+        y = torch.tensor([0, 1, 2, 0, 1, 2, 2])
+        lin = nn.Linear(5, 3).double()
+        expected = _dense_cka(X @ X.T, (y[:, None] == y[None, :]).double())
+        assert math.isclose(ntk_alignment(lin.to(device), X.to(device), y.to(device)), expected, rel_tol=1e-9)

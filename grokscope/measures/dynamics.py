@@ -50,16 +50,18 @@ def kernel_alignment(K: Tensor, L: Tensor) -> float:
 def empirical_ntk(forward: Callable[[Tensor], Tensor], params: Mapping[str, Tensor], inputs: Tensor) -> Tensor:
     """The class-summed empirical NTK [m, m] of ``forward`` (inputs [m, ...] -> logits [m, C]) with respect to the
     tensors ``params`` (which must require gradients): ``K_ij = sum_c <grad f_c(x_i), grad f_c(x_j)>``, float64.
-    One backward pass per (example, class): meant for small m and C."""
+    One backward pass per (example, class): meant for small m and C. The kernel is on the inputs' device, or on the
+    CPU for MPS (which has no float64)."""
     tensors = [t for t in params.values() if t.requires_grad]
+    where = _float64_device(inputs.device)
     rows = []
     for i in range(inputs.shape[0]):
         with torch.enable_grad():
             out = forward(inputs[i : i + 1])[0]  # [C]
             for c in range(out.shape[0]):
                 grads = torch.autograd.grad(out[c], tensors, retain_graph=c + 1 < out.shape[0], allow_unused=True)
-                rows.append(torch.cat([(g if g is not None else torch.zeros_like(t)).reshape(-1).to(torch.float64)
-                                       for g, t in zip(grads, tensors)]))
+                rows.append(torch.cat([(g if g is not None else torch.zeros_like(t)).reshape(-1)
+                                       .to(device=where, dtype=torch.float64) for g, t in zip(grads, tensors)]))
     C = len(rows) // inputs.shape[0]
     J = torch.stack(rows).reshape(inputs.shape[0], C, -1)  # [m, C, P]
     return torch.einsum("icp,jcp->ij", J, J)
@@ -71,5 +73,10 @@ def ntk_alignment(model, inputs: Tensor, labels: Tensor) -> float:
     (labels [m])."""
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     K = empirical_ntk(model, params, inputs)
-    L = (labels[:, None] == labels[None, :]).to(torch.float64)
+    L = (labels[:, None] == labels[None, :]).to(device=K.device, dtype=torch.float64)
     return kernel_alignment(K, L)
+
+
+def _float64_device(device: torch.device) -> torch.device:
+    """Where a float64 computation on ``device``'s tensors runs: there, except on MPS (no float64): the CPU."""
+    return torch.device("cpu") if device.type == "mps" else device
