@@ -274,3 +274,15 @@ def test_the_gpu_form_of_the_fast_path_equals_the_general_path_on_the_cpu(tiny_c
     torch.testing.assert_close(out["batched"][0], out["general"][0], atol=2e-5, rtol=1e-5)
     for name, g in out["general"][1].items():
         torch.testing.assert_close(out["batched"][1][name], g, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_sum_sq_weights_counts_the_biases_a_layout_trains(tiny_config):
+    from grokscope.measures import sum_sq_weights
+
+    models = {b: _nonzero_biases(_model(_config(tiny_config, b))[0]) for b in ("mlp", "all", "none")}
+    state = models["all"].state_dict()
+    sq = {n: float((state[n].double() ** 2).sum()) for n in ALL_BIASES}
+    attn_unembed = sum(v for n, v in sq.items() if n not in MLP_BIASES)
+    mlp = sum(sq[n] for n in MLP_BIASES)
+    assert math.isclose(sum_sq_weights(models["all"]) - sum_sq_weights(models["mlp"]), attn_unembed, rel_tol=1e-9)
+    assert math.isclose(sum_sq_weights(models["mlp"]) - sum_sq_weights(models["none"]), mlp, rel_tol=1e-9)
