@@ -34,7 +34,8 @@ nvidia-smi -L 2>&1 | tee -a "$OUT_DIR/env.log" || true
 # grokscope itself, over the torch already there; its light dependencies only if they are missing
 step install 90 bash -c "$PY -m pip install -q --no-deps -e . && ($PY -c 'import grokscope.cli' 2>/dev/null \
 || $PY -m pip install -q -e .) && $PY -c 'import grokscope, torch; print(grokscope.__file__, torch.__version__)'"
-step tests 120 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_devices.py tests/test_gpu_bench.py -k cuda
+step tests 120 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_devices.py tests/test_gpu_bench.py \
+tests/test_interp_device.py tests/test_dynamics.py tests/test_muon.py -k cuda
 step bench 230 "$PY" benchmarks/gpu.py --device cuda --budget 100 --json "$OUT_DIR/gpu.json"
 echo "failed steps: $failed" | tee -a "$OUT_DIR/summary.txt"
 exit "$failed"
