@@ -192,6 +192,7 @@ FLOORS: dict[str, int] = {
     "grokscope.formula": 0,
     "grokscope.runtime": 0,
     "grokscope.device": 0,
+    "grokscope.registry": 0,
     # 1 pure math: datasets, models, measures; presets (functions returning configs)
     "grokscope.tasks": 1,
     "grokscope.models": 1,

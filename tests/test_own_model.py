@@ -110,7 +110,7 @@ def test_it_loads_back_and_reports(full, tmp_path):
     with torch.no_grad():
         acc = (model(task.tokens[task.train_idx]).argmax(-1) == task.labels[task.train_idx]).double().mean()
     assert acc.item() == pytest.approx(full.metrics["train_acc"].iloc[-1])
-    with pytest.raises(RunError, match=r"load it with load_model\(model="):
+    with pytest.raises(RunError, match=r"load it into a new one with model="):
         full.load_model()
     assert write_report(full, tmp_path / "report.html").exists()
 

@@ -113,7 +113,7 @@ def test_entry_points_register_a_packages_tasks(tmp_path, monkeypatch):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: owntasks-pkg\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[grokscope.tasks]\nown-mul5 = owntasks_pkg:mul5\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_LOADED", [False])
+    monkeypatch.setattr(registry.REGISTRY, "entry_points_read", False)
     try:
         assert "own-mul5" in registered_tasks()
         task = make_task(TaskConfig(kind="registered", name="own-mul5", train_fraction=1.0))

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from grokscope.analysis.logits import ablation_row, block_mask_table, grid_split, logit_level, logit_wave_fit
 from grokscope.analysis.records import (
     CHOICES,
     SCHEMA_VERSION,
@@ -45,16 +46,13 @@ from grokscope.measures import (
     W_E_NORM_FRACTION,
     MeasureError,
     check_task,
-    cross_entropy,
     gini,
     key_frequencies_from_norms,
     key_frequencies_online,
-    label_wave_fit,
     names,
     neuron_logit_map,
     number_embedding,
     post_hook_name,
-    restricted_excluded,
     sum_sq_weights,
 )
 from grokscope.measures.bases import (
@@ -65,10 +63,7 @@ from grokscope.measures.bases import (
     group_component_norms,
     group_frequency_norms,
     group_inverse_2d,
-    group_label_wave_fit,
     group_neuron_energy,
-    group_restricted_excluded,
-    group_rows,
     group_transform,
     group_transform_2d,
     identity_basis,
@@ -86,50 +81,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- pieces, over Z_n
-
-
-def logit_wave_fit(table: Tensor, labels: Tensor, n: int, freqs: Iterable[int]) -> LogitFit:
-    """Fit ``table`` [N, n] (labels [N]) by sum_k alpha_k cos(w_k(s_r - c)), w_k = 2 pi k / n, s_r row r's label.
-
-    The waves are orthogonal over rows x outputs and have zero mean over c, so OLS after subtracting each row's mean
-    (softmax-invariant) gives alpha_k = <L, cos_k> / ||cos_k||^2 independently per k, with ||cos_k||^2 = N n / 2
-    (N n for the Nyquist cosine, whose sine coefficient is 0).
-    """
-    freqs = sorted(int(k) for k in freqs)
-    rows = table.shape[0]
-    centred = table - table.mean(dim=1, keepdim=True)
-    d = (labels[:, None] - torch.arange(n, device=labels.device)[None, :]) % n  # s - c
-    g = torch.zeros(n, dtype=torch.float64, device=table.device).index_add_(0, d.reshape(-1), centred.reshape(-1))
-    dd = torch.arange(n, dtype=torch.float64, device=table.device)
-    alpha, sin_c = {}, {}
-    fit = torch.zeros_like(centred)
-    for k in freqs:
-        norm_sq = rows * n / (1.0 if 2 * k == n else 2.0)
-        cos_d, sin_d = torch.cos(2 * math.pi * k * dd / n), torch.sin(2 * math.pi * k * dd / n)
-        alpha[k] = float(cos_d @ g) / norm_sq
-        sin_c[k] = 0.0 if 2 * k == n else float(sin_d @ g) / norm_sq
-        fit += alpha[k] * cos_d[d]
-    total = float((centred**2).sum())
-    fve = 1.0 - float(((centred - fit) ** 2).sum()) / total if total > 0 else float("nan")
-    loss, acc = cross_entropy(fit, labels)
-    return LogitFit(freqs, alpha, sin_c, fve, loss, acc)
-
-
-def block_mask_table(table: Tensor, n: int, freqs: Iterable[int], *, product_only: bool) -> Tensor:
-    """Keep only the key-frequency parts of a grid table [N, ...] in the 2D (i, j) Fourier basis over Z_n.
-
-    ``product_only=False``: keep (0,0) and each key k's block {0, cos k, sin k}^2 (all degree-2 terms).
-    ``product_only=True``: keep (0,0) and each key k's block {cos k, sin k}^2, i.e. the constant and
-    cos/sin(w_k(i+j)), cos/sin(w_k(i-j)) (the paper's "constant and 20 terms" for 5 key frequencies).
-    """
-    rest = table.shape[1:]
-    coef = group_transform_2d(table.to(torch.float64).reshape(n, n, *rest))
-    mask = torch.zeros(n, n, dtype=torch.float64, device=coef.device)
-    mask[0, 0] = 1.0
-    for k in freqs:
-        idx = torch.tensor(frequency_rows(k, n) if product_only else [0, *frequency_rows(k, n)], device=coef.device)
-        mask[idx[:, None], idx[None, :]] = 1.0
-    return group_inverse_2d(coef * mask.reshape(n, n, *([1] * len(rest)))).reshape(n * n, *rest)
 
 
 def neuron_polynomial_fits(acts: Tensor, n: int, freq: Tensor, explained: Tensor) -> Tensor:
@@ -266,14 +217,7 @@ def read_group_grid(model: Model, task: Any, basis: GroupBasis, *, task_order: b
     """One forward pass over the task's tokens, read through ``basis``. :class:`MeasureError` when a grid input is
     not in the task or its answer is not one of the grid's outputs."""
     p = task.p
-    rows, labels, _ = group_rows(task, basis)
-    position = torch.full((task.labels.shape[0],), -1, dtype=torch.int64, device=rows.device)
-    position[rows] = torch.arange(rows.shape[0], device=rows.device)
-    split = []
-    for idx in (task.train_idx, task.test_idx):
-        pos = position[idx]
-        pos = pos[pos >= 0]
-        split.append(pos if task_order else pos.sort().values)
+    rows, labels, train, test = grid_split(task, basis, task_order=task_order)
     with torch.no_grad():
         out = choose_forward(model, task).fn(task.tokens)  # the logits the training loop and logit_table read
         _, cache = model.run_with_cache(task.tokens)
@@ -286,7 +230,7 @@ def read_group_grid(model: Model, task: Any, basis: GroupBasis, *, task_order: b
     patterns = [cache[f"blocks.{layer}.attn.hook_pattern"][:, :, -1, 0].detach().to(torch.float64)[rows]
                 for layer in range(len(model.blocks))] if has_blocks(model) else []
     w_e, w_l = number_embedding(model, p)[basis.a_order], neuron_logit_map(model, p)[:, basis.c_order]
-    return GroupGrid(basis, rows, labels, split[0], split[1], logits[rows][:, basis.c_order], logits, acts, patterns,
+    return GroupGrid(basis, rows, labels, train, test, logits[rows][:, basis.c_order], logits, acts, patterns,
                      w_e, w_l, task_order)
 
 
@@ -327,7 +271,6 @@ def analyze_grid(model: Model, task: Any, grid: GroupGrid, *, key_freqs: Iterabl
     n, table, labels, acts = grid.basis.n, grid.table, grid.labels, grid.acts
     if acts is None:
         raise MeasureError(f"{type(model).__name__} has no MLP to analyse")
-    wave_fit = label_wave_fit if grid.task_order else group_label_wave_fit
     with torch.no_grad():
         by_rule = {r: grid_key_frequencies(r, grid) for r in KEY_FREQ_RULES}
         if key_freqs is not None:
@@ -336,30 +279,8 @@ def analyze_grid(model: Model, task: Any, grid: GroupGrid, *, key_freqs: Iterabl
             freqs, used_rule = by_rule[rule], rule
         else:
             raise MeasureError(f"unknown key-frequency rule {rule!r}; known: {', '.join(KEY_FREQ_RULES)}")
-
-        def row(name: str, scored: Tensor) -> AblationRow:
-            """Loss and accuracy on every grid input, the train and the test loss of a grid logit table [N, n]."""
-            train_loss, _ = cross_entropy(scored[grid.train], labels[grid.train])
-            test_loss, _ = cross_entropy(scored[grid.test], labels[grid.test])
-            return AblationRow(name, *cross_entropy(scored, labels), train_loss, test_loss)
-
-        # Restricted / excluded (logit level): the excluded losses are the progress measures'; the restricted loss
-        # is its ablation row's score of the expanded table (the measure's per-label sum agrees to rounding).
-        measured = (restricted_excluded if grid.task_order else group_restricted_excluded)(
-            table, labels, grid.train, n, freqs)
-        const, key = wave_fit(table, labels, n, freqs)
-        ablations = [row("original", table), row("remove all key freqs", table - key[labels])]
-        ablations.append(restricted := row("keep only key freqs (restricted)", (const + key)[labels]))
-        ablations.append(row("keep key a+-b terms", block_mask_table(table, n, freqs, product_only=True)))
-        ablations.append(row("keep key 3x3 blocks", block_mask_table(table, n, freqs, product_only=False)))
-        for k in freqs:
-            _, key_k = wave_fit(table, labels, n, [k])
-            ablations.append(row(f"remove k={k}", table - key_k[labels]))
-        whole = ablations[0]
-        losses = {"loss": whole.loss, "acc": whole.acc, names.TRAIN_LOSS: whole.train_loss,
-                  names.TEST_LOSS: whole.test_loss, names.RESTRICTED_LOSS: restricted.loss,
-                  names.RESTRICTED_ACC: restricted.acc, "restricted_test_loss": restricted.test_loss}
-        losses.update((name, v) for name, v in measured.items() if name not in losses)  # the excluded ones
+        losses, ablations, logit_fit = logit_level(table, labels, grid.train, grid.test, n, freqs,
+                                                   task_order=grid.task_order)
 
         # Weights: Fourier norms of W_E, W_L, Gini, rank-2K residual.
         we_comp, we_freq = group_component_norms(grid.w_e, 0), group_frequency_norms(grid.w_e, 0)
@@ -399,10 +320,9 @@ def analyze_grid(model: Model, task: Any, grid: GroupGrid, *, key_freqs: Iterabl
             return x
 
         poly = model.run_with_hooks(task.tokens, fwd_hooks=[(post_hook_name(model), replace)])
-        ablations.append(row("neurons -> polynomial fits",
-                             poly.detach()[:, : task.p].to(torch.float64)[grid.rows][:, grid.basis.c_order]))
+        ablations.append(ablation_row("neurons -> polynomial fits", poly.detach()[:, : task.p].to(torch.float64)[
+            grid.rows][:, grid.basis.c_order], labels, grid.train, grid.test))
 
-        logit_fit = logit_wave_fit(table, labels, n, freqs)
         attention = grid_attention_fits(grid.patterns, n, task_order=grid.task_order)
         star = ([] if has_blocks(model) else
                 star_from_weights(grid.w_e, model.mlp.W_in.detach(), grid.w_l))  # type: ignore[union-attr]

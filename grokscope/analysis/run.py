@@ -19,18 +19,20 @@ import torch
 from torch import nn
 
 from grokscope.analysis.basis import analyze_in_basis
+from grokscope.analysis.logits import analyze_logits
 from grokscope.analysis.reverse import Analysis
-from grokscope.analysis.tables import render_summary
+from grokscope.analysis.tables import render_logit_analysis, render_summary
 from grokscope.analysis.zoo import render_zoo, zoo_analysis
 from grokscope.config import ExperimentConfig
 from grokscope.interop import from_hooked_transformer
 from grokscope.measures import MeasureError, check_task, detect_phases, fixed_key_measures, names
 from grokscope.measures.bases import is_identity, task_basis
-from grokscope.models import Model, Transformer
+from grokscope.models import MLPModel, Model, Transformer, VectorMLP
 from grokscope.runtime import flush_denormal
 from grokscope.store import DamagedFileError, RunError, load_tensors
 from grokscope.store.split import apply_split
 from grokscope.tasks import make_task, task_to
+from grokscope.training.user_model import class_name, user_forward
 
 __all__ = ["ANALYSIS_FILE", "PHASES_FILE", "analyze_model", "analyze_run", "file_step", "load_state_and_step",
            "load_state_file", "model_analysis", "print_run_summary", "print_zoo"]
@@ -62,7 +64,7 @@ def _in_group(task: Any, basis: str | None) -> bool:
 
 def analyze_run(run: Any, *, step: int | None = None, key_freqs: list[int] | None = None, rule: str = "W_L_dft",
                 all_steps: bool = False, write: bool = True, device: torch.device | None = None,
-                basis: str | None = None) -> tuple[Analysis | None, dict[str, Any]]:
+                basis: str | None = None, model: nn.Module | None = None) -> tuple[Analysis | None, dict[str, Any]]:
     """Analyse one checkpoint of an opened run; returns (Analysis, the analysis.json dict).
 
     ``run`` follows the store API (``config``, ``task()``, ``checkpoints``, ``load_model(step)``, ``metrics``,
@@ -71,7 +73,10 @@ def analyze_run(run: Any, *, step: int | None = None, key_freqs: list[int] | Non
     (:func:`grokscope.analysis.zoo.zoo_analysis`); for a task the Fourier analysis does not cover (not a full
     modular grid: division, other kinds) they are the whole analysis and Analysis is None. ``device``: where the
     forward passes run (default: the CPU; see the module docstring). ``basis``: ``"additive"`` or ``"dlog"`` instead
-    of the task's own group basis (:func:`grokscope.analysis.analyze_in_basis`).
+    of the task's own group basis (:func:`grokscope.analysis.analyze_in_basis`). ``model``: for a run of your own
+    module (``train(model=...)``), a module of its class to load the checkpoint into. A model that is not one of
+    grokscope's (your module, a registered one) gets the logit-level analysis
+    (:func:`grokscope.analysis.logits.analyze_logits`) and Analysis is None.
     """
     where = getattr(run, "dir", "run")
     task = _task_on(run.task(), device)
@@ -90,8 +95,11 @@ def analyze_run(run: Any, *, step: int | None = None, key_freqs: list[int] | Non
     elif step not in steps:
         near = min(steps, key=lambda s: abs(s - step))
         raise RunError(f"{where}: no checkpoint at step {step} (nearest: {near})")
-    model = _model_on(run.load_model(step), device)
-    if unsupported is not None:
+    model = _model_on(run.load_model(step) if model is None else run.load_model(step, model=model), device)
+    if not isinstance(model, Transformer | MLPModel | VectorMLP):
+        data, all_steps = _logits_only(model, task, step, unsupported, all_steps, basis), False
+        analysis = None
+    elif unsupported is not None:
         analysis, data, all_steps = None, _zoo_only(model, task, step, unsupported, all_steps), False
     else:
         try:
@@ -133,6 +141,20 @@ def analyze_run(run: Any, *, step: int | None = None, key_freqs: list[int] | Non
     return analysis, data
 
 
+def _logits_only(model: nn.Module, task: Any, step: int, unsupported: str | None, all_steps: bool,
+                 basis: str | None) -> dict[str, Any]:
+    """analysis.json of a model grokscope cannot read by weight names: the logit-level analysis, or why not."""
+    why = (f"the model is {class_name(model)}, not one of grokscope's; the weight-level analysis reads grokscope's "
+           "models (a HookedTransformer converts with grokscope.from_hooked_transformer, then analyze_model)")
+    skipped = {"--all-steps": "it recomputes the progress measures, which read weights"} if all_steps else {}
+    if unsupported is not None:
+        return {"level": "none", "step": step, "task": task.config.kind,
+                "skipped": {"logit analysis": unsupported, **skipped}}
+    data = analyze_logits(user_forward(model, task).fn, task, basis=basis, step=step, why=why)
+    data["skipped"].update(skipped)
+    return data
+
+
 def _zoo_only(model: Model, task: Any, step: int, reason: str, all_steps: bool) -> dict[str, Any]:
     """analysis.json of a task outside the Fourier analysis: what :func:`zoo_analysis` fits, and why the rest is not
     there. Division: the progress measures and fits live on the additive p x p grid, which a/b does not fill; they
@@ -150,7 +172,14 @@ def _zoo_only(model: Model, task: Any, step: int, reason: str, all_steps: bool) 
 
 
 def print_zoo(data: dict[str, Any]) -> None:
-    """Print the zoo tables of an analysis.json dict, if it has any."""
+    """Print the zoo tables of an analysis.json dict, if it has any (a model known by its logits: its logit-level
+    analysis, or what was skipped and why)."""
+    if data.get("level") == "logits":
+        print(render_logit_analysis(data))
+        return
+    if data.get("level") == "none":
+        print("\n".join(f"skipped: {what}: {why}" for what, why in data["skipped"].items()))
+        return
     text = render_zoo(data.get("zoo") or {})
     if text:
         print(text)

@@ -191,3 +191,25 @@ def render_summary(a: Analysis, phases: dict[str, Any] | None = None) -> str:
     )
     lines.append(render_table5([a.table5.to_dict()]))
     return "\n".join(lines)
+
+
+def render_logit_analysis(data: dict[str, Any]) -> str:
+    """The logit-level analysis of a model known by its logits (:func:`grokscope.analysis.logits.analyze_logits`'s
+    dict) as text: key frequencies, the losses, the ablations, the logit fit, and what was skipped and why."""
+    lines = [f"Logit-level analysis of {data.get('task')} {data.get('formula') or ''} mod {data.get('p')}"
+             + (f" at step {data['step']}" if data.get("step") is not None else "")]
+    basis = data.get("basis") or {}
+    if basis.get("name"):
+        lines.append(basis_summary(basis))
+    losses = data["losses"]
+    lines.append(f"key frequencies ({data['key_freq_rule']}): {_fmt(data['key_frequencies'])}; logit fit FVE "
+                 f"{_fmt(data['logit_fit']['fve'])}")
+    lines.append(format_table(["measure", "value"], [
+        ["train loss", losses[names.TRAIN_LOSS]], ["test loss", losses[names.TEST_LOSS]],
+        ["restricted loss", losses[names.RESTRICTED_LOSS]], ["excluded loss (train)", losses[names.EXCLUDED_LOSS]],
+    ]))
+    lines.append(format_table(["ablation", "loss", "acc", "train loss", "test loss"],
+                              [[r["name"], r["loss"], r["acc"], r["train_loss"], r["test_loss"]]
+                               for r in data["ablations"]], title="\nLogit ablations"))
+    lines.extend(f"skipped: {what}: {why}" for what, why in data.get("skipped", {}).items())
+    return "\n".join(lines)

@@ -8,6 +8,7 @@ from torch import nn
 
 from grokscope.config import ConfigError, ModelConfig
 from grokscope.models.mlp import MLPModel, VectorMLP, circle_embedding
+from grokscope.models.registry import build_registered, register_model, registered_models, unregister_model
 from grokscope.models.transformer import Transformer, activation, init_weights
 
 if TYPE_CHECKING:
@@ -20,7 +21,11 @@ Model = Transformer | MLPModel | VectorMLP
 def build_model(cfg: ModelConfig, *, d_vocab: int, d_vocab_out: int, n_ctx: int) -> Model:
     """A freshly initialised model (seeded by ``cfg.init_seed``) for a task with these vocabulary sizes.
 
-    ``cfg.d_vocab_out`` (when set) replaces the task's ``d_vocab_out``; it must hold every label (be at least it)."""
+    ``cfg.d_vocab_out`` (when set) replaces the task's ``d_vocab_out``; it must hold every label (be at least it).
+    ``arch="registered"``: your module (:func:`grokscope.models.registry.build_registered`; typed as a Model for the
+    callers, which read it through the module's own forward and state dict)."""
+    if cfg.arch == "registered":
+        return build_registered(cfg, d_vocab=d_vocab, d_vocab_out=d_vocab_out, n_ctx=n_ctx)  # type: ignore[return-value]
     classes: dict[str, type[Model]] = {"transformer": Transformer, "mlp": MLPModel, "vector_mlp": VectorMLP}
     cls = classes[cfg.arch]
     wanted = getattr(cfg, "d_vocab_out", None)
@@ -43,4 +48,4 @@ def has_mlp(model: nn.Module) -> TypeIs[MLPModel | VectorMLP]:
 
 
 __all__ = ["MLPModel", "Model", "Transformer", "VectorMLP", "activation", "build_model", "circle_embedding",
-           "has_blocks", "has_mlp", "init_weights"]
+           "has_blocks", "has_mlp", "init_weights", "register_model", "registered_models", "unregister_model"]

@@ -130,6 +130,13 @@ class Run:
             db.close()
 
     @property
+    def user_module(self) -> str | None:
+        """The class of your own module when the run trained one passed as ``train(model=...)`` (loading or resuming
+        it needs a module of that class); None for grokscope's models and registered ones (built from the config)."""
+        trained = self.meta.get("model_class")
+        return None if trained is None or self.config.model.arch == "registered" else trained
+
+    @property
     def meta(self) -> dict[str, str]:
         """Run status and summary values (``status``, ``message``, ``epoch``, ``grok_epoch``, ...)."""
         if not (self.dir / METRICS).is_file():
@@ -179,10 +186,11 @@ class Run:
         module, a module of the same class to load the weights into (it is returned)."""
         from grokscope.models import build_model
 
-        trained = self.meta.get("model_class")
+        trained = self.user_module
         if trained is not None and model is None:
-            raise RunError(f"{self.dir}: the run trained your module {trained}; load it with "
-                           f"load_model(model=<a new {trained}>)")
+            raise RunError(f"{self.dir}: the run trained your module {trained}; load it into a new one with "
+                           f"model=<a new {trained}> (Run.load_model, grokscope.resume, analysis.analyze_run), or "
+                           "register it (grokscope.models.register_model) to train it by name")
         if model is None:
             task = self.task()
             model = build_model(self.config.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out,

@@ -17,67 +17,40 @@ from typing import Any
 import torch
 
 from grokscope.config import ConfigError, TaskConfig
+from grokscope.registry import Registry
 from grokscope.tasks.modular import split_rows
 from grokscope.tasks.zoo import TableTask
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "TaskBuilder", "function_task", "make_registered_task", "register_task", "registered_tasks",
-    "rows_to_task", "table_task", "unregister_task",
+    "ENTRY_POINT_GROUP", "REGISTRY", "TaskBuilder", "function_task", "make_registered_task", "register_task",
+    "registered_tasks", "rows_to_task", "table_task", "unregister_task",
 ]
 
 ENTRY_POINT_GROUP = "grokscope.tasks"
 TaskBuilder = Callable[[TaskConfig], TableTask]
-_REGISTRY: dict[str, TaskBuilder] = {}
-_LOADED: list[bool] = [False]  # entry points read once, on the first look-up
+REGISTRY: Registry[TaskBuilder] = Registry("task", "task.name", ENTRY_POINT_GROUP, "grokscope.tasks.register_task")
 
 
 def register_task(name: str, builder: TaskBuilder, *, replace: bool = False) -> TaskBuilder:
     """Register ``builder`` (``TaskConfig -> TableTask``) under ``name``; returns it (usable as a decorator through
     ``functools.partial``). A name registered to another builder is an error unless ``replace``."""
     TaskConfig(kind="registered", name=name)  # the name's rules, with the config's message
-    if not callable(builder):
-        raise TypeError(f"register_task({name!r}): the builder must be callable, got {type(builder).__name__}")
-    if not replace and _REGISTRY.get(name, builder) is not builder:
-        raise ValueError(f"task {name!r} is registered already; pass replace=True to replace it")
-    _REGISTRY[name] = builder
-    return builder
+    return REGISTRY.register(name, builder, replace=replace)
 
 
 def unregister_task(name: str) -> None:
     """Forget ``name`` (no error when it is not registered)."""
-    _REGISTRY.pop(name, None)
-
-
-def _load_entry_points() -> None:
-    if _LOADED[0]:
-        return
-    _LOADED[0] = True
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in _REGISTRY:
-            try:
-                _REGISTRY[ep.name] = ep.load()
-            except Exception as e:  # a broken plugin names itself, it does not break the others
-                raise ConfigError(f"task.name: the entry point {ep.name!r} ({ep.value}) failed to load: {e}") from e
+    REGISTRY.unregister(name)
 
 
 def registered_tasks() -> tuple[str, ...]:
     """The registered names (entry points included), sorted."""
-    _load_entry_points()
-    return tuple(sorted(_REGISTRY))
+    return REGISTRY.names()
 
 
 def make_registered_task(config: TaskConfig) -> TableTask:
     """Build the task ``config.name`` names (ConfigError, one line, when nothing is registered under it)."""
-    if config.name not in _REGISTRY:
-        _load_entry_points()
-    builder = _REGISTRY.get(config.name)
-    if builder is None:
-        known = ", ".join(repr(n) for n in sorted(_REGISTRY)) or "none"
-        raise ConfigError(f"task.name: no task registered as {config.name!r} (registered: {known}); register it with "
-                          f"grokscope.tasks.register_task or a {ENTRY_POINT_GROUP!r} entry point")
-    task = builder(config)
+    task = REGISTRY.get(config.name)(config)
     if not isinstance(task, TableTask):
         raise ConfigError(f"task.name: the builder of {config.name!r} returned {type(task).__name__}, not a TableTask "
                           "(build it with grokscope.tasks.table_task or function_task)")

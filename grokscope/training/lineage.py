@@ -141,9 +141,9 @@ def prepare_start(config: ExperimentConfig, parent: Parent) -> StartState:
     the changed field for ``--from``, the first mismatched tensor for ``--init-from``) or a part the model lacks."""
     run = Run(parent.run)
     check_run(run.dir)
-    if run.meta.get("model_class"):
-        raise RunError(f"{run.dir}: the run trained your own module; --from/--init-from take runs of grokscope's "
-                       "model")
+    if run.user_module or run.config.model.arch == "registered" or config.model.arch == "registered":
+        raise RunError(f"{run.dir}: --from/--init-from take runs of grokscope's own models (this one trains "
+                       "your own module)")
     step = _checkpoint_step(run, parent.step)
     weights = run.load_state_dict(step)
     model = _fresh_model(config)

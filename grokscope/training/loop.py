@@ -50,6 +50,7 @@ from grokscope.tasks import (
 )
 from grokscope.trackers import TrackerGroup
 from grokscope.training.adamw import AdamW
+from grokscope.training.compiled import compile_forward
 from grokscope.training.lineage import Parent, freeze, frozen_names, prepare_start, write_start
 from grokscope.training.losses import LOSSES, cross_entropy, softmax_collapse
 from grokscope.training.optim import UpdateRules, lr_at, make_optimizer
@@ -142,6 +143,9 @@ def train(config: ExperimentConfig, out: Path | str | None = None, *, progress: 
     device = run_device(config.train.device)
     if parent is not None and model is not None:
         raise RunError("parent= starts grokscope's own model from a run; it does not take model=")
+    if model is not None and config.model.arch == "registered":
+        raise RunError(f"model.arch='registered' builds the module {config.model.name!r} from the registry; pass "
+                       "model= or name a registered model, not both")
     start = prepare_start(config, parent) if parent is not None else None  # checked before anything is written
     run_dir = new_run_dir(out, config)
     if start is not None:
@@ -218,11 +222,17 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
                        "config into a new directory")
     if (run_dir / STATE).exists():  # the checkpoint at the resume point has the state's weights: rebuild it if damaged
         repair_checkpoint(run_dir, start.epoch, model.state_dict())
-    choice = choose_forward(model, task, fast=settings.fast_path) if user_model is None else user_forward(model, task)
+    own = user_model is None and cfg.model.arch != "registered"  # grokscope's own model: its forward paths
+    choice = choose_forward(model, task, fast=settings.fast_path) if own else user_forward(model, task)
     forward = choice.fn
-    measure = measure_fn(cfg) if settings.measure_every else None
+    def first() -> dict[str, Tensor]:  # theta_0 of your module: its step-0 checkpoint, or (at epoch 0) its weights
+        run = Run(run_dir)
+        return (run.load_state_dict(0) if 0 in run.checkpoints
+                else {n: p.detach().clone() for n, p in model.named_parameters()})
+
+    measure = measure_fn(cfg, None if user_model is None else first) if settings.measure_every else None
     extra: dict[str, str] = {}
-    if user_model is not None:
+    if not own:
         measure = measure if exposes_tl_names(model) else None
         extra = user_meta(model, choice, measure is not None)
     if measure is not None and cfg.task.kind == "modular":  # the basis the progress measures read the task in
@@ -232,6 +242,10 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
     record = RunRecorder(run_dir, settings, start=start, trackers=trackers)
     if record.already_finished():
         return record.close()
+    if settings.compile != "none":  # torch.compile the forward (training/compiled.py); the meta says how it went
+        choice, compiled = compile_forward(choice, settings.compile, device, deterministic=settings.deterministic,
+                                           write_meta=record.db.set_meta)
+        forward, extra = choice.fn, extra | compiled
     record.start(cfg, {"forward": choice.path, "forward_why": choice.why, "message": "", "denormals": denormals,
                        "device": describe_device(device), "numerics": numerics, **extra})
 
@@ -375,6 +389,11 @@ def _on_answers(loss_fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
 def check_user_model(run: Run, model: torch.nn.Module | None) -> None:
     """One line (RunError) when ``model`` does not suit the run: a run of a user module needs a module of its class,
     a run of grokscope's own model takes none."""
+    if run.config.model.arch == "registered":
+        if model is not None:
+            raise RunError(f"{run.dir}: the run trained the registered model {run.config.model.name!r}, which resume "
+                           f"builds again from the registry; resume it without model= (got {class_name(model)})")
+        return
     trained = run.meta.get(MODEL_CLASS)
     if trained is None and model is not None:
         raise RunError(f"{run.dir}: the run trained grokscope's own model (config.json's model); resume it without "
@@ -386,8 +405,9 @@ def check_user_model(run: Run, model: torch.nn.Module | None) -> None:
         raise RunError(f"{run.dir}: the run trained {trained}, not {class_name(model)}; pass a module of that class")
 
 
-def measure_fn(cfg: ExperimentConfig):
-    """The progress-measure function for this run, or None when the measures do not apply to it."""
+def measure_fn(cfg: ExperimentConfig, first: Callable[[], dict[str, Tensor]] | None = None):
+    """The progress-measure function for this run, or None when the measures do not apply to it. ``first``: the
+    run's initial weights (theta_0 of the dynamics measures) when ``cfg.model`` cannot build them (your own module)."""
     if cfg.task.kind != "modular" or cfg.model.arch == "vector_mlp" or cfg.model.attn_only:
         return None  # the measures need a modular p*p grid and a model with an MLP
 
@@ -405,10 +425,12 @@ def measure_fn(cfg: ExperimentConfig):
 
     def dynamics_measures(model, task) -> dict[str, float]:
         """relative_weight_change and ntk_alignment (measures/dynamics.py) of the model's current weights."""
-        if not initial:
+        current = dict(model.named_parameters())
+        if not initial and first is not None:
+            initial.update((n, w) for n, w in first().items() if n in current)
+        elif not initial:
             fresh = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
             initial.update({n: p.detach().clone() for n, p in fresh.named_parameters()})
-        current = dict(model.named_parameters())
         rows = task.train_idx[: names.NTK_EXAMPLES]
         return {names.RELATIVE_WEIGHT_CHANGE: relative_weight_change(current, initial),
                 names.NTK_ALIGNMENT: ntk_alignment(model, task.tokens[rows], task.labels[rows])}

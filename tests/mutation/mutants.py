@@ -40,6 +40,7 @@ KE = "grokscope/measures/keys.py"
 FO = "grokscope/measures/fourier.py"
 PH = "grokscope/measures/phases.py"
 RV = "grokscope/analysis/reverse.py"
+LG = "grokscope/analysis/logits.py"
 TB = "grokscope/analysis/tables.py"
 CO = "grokscope/analysis/construct.py"
 ZO = "grokscope/analysis/zoo.py"
@@ -369,70 +370,70 @@ MUTANTS: list[Mutant] = [
     # ------------------------------------------------------------------ analysis/reverse.py
     M(
         "an-restricted-sign",
-        RV,
+        LG,
         '(restricted)", (const + key)[labels])',
         '(restricted)", (const - key)[labels])',
         "flip a sign in the analysis' restricted loss (issue's example)",
     ),
     M(
         "an-excluded-sign",
-        RV,
+        LG,
         'row("remove all key freqs", table - key[labels])',
         'row("remove all key freqs", table + key[labels])',
         "flip a sign in the excluded table",
     ),
     M(
         "an-drop-key-freq",
-        RV,
+        LG,
         "const, key = wave_fit(table, labels, n, freqs)",
         "const, key = wave_fit(table, labels, n, freqs[1:])",
         "drop a key frequency from the analysis' fit (issue's example)",
     ),
     M(
         "an-excluded-k-uses-all",
-        RV,
+        LG,
         'row(f"remove k={k}", table - key_k[labels])',
         'row(f"remove k={k}", table - key[labels])',
         "per-frequency excluded loss removes every key",
     ),
     M(
         "logit-fit-norm-constant",
-        RV,
+        LG,
         "norm_sq = rows * n / (1.0 if 2 * k == n else 2.0)",
         "norm_sq = rows * n / (1.0 if 2 * k == n else 4.0)",
         "logit fit normaliser constant",
     ),
     M(
         "logit-fit-sign",
-        RV,
+        LG,
         "d = (labels[:, None] - torch.arange(n, device=labels.device)[None, :]) % n  # s - c",
         "d = (labels[:, None] + torch.arange(n, device=labels.device)[None, :]) % n  # s - c",
         "logit fit wave s-c -> s+c",
     ),
     M(
         "logit-fit-fve",
-        RV,
+        LG,
         "fve = 1.0 - float(((centred - fit) ** 2).sum()) / total",
         "fve = float(((centred - fit) ** 2).sum()) / total",
         "FVE reports the unexplained fraction",
     ),
     M(
         "logit-fit-no-centring",
-        RV,
+        LG,
         "centred = table - table.mean(dim=1, keepdim=True)",
         "centred = table",
         "logit fit: no row centring",
     ),
     M(
         "block-mask-branches-swapped",
-        RV,
+        LG,
         "frequency_rows(k, n) if product_only else [0, *frequency_rows(k, n)]",
         "[0, *frequency_rows(k, n)] if product_only else frequency_rows(k, n)",
         "block mask: the two ablations swapped",
     ),
     M(
         "block-mask-drop-constant",
-        RV,
+        LG,
         "    mask[0, 0] = 1.0\n    for k in freqs:",
         "    for k in freqs:",
         "block mask drops the constant",
@@ -497,8 +498,8 @@ MUTANTS: list[Mutant] = [
     M(
         "train-test-swapped",
         RV,
-        "split[0], split[1], logits[rows]",
-        "split[1], split[0], logits[rows]",
+        "rows, labels, train, test, logits[rows]",
+        "rows, labels, test, train, logits[rows]",
         "train and test rows swapped",
     ),
     M(
