@@ -3,12 +3,14 @@
 The only module of :mod:`grokscope.interp` that touches files: it loads checkpoints through the run store,
 prints tables and writes ``interp_patch.json``, ``interp_probe.json`` and ``interp_sae.json`` into the run
 (read by :mod:`grokscope.figures.interp` for the report). ``--device`` places the model and the task's tensors
-(default: the CPU, where the numbers are those of a plain CPU run, bit for bit; elsewhere close, not equal).
+(default: the CPU, where the numbers are those of a plain CPU run, bit for bit; elsewhere close, not equal; MPS, which
+has no float64, falls back to the CPU with a note).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -94,7 +96,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--device", metavar="NAME",
                    help="where the model's forward passes run: auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N "
-                   "or mps (default: cpu; results equal the CPU's to rounding)")
+                   "or mps (default: cpu; results equal the CPU's to rounding; mps computes on the CPU, since it "
+                   "has no float64)")
     p.add_argument("--no-write", action="store_true", help="print only; do not write the JSON file into the run")
 
 
@@ -124,6 +127,10 @@ def _open(args: argparse.Namespace):
 
     torch.set_num_threads(max(1, args.threads))
     args.device = device_from_args(argparse.Namespace(device=getattr(args, "device", None) or "cpu"))
+    if args.device.type == "mps":  # the tables, probes and SAE analysis are float64, which MPS does not have
+        print("note: MPS has no float64, which the patching tables, probes and SAE analysis use: computing on the CPU",
+              file=sys.stderr)
+        args.device = torch.device("cpu")
     run = load_run(args.run)
     task = run.task()
     try:
