@@ -4,8 +4,9 @@ a GPU run sees the same inputs, splits, SAE start and batches as a CPU run.
 
 Two checks. On the CPU, the interp modules' ``torch`` is replaced by the strict proxy of tests/device_proxy.py (a
 factory call without ``device=`` raises) and every instrument must give exactly the results it gives without it. On
-CUDA and MPS (the ``DEVICES`` fixture; skipped where absent), the model and the task are moved there and the
-results must equal the CPU's to float32 rounding.
+CUDA (the ``DEVICES`` fixture; skipped where absent), the model and the task are moved there and the results, of the
+functions and of ``grokscope patch|probe|sae --device``, must equal the CPU's to float32 rounding. MPS has no float64,
+which the tables use: the commands compute on the CPU there, with a note.
 """
 
 import json
