@@ -286,3 +286,23 @@ def test_sum_sq_weights_counts_the_biases_a_layout_trains(tiny_config):
     mlp = sum(sq[n] for n in MLP_BIASES)
     assert math.isclose(sum_sq_weights(models["all"]) - sum_sq_weights(models["mlp"]), attn_unembed, rel_tol=1e-9)
     assert math.isclose(sum_sq_weights(models["mlp"]) - sum_sq_weights(models["none"]), mlp, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("biases", ["all", "none"])
+def test_an_interrupted_run_of_each_layout_resumes_bitwise(tiny_config, tmp_path, biases):
+    from faults_util import interrupted_at_update
+
+    from grokscope.training import resume
+
+    cfg = _config(tiny_config, biases, **{"train.epochs": 24})
+    straight = train(cfg, tmp_path / "straight", progress=False)
+    with interrupted_at_update(15):
+        train(cfg, tmp_path / "crashed", progress=False)
+    from grokscope.store import load_run
+
+    assert load_run(tmp_path / "crashed").metrics.index[-1] < 24
+    resumed = resume(tmp_path / "crashed", progress=False)
+    assert resumed.metrics.equals(straight.metrics)
+    for step in straight.checkpoints:
+        a, b = straight.load_state_dict(step), resumed.load_state_dict(step)
+        assert all(torch.equal(a[k], b[k]) for k in a), step
