@@ -25,7 +25,7 @@ from grokscope.config import (
     apply_overrides,
 )
 from grokscope.interop import from_hooked_transformer, hooked_transformer_config, to_hooked_transformer
-from grokscope.models import MLPModel, Transformer, build_model
+from grokscope.models import MLPModel, Transformer, build_model, register_model, registered_models
 from grokscope.presets import PRESETS, get_preset
 from grokscope.store import Run, RunError, load_run
 from grokscope.sweep.index import load_sweep
@@ -49,6 +49,6 @@ __all__ = [
     "PRESETS", "ConfigError", "ExperimentConfig", "MLPModel", "ModelConfig", "ModularTask", "OptimConfig",
     "Parent", "Run", "RunError", "TaskConfig", "TrainConfig", "Transformer", "TrainingDiverged", "analyze_model",
     "apply_overrides", "build_model", "from_hooked_transformer", "get_preset", "hooked_transformer_config",
-    "load_run", "load_sweep", "function_task", "make_task", "parse_formula", "register_task", "registered_tasks",
-    "resume", "table_task", "to_hooked_transformer", "train",
+    "load_run", "load_sweep", "function_task", "make_task", "parse_formula", "register_model", "register_task",
+    "registered_models", "registered_tasks", "resume", "table_task", "to_hooked_transformer", "train",
 ]
