@@ -202,7 +202,8 @@ def render_logit_analysis(data: dict[str, Any]) -> str:
     if basis.get("name"):
         lines.append(basis_summary(basis))
     losses = data["losses"]
-    lines.append(f"key frequencies ({data['key_freq_rule']}): {_fmt(data['key_frequencies'])}; logit fit FVE "
+    keys = _fmt(data["key_frequencies"]) if data["key_frequencies"] else "none (no frequency stands out)"
+    lines.append(f"key frequencies ({data['key_freq_rule']}): {keys}; logit fit FVE "
                  f"{_fmt(data['logit_fit']['fve'])}")
     lines.append(format_table(["measure", "value"], [
         ["train loss", losses[names.TRAIN_LOSS]], ["test loss", losses[names.TEST_LOSS]],
