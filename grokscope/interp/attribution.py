@@ -133,6 +133,8 @@ def attribution_patching(
         if g is None:
             g = torch.zeros_like(a)
         scores[h] = (diff * g).sum(dim=0).to(torch.float64)
+    if metric.is_cuda:  # the kernels run asynchronously: wait for them before reading the clock
+        torch.cuda.synchronize(metric.device)
     secs = time.perf_counter() - t0
     with torch.no_grad():
         ld_src = float(logit_diff(src_logits, setup.clean_answers, setup.corrupt_answers).mean())

@@ -133,6 +133,8 @@ def sweep(model: Model, setup: PatchSetup, kind: str, *, layer: int = 0, positio
     grid = sweep_grid(model, kind, n_ctx=setup.clean_tokens.shape[1], layer=layer, position=position, hooks=hooks)
     t0 = time.perf_counter()
     ld, clean, corrupt = patch_sites(model, setup, grid.sites, direction=direction)
+    if ld.is_cuda:  # the kernels run asynchronously: wait for them before reading the clock
+        torch.cuda.synchronize(ld.device)
     secs = time.perf_counter() - t0
     values = recovered_fraction(ld, clean, corrupt).reshape(grid.shape)
     return PatchSweep(kind, grid.hook, grid.axes, values, grid.row_labels, grid.col_labels, clean, corrupt, direction,
