@@ -19,7 +19,7 @@ __all__ = ["ALIASES", "HOW_FIELDS", "cell_name", "config_hash", "same_cell"]
 
 #: Config fields that say where a run is computed, not what: left out of cell names and of the check that a cell's
 #: directory holds its config (the numbers of a run moved to another device are close, not bitwise equal).
-HOW_FIELDS = frozenset({"train.device"})
+HOW_FIELDS = frozenset({"train.device", "train.compile"})
 
 #: Short names of common axis fields in cell names (other fields: their last part, or the whole path when two
 #: axes share it).

@@ -48,7 +48,7 @@ ENSEMBLE_FIELDS = frozenset({
 # are supported: they only change the initial weights and the split, which members build as single runs do.)
 UNSUPPORTED_FIELDS = (
     "model.attn_only", "model.dropout", "model.fixed_embedding", "optim.decay", "optim.grad_filter", "optim.perp_grad",
-    "optim.fixed_norm", "train.loss", "train.softmax_collapse", "optim.optimizer",
+    "optim.fixed_norm", "train.loss", "train.softmax_collapse", "optim.optimizer", "train.compile",
 )
 
 
