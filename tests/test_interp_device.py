@@ -5,7 +5,9 @@ a GPU run sees the same inputs, splits, SAE start and batches as a CPU run.
 Two checks. On the CPU, the interp modules' ``torch`` is replaced by the strict proxy of tests/device_proxy.py (a
 factory call without ``device=`` raises) and every instrument must give exactly the results it gives without it. On
 CUDA (the ``DEVICES`` fixture; skipped where absent), the model and the task are moved there and the results, of the
-functions and of ``grokscope patch|probe|sae --device``, must equal the CPU's to float32 rounding. MPS has no float64,
+functions and of ``grokscope patch|probe|sae --device``, must equal the CPU's: the CPU-drawn inputs exactly, the
+numbers to tolerances calibrated on the CPU (a 2e-6 relative perturbation of the weights, a few times the rounding
+that separates two devices, stays within them), threshold decisions where both runs decided alike. MPS has no float64,
 which the tables use: the commands compute on the CPU there, with a note.
 """
 
