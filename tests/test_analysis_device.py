@@ -14,14 +14,14 @@ import pytest
 import torch
 from device_proxy import StrictTorch, strict
 
-from grokscope.analysis import basis, irreps, reverse, zoo
+from grokscope.analysis import basis, irreps, logits, reverse, zoo
 from grokscope.analysis.construct import group_network, quadratic_mlp_addition, s5_irrep_transformer
 from grokscope.config import ModelConfig, TaskConfig
 from grokscope.models import build_model
 from grokscope.tasks import make_task
 from grokscope.tasks.zoo import make_s5_task
 
-MODULES = (reverse, basis, zoo, irreps)
+MODULES = (reverse, logits, basis, zoo, irreps)
 
 
 def test_the_proxy_refuses_a_factory_call_without_a_device():
@@ -38,7 +38,8 @@ def _transformer(seed=3):
 
 def _cases():
     """(name, thunk) of whole analyses: the additive one of a transformer and an MLP, the discrete-log ones (even
-    n = 12, Nyquist key included) of a constructed network and a random transformer, and the zoo and S5 blocks."""
+    n = 12, Nyquist key included) of a constructed network and a random transformer, the zoo and S5 blocks, and the
+    logit-level analysis of a model known only by its logits (additive grid and discrete-log basis)."""
     add = make_task(TaskConfig(p=13, train_fraction=0.3))
     mul = make_task(TaskConfig(formula="a*b", p=13, train_fraction=0.5))
     div = make_task(TaskConfig(formula="a/b", p=13, train_fraction=0.5))
@@ -52,10 +53,12 @@ def _cases():
         ("attention fits", lambda: [h.to_dict() for h in reverse.attention_fits(_transformer(), add)]),
         ("zoo", lambda: zoo.zoo_analysis(_transformer(), mul)),
         ("s5", lambda: zoo.zoo_analysis(s5_irrep_transformer(["[4,1]", "[3,1^2]"]), s5)),
+        ("logit level, additive", lambda: logits.analyze_logits(_transformer(), add)),
+        ("logit level, dlog", lambda: logits.analyze_logits(net, mul)),
     ]
 
 
-@pytest.mark.parametrize("index", range(7))
+@pytest.mark.parametrize("index", range(9))
 def test_the_analyses_create_no_tensor_without_the_inputs_device(monkeypatch, index):
     name, run = _cases()[index]
     plain = json.dumps(run(), sort_keys=True)
