@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from grokscope.bench_loops import (
+    CompiledLoop,
     DefaultLoop,
     EnsembleLoop,
     ReferenceLoop,
@@ -38,7 +39,7 @@ from grokscope.bench_loops import (
     transformer_lens_version,
 )
 from grokscope.cli_args import UserError, add_device_arg, device_from_args
-from grokscope.config import ExperimentConfig, apply_overrides
+from grokscope.config import COMPILE_MODES, ExperimentConfig, apply_overrides
 from grokscope.device import describe_device
 from grokscope.measures import progress_measures
 from grokscope.models import build_model
@@ -68,6 +69,7 @@ class BenchOptions:
     quick: bool = False
     config: ExperimentConfig = field(default_factory=nanda_mainline)
     device: torch.device = CPU
+    compile: str = "none"  # --compile: a row (b) under torch.compile in this mode, and the whole run compiled
 
     @classmethod
     def quick_options(cls, **kw: Any) -> BenchOptions:
@@ -268,6 +270,8 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print,
             runners.append(TransformerLensLoop(cfg, task, copy.deepcopy(model)))
         except Exception as e:  # an incompatible TransformerLens: say so and go on
             res["transformer_lens"] = f"{tl_version}: failed ({type(e).__name__}: {e})"
+    if opts.compile != "none":  # last, so rows[0..2] stay (a), (b), (c)
+        runners.append(CompiledLoop(cfg, task, copy.deepcopy(model), opts.compile))
     log(f"timing {len(runners)} contenders: {opts.repeats} rounds of {opts.epochs} epochs ...")
     times = _per_epoch_times(runners, opts.epochs, opts.repeats, log, device)
     rows = []
@@ -276,11 +280,12 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print,
         rows.append({"name": r.name, "train_eps": scale / t["train"], "eval_eps": scale / t["eval"], "members": scale})
     res["rows"] = rows
     ref, dflt = rows[0], rows[1]
-    tl = rows[3] if len(rows) > 3 else None
+    tl = next((row for r, row in zip(runners, rows) if isinstance(r, TransformerLensLoop)), None)
 
     log(f"whole run: grokscope train, {opts.run_epochs} epochs at the default cadence, between demo loops ...")
-    loops = [runners[0]] + runners[3:]  # the reference, and TransformerLens when it is there
-    res["whole_run"] = bracketed_whole_run(cfg, opts.run_epochs, loops, opts.epochs, device)
+    loops = [runners[0]] + [r for r in runners if isinstance(r, TransformerLensLoop)]  # the reference, and TL
+    run_cfg = apply_overrides(cfg, {"train.compile": opts.compile})
+    res["whole_run"] = bracketed_whole_run(run_cfg, opts.run_epochs, loops, opts.epochs, device)
     res["measure_seconds"] = mcost = measure_cost(cfg, device=device)
 
     flops = fast_step_flops(cfg, n_train)
@@ -312,6 +317,10 @@ def run_bench(opts: BenchOptions, out: Callable[[str], None] = print,
         if tl:
             line += f" {r['train_eps'] / tl['train_eps']:7.2f} {r['eval_eps'] / tl['eval_eps']:8.2f}"
         out(line)
+    for r in runners[3:]:
+        if isinstance(r, CompiledLoop):
+            res["compile"] = line = r.compile_note()
+            out(f"{line}; compiled / eager default path: {rows[-1]['train_eps'] / dflt['train_eps']:.2f}x")
     ens = rows[2]
     out(f"ensemble K={opts.k}: aggregate {ens['train_eps']:.2f} ep/s = {ens['train_eps'] / dflt['train_eps']:.2f}x "
         f"{opts.k} sequential default runs ({ens['eval_eps'] / dflt['eval_eps']:.2f}x with a test evaluation every "
@@ -366,6 +375,7 @@ def _whole_run(opts: BenchOptions, args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(opts.threads)
     cfg = _config(opts, opts.p) if args.p or args.quick else apply_overrides(opts.config,
                                                                               {"train.device": str(opts.device)})
+    cfg = apply_overrides(cfg, {"train.compile": opts.compile})
     tl = opts.tl and transformer_lens_version() is not None
     epochs = args.run_epochs  # None: to 1.5x the grok epoch, as grokscope run
     with tempfile.TemporaryDirectory() as tmp:
@@ -400,6 +410,10 @@ def register(subparsers) -> None:
     p.add_argument("--no-tl", action="store_true", help="skip TransformerLens even when it is installed")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every number as JSON")
     add_device_arg(p)
+    p.add_argument("--compile", default="none", choices=COMPILE_MODES, metavar="MODE",
+                   help="also time row (b) with its forward under torch.compile in MODE (one of "
+                   f"{', '.join(COMPILE_MODES)}; default none) and its compile seconds, and train the whole run (and "
+                   "--whole-run) with train.compile=MODE")
     p.add_argument(
         "--whole-run", action="store_true",
         help="instead: train the whole mainline as 'grokscope run' does (to 1.5x the grok epoch, or --run-epochs) and "
@@ -424,7 +438,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     given = {k: v for k, v in kw.items() if v is not None}
     opts = BenchOptions.quick_options(**kw) if args.quick else BenchOptions(**given)
     opts.tl = not args.no_tl
-    opts.device = device_from_args(args, opts.config)
+    opts.device, opts.compile = device_from_args(args, opts.config), args.compile
     if args.whole_run:
         res = _whole_run(opts, args)
     else:

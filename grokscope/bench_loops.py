@@ -1,13 +1,14 @@
 """The contenders of ``grokscope bench``: each trains the mainline as one implementation does, an epoch at a time.
 
 :class:`ReferenceLoop` (row a: :mod:`grokscope.training.reference`, every layer over the full sequence),
-:class:`DefaultLoop` (row b: the training loop's ``choose_forward`` and ``train_step``), :class:`EnsembleLoop`
-(row c: K seeds as one batched computation) and :class:`TransformerLensLoop` (row d: a ``HookedTransformer`` with
-the same weights, trained as its demo notebook does, with torch's AdamW). Every row's optimiser takes its settings
-from :func:`~grokscope.training.optim.adamw_hyperparameters` and its schedule from
-:func:`~grokscope.training.optim.lr_at`. Each has ``epoch()`` (one training epoch) and ``evaluate()`` (what a demo
-loop evaluates every epoch); :func:`loop_rate` times them as a demo loop. ``fixed_lr`` (0: time a trained model
-without moving it) is how ``grokscope bench --whole-run`` times them from a run's checkpoints.
+:class:`DefaultLoop` (row b: the training loop's ``choose_forward`` and ``train_step``; :class:`CompiledLoop`, the
+same under ``torch.compile``), :class:`EnsembleLoop` (row c: K seeds as one batched computation) and
+:class:`TransformerLensLoop` (row d: a ``HookedTransformer`` with the same weights, trained as its demo notebook
+does, with torch's AdamW). Every row's optimiser takes its settings from
+:func:`~grokscope.training.optim.adamw_hyperparameters` and its schedule from :func:`~grokscope.training.optim.lr_at`.
+Each has ``epoch()`` (one training epoch) and ``evaluate()`` (what a demo loop evaluates every epoch);
+:func:`loop_rate` times them as a demo loop. ``fixed_lr`` (0: time a trained model without moving it) is how
+``grokscope bench --whole-run`` times them from a run's checkpoints.
 
 Every contender runs where its model and task tensors are (``grokscope bench --device``); :func:`clock` reads the
 time after waiting for the device's queued work (a CUDA or MPS call returns before its kernels finish).
@@ -23,15 +24,16 @@ import torch.nn.functional as F
 
 from grokscope.config import ExperimentConfig, apply_overrides
 from grokscope.device import resolve_device
-from grokscope.models.forward import choose_forward
+from grokscope.models.forward import choose_forward, model_device
+from grokscope.training.compiled import CompiledForward, compile_forward
 from grokscope.training.ensemble import Ensemble
 from grokscope.training.loop import loss_and_accuracy, train_step
 from grokscope.training.optim import adamw_hyperparameters, lr_at, make_optimizer
 from grokscope.training.reference import reference_eval, reference_step
 
 __all__ = [
-    "DefaultLoop", "EnsembleLoop", "ReferenceLoop", "TransformerLensLoop", "clock", "loop_rate", "synchronize",
-    "transformer_lens_version",
+    "CompiledLoop", "DefaultLoop", "EnsembleLoop", "ReferenceLoop", "TransformerLensLoop", "clock", "loop_rate",
+    "synchronize", "transformer_lens_version",
 ]
 
 _CPU = torch.device("cpu")
@@ -98,6 +100,28 @@ class DefaultLoop(ReferenceLoop):
             logits = self.forward(t.tokens)
             loss_and_accuracy(logits[t.train_idx], t.train_labels, self.loss_dtype)
             loss_and_accuracy(logits[t.test_idx], t.test_labels, self.loss_dtype)
+
+
+class CompiledLoop(DefaultLoop):
+    """Row (b) with its forward under ``torch.compile`` in ``mode`` (``grokscope bench --compile MODE``: the loop's
+    :func:`~grokscope.training.compiled.compile_forward`); the compile happens in the bench's warm-up epoch and
+    evaluation, and :meth:`compile_note` says what it cost."""
+
+    def __init__(self, cfg: ExperimentConfig, task, model, mode: str):
+        super().__init__(cfg, task, model)
+        choice = choose_forward(model, task, fast=cfg.train.fast_path)
+        compiled, self.meta = compile_forward(choice, mode, model_device(model), deterministic=cfg.train.deterministic)
+        self.forward, self.mode = compiled.fn, mode
+        self.name = f"(b+) compiled {mode}" if self.meta["compile"] != "none" else "(b+) eager: compile refused"
+
+    def compile_note(self) -> str:
+        """One line: the compile seconds and signatures, the fall-back or the note (the run's meta keys)."""
+        fn = self.forward
+        if isinstance(fn, CompiledForward) and fn.fallback is None:
+            note = f"; {self.meta['compile_note']}" if self.meta["compile_note"] else ""
+            return f"compile ({self.mode}): {fn.compile_seconds:.1f} s for {fn.signatures} signature(s){note}"
+        why = fn.fallback if isinstance(fn, CompiledForward) else self.meta["compile_note"]
+        return f"compile ({self.mode}): not applied ({why})"
 
 
 class EnsembleLoop:

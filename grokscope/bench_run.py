@@ -140,6 +140,8 @@ def whole_run_phases(
         "train_call_seconds": t_train, "startup_seconds": stamps.stamps[0][1] - t0,
         "parts": json.loads(meta.get("seconds", "{}")),
     }
+    if cfg.train.compile != "none":  # train.compile (grokscope bench --whole-run --compile MODE): what it cost
+        res |= {k: meta.get(k, "") for k in ("compile", "compile_note", "compile_seconds", "compile_signatures")}
     if analysis:
         res |= _after_training(run)
     phases = detect_phases(run.metrics)
@@ -181,6 +183,10 @@ def render_whole_run(res: dict[str, Any], out: Callable[[str], None] = print) ->
     on = f" on {res['device']}" if res.get("device") else ""
     out(f"whole run: {res['config']}{on}, {res['final_epoch']} epochs (test accuracy >= 99% first at "
         f"{res['grok_epoch']}), {res['forward']} forward, subnormals {res['denormals']}")
+    if "compile" in res:
+        note = f"; {res['compile_note']}" if res["compile_note"] else ""
+        out(f"compiled: {res['compile']} (torch.compile), {res['compile_seconds'] or '?'} s to compile "
+            f"{res['compile_signatures'] or '?'} signature(s), in the run's time below{note}")
     head = f"{'phase':18} {'epochs':>13} {'run ep/s':>9} {'step ep/s':>10} {'ref ep/s':>9} {'x ref':>6}"
     out(head + (f" {'TL ep/s':>8} {'x TL':>6}" if tl else ""))
     first = rows[0]["run_eps"] if rows else float("nan")

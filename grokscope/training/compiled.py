@@ -75,8 +75,8 @@ class CompiledForward:
     backward on that call's first backward (inductor compiles it lazily). So each of its first two calls is timed,
     forward and backward (from the gradient reaching the logits to the last parameter's gradient: autograd hooks,
     the numbers untouched), and the first's time less the second's is that signature's compile. ``seconds``: the
-    compile time measured so far; ``signatures``: how many were met; ``fallback``: why the calls go to ``eager``
-    (None while compiled)."""
+    compile time of the signatures timed twice (:attr:`compile_seconds`: all of it); ``signatures``: how many were
+    met; ``fallback``: why the calls go to ``eager`` (None while compiled)."""
 
     def __init__(self, eager: Callable[[Tensor], Tensor], compiled: Callable[[Tensor], Tensor], *,
                  write_meta: MetaWriter | None = None, sync: bool = False):
@@ -153,8 +153,13 @@ class CompiledForward:
             self.measured.add(key)
         elif len(samples) > 1 or samples[0][1] is None:
             return
+        self._write({"compile_seconds": f"{self.compile_seconds:.2f}", "compile_signatures": str(self.signatures)})
+
+    @property
+    def compile_seconds(self) -> float:
+        """The compile time measured so far: :attr:`seconds` plus the whole first call of each signature met once."""
         once = sum((s[0][0] or 0.0) + (s[0][1] or 0.0) for s in self.samples.values() if s[0][1] is not None)
-        self._write({"compile_seconds": f"{self.seconds + once:.2f}", "compile_signatures": str(self.signatures)})
+        return self.seconds + once
 
     def _clock(self) -> float:
         if self.sync:
