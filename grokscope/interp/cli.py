@@ -96,8 +96,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--device", metavar="NAME",
                    help="where the model's forward passes run: auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N "
-                   "or mps (default: cpu; results equal the CPU's to rounding; mps computes on the CPU, since it "
-                   "has no float64)")
+                   "or mps (default: cpu; on a GPU the numbers are close to the CPU's, not equal; mps computes on "
+                   "the CPU, since it has no float64)")
     p.add_argument("--no-write", action="store_true", help="print only; do not write the JSON file into the run")
 
 
