@@ -138,10 +138,17 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = json.loads(raw)
     except (json.JSONDecodeError, RecursionError):
-        value = raw
-    if raw.strip().lower() in ("none", "null"):
-        value = None
+        value = raw  # "none"/"None" stay words here: apply_overrides reads them as null where the field takes null
     return key, value
+
+
+def _takes_null(config: Any, key: str) -> bool:
+    """Whether the field at dotted ``key`` of ``config`` admits None (``str | None``, not ``str``)."""
+    *parents, leaf = key.split(".")
+    obj = config
+    for part in parents:
+        obj = getattr(obj, part)
+    return type(None) in typing.get_args(typing.get_type_hints(type(obj)).get(leaf))
 
 
 def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
@@ -153,6 +160,8 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
             close = [p for p in paths if p.endswith("." + key.split(".")[-1])]
             hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(paths)}"
             raise ConfigError(f"--set {key}: unknown key{hint}")
+        if isinstance(value, str) and value.strip().lower() in ("none", "null") and _takes_null(config, key):
+            value = None  # --set model.normalization_type=none; a str field keeps the word: model.biases=none
         node = data
         parts = key.split(".")
         for part in parts[:-1]:

@@ -15,6 +15,7 @@ from grokscope.cli import main
 from grokscope.config import ConfigError, ModelConfig, apply_overrides
 from grokscope.models import build_model
 from grokscope.models.forward import choose_forward
+from grokscope.store import load_run
 from grokscope.tasks import make_task
 from grokscope.training import train
 from grokscope.training.muon import split_for_muon
@@ -27,14 +28,30 @@ MLP_BIASES = ("blocks.0.mlp.b_in", "blocks.0.mlp.b_out")
 ALL_BIASES = (*ATTN_BIASES, *MLP_BIASES, "unembed.b_U")
 # today's model (before the knob): names and order of its parameters
 MLP_PARAMS = [
-    "embed.W_E", "pos_embed.W_pos", "blocks.0.attn.W_Q", "blocks.0.attn.W_K", "blocks.0.attn.W_V", "blocks.0.attn.W_O",
-    "blocks.0.mlp.W_in", "blocks.0.mlp.b_in", "blocks.0.mlp.W_out", "blocks.0.mlp.b_out", "unembed.W_U",
+    "embed.W_E",
+    "pos_embed.W_pos",
+    "blocks.0.attn.W_Q",
+    "blocks.0.attn.W_K",
+    "blocks.0.attn.W_V",
+    "blocks.0.attn.W_O",
+    "blocks.0.mlp.W_in",
+    "blocks.0.mlp.b_in",
+    "blocks.0.mlp.W_out",
+    "blocks.0.mlp.b_out",
+    "unembed.W_U",
 ]
 
 
 def _config(tiny_config, biases: str, **more):
-    overrides = {"model.biases": biases, "task.p": 11, "train.epochs": 12, "train.log_every": 4,
-                 "train.checkpoint_every": 6, "train.measure_every": 0, **more}
+    overrides = {
+        "model.biases": biases,
+        "task.p": 11,
+        "train.epochs": 12,
+        "train.log_every": 4,
+        "train.checkpoint_every": 6,
+        "train.measure_every": 0,
+        **more,
+    }
     return apply_overrides(tiny_config, overrides)
 
 
@@ -179,8 +196,14 @@ def test_muon_gives_every_bias_to_adamw(tiny_config):
     model, _ = _model(_config(tiny_config, "all"))
     muon, adamw = split_for_muon(model)
     assert {n for n, _ in adamw} >= set(ALL_BIASES)
-    assert [n for n, _ in muon] == ["blocks.0.attn.W_Q", "blocks.0.attn.W_K", "blocks.0.attn.W_V",
-                                    "blocks.0.attn.W_O", "blocks.0.mlp.W_in", "blocks.0.mlp.W_out"]
+    assert [n for n, _ in muon] == [
+        "blocks.0.attn.W_Q",
+        "blocks.0.attn.W_K",
+        "blocks.0.attn.W_V",
+        "blocks.0.attn.W_O",
+        "blocks.0.mlp.W_in",
+        "blocks.0.mlp.W_out",
+    ]
     default, _ = _model(_config(tiny_config, "mlp"))
     assert [n for n, _ in split_for_muon(default)[0]] == [n for n, _ in muon]
     none, _ = _model(_config(tiny_config, "none"))
@@ -188,8 +211,22 @@ def test_muon_gives_every_bias_to_adamw(tiny_config):
 
 
 def test_cli_train_with_biases_all_and_a_bad_value_is_one_line_exit_2(tmp_path, capsys):
-    argv = ["train", "--preset", "tiny", "--set", "task.p=11", "--set", "train.epochs=6", "--set",
-            "train.log_every=3", "--set", "train.measure_every=0", "--set", "train.checkpoint_every=6", "--quiet"]
+    argv = [
+        "train",
+        "--preset",
+        "tiny",
+        "--set",
+        "task.p=11",
+        "--set",
+        "train.epochs=6",
+        "--set",
+        "train.log_every=3",
+        "--set",
+        "train.measure_every=0",
+        "--set",
+        "train.checkpoint_every=6",
+        "--quiet",
+    ]
     assert main([*argv, "--set", "model.biases=all", "--out", str(tmp_path / "all")]) == 0
     from grokscope.store import load_run
 
@@ -306,3 +343,46 @@ def test_an_interrupted_run_of_each_layout_resumes_bitwise(tiny_config, tmp_path
     for step in straight.checkpoints:
         a, b = straight.load_state_dict(step), resumed.load_state_dict(step)
         assert all(torch.equal(a[k], b[k]) for k in a), step
+
+
+def test_set_a_string_field_to_the_word_none_and_an_optional_field_to_null():
+    from grokscope.config import apply_overrides, parse_override
+    from grokscope.presets import tiny
+
+    cfg = apply_overrides(
+        tiny(),
+        dict(parse_override(s) for s in ("model.biases=none", "optim.grad_filter=none", "model.d_vocab_out=none")),
+    )
+    assert (cfg.model.biases, cfg.optim.grad_filter, cfg.model.d_vocab_out) == ("none", "none", None)
+    ln = apply_overrides(tiny(), {"model.normalization_type": "LN"})
+    assert apply_overrides(ln, dict([parse_override("model.normalization_type=None")])).model.normalization_type is None
+
+
+def test_from_refuses_another_bias_layout_and_init_from_leaves_its_zero_biases_zero(tmp_path, capsys):
+    base = ["train", "--quiet", "--set", "train.epochs=6", "--set", "train.measure_every=0"]
+    assert main([*base, "--preset", "tiny", "--out", str(tmp_path / "p")]) == 0
+    capsys.readouterr()
+    assert main([*base, "--from", str(tmp_path / "p"), "--set", "model.biases=none", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "model.biases" in err and "--init-from" in err, err
+    assert (
+        main(
+            [
+                *base,
+                "--preset",
+                "tiny",
+                "--init-from",
+                str(tmp_path / "p"),
+                "--init-parts",
+                "all",
+                "--set",
+                "model.biases=none",
+                "--out",
+                str(tmp_path / "i"),
+            ]
+        )
+        == 0
+    )
+    parent, child = load_run(tmp_path / "p").load_state_dict(), load_run(tmp_path / "i").load_state_dict(0)
+    assert parent["blocks.0.mlp.b_in"].abs().max() > 0 and not child["blocks.0.mlp.b_in"].any()
+    assert torch.equal(parent["blocks.0.mlp.W_in"], child["blocks.0.mlp.W_in"])

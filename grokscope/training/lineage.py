@@ -149,7 +149,14 @@ def prepare_start(config: ExperimentConfig, parent: Parent) -> StartState:
     model = _fresh_model(config)
     fresh = model.state_dict()
     continuing = parent.parts is None
+    if continuing and run.config.model.biases != config.model.biases:
+        raise RunError(f"model.biases: {run.config.model.biases!r} -> {config.model.biases!r} changes which weights "
+                       "train; --from continues the same model: use --init-from RUN --init-parts all to start the "
+                       "new layout from its weights")
     keys = list(fresh) if continuing else part_keys(fresh, parent.parts or ())
+    if not continuing:  # a bias the new layout holds as a zero buffer stays zero (model.biases)
+        trained = {n for n, _ in model.named_parameters()}
+        keys = [k for k in keys if k in trained or not k.rsplit(".", 1)[-1].startswith("b_")]
     if not keys:
         raise RunError(f"--init-parts {','.join(parent.parts or ())}: the new model has no such weights "
                        f"(its tensors: {', '.join(fresh)})")
