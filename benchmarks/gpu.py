@@ -6,6 +6,11 @@ issue's target and PASS, FAIL or "not measured" (and why):
 * the mainline (a+b mod 113, 30% data): the training step's ms/epoch, and ``grokscope train`` at the default
   cadence timed for a window of epochs; the 40k-epoch wall time is extrapolated from that window (start-up
   included in the window, so the extrapolation errs long). Target: 40k epochs <= 30 s.
+* the mainline compiled (``--compile MODE``; default on CUDA without --quick: reduce-overhead, CUDA graphs; else
+  none, which skips it): the same step under ``torch.compile`` (:class:`grokscope.bench_loops.CompiledLoop`), its
+  ms/epoch beside the eager one and its compile seconds, and ``grokscope train --set train.compile=MODE`` for the
+  same number of epochs; its 40k-epoch time is the compile plus 40k epochs at the run's rate after the compile.
+  Target: 40k epochs <= 30 s.
 * ensembles: aggregate epochs/s of K = 1, 8, 64, 128, 256 stacked mainline members. Before each K the memory
   model below is checked against the free memory: a K over it is reported and the row stops there. Target:
   K = 128 >= 50x one run's epochs/s.
@@ -38,6 +43,7 @@ from typing import Any
 import torch
 
 from grokscope.bench_loops import (
+    CompiledLoop,
     DefaultLoop,
     EnsembleLoop,
     TransformerLensLoop,
@@ -45,12 +51,13 @@ from grokscope.bench_loops import (
     loop_rate,
     transformer_lens_version,
 )
-from grokscope.config import ExperimentConfig, apply_overrides
+from grokscope.config import COMPILE_MODES, ExperimentConfig, apply_overrides
 from grokscope.device import describe_device, resolve_device
 from grokscope.models import build_model
 from grokscope.presets import get_preset, nanda_mainline
 from grokscope.tasks import make_task, task_to
 from grokscope.training import train
+from grokscope.training.compiled import CompiledForward
 
 GB = 1024**3
 TARGETS = {"40k": 30.0, "ensemble": 50.0, "diagram": 600.0, "tl": 20.0}
@@ -114,7 +121,7 @@ class Report:
         self.out(f"{name:38} {value:>22} {target:>16} {result:>12}  {note}".rstrip())
 
 
-def mainline(cfg: ExperimentConfig, device: torch.device, window: int, run_epochs: int) -> dict[str, float]:
+def mainline(cfg: ExperimentConfig, device: torch.device, window: int, run_epochs: int) -> dict[str, Any]:
     """The step's seconds per epoch (``window`` epochs after a warm-up) and ``grokscope train``'s seconds for
     ``run_epochs`` epochs at the default cadence."""
     task = task_to(make_task(cfg.task), device)
@@ -132,6 +139,35 @@ def mainline(cfg: ExperimentConfig, device: torch.device, window: int, run_epoch
         train(run_cfg, Path(tmp) / "run", progress=False)
         run_s = time.perf_counter() - t0
     return {"step_s": step_s, "path": loop.path, "run_s": run_s, "run_epochs": run_epochs}
+
+
+def compiled_mainline(cfg: ExperimentConfig, device: torch.device, window: int, run_epochs: int,
+                      mode: str) -> dict[str, Any]:
+    """:func:`mainline` with the forward under ``torch.compile`` in ``mode``: the step's seconds per epoch after
+    the compile (its first epochs), the compile's seconds, and ``grokscope train`` with ``train.compile=mode``
+    (its meta's compile seconds and note)."""
+    task = task_to(make_task(cfg.task), device)
+    model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx).to(device)
+    loop = CompiledLoop(cfg, task, model, mode)
+    for _ in range(3):  # the first compiles (forward and backward), the second measures it
+        loop.epoch()
+    t0 = clock(device)
+    for _ in range(window):
+        loop.epoch()
+    step_s = (clock(device) - t0) / window
+    fn = loop.forward
+    compiled = isinstance(fn, CompiledForward) and fn.fallback is None
+    res: dict[str, Any] = {"step_s": step_s, "path": loop.path, "note": loop.compile_note(),
+                           "compile_s": fn.compile_seconds if isinstance(fn, CompiledForward) and compiled else None}
+    run_cfg = apply_overrides(cfg, {"train.epochs": run_epochs, "train.stop_after_grok": None, "train.compile": mode})
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        run = train(run_cfg, Path(tmp) / "run", progress=False)
+        res["run_s"] = time.perf_counter() - t0
+        meta = run.meta
+    res |= {"run_epochs": run_epochs, "run_compile": meta.get("compile", ""), "run_note": meta.get("compile_note", ""),
+            "run_compile_s": float(meta.get("compile_seconds") or 0.0)}
+    return res
 
 
 def ensembles(cfg: ExperimentConfig, device: torch.device, ks: list[int], window: int, per_member: int,
@@ -212,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-epochs", type=int, help="epochs of the timed grokscope train (default 2000; quick 20)")
     ap.add_argument("--cells", type=int, help="phase-diagram cells (default 256; quick 4; 0 skips it)")
     ap.add_argument("--sweep-ensemble", type=int, default=64, help="largest ensemble the sweep packs (default 64)")
+    ap.add_argument("--compile", choices=COMPILE_MODES, metavar="MODE",
+                    help="also time the mainline step and run under torch.compile in MODE, one of "
+                    f"{', '.join(COMPILE_MODES)} (default: reduce-overhead, CUDA graphs, on CUDA without --quick; "
+                    "else none, which skips it)")
     ap.add_argument("--k", type=int, nargs="+", help="ensemble sizes (default 1 8 64 128 256; quick 1 2 4)")
     ap.add_argument("--budget", type=float, default=float("inf"), metavar="S",
                     help="start no new section after S seconds (default: no limit)")
@@ -228,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks/gpu.py: error: --device {args.device}: {e}", file=sys.stderr)
         return 2
     q = args.quick
+    if args.compile is None:
+        args.compile = "reduce-overhead" if device.type == "cuda" and not q else "none"
     window = args.window or (5 if q else 200)
     run_epochs = args.run_epochs or (20 if q else 2000)
     cells = args.cells if args.cells is not None else (4 if q else 256)
@@ -270,6 +312,23 @@ def main(argv: list[str] | None = None) -> int:
         rep.row("mainline 40k epochs (s)", f"{t40:.1f}", f"<= {TARGETS['40k']:.0f} s",
                 verdict(t40, TARGETS["40k"], at_most=True, quick=q),
                 f"extrapolated from the {run_epochs}-epoch run")
+    if args.compile != "none" and budget_left(f"mainline compiled ({args.compile})"):
+        log(f"mainline compiled ({args.compile}) ...")
+        cm = res["compiled"] = compiled_mainline(cfg, device, window, run_epochs, args.compile)
+        eager = res.get("mainline", {}).get("step_s", float("nan"))
+        rep.row(f"mainline step, {args.compile} (ms/epoch)", f"{1e3 * cm['step_s']:.3f}", "", "",
+                f"{cm['path']} path, {window} timed epochs after the compile; {eager / cm['step_s']:.2f}x eager")
+        rep.row("compile time (s)", "-" if cm["compile_s"] is None else f"{cm['compile_s']:.1f}", "", "",
+                cm["note"])
+        run_eps = (cm["run_epochs"]) / max(1e-9, cm["run_s"] - cm["run_compile_s"])
+        t40 = cm["run_compile_s"] + 40_000 / run_eps
+        rep.row(f"mainline whole run, {args.compile} (ep/s)", f"{cm['run_epochs'] / cm['run_s']:.1f}", "", "",
+                f"grokscope train --set train.compile={args.compile}, {run_epochs} epochs, {cm['run_compile_s']:.1f} s "
+                f"of it compiling (meta: compile {cm['run_compile'] or '?'}{'; ' if cm['run_note'] else ''}"
+                f"{cm['run_note']})")
+        rep.row(f"mainline 40k epochs, {args.compile} (s)", f"{t40:.1f}", f"<= {TARGETS['40k']:.0f} s",
+                verdict(t40, TARGETS["40k"], at_most=True, quick=q),
+                "the compile, then 40k epochs at the run's rate after it")
     one = 1 / res["mainline"]["step_s"] if "mainline" in res else None
     per_member = member_bytes(cfg)
     if budget_left("ensembles"):

@@ -4,11 +4,11 @@
 ``fn`` runs ``torch.compile(fn, mode=..., dynamic=False)`` (same path, ``why`` naming the mode), and the meta keys
 that say how: ``compile`` (the mode in effect, "none" when the run fell back to eager) and ``compile_note``. The
 function it wraps is called with a handful of shapes in a run (the training batch, a smaller last batch, the
-evaluation's rows) in two grad modes; each (shape, grad mode, train/eval mode) compiles once, so a run compiles at
-most a few graphs and never once per step. Its cost is written into the meta as it becomes known:
-``compile_seconds`` (for each signature, its first call's time, forward and backward, less its second call's:
-the compile; a signature met once counts its first call's whole time) and ``compile_signatures`` (how many were
-met).
+evaluation's rows) in two grad modes; each (shape, grad mode, train/eval mode) compiles once (on the fast path a
+few times in its first calls, as dynamo's guards on its plan cache's Python state fail while the cache fills;
+bounded by dynamo's recompile limit), so a run compiles a few graphs and never once per step. Its cost is written
+into the meta as it becomes known: ``compile_seconds`` (the first few calls of each signature, forward and
+backward, timed: their time above the fastest of them) and ``compile_signatures`` (how many were met).
 
 Where it cannot apply, the run is eager and ``compile_note`` says why: on MPS (torch's inductor backend for MPS is
 a prototype), where ``torch.compile`` refuses this Python or torch, and where compiling fails on a first call (a
@@ -34,7 +34,7 @@ from torch import Tensor
 
 from grokscope.models.forward import ForwardChoice
 
-__all__ = ["CompiledForward", "compile_forward"]
+__all__ = ["TIMED_CALLS", "CompiledForward", "compile_forward"]
 
 MetaWriter = Callable[[Mapping[str, str]], None]
 
@@ -67,27 +67,35 @@ def compile_forward(choice: ForwardChoice, mode: str, device: torch.device, *, d
     return compiled_choice, {"compile": mode, "compile_note": note}
 
 
+#: Calls of a signature timed (forward and backward): dynamo may compile a signature again on its next few calls
+#: (a guard on Python state the forward reads, such as the fast path's plan cache filling up), so a few are timed.
+TIMED_CALLS = 4
+
+
 class CompiledForward:
     """A compiled forward that falls back to the eager one when compiling fails, and measures what compiling costs.
 
     ``eager``: the function that was compiled (``tokens -> logits``); ``compiled``: what ``torch.compile`` made of
-    it. A signature (the tokens' shape, the grad mode, the module's train/eval mode) compiles on its first call, its
-    backward on that call's first backward (inductor compiles it lazily). So each of its first two calls is timed,
-    forward and backward (from the gradient reaching the logits to the last parameter's gradient: autograd hooks,
-    the numbers untouched), and the first's time less the second's is that signature's compile. ``seconds``: the
-    compile time of the signatures timed twice (:attr:`compile_seconds`: all of it); ``signatures``: how many were
-    met; ``fallback``: why the calls go to ``eager`` (None while compiled)."""
+    it. A signature (the tokens' shape, the grad mode, the module's train/eval mode) compiles on its first call
+    (and again on a later one where a guard on Python state fails), its backward on that call's first backward
+    (inductor compiles it lazily). So the first :data:`TIMED_CALLS` calls of each signature are timed, forward and
+    backward (from the gradient reaching the logits to the last parameter's gradient: autograd hooks, the numbers
+    untouched), and their time above the fastest of them is that signature's compile. :attr:`compile_seconds`: the
+    compile time so far (a signature met fewer times counts all but its fastest call's time once more, so a
+    signature met once counts its one call whole); ``signatures``: how many were met; ``fallback``: why the calls
+    go to ``eager`` (None while compiled)."""
 
     def __init__(self, eager: Callable[[Tensor], Tensor], compiled: Callable[[Tensor], Tensor], *,
                  write_meta: MetaWriter | None = None, sync: bool = False):
         self.eager, self.compiled = eager, compiled
         self.module = getattr(eager, "model", eager)  # the nn.Module whose train/eval mode compiles separately
-        self.samples: dict[tuple, list[list[float | None]]] = {}  # signature -> [forward s, backward s] of 2 calls
-        self.measured: set[tuple] = set()
+        self.samples: dict[tuple, list[list[float | None]]] = {}  # signature -> [forward s, backward s] per call
+        self.measured: set[tuple] = set()  # signatures timed TIMED_CALLS times: their compile is in self.seconds
         self.seconds = 0.0
         self.fallback: str | None = None
         self.write_meta = write_meta
-        self.sync = sync  # CUDA: wait for the device before reading the clock (first two calls of a signature only)
+        self.sync = sync  # CUDA: wait for the device before reading the clock (timed calls only)
+        self.written = ""
 
     @property
     def signatures(self) -> int:
@@ -97,8 +105,8 @@ class CompiledForward:
         if self.fallback is not None:
             return self.eager(tokens)
         key = (tuple(tokens.shape), tokens.dtype, torch.is_grad_enabled(), getattr(self.module, "training", None))
-        if key in self.measured or len(self.samples.get(key, ())) >= 2:
-            return self.compiled(tokens)  # the steady state: one set lookup on top of the compiled call
+        if key in self.measured or len(self.samples.get(key, ())) >= TIMED_CALLS:
+            return self.compiled(tokens)  # the steady state: a set lookup on top of the compiled call
         t0 = self._clock()
         if key not in self.samples:
             try:
@@ -143,23 +151,23 @@ class CompiledForward:
         handles.append(torch.autograd.graph.register_multi_grad_hook(params, at_end))
 
     def _settle(self, key: tuple) -> None:
-        """Once a signature's first two calls are timed, add the first's extra time to the compile seconds; the meta
-        counts a signature met once by its first call's whole time (the compile, to a few milliseconds)."""
-        samples = self.samples[key]
-        if len(samples) >= 2 and samples[0][1] is not None and samples[1][1] is not None:
-            (f1, b1), (f2, b2) = samples[0], samples[1]
-            self.seconds += max(0.0, (f1 or 0.0) + (b1 or 0.0) - (f2 or 0.0) - (b2 or 0.0))
+        """A timed call is complete: once a signature's timed calls all are, its compile moves into ``seconds``;
+        the meta gets the new total."""
+        totals = _totals(self.samples[key])
+        if len(totals) == TIMED_CALLS:
+            self.seconds += sum(totals) - len(totals) * min(totals)
             del self.samples[key]
             self.measured.add(key)
-        elif len(samples) > 1 or samples[0][1] is None:
-            return
-        self._write({"compile_seconds": f"{self.compile_seconds:.2f}", "compile_signatures": str(self.signatures)})
+        meta = {"compile_seconds": f"{self.compile_seconds:.2f}", "compile_signatures": str(self.signatures)}
+        if repr(meta) != self.written:
+            self.written = repr(meta)
+            self._write(meta)
 
     @property
     def compile_seconds(self) -> float:
-        """The compile time measured so far: :attr:`seconds` plus the whole first call of each signature met once."""
-        once = sum((s[0][0] or 0.0) + (s[0][1] or 0.0) for s in self.samples.values() if s[0][1] is not None)
-        return self.seconds + once
+        """The compile time measured so far: :attr:`seconds` and the signatures still being timed."""
+        pending = (_totals(samples) for samples in self.samples.values())
+        return self.seconds + sum(sum(t) - (len(t) - 1) * min(t) for t in pending if t)
 
     def _clock(self) -> float:
         if self.sync:
@@ -169,6 +177,11 @@ class CompiledForward:
     def _write(self, meta: Mapping[str, str]) -> None:
         if self.write_meta is not None:
             self.write_meta(meta)
+
+
+def _totals(samples: list[list[float | None]]) -> list[float]:
+    """Forward plus backward seconds of each complete timed call."""
+    return [(f or 0.0) + b for f, b in samples if b is not None]
 
 
 def eager_meta(why: str) -> dict[str, str]:
