@@ -103,9 +103,9 @@ POWER_FORMULAS: tuple[tuple[str, str, str], ...] = (
 
 #: openai/grok's decoder: 2 layers, width 128, 4 heads of 32, FFN 4x with ReLU, a LayerNorm in every block. Theirs
 #: is post-LN (LN(x + f(x))) with fixed sinusoidal positions and no biases; the nearest TransformerLens knobs are
-#: pre-LN ("LN", with ln_final) and learned positions, and our MLP has biases (docs/zoo.md).
+#: pre-LN ("LN", with ln_final) and learned positions; no biases anywhere (model.biases="none"; docs/zoo.md).
 POWER_MODEL: dict[str, Any] = dict(arch="transformer", n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512,
-                                   act_fn="relu", normalization_type="LN")
+                                   act_fn="relu", normalization_type="LN", biases="none")
 
 
 def power(formula: str, name: str, *, kind: str = "modular", train_fraction: float = 0.5) -> ExperimentConfig:

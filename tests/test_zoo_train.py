@@ -229,7 +229,9 @@ def test_every_zoo_preset_trains_at_tiny_size(name, tmp_path):
 #: (preset prefix, the paper's model): openai/grok's decoder and Grokfast's main.py are 2-layer LayerNorm transformers,
 #: width 128, 4 heads, FFN 4x (ReLU / exact GELU), learned or fixed positions; Omnigrok uses Nanda's 1-layer model.
 FAITHFUL_MODELS = {
-    "power-": dict(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu", normalization_type="LN"),
+    "power-": dict(
+        n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu", normalization_type="LN", biases="none"
+    ),
     "grokfast-": dict(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="gelu", normalization_type="LN"),
     "omnigrok-": dict(n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu", normalization_type=None),
 }
