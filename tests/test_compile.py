@@ -318,3 +318,19 @@ def test_a_really_compiled_fast_path_run_and_its_resume_match_eager(tmp_path, sm
     assert _close(resumed.metrics[["train_loss", "test_loss"]], eager.metrics[["train_loss", "test_loss"]])
     a, b = resumed.load_state_dict(), eager.load_state_dict()
     assert all(_close(a[k], b[k], rtol=1e-3, atol=1e-5) for k in b)
+
+
+@pytest.mark.slow
+def test_a_really_compiled_batched_run_with_dropout_compiles_one_graph_per_shape(tmp_path, small):
+    from torch._dynamo.utils import counters
+
+    cfg = apply_overrides(
+        small,
+        {"train.batch_size": 10, "train.fast_path": False, "model.dropout": 0.1, "train.compile": "reduce-overhead"},
+    )
+    before = counters["stats"]["unique_graphs"]
+    run = train(cfg, tmp_path / "r", progress=False)
+    assert run.status == "completed" and run.meta["compile"] == "reduce-overhead"
+    assert "compiles as 'default'" in run.meta["compile_note"]
+    # two batch shapes in training mode and all pairs in eval mode: three graphs for 20 epochs of 3 updates each
+    assert counters["stats"]["unique_graphs"] - before == 3 and run.meta["compile_signatures"] == "3"
