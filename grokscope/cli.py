@@ -83,6 +83,11 @@ def summarize(run: Run) -> str:
             pass  # written by another version: the summary goes on without it
     if meta.get("device"):
         lines.append(f"device:     {meta['device']} ({meta.get('numerics', '?')})")
+    if meta.get("compile") and meta["compile"] != "none":
+        secs = (f", {meta['compile_seconds']} s compiling {meta.get('compile_signatures', '?')} signature(s)"
+                if meta.get("compile_seconds") else "")
+        note = f"; {meta['compile_note']}" if meta.get("compile_note") else ""
+        lines.append(f"compile:    {meta['compile']} (train.compile){secs}{note}")
     if meta.get("threads"):
         lines.append(f"threads:    {meta['threads']}")
     if meta.get("denormals"):

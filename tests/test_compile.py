@@ -156,7 +156,7 @@ def test_an_error_of_the_computation_itself_is_raised_not_hidden(small):
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "general"])
 def test_a_run_through_the_wrapper_is_bitwise_the_eager_run_and_records_the_compile(tmp_path, small, monkeypatch,
-                                                                                     fast):
+                                                                                     fast, capsys):
     cfg = apply_overrides(small, {"train.fast_path": fast})
     eager = train(cfg, tmp_path / "eager", progress=False)
     fake = FakeCompile()
@@ -170,6 +170,12 @@ def test_a_run_through_the_wrapper_is_bitwise_the_eager_run_and_records_the_comp
     # between them (train mode), the final evaluation over all pairs; general: the step and the evaluation
     assert int(run.meta["compile_signatures"]) == (4 if fast else 2) and len(fake.calls) == 1
     assert "compile" not in eager.meta
+    from grokscope.cli import main
+
+    assert main(["show", str(run.dir)]) == 0 and main(["show", str(eager.dir)]) == 0
+    shown = capsys.readouterr().out
+    assert shown.count("compile:    default (train.compile), ") == 1
+    assert f"compiling {run.meta['compile_signatures']} signature(s)" in shown
 
 
 def test_a_batched_run_compiles_once_per_batch_shape_not_per_step(tmp_path, small, monkeypatch):

@@ -55,7 +55,7 @@ def test_the_device_is_not_part_of_a_cells_name(device):
 
 
 def test_the_device_is_no_axis_and_a_bad_name_is_one_line():
-    with pytest.raises(SweepSpecError, match="train.device says where cells run, not what they are"):
+    with pytest.raises(SweepSpecError, match="train.device says how cells run, not what they are"):
         spec(axes={"train.device": ["cpu", "auto"]})
     with pytest.raises(SweepError, match="--device: expected one of auto, cpu, cuda, cuda:N, mps; got 'gpu'"):
         with_device(expand(spec()), "gpu")

@@ -1,8 +1,8 @@
 """A sweep cell's name: its axis values, its seed and a hash of its full config (``wd0.3-frac0.4-s1-3f9c2a1b``).
 
 The same config always gets the same name and a different config never does; names are safe as directory names.
-Fields that say how a run is computed, not what it computes (:data:`HOW_FIELDS`: the device), are not part of a
-cell's identity: a sweep continued on another machine keeps its cell names and its finished cells.
+Fields that say how a run is computed, not what it computes (:data:`HOW_FIELDS`: the device and train.compile), are
+not part of a cell's identity: a sweep continued on another machine keeps its cell names and its finished cells.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from grokscope.config import ExperimentConfig, field_paths
 
 __all__ = ["ALIASES", "HOW_FIELDS", "cell_name", "config_hash", "same_cell"]
 
-#: Config fields that say where a run is computed, not what: left out of cell names and of the check that a cell's
-#: directory holds its config (the numbers of a run moved to another device are close, not bitwise equal).
+#: Config fields that say where or how a run is computed, not what: left out of cell names and of the check that a
+#: cell's directory holds its config (the numbers of a run moved to another device are close, not bitwise equal).
 HOW_FIELDS = frozenset({"train.device", "train.compile"})
 
 #: Short names of common axis fields in cell names (other fields: their last part, or the whole path when two

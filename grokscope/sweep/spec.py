@@ -198,8 +198,9 @@ def spec_from_dict(data: Mapping[str, Any]) -> SweepSpec:
             if f in seen:
                 raise SweepSpecError(f"axes.{key}: field {f} appears in more than one axis")
             if f in HOW_FIELDS:
-                raise SweepSpecError(f"axes.{key}: {f} says where cells run, not what they are, so it cannot be an "
-                                     "axis; give 'grokscope sweep --device NAME' (or set it in the base)")
+                how = "--device NAME" if f == "train.device" else f"--set {f}=VALUE"
+                raise SweepSpecError(f"axes.{key}: {f} says how cells run, not what they are, so it cannot be an "
+                                     f"axis; give 'grokscope sweep {how}' (or set it in the base)")
             seen.add(f)
         axes.append(Axis(fields, _axis_values(key, fields, raw, paths)))
 
