@@ -76,19 +76,26 @@ def test_the_evaluation_shares_its_forward_with_the_next_update_and_changes_no_n
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_same_config_gives_the_same_run_bit_for_bit(tmp_path, tiny_config):
-    cfg = apply_overrides(tiny_config, {"train.epochs": 30, "train.batch_size": 20})
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_same_config_gives_the_same_run_bit_for_bit(tmp_path, tiny_config, dropout):
+    """Dropout too: its draws are seeded by (train.data_seed, epoch), whatever torch's generator held before; the
+    caller's generator state is restored."""
+    cfg = apply_overrides(tiny_config, {"train.epochs": 30, "train.batch_size": 20, "model.dropout": dropout})
     a = train(cfg, tmp_path / "a", progress=False)
+    torch.manual_seed(12345)
+    state = torch.random.get_rng_state()
     b = train(cfg, tmp_path / "b", progress=False)
+    assert torch.equal(torch.random.get_rng_state(), state)
     assert a.metrics.equals(b.metrics)
     sa, sb = a.load_state_dict(), b.load_state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("batch_size", [None, 24])
-def test_an_interrupted_run_resumes_exactly(tmp_path, tiny_config, batch_size):
+@pytest.mark.parametrize("batch_size,dropout", [(None, 0.0), (24, 0.0), (24, 0.3)])
+def test_an_interrupted_run_resumes_exactly(tmp_path, tiny_config, batch_size, dropout):
     cfg = apply_overrides(
-        tiny_config, {"train.epochs": 80, "train.batch_size": batch_size, "train.checkpoint_every": 20}
+        tiny_config,
+        {"train.epochs": 80, "train.batch_size": batch_size, "train.checkpoint_every": 20, "model.dropout": dropout},
     )
     straight = train(cfg, tmp_path / "straight", progress=False)
 

@@ -56,7 +56,7 @@ from grokscope.training.losses import LOSSES, cross_entropy, softmax_collapse
 from grokscope.training.optim import UpdateRules, lr_at, make_optimizer
 from grokscope.training.placement import cpu_runtime, run_device, via_cpu
 from grokscope.training.recorder import RunRecorder, load_state, single_run_state
-from grokscope.training.user_model import MODEL_CLASS, class_name, exposes_tl_names, user_forward, user_meta
+from grokscope.training.user_model import check_user_model, exposes_tl_names, user_forward, user_meta
 
 
 class TrainingDiverged(RuntimeError):
@@ -319,10 +319,12 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
         save(0)
 
     bar = progress_bar(settings.epochs, record.epoch, progress, cfg.name)
+    callers_rng = torch.random.get_rng_state()  # the epochs seed torch's generator; the caller's state is restored
     try:
         model.train()
         for epoch in range(record.epoch + 1, settings.epochs + 1):
-            # ---- one epoch of updates
+            # ---- one epoch of updates (the forward's draws, dropout's, seeded by the epoch: a resume repeats them)
+            torch.manual_seed(draw_seed(settings.data_seed, epoch))
             order = [None] if cfg.task.fresh_data else _batch_order(n_train, batch, settings.data_seed, epoch)
             for idx in order:
                 lr = lr_at(record.update, cfg.optim)
@@ -363,9 +365,15 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
         raise
     finally:
         bar.close()
+        torch.random.set_rng_state(callers_rng)
     elapsed = time.perf_counter() - t0
     seconds = clock.parts() | {"other": round(elapsed - sum(clock.parts().values()), 3)}
     return record.finish(elapsed, governor.describe(), {"seconds": json.dumps(seconds)})
+
+
+def draw_seed(seed: int, epoch: int) -> int:
+    """The seed of torch's generator for the updates of ``epoch`` (the forward's own draws, such as dropout's)."""
+    return (seed * 1_000_003 + epoch) ^ 0x5EED_D40F
 
 
 def _batch_order(n: int, batch: int, seed: int, epoch: int) -> list[Tensor | slice]:
@@ -384,25 +392,6 @@ def _on_answers(loss_fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
         return loss_fn(*answer_view(logits, labels), dtype)
 
     return loss
-
-
-def check_user_model(run: Run, model: torch.nn.Module | None) -> None:
-    """One line (RunError) when ``model`` does not suit the run: a run of a user module needs a module of its class,
-    a run of grokscope's own model takes none."""
-    if run.config.model.arch == "registered":
-        if model is not None:
-            raise RunError(f"{run.dir}: the run trained the registered model {run.config.model.name!r}, which resume "
-                           f"builds again from the registry; resume it without model= (got {class_name(model)})")
-        return
-    trained = run.meta.get(MODEL_CLASS)
-    if trained is None and model is not None:
-        raise RunError(f"{run.dir}: the run trained grokscope's own model (config.json's model); resume it without "
-                       f"model= (got {class_name(model)})")
-    if trained is not None and model is None:
-        raise RunError(f"{run.dir}: the run trained your module {trained}; resume it with model=<a new {trained}>")
-    if model is not None and trained is not None and trained != class_name(model) \
-            and not trained.endswith("." + type(model).__qualname__):  # __main__.X in a script, mod.X imported
-        raise RunError(f"{run.dir}: the run trained {trained}, not {class_name(model)}; pass a module of that class")
 
 
 def measure_fn(cfg: ExperimentConfig, first: Callable[[], dict[str, Tensor]] | None = None):

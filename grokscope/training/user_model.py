@@ -15,9 +15,10 @@ from torch import Tensor, nn
 
 from grokscope.models.forward import ForwardChoice
 from grokscope.store.errors import RunError
+from grokscope.store.run import Run
 from grokscope.tasks import is_sequence_task
 
-__all__ = ["MODEL_CLASS", "TL_NAMES", "class_name", "exposes_tl_names", "user_forward", "user_meta"]
+__all__ = ["MODEL_CLASS", "TL_NAMES", "check_user_model", "class_name", "exposes_tl_names", "user_forward", "user_meta"]
 
 MODEL_CLASS = "model_class"  # the meta key naming a user module's class; absent for grokscope's own models
 TL_NAMES = ("W_E", "W_U", "blocks")
@@ -76,3 +77,22 @@ def user_meta(model: nn.Module, choice: ForwardChoice, measured: bool) -> dict[s
             "skipped: the progress measures need a modular task and TransformerLens names "
             f"({', '.join(TL_NAMES)}) on the module")
     return {MODEL_CLASS: class_name(model), "logits_at": at, "measures": note}
+
+
+def check_user_model(run: Run, model: nn.Module | None) -> None:
+    """One line (RunError) when ``model`` does not suit the run: a run of a user module needs a module of its class,
+    a run of grokscope's own model takes none."""
+    if run.config.model.arch == "registered":
+        if model is not None:
+            raise RunError(f"{run.dir}: the run trained the registered model {run.config.model.name!r}, which resume "
+                           f"builds again from the registry; resume it without model= (got {class_name(model)})")
+        return
+    trained = run.meta.get(MODEL_CLASS)
+    if trained is None and model is not None:
+        raise RunError(f"{run.dir}: the run trained grokscope's own model (config.json's model); resume it without "
+                       f"model= (got {class_name(model)})")
+    if trained is not None and model is None:
+        raise RunError(f"{run.dir}: the run trained your module {trained}; resume it with model=<a new {trained}>")
+    if model is not None and trained is not None and trained != class_name(model) \
+            and not trained.endswith("." + type(model).__qualname__):  # __main__.X in a script, mod.X imported
+        raise RunError(f"{run.dir}: the run trained {trained}, not {class_name(model)}; pass a module of that class")
