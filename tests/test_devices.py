@@ -66,6 +66,20 @@ def test_a_short_run_on_each_device_matches_the_cpu_run(tmp_path, small, device)
         assert "not applied" in run.meta["denormals"] and "not governed" in run.meta["threads"]
 
 
+def test_a_dropout_run_repeats_on_each_device_from_the_devices_seeded_generator(tmp_path, small, device):
+    """Dropout draws from the device's default generator, which every epoch seeds (deterministic on CUDA): two runs
+    in one process are equal whatever the generator held before, and the caller's state comes back."""
+    from grokscope.training.placement import draw_generator
+
+    cfg = apply_overrides(small, {"train.device": device, "model.dropout": 0.3, "train.deterministic": True})
+    a = train(cfg, tmp_path / "a", progress=False)
+    gen = draw_generator(torch.device(device) if device != "cuda" else torch.device("cuda", 0))
+    gen.manual_seed(7)
+    state = gen.get_state()
+    b = train(cfg, tmp_path / "b", progress=False)
+    assert a.metrics.equals(b.metrics) and torch.equal(gen.get_state(), state)
+
+
 def test_checkpoints_and_the_resume_state_are_cpu_tensors_and_load_where_asked(tmp_path, small, device):
     run = train(apply_overrides(small, {"train.device": device, "train.epochs": 10}), tmp_path / "r", progress=False)
     for path in (checkpoint_path(run.dir, 10), run.dir / STATE):

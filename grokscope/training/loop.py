@@ -54,7 +54,7 @@ from grokscope.training.compiled import compile_forward
 from grokscope.training.lineage import Parent, freeze, frozen_names, prepare_start, write_start
 from grokscope.training.losses import LOSSES, cross_entropy, softmax_collapse
 from grokscope.training.optim import UpdateRules, lr_at, make_optimizer
-from grokscope.training.placement import cpu_runtime, run_device, via_cpu
+from grokscope.training.placement import cpu_runtime, draw_generator, run_device, via_cpu
 from grokscope.training.recorder import RunRecorder, load_state, single_run_state
 from grokscope.training.user_model import check_user_model, exposes_tl_names, user_forward, user_meta
 
@@ -319,12 +319,13 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
         save(0)
 
     bar = progress_bar(settings.epochs, record.epoch, progress, cfg.name)
-    callers_rng = torch.random.get_rng_state()  # the epochs seed torch's generator; the caller's state is restored
+    draws = draw_generator(device)  # the forward's draws (dropout): seeded every epoch, the caller's state restored
+    callers_rng = draws.get_state()
     try:
         model.train()
         for epoch in range(record.epoch + 1, settings.epochs + 1):
             # ---- one epoch of updates (the forward's draws, dropout's, seeded by the epoch: a resume repeats them)
-            torch.manual_seed(draw_seed(settings.data_seed, epoch))
+            draws.manual_seed(draw_seed(settings.data_seed, epoch))
             order = [None] if cfg.task.fresh_data else _batch_order(n_train, batch, settings.data_seed, epoch)
             for idx in order:
                 lr = lr_at(record.update, cfg.optim)
@@ -365,7 +366,7 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
         raise
     finally:
         bar.close()
-        torch.random.set_rng_state(callers_rng)
+        draws.set_state(callers_rng)
     elapsed = time.perf_counter() - t0
     seconds = clock.parts() | {"other": round(elapsed - sum(clock.parts().values()), 3)}
     return record.finish(elapsed, governor.describe(), {"seconds": json.dumps(seconds)})

@@ -19,7 +19,7 @@ from grokscope.device import resolve_device
 from grokscope.runtime import ThreadGovernor, flush_denormal
 from grokscope.store.run import RunError
 
-__all__ = ["IdleGovernor", "cpu_runtime", "run_device", "via_cpu"]
+__all__ = ["IdleGovernor", "cpu_runtime", "draw_generator", "run_device", "via_cpu"]
 
 
 def run_device(name: str, *, resuming: Path | None = None) -> torch.device:
@@ -64,3 +64,15 @@ def via_cpu(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
         return fn(logits.cpu(), labels.cpu(), dtype)
 
     return on_cpu
+
+
+def draw_generator(device: torch.device) -> torch.Generator:
+    """torch's default generator of ``device``, the one a module's own draws (dropout) use there: the loop seeds it
+    every epoch (seeding the generator itself costs ~1 us; ``torch.manual_seed`` seeds every backend, ~90 us)."""
+    if device.type == "cuda":
+        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    if device.type == "mps":
+        from torch.mps import _get_default_mps_generator  # torch has no public handle on it
+
+        return _get_default_mps_generator()
+    return torch.default_generator
