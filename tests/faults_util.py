@@ -39,6 +39,11 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def die_after_safetensors_write(nth: int) -> None:
+    """In this process: SIGKILL just after the ``nth`` safetensors write (a checkpoint or the resume point)."""
+    _install("tensors", nth, "renamed")
+
+
 def _install(kind: str, nth: int, phase: str) -> None:
     calls = {"n": 0}
     if kind == "tensors":

@@ -273,17 +273,7 @@ def test_the_dynamics_of_your_own_module_start_from_its_step_0(tmp_path):
 
 
 if __name__ == "__main__":
-    from grokscope.store import files
+    from faults_util import die_after_safetensors_write
 
-    _real = files.atomic_write_bytes
-    _count = [0]
-
-    def _write(path, data):
-        _real(path, data)
-        if str(path).endswith(".safetensors"):
-            _count[0] += 1
-            if _count[0] == int(sys.argv[2]):
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    files.atomic_write_bytes = _write
+    die_after_safetensors_write(int(sys.argv[2]))
     train(CFG, sys.argv[1], progress=False, threads=1)
