@@ -105,6 +105,17 @@ def test_the_registry_names_builds_and_refuses_in_one_line():
             ModelConfig(**bad)
 
 
+def test_an_unknown_name_on_the_command_line_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from grokscope.cli import main
+
+    out = tmp_path / "never"
+    argv = ["train", "--preset", "tiny", "--set", "model.arch=registered", "--set", "model.name=nobody"]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "model.name: no model registered as 'nobody'" in err and "test-flat" in err
+    assert not out.exists()
+
+
 def test_a_registered_model_trains_and_the_run_says_how(full):
     meta = full.meta
     assert meta["status"] == "completed" and meta["forward"] == "user" and meta["model_class"].endswith("Flat")
