@@ -114,6 +114,23 @@ def test_an_unknown_name_on_the_command_line_is_one_line_and_writes_nothing(tmp_
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "model.name: no model registered as 'nobody'" in err and "test-flat" in err
     assert not out.exists()
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--set",
+                "task.kind=registered",
+                "--set",
+                "task.name=nobody",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    assert "task.name: no task registered as 'nobody'" in capsys.readouterr().err and not out.exists()
 
 
 def test_a_registered_model_trains_and_the_run_says_how(full):

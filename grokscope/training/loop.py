@@ -27,6 +27,7 @@ from grokscope.measures.progress import measure_basis_label
 from grokscope.models import build_model
 from grokscope.models.forward import choose_forward
 from grokscope.models.registry import REGISTRY as MODELS
+from grokscope.tasks.registry import REGISTRY as TASKS
 from grokscope.runtime import ThreadGovernor
 from grokscope.store.errors import StoreWriteError
 from grokscope.store.files import atomic_write_bytes
@@ -149,6 +150,8 @@ def train(config: ExperimentConfig, out: Path | str | None = None, *, progress: 
                        "model= or name a registered model, not both")
     if config.model.arch == "registered":
         MODELS.get(config.model.name)  # an unknown name: one line (ConfigError) before anything is written
+    if config.task.kind == "registered":
+        TASKS.get(config.task.name)
     start = prepare_start(config, parent) if parent is not None else None  # checked before anything is written
     run_dir = new_run_dir(out, config)
     if start is not None:
