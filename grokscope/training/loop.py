@@ -27,7 +27,6 @@ from grokscope.measures.progress import measure_basis_label
 from grokscope.models import build_model
 from grokscope.models.forward import choose_forward
 from grokscope.models.registry import REGISTRY as MODELS
-from grokscope.tasks.registry import REGISTRY as TASKS
 from grokscope.runtime import ThreadGovernor
 from grokscope.store.errors import StoreWriteError
 from grokscope.store.files import atomic_write_bytes
@@ -50,6 +49,7 @@ from grokscope.tasks import (
     task_metrics,
     task_to,
 )
+from grokscope.tasks.registry import REGISTRY as TASKS
 from grokscope.trackers import TrackerGroup
 from grokscope.training.adamw import AdamW
 from grokscope.training.compiled import compile_forward
