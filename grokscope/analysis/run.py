@@ -27,6 +27,7 @@ from grokscope.config import ExperimentConfig
 from grokscope.interop import from_hooked_transformer
 from grokscope.measures import MeasureError, check_task, detect_phases, fixed_key_measures, names
 from grokscope.measures.bases import is_identity, task_basis
+from grokscope.measures.grid import on_cpu
 from grokscope.models import MLPModel, Model, Transformer, VectorMLP
 from grokscope.runtime import flush_denormal
 from grokscope.store import DamagedFileError, RunError, load_tensors
@@ -150,6 +151,7 @@ def _logits_only(model: nn.Module, task: Any, step: int, unsupported: str | None
     if unsupported is not None:
         return {"level": "none", "step": step, "task": task.config.kind,
                 "skipped": {"logit analysis": unsupported, **skipped}}
+    model, task, _ = on_cpu(model, task)  # a model on a device: read through a CPU copy (float64, as the analysis)
     data = analyze_logits(user_forward(model, task).fn, task, basis=basis, step=step, why=why)
     data["skipped"].update(skipped)
     return data

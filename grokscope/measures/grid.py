@@ -9,7 +9,7 @@ Shapes: p is the modulus; N = p*p inputs; "grid order" is row a*p + b (a slow); 
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,8 @@ from grokscope.measures.fourier import fourier_transform_2d, n_frequencies
 from grokscope.models import Model, has_blocks, has_mlp
 from grokscope.models.forward import choose_forward, model_device
 from grokscope.tasks import task_to
+
+M = TypeVar("M", bound=torch.nn.Module)  # any module: grokscope's models and yours
 
 if TYPE_CHECKING:
     from grokscope.models.mlp import MLPWeights
@@ -31,7 +33,7 @@ __all__ = [
 ]
 
 
-def on_cpu(model: Model, task: Any, logits: Tensor | None = None) -> tuple[Model, Any, Tensor | None]:
+def on_cpu(model: M, task: Any, logits: Tensor | None = None) -> tuple[M, Any, Tensor | None]:
     """The model, task and logits as CPU tensors: the measures compute in float64, which MPS lacks, and they are a
     small share of a run's time, so a model on a device is measured through a CPU copy (the same numbers a CPU
     run's weights would give). On the CPU, the arguments themselves (nothing is copied)."""
