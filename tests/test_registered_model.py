@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -274,6 +275,74 @@ def test_analyze_reads_a_registered_run_by_its_logits_and_a_model_run_says_what_
         mine, model=Flat(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx)
     )
     assert data["losses"]["train_loss"] == pytest.approx(float(mine.metrics["train_loss"].iloc[-1]), rel=1e-6)
+
+
+class Waves(nn.Module):
+    """Logits A cos(2 pi k (a + b - c) / p) at the last position: a model whose logits hold one key frequency."""
+
+    def __init__(self, p: int, k: int, amplitude: float):
+        super().__init__()
+        self.p, self.k, self.amplitude = p, k, amplitude
+        self.unused = nn.Parameter(torch.zeros(1))  # a module with a parameter, none of them TransformerLens names
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        a, b = tokens[:, 0, None].double(), tokens[:, 1, None].double()
+        c = torch.arange(self.p, dtype=torch.float64)[None, :]
+        return (self.amplitude * torch.cos(2 * torch.pi * self.k * (a + b - c) / self.p)).float()
+
+
+def test_the_logit_measures_of_pure_waves_are_their_closed_forms():
+    """Logits that are one key wave: the logits' spectrum finds k, keeping it keeps everything (restricted loss =
+    the loss), removing it leaves a constant (excluded loss = ln p)."""
+    from grokscope.measures import logit_measures
+
+    p, k, amp = 11, 3, 4.0
+    task = make_task(TaskConfig(formula="a+b", p=p, train_fraction=0.5))
+    logits = Waves(p, k, amp)(task.tokens)  # float32, as a model's
+    out = logit_measures(logits, task)
+    assert out["n_key_freqs"] == 1.0 and out["key_freqs_fixed"] == 0.0 and f"excluded_loss_k{k}" in out
+    full = torch.nn.functional.cross_entropy(logits.double(), task.labels).item()
+    assert out["restricted_loss"] == pytest.approx(full, rel=1e-6)
+    assert out["excluded_loss"] == pytest.approx(math.log(p), rel=1e-6)
+
+
+@pytest.mark.parametrize("formula", ["a+b", "a*b"])
+def test_the_logit_measures_equal_those_of_progress_measures_on_the_same_logits_and_keys(formula):
+    """The additive grid and the discrete-log basis of a*b: the same numbers as progress_measures' own path."""
+    from grokscope.measures import logit_measures, progress_measures
+
+    cfg = ExperimentConfig(
+        task=TaskConfig(formula=formula, p=11, train_fraction=0.5),
+        model=ModelConfig(d_model=16, n_heads=2, d_head=8, d_mlp=32),
+    )
+    task = make_task(cfg.task)
+    model = build_model(cfg.model, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.n_ctx).eval()
+    with torch.no_grad():
+        logits = model(task.tokens)
+    theirs = progress_measures(model, task, key_freqs=[1, 3], logits=logits, extra=False)
+    mine = logit_measures(logits, task, key_freqs=[1, 3])
+    assert mine["key_freqs_fixed"] == 1.0
+    for name in ("restricted_loss", "restricted_acc", "excluded_loss", "excluded_acc", "excluded_loss_k3"):
+        assert mine[name] == pytest.approx(theirs[name], rel=1e-12), name
+
+
+def test_a_registered_module_logs_the_logit_measures_and_says_so(tmp_path):
+    cfg = ExperimentConfig(
+        task=TaskConfig(p=11, train_fraction=0.6),
+        model=dataclasses.replace(CFG.model),
+        optim=CFG.optim,
+        train=dataclasses.replace(CFG.train, epochs=20, measure_every=10),
+    )
+    run = train(cfg, tmp_path / "m", progress=False)
+    assert run.meta["measures"].startswith("logit measures only")
+    m = run.metrics.dropna(subset=["restricted_loss"])
+    assert list(m.index) == [0, 10, 20] and "gini_W_E" not in run.metrics.columns
+    from grokscope.measures import logit_measures
+
+    task = make_task(cfg.task)
+    with torch.no_grad():
+        again = logit_measures(run.load_model(20)(task.tokens), task)
+    assert m.loc[20, "excluded_loss"] == pytest.approx(again["excluded_loss"], rel=1e-9)
 
 
 def test_the_dynamics_of_your_own_module_start_from_its_step_0(tmp_path):

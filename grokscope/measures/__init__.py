@@ -83,6 +83,7 @@ from grokscope.measures.progress import (
     fixed_key_measures,
     gini,
     label_wave_fit,
+    logit_measures,
     progress_measures,
     restricted_excluded,
     sum_sq_weights,
@@ -100,7 +101,7 @@ __all__ = [
     "fourier_basis_names", "fourier_transform", "fourier_transform_2d", "frequency_norms", "frequency_of_index", "gini",
     "grid_order", "grid_rows", "grok_epoch", "inverse_fourier_transform", "is_prime", "key_frequencies",
     "key_frequencies_from_logits", "key_frequencies_from_norms", "key_frequencies_online", "label_wave_fit",
-    "logit_table", "mlp_activations", "n_frequencies", "neuron_energy", "neuron_frequency_fractions",
+    "logit_measures", "logit_table", "mlp_activations", "n_frequencies", "neuron_energy", "neuron_frequency_fractions",
     "neuron_logit_map", "number_embedding", "post_hook_name", "primitive_root", "progress_measures",
     "real_fourier_basis", "restricted_excluded", "sum_sq_weights", "wave",
 ]

@@ -45,17 +45,20 @@ from grokscope.measures.grid import (
 from grokscope.measures.keys import (
     checked_key_set,
     key_frequencies,
+    key_frequencies_from_logits,
     key_frequencies_from_norms,
     key_frequencies_online,
 )
 from grokscope.models import Model
 from grokscope.models.forward import choose_forward
+from grokscope.tasks import task_to
 
 if TYPE_CHECKING:
     import pandas
 
 __all__ = [
     "FFS_ETA", "ModelSource", "ffs_fcr", "ffs_fcr_from_norms", "fixed_key_measures", "gini", "label_wave_fit",
+    "logit_measures",
     "measure_basis", "measure_basis_label", "progress_measures", "restricted_excluded", "sum_sq_weights",
 ]
 
@@ -334,6 +337,35 @@ def progress_measures(
         out[names.N_KEY_FREQS] = float(len(freqs))
         out[names.KEY_FREQS_FIXED] = 1.0 if given else 0.0
         return _with_extra(out, model, task, logits, extra)
+
+
+def logit_measures(logits: Tensor, task: Any, key_freqs: Iterable[int] | None = None, *,
+                   basis: str | GroupBasis | None = None) -> dict[str, float]:
+    """The progress measures that read logits only, so they apply to any model (your own module, whose weights have
+    no TransformerLens names): restricted_loss, restricted_acc, excluded_loss, excluded_acc, excluded_loss_k{K},
+    n_key_freqs and key_freqs_fixed, in the basis :func:`progress_measures` reads the task in. ``logits``: the
+    model's [N, >= p] output on ``task.tokens``. ``key_freqs``: fixed keys; None takes them from the logits'
+    spectrum (the ``logits_dft`` rule: the weights' rules need W_L)."""
+    chosen = measure_basis(task, basis)
+    p = task.p if chosen is not None else check_task(task)
+    if logits.shape[0] != task.tokens.shape[0] or logits.shape[1] < p:
+        raise MeasureError(f"logits must be [{task.tokens.shape[0]}, {p}] in task.tokens order, got "
+                           f"{tuple(logits.shape)}")
+    logits = logits.detach()[:, :p].to("cpu", torch.float64)  # [N, p]; the measures' float64 on the CPU
+    task = task_to(task, "cpu")
+    if chosen is not None:
+        rows, labels, train = group_rows(task, chosen)
+        table, n = logits[rows][:, chosen.c_order], chosen.n  # [n*n, n]
+        freqs = (checked_group_keys(key_freqs, n) if key_freqs is not None
+                 else key_frequencies_from_norms(group_frequency_norms(table, dim=1)))
+        out = group_restricted_excluded(table, labels, train, n, freqs)
+    else:
+        table = logits[grid_order(task)]  # [p*p, p] in grid order
+        freqs = checked_key_set(key_freqs, p) if key_freqs is not None else key_frequencies_from_logits(table)
+        out = restricted_excluded(table, task.labels[grid_order(task)], grid_rows(task, task.train_idx), p, freqs)
+    out[names.N_KEY_FREQS] = float(len(freqs))
+    out[names.KEY_FREQS_FIXED] = 1.0 if key_freqs is not None else 0.0
+    return out
 
 
 def _with_extra(out: dict[str, float], model: Model, task: Any, logits: Tensor | None, extra: bool) -> dict[str, float]:

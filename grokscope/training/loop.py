@@ -21,7 +21,7 @@ from torch import Tensor
 
 from grokscope.config import ExperimentConfig
 from grokscope.device import describe_device, device_settings
-from grokscope.measures import names, progress_measures
+from grokscope.measures import logit_measures, names, progress_measures
 from grokscope.measures.dynamics import ntk_alignment, relative_weight_change
 from grokscope.measures.progress import measure_basis_label
 from grokscope.models import build_model
@@ -236,11 +236,12 @@ def _fit(run_dir: Path, cfg: ExperimentConfig, *, progress: bool | None, tracker
         return (run.load_state_dict(0) if 0 in run.checkpoints
                 else {n: p.detach().clone() for n, p in model.named_parameters()})
 
-    measure = measure_fn(cfg, None if user_model is None else first) if settings.measure_every else None
+    by_logits = not own and not exposes_tl_names(model)  # your module without TL names: the logit measures only
+    measure = (measure_fn(cfg, None if user_model is None else first, by_logits=by_logits) if settings.measure_every
+               else None)
     extra: dict[str, str] = {}
     if not own:
-        measure = measure if exposes_tl_names(model) else None
-        extra = user_meta(model, choice, measure is not None)
+        extra = user_meta(model, choice, "none" if measure is None else "logits" if by_logits else "all")
     if measure is not None and cfg.task.kind == "modular":  # the basis the progress measures read the task in
         label = measure_basis_label(task)
         extra["basis"] = json.dumps({"name": label.partition(" ")[0], "label": label})
@@ -401,9 +402,11 @@ def _on_answers(loss_fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
     return loss
 
 
-def measure_fn(cfg: ExperimentConfig, first: Callable[[], dict[str, Tensor]] | None = None):
+def measure_fn(cfg: ExperimentConfig, first: Callable[[], dict[str, Tensor]] | None = None, *, by_logits: bool = False):
     """The progress-measure function for this run, or None when the measures do not apply to it. ``first``: the
-    run's initial weights (theta_0 of the dynamics measures) when ``cfg.model`` cannot build them (your own module)."""
+    run's initial weights (theta_0 of the dynamics measures) when ``cfg.model`` cannot build them (your own module).
+    ``by_logits``: only the measures that read logits (:func:`~grokscope.measures.progress.logit_measures`: a module
+    without TransformerLens names)."""
     if cfg.task.kind != "modular" or cfg.model.arch == "vector_mlp" or cfg.model.attn_only:
         return None  # the measures need a modular p*p grid and a model with an MLP
 
@@ -412,7 +415,7 @@ def measure_fn(cfg: ExperimentConfig, first: Callable[[], dict[str, Tensor]] | N
 
     def measure(model, task, logits):
         try:
-            out = progress_measures(model, task, logits=logits)
+            out = logit_measures(logits, task) if by_logits else progress_measures(model, task, logits=logits)
         except ValueError:
             return {}
         if dynamics:

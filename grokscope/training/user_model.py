@@ -5,7 +5,8 @@ position) or [batch, n_ctx, d_vocab_out] (logits at every position; the last one
 of a sequence task). The run records which in its meta (``model_class``, ``logits_at``, ``measures``); checkpoints
 are the module's own state dict, so ``resume(path, model=...)`` and ``Run.load_model(model=...)`` take a module of
 the same class. The progress measures read TransformerLens names (``W_E``, ``W_U``, ``blocks[0].mlp``) and
-apply only where the module exposes them; the meta says so otherwise.
+apply whole where the module exposes them; otherwise the run logs those that read logits only (restricted and
+excluded loss, :func:`grokscope.measures.progress.logit_measures`), and the meta says which.
 """
 
 from __future__ import annotations
@@ -70,12 +71,15 @@ def user_forward(model: nn.Module, task) -> ForwardChoice:
                    f"[{n}, {c}] or [batch, n_ctx, d_vocab_out] = [{n}, {t}, {c}]")
 
 
-def user_meta(model: nn.Module, choice: ForwardChoice, measured: bool) -> dict[str, str]:
-    """The meta a run of a user module records: its class, where its logits are, whether the measures ran."""
+def user_meta(model: nn.Module, choice: ForwardChoice, measures: str) -> dict[str, str]:
+    """The meta a run of a user module records: its class, where its logits are, which measures ran (``measures``:
+    "all", "logits" or "none")."""
     at = "every position" if "every position" in choice.why else "last position"
-    note = ("applied: the module exposes TransformerLens names" if measured else
-            "skipped: the progress measures need a modular task and TransformerLens names "
-            f"({', '.join(TL_NAMES)}) on the module")
+    names = ", ".join(TL_NAMES)
+    note = {"all": "applied: the module exposes TransformerLens names",
+            "logits": "logit measures only: restricted and excluded loss, with key frequencies from the logits' "
+                      f"spectrum (the weight measures need TransformerLens names: {names})",
+            "none": "skipped: the progress measures need a modular task (and train.measure_every > 0)"}[measures]
     return {MODEL_CLASS: class_name(model), "logits_at": at, "measures": note}
 
 
