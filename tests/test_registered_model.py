@@ -343,6 +343,11 @@ def test_a_registered_module_logs_the_logit_measures_and_says_so(tmp_path):
     with torch.no_grad():
         again = logit_measures(run.load_model(20)(task.tokens), task)
     assert m.loc[20, "excluded_loss"] == pytest.approx(again["excluded_loss"], rel=1e-9)
+    from grokscope.figures.report import write_report
+
+    html = write_report(run, tmp_path / "report.html").read_text()
+    assert "could not be drawn" not in html  # figures that read weights by name say they do not apply
+    assert "Not applicable to this model: " in html and "Fourier norms of W_E and W_L" in html
 
 
 def test_the_dynamics_of_your_own_module_start_from_its_step_0(tmp_path):

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from grokscope import measures
-from grokscope.models import has_blocks
+from grokscope.models import MLPModel, Model, Transformer, VectorMLP, has_blocks
 from grokscope.models.forward import choose_forward
 from grokscope.store.run import Run, RunError, checkpoint_path
+from grokscope.training.user_model import class_name, user_forward
 
 
 class FigureUnavailable(Exception):
@@ -195,7 +196,7 @@ def _ckpt_mtime(run: Run, step: int) -> float:
 def _weights_cached(run_dir: str, step: int, _mtime: float) -> Weights:
     run = Run(run_dir)
     p = run.config.task.p
-    model = run.load_model(step)
+    model = _named_model(run, step)
     W_E = measures.number_embedding(model, p)
     W_in = (model.blocks[-1].mlp if has_blocks(model) else model.mlp).W_in.detach().double()
     return Weights(step=step, W_E=W_E.numpy(), W_L=measures.neuron_logit_map(model, p).numpy(), H=(W_E @ W_in).numpy())
@@ -235,7 +236,7 @@ def operation_grid(run: Run, step: int, op: int) -> Grid:
 def _grid_cached(run_dir: str, step: int, _mtime: float, op: int | None = None) -> Grid:
     run = Run(run_dir)
     p = run.config.task.p
-    model = run.load_model(step)
+    model = _named_model(run, step)
     posts, attns, logits = [], [], []
     with torch.no_grad():
         for chunk in _grid_tokens(p, op).split(4096):
@@ -254,11 +255,34 @@ def logits_grid(run: Run, step: int) -> np.ndarray:
     """Only the logits [p, p, p] (a, b, c) of checkpoint ``step``: a plain forward pass, no activation cache."""
     _single_operation(run)
     p = run.config.task.p
-    model = run.load_model(step)
-    forward = choose_forward(model, run.task()).fn
+    model = _model(run, step)
+    forward = choose_forward(model, run.task()).fn if _own(model) else user_forward(model, run.task()).fn
     with torch.no_grad():
         out = torch.cat([forward(chunk)[:, :p].float() for chunk in _grid_tokens(p).split(8192)])
     return out.reshape(p, p, p).numpy()
+
+
+def _own(model: torch.nn.Module) -> bool:
+    return isinstance(model, Transformer | MLPModel | VectorMLP)
+
+
+def _model(run: Run, step: int) -> torch.nn.Module:
+    """The model of checkpoint ``step``; FigureNotApplicable (one line) for a run of your own module passed as
+    ``model=``, which the report cannot build."""
+    if run.user_module is not None:
+        raise FigureNotApplicable(f"the run trained your module {run.user_module}, which the report cannot build "
+                                  "(register it with grokscope.models.register_model to train it by name)")
+    return run.load_model(step)
+
+
+def _named_model(run: Run, step: int) -> Model:
+    """:func:`_model` for a figure that reads weights or activations by TransformerLens names: FigureNotApplicable
+    when the model is not one of grokscope's."""
+    model = _model(run, step)
+    if not isinstance(model, Transformer | MLPModel | VectorMLP):
+        raise FigureNotApplicable(f"reads weights and activations by TransformerLens names; the run trained "
+                                  f"{class_name(model)} (its logit figures are drawn)")
+    return model
 
 
 def _grid_tokens(p: int, op: int | None = None) -> torch.Tensor:
