@@ -348,6 +348,13 @@ def test_a_registered_module_logs_the_logit_measures_and_says_so(tmp_path):
     html = write_report(run, tmp_path / "report.html").read_text()
     assert "could not be drawn" not in html  # figures that read weights by name say they do not apply
     assert "Not applicable to this model: " in html and "Fourier norms of W_E and W_L" in html
+    from grokscope.figures.data import key_frequencies
+    from grokscope.measures import key_frequencies_from_logits
+
+    keys, how = key_frequencies(run)  # no analysis.json, no W_L: the figures read the logits' spectrum
+    with torch.no_grad():
+        table = run.load_model(20)(task.tokens)[torch.argsort(task.tokens[:, 0] * 11 + task.tokens[:, 1])].double()
+    assert how.startswith("logits_dft") and keys == key_frequencies_from_logits(table)
 
 
 def test_the_dynamics_of_your_own_module_start_from_its_step_0(tmp_path):

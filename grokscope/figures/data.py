@@ -153,7 +153,8 @@ def _int_list(value: Any) -> list[int] | None:
 
 def key_frequencies(run: Run, step: int | None = None) -> tuple[list[int], str]:
     """(key frequencies, how they were chosen): from ``analysis.json`` when present, else the measures' W_L_dft
-    rule (:func:`grokscope.measures.key_frequencies_from_norms`) at the last checkpoint."""
+    rule (:func:`grokscope.measures.key_frequencies_from_norms`) at the last checkpoint (a module without
+    TransformerLens names: the ``logits_dft`` rule on its logits)."""
     data = analysis(run)
     if data is not None:
         ks = _int_list(find_key(data, "key_frequencies", "key_freqs"))
@@ -162,7 +163,14 @@ def key_frequencies(run: Run, step: int | None = None) -> tuple[list[int], str]:
             return ks, f"analysis.json ({rule})" if isinstance(rule, str) else "analysis.json"
     if not run.checkpoints:
         return [], "no checkpoints"
-    w = weights(run, run.checkpoints[-1] if step is None else step)
+    step = run.checkpoints[-1] if step is None else step
+    try:
+        w = weights(run, step)
+    except FigureNotApplicable:  # a module without TransformerLens names: the spectrum of its logits
+        if run.config.task.kind != "modular" or run.user_module is not None:
+            raise
+        table = torch.from_numpy(logits_grid(run, step)).reshape(-1, run.config.task.p)  # [p*p, p]
+        return measures.key_frequencies_from_logits(table), "logits_dft at the last checkpoint (grokscope.measures)"
     norms = measures.frequency_norms(torch.from_numpy(w.W_L), dim=1)
     return measures.key_frequencies_from_norms(norms), "W_L_dft at the last checkpoint (grokscope.measures)"
 
