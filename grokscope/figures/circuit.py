@@ -20,6 +20,7 @@ from grokscope.figures.data import (
     as_run,
     find_key,
     grid,
+    grid_logits,
     grok_epoch,
     key_frequencies,
     last_step,
@@ -223,8 +224,8 @@ def logit_fourier(run: Run | str | Path, step: int | None = None) -> go.Figure:
     s = last_step(run, step)
     basis = run_basis(run)
     p = _odd_p(run) if basis is None else basis.n
-    g = grid(run, s)
-    L = torch.from_numpy(g.logits if basis is None else view_grid(g.logits, None, basis)[0]).double()
+    logits = grid_logits(run, s)  # [p, p, p]
+    L = torch.from_numpy(logits if basis is None else view_grid(logits, None, basis)[0]).double()
     L = L - L.mean(dim=2, keepdim=True)
     F = fourier_basis(p) if basis is None else real_fourier_basis(p)
     norms = torch.einsum("ia,abc,jb->ijc", F, L, F).norm(dim=2).numpy().astype(np.float32)
@@ -375,16 +376,16 @@ def interference(run: Run | str | Path, step: int | None = None, a: int = 0, b: 
     run = as_run(run)
     s = last_step(run, step)
     basis = run_basis(run)
-    g = grid(run, s)
+    abc = grid_logits(run, s)  # [p, p, p]
     if basis is None:
         p = _odd_p(run)
         keys = _circuit_keys(run)
-        alpha, beta = _wave_coefs(g.logits, p)
-        table = g.logits
+        alpha, beta = _wave_coefs(abc, p)
+        table = abc
     else:
         p = basis.n
         keys = require_keys(group_keys(run, basis, s)[0])
-        table = view_grid(g.logits, None, basis)[0]
+        table = view_grid(abc, None, basis)[0]
         alpha, beta = group_wave_coefs(table, p)
     c = np.linspace(0, p - 1, 12 * (p - 1) + 1)  # the waves drawn as continuous curves over c
     fig = go.Figure()

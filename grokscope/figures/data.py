@@ -293,6 +293,15 @@ def _named_model(run: Run, step: int) -> Model:
     return model
 
 
+def grid_logits(run: Run, step: int) -> np.ndarray:
+    """The logits [p, p, p] (a, b, c) of checkpoint ``step``: the cached :func:`grid`'s (shared with the activation
+    figures), or for a module without TransformerLens hooks its own forward's (:func:`logits_grid`)."""
+    try:
+        return grid(run, step).logits
+    except FigureNotApplicable:
+        return logits_grid(run, step)
+
+
 def _grid_tokens(p: int, op: int | None = None) -> torch.Tensor:
     a = torch.arange(p).repeat_interleave(p)
     b = torch.arange(p).repeat(p)
