@@ -348,6 +348,8 @@ def test_a_registered_module_logs_the_logit_measures_and_says_so(tmp_path):
     html = write_report(run, tmp_path / "report.html").read_text()
     assert "could not be drawn" not in html  # figures that read weights by name say they do not apply
     assert "Not applicable to this model: " in html and "Fourier norms of W_E and W_L" in html
+    not_applicable = html.split("Not applicable to this model: ")[1].split("<")[0]
+    assert "Logits in the 2D Fourier basis" not in not_applicable  # read through the module's own forward
     from grokscope.figures.data import key_frequencies
     from grokscope.measures import key_frequencies_from_logits
 
