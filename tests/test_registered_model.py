@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from faults_util import assert_same_run
 from torch import nn
 
 from grokscope.config import ConfigError, ExperimentConfig, ModelConfig, OptimConfig, TaskConfig, TrainConfig
@@ -58,15 +59,6 @@ CFG = ExperimentConfig(
     optim=OptimConfig(lr=3e-3, weight_decay=0.5, warmup_steps=5),
     train=TrainConfig(epochs=40, log_every=5, checkpoint_every=10, measure_every=0, device="cpu"),
 )
-
-
-def _same_weights(a: Run, b: Run) -> bool:
-    x, y = a.load_state_dict(), b.load_state_dict()
-    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
-
-
-def _rows(run: Run) -> list:
-    return [r for r in run.metric_rows() if "seconds" not in r[1]]
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +149,7 @@ def test_it_resumes_after_kill_9_to_the_same_bits_without_model(full, tmp_path):
         resume(out, model=Flat(CFG.model, d_vocab=7, d_vocab_out=5, n_ctx=3), progress=False)
     resumed = resume(out, progress=False, threads=1)
     assert resumed.status == "completed"
-    assert _same_weights(full, resumed) and _rows(full) == _rows(resumed)
+    assert_same_run(full, resumed)  # metrics, and every checkpoint tensor for tensor and byte for byte
 
 
 def test_from_and_init_from_refuse_registered_models_in_one_line(full, tmp_path):
