@@ -44,6 +44,14 @@ def die_after_safetensors_write(nth: int) -> None:
     _install("tensors", nth, "renamed")
 
 
+def run_killed_script(script: Path, out: Path, nth: int) -> None:
+    """Run a test file as a script (``python SCRIPT OUT N``: it trains into OUT and calls
+    :func:`die_after_safetensors_write` with N) and check that it died by SIGKILL."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run([sys.executable, str(script), str(out), str(nth)], env=env, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+
+
 def _install(kind: str, nth: int, phase: str) -> None:
     calls = {"n": 0}
     if kind == "tensors":

@@ -8,14 +8,12 @@ N-th safetensors write: ``python tests/test_own_model.py OUT N``.
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from faults_util import run_killed_script
 from torch import nn
 
 from grokscope.config import ExperimentConfig, OptimConfig, TaskConfig, TrainConfig
@@ -91,9 +89,7 @@ def test_a_user_module_trains_and_the_run_says_how(full):
 
 def test_a_user_module_resumes_after_kill_9_to_the_same_bits(full, tmp_path):
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent.parent)}
-    proc = subprocess.run([sys.executable, str(HERE), str(out), "5"], env=env, capture_output=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    run_killed_script(HERE, out, 5)
     assert Run(out).status == "running"
     with pytest.raises(RunError, match="resume it with model="):
         resume(out, progress=False)

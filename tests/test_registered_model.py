@@ -13,14 +13,12 @@ import dataclasses
 import json
 import math
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from faults_util import assert_same_run
+from faults_util import assert_same_run, run_killed_script
 from torch import nn
 
 from grokscope.config import ConfigError, ExperimentConfig, ModelConfig, OptimConfig, TaskConfig, TrainConfig
@@ -141,9 +139,7 @@ def test_a_registered_model_trains_and_the_run_says_how(full):
 
 def test_it_resumes_after_kill_9_to_the_same_bits_without_model(full, tmp_path):
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent.parent)}
-    proc = subprocess.run([sys.executable, str(HERE), str(out), "4"], env=env, capture_output=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    run_killed_script(HERE, out, 4)
     assert Run(out).status == "running"
     with pytest.raises(RunError, match="registered model 'test-flat'.*without model="):
         resume(out, model=Flat(CFG.model, d_vocab=7, d_vocab_out=5, n_ctx=3), progress=False)
