@@ -40,7 +40,7 @@ from grokscope.bench_loops import (
 )
 from grokscope.cli_args import UserError, add_device_arg, device_from_args
 from grokscope.config import COMPILE_MODES, ExperimentConfig, apply_overrides
-from grokscope.device import describe_device
+from grokscope.device import describe_device, float64_device
 from grokscope.measures import progress_measures
 from grokscope.models import build_model
 from grokscope.models.forward import choose_forward
@@ -143,7 +143,7 @@ def agreement(cfg: ExperimentConfig, steps: int, dtype: torch.dtype = torch.floa
               device: torch.device = CPU) -> dict[str, float | str]:
     """Train (a) and (b) from the same initialisation for ``steps`` steps; their losses and relative difference.
     On ``device`` (MPS has no float64: there, on the CPU)."""
-    device = CPU if device.type == "mps" and dtype == torch.float64 else device
+    device = float64_device(device) if dtype == torch.float64 else device
     task, base = _placed(cfg, device)
     base = base.to(dtype)
     ref, dflt = ReferenceLoop(cfg, task, copy.deepcopy(base)), DefaultLoop(cfg, task, copy.deepcopy(base))

@@ -22,7 +22,8 @@ from contextlib import contextmanager
 import torch
 
 __all__ = [
-    "DEVICE_NAMES", "check_device_name", "describe_device", "device_settings", "mps_available", "resolve_device",
+    "DEVICE_NAMES", "check_device_name", "describe_device", "device_settings", "float64_device", "mps_available",
+    "resolve_device",
 ]
 
 #: How a device may be named (``cuda:N`` with N a device index).
@@ -71,6 +72,11 @@ def describe_device(device: torch.device) -> str:
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     return str(device)
+
+
+def float64_device(device: torch.device) -> torch.device:
+    """Where a float64 computation on ``device``'s tensors runs: there, except on MPS (no float64): the CPU."""
+    return torch.device("cpu") if device.type == "mps" else device
 
 
 @contextmanager

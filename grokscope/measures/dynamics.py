@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
+from grokscope.device import float64_device
+
 __all__ = ["kernel_alignment", "ntk_alignment", "relative_weight_change"]
 
 
@@ -53,7 +55,7 @@ def empirical_ntk(forward: Callable[[Tensor], Tensor], params: Mapping[str, Tens
     One backward pass per (example, class): meant for small m and C. The kernel is on the inputs' device, or on the
     CPU for MPS (which has no float64)."""
     tensors = [t for t in params.values() if t.requires_grad]
-    where = _float64_device(inputs.device)
+    where = float64_device(inputs.device)
     rows = []
     for i in range(inputs.shape[0]):
         with torch.enable_grad():
@@ -75,8 +77,3 @@ def ntk_alignment(model, inputs: Tensor, labels: Tensor) -> float:
     K = empirical_ntk(model, params, inputs)
     L = (labels[:, None] == labels[None, :]).to(device=K.device, dtype=torch.float64)
     return kernel_alignment(K, L)
-
-
-def _float64_device(device: torch.device) -> torch.device:
-    """Where a float64 computation on ``device``'s tensors runs: there, except on MPS (no float64): the CPU."""
-    return torch.device("cpu") if device.type == "mps" else device
