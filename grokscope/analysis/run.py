@@ -28,7 +28,7 @@ from grokscope.interop import from_hooked_transformer
 from grokscope.measures import MeasureError, check_task, detect_phases, fixed_key_measures, names
 from grokscope.measures.bases import is_identity, task_basis
 from grokscope.measures.grid import on_cpu
-from grokscope.models import MLPModel, Model, Transformer, VectorMLP
+from grokscope.models import Model, Transformer, is_own_model
 from grokscope.runtime import flush_denormal
 from grokscope.store import DamagedFileError, RunError, load_tensors
 from grokscope.store.split import apply_split
@@ -97,7 +97,7 @@ def analyze_run(run: Any, *, step: int | None = None, key_freqs: list[int] | Non
         near = min(steps, key=lambda s: abs(s - step))
         raise RunError(f"{where}: no checkpoint at step {step} (nearest: {near})")
     model = _model_on(run.load_model(step) if model is None else run.load_model(step, model=model), device)
-    if not isinstance(model, Transformer | MLPModel | VectorMLP):
+    if not is_own_model(model):
         data, all_steps = _logits_only(model, task, step, unsupported, all_steps, basis), False
         analysis = None
     elif unsupported is not None:

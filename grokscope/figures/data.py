@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from grokscope import measures
-from grokscope.models import MLPModel, Model, Transformer, VectorMLP, has_blocks
+from grokscope.models import Model, has_blocks, is_own_model
 from grokscope.models.forward import choose_forward
 from grokscope.store.run import Run, RunError, checkpoint_path
 from grokscope.training.user_model import class_name, user_forward
@@ -264,14 +264,10 @@ def logits_grid(run: Run, step: int) -> np.ndarray:
     _single_operation(run)
     p = run.config.task.p
     model = _model(run, step)
-    forward = choose_forward(model, run.task()).fn if _own(model) else user_forward(model, run.task()).fn
+    forward = choose_forward(model, run.task()).fn if is_own_model(model) else user_forward(model, run.task()).fn
     with torch.no_grad():
         out = torch.cat([forward(chunk)[:, :p].float() for chunk in _grid_tokens(p).split(8192)])
     return out.reshape(p, p, p).numpy()
-
-
-def _own(model: torch.nn.Module) -> bool:
-    return isinstance(model, Transformer | MLPModel | VectorMLP)
 
 
 def _model(run: Run, step: int) -> torch.nn.Module:
@@ -287,7 +283,7 @@ def _named_model(run: Run, step: int) -> Model:
     """:func:`_model` for a figure that reads weights or activations by TransformerLens names: FigureNotApplicable
     when the model is not one of grokscope's."""
     model = _model(run, step)
-    if not isinstance(model, Transformer | MLPModel | VectorMLP):
+    if not is_own_model(model):
         raise FigureNotApplicable(f"reads weights and activations by TransformerLens names; the run trained "
                                   f"{class_name(model)} (its logit figures are drawn)")
     return model

@@ -36,6 +36,13 @@ def build_model(cfg: ModelConfig, *, d_vocab: int, d_vocab_out: int, n_ctx: int)
     return cls(cfg, d_vocab=d_vocab, d_vocab_out=d_vocab_out, n_ctx=n_ctx)
 
 
+def is_own_model(model: nn.Module) -> TypeIs[Model]:
+    """Whether ``model`` is one grokscope builds (a :class:`Transformer`, :class:`MLPModel` or :class:`VectorMLP`),
+    whose weights the analyses and figures read by name; your own module (``train(model=...)`` or registered) is not,
+    and is read by its logits."""
+    return isinstance(model, Transformer | MLPModel | VectorMLP)
+
+
 def has_blocks(model: nn.Module) -> TypeIs[Transformer]:
     """``hasattr(model, "blocks")``: the analyses' test for a transformer, as a type guard (a duck-typed
     transformer, such as a TransformerLens ``HookedTransformer``, passes too)."""
@@ -48,4 +55,5 @@ def has_mlp(model: nn.Module) -> TypeIs[MLPModel | VectorMLP]:
 
 
 __all__ = ["MLPModel", "Model", "Transformer", "VectorMLP", "activation", "build_model", "circle_embedding",
-           "has_blocks", "has_mlp", "init_weights", "register_model", "registered_models", "unregister_model"]
+           "has_blocks", "has_mlp", "init_weights", "is_own_model", "register_model", "registered_models",
+           "unregister_model"]
