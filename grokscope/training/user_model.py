@@ -91,7 +91,7 @@ def check_user_model(run: Run, model: nn.Module | None) -> None:
             raise RunError(f"{run.dir}: the run trained the registered model {run.config.model.name!r}, which resume "
                            f"builds again from the registry; resume it without model= (got {class_name(model)})")
         return
-    trained = run.meta.get(MODEL_CLASS)
+    trained = run.user_module
     if trained is None and model is not None:
         raise RunError(f"{run.dir}: the run trained grokscope's own model (config.json's model); resume it without "
                        f"model= (got {class_name(model)})")
